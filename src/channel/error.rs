@@ -1,0 +1,177 @@
+//! Errors of the payer and payee state machines.
+//!
+//! Every error leaves the state machine exactly as it was before the call that returned it.
+
+use bitcoin::{Amount, Network};
+
+use crate::funding::FundingError;
+use crate::keys::SignatureError;
+use crate::ladder::LadderError;
+use crate::tx::TxError;
+use crate::wire::ChannelId;
+
+/// Which channel transaction a signature was for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TxKind {
+    /// The refund.
+    Refund,
+    /// Commitment number `k`.
+    Commitment(u64),
+    /// The settlement.
+    Settlement,
+}
+
+impl std::fmt::Display for TxKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TxKind::Refund => write!(f, "refund"),
+            TxKind::Commitment(k) => write!(f, "commitment {k}"),
+            TxKind::Settlement => write!(f, "settlement"),
+        }
+    }
+}
+
+/// Errors of the payer and payee state machines.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChannelError {
+    /// The message is for another channel.
+    #[error("message for channel {got}, this is channel {expected}")]
+    WrongChannel {
+        /// This channel.
+        expected: ChannelId,
+        /// The channel the message named.
+        got: ChannelId,
+    },
+    /// The message or call does not fit the channel's current state (e.g. a replay).
+    #[error("unexpected {what} while the channel is {state}")]
+    Unexpected {
+        /// The message or call.
+        what: &'static str,
+        /// The channel's state.
+        state: &'static str,
+    },
+    /// The peer or an address is on another chain.
+    #[error("wrong network: expected {expected}, got {got}")]
+    WrongNetwork {
+        /// Our chain.
+        expected: Network,
+        /// Theirs.
+        got: String,
+    },
+    /// The fee rate is below what we accept.
+    #[error("fee rate {got} sat/vB is below the minimum {min} sat/vB")]
+    FeeRateTooLow {
+        /// The least accepted.
+        min: u64,
+        /// Proposed.
+        got: u64,
+    },
+    /// The locktime step is shorter than we accept.
+    #[error("locktime step {got} blocks is below the minimum {min}")]
+    StepTooShort {
+        /// The least accepted.
+        min: u32,
+        /// Proposed.
+        got: u32,
+    },
+    /// The funding transaction has no output at the index given.
+    #[error("funding transaction has no output {vout}")]
+    FundingOutputMissing {
+        /// The index given.
+        vout: u32,
+    },
+    /// The funding output does not pay the channel's 2-of-2 script.
+    #[error("funding output pays the wrong script")]
+    FundingScriptMismatch,
+    /// The funding output's value is not the agreed capacity.
+    #[error("funding output holds {got}, the channel capacity is {expected}")]
+    FundingValueMismatch {
+        /// The capacity.
+        expected: Amount,
+        /// The output's value.
+        got: Amount,
+    },
+    /// A funding input carries a script signature, so it is not native segwit and the txid
+    /// could change after the refund was signed.
+    #[error("funding input {index} is not native segwit (its scriptSig is not empty)")]
+    FundingNotSegwit {
+        /// The input's position.
+        index: usize,
+    },
+    /// The funding transaction has more than one output paying the channel script.
+    #[error("funding transaction pays the channel script more than once")]
+    FundingAmbiguous,
+    /// A zero payment was asked for.
+    #[error("a payment must be more than zero")]
+    ZeroPayment,
+    /// Adding the payment to the total overflowed.
+    #[error("amount overflow: {paid} paid plus {amount}")]
+    AmountOverflow {
+        /// Paid so far.
+        paid: Amount,
+        /// The payment.
+        amount: Amount,
+    },
+    /// The update number is not the next one (a replay, or out of order).
+    #[error("update {got} is out of order, expected {expected}")]
+    UnexpectedUpdate {
+        /// The next update number.
+        expected: u64,
+        /// The one received.
+        got: u64,
+    },
+    /// The new total does not exceed the previous one.
+    #[error("paid total {proposed} does not exceed the previous total {previous}")]
+    PaidNotIncreasing {
+        /// The previous total.
+        previous: Amount,
+        /// The proposed total.
+        proposed: Amount,
+    },
+    /// The proposed locktime is not below the previous state's.
+    #[error("locktime {proposed} is not below the previous locktime {previous}")]
+    LockTimeNotDecreasing {
+        /// The previous state's locktime.
+        previous: u32,
+        /// The proposed locktime.
+        proposed: u32,
+    },
+    /// The proposed locktime is not the ladder's rung for this update.
+    #[error("locktime {proposed} is not the ladder's {expected} for this update")]
+    LockTimeOffLadder {
+        /// `R - k*step`.
+        expected: u32,
+        /// The proposed locktime.
+        proposed: u32,
+    },
+    /// The settlement's total is not the newest commitment's.
+    #[error("settlement pays {proposed}, the newest commitment pays {expected}")]
+    PaidTotalMismatch {
+        /// The newest commitment's total.
+        expected: Amount,
+        /// The settlement's.
+        proposed: Amount,
+    },
+    /// A signature from the peer is bad.
+    #[error("bad signature on the {tx}: {source}")]
+    Signature {
+        /// The transaction it was for.
+        tx: TxKind,
+        /// What is wrong with it.
+        source: SignatureError,
+    },
+    /// The signer's key is not this channel's key.
+    #[error("signer key does not match the channel's key")]
+    SignerMismatch,
+    /// The locktime ladder is exhausted (or the refund too close to the tip): close the channel.
+    #[error(transparent)]
+    Ladder(#[from] LadderError),
+    /// A transaction could not be built (e.g. the payment exceeds the balance).
+    #[error(transparent)]
+    Tx(#[from] TxError),
+    /// The funding script could not be built.
+    #[error(transparent)]
+    Funding(#[from] FundingError),
+}

@@ -1,0 +1,263 @@
+//! What both parties hold once the funding outpoint is known: the channel parameters, the newest
+//! fully signed commitment, and the settlement once both have signed it.
+
+use bitcoin::sighash::SegwitV0Sighash;
+use bitcoin::{ecdsa, Amount, Network, PublicKey, Transaction};
+use serde::{Deserialize, Serialize};
+
+use super::{ChannelError, TxKind};
+use crate::funding::FundingScript;
+use crate::keys::{parse_signature, ChannelSigner};
+use crate::ladder::LockTimeLadder;
+use crate::tx::{ChannelTxBuilder, ChannelTxParams};
+use crate::wire::{ChannelId, RawSignature};
+
+/// Everything that fixes a channel's transactions, agreed at open.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelParams {
+    /// The channel's id.
+    pub channel_id: ChannelId,
+    /// Its chain.
+    pub network: Network,
+    /// The payer's funding key.
+    pub payer_key: PublicKey,
+    /// The payee's funding key.
+    pub payee_key: PublicKey,
+    /// The refund locktime and the step between commitments.
+    pub ladder: LockTimeLadder,
+    /// Funding outpoint, capacity, fee rate and payout scripts.
+    pub tx: ChannelTxParams,
+}
+
+/// A channel's parameters with the transaction builder made from them.
+///
+/// Serializes as its [`ChannelParams`]; deserializing rebuilds (and so re-checks) the builder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "ChannelParams", into = "ChannelParams")]
+pub struct Channel {
+    params: ChannelParams,
+    builder: ChannelTxBuilder,
+}
+
+impl Channel {
+    /// Builds the funding script and transaction builder for `params`.
+    ///
+    /// # Errors
+    /// [`ChannelError::Funding`] for unusable keys, [`ChannelError::Tx`] for a capacity too small.
+    pub fn new(params: ChannelParams) -> Result<Self, ChannelError> {
+        let funding = FundingScript::new(params.payer_key, params.payee_key)?;
+        let builder = ChannelTxBuilder::new(funding, params.tx.clone())?;
+        Ok(Channel { params, builder })
+    }
+
+    /// Returns the parameters.
+    pub fn params(&self) -> &ChannelParams {
+        &self.params
+    }
+
+    /// Returns the transaction builder.
+    pub fn builder(&self) -> &ChannelTxBuilder {
+        &self.builder
+    }
+
+    /// Returns the ladder.
+    pub fn ladder(&self) -> &LockTimeLadder {
+        &self.params.ladder
+    }
+
+    /// Signs `tx` with `signer`.
+    pub(crate) fn sign(
+        &self,
+        signer: &ChannelSigner,
+        tx: &Transaction,
+    ) -> Result<ecdsa::Signature, ChannelError> {
+        Ok(signer.sign(self.builder.sighash(tx)?))
+    }
+
+    /// Parses `raw` and checks it is `key`'s signature over our own copy `tx`.
+    pub(crate) fn check_signature(
+        &self,
+        signer: &ChannelSigner,
+        kind: TxKind,
+        tx: &Transaction,
+        raw: &RawSignature,
+        key: &PublicKey,
+    ) -> Result<ecdsa::Signature, ChannelError> {
+        let wrap = |source| ChannelError::Signature { tx: kind, source };
+        let sig = parse_signature(&raw.0).map_err(wrap)?;
+        let sighash: SegwitV0Sighash = self.builder.sighash(tx)?;
+        signer.verify(sighash, &sig, key).map_err(wrap)?;
+        Ok(sig)
+    }
+}
+
+impl TryFrom<ChannelParams> for Channel {
+    type Error = ChannelError;
+    fn try_from(params: ChannelParams) -> Result<Self, Self::Error> {
+        Channel::new(params)
+    }
+}
+
+impl From<Channel> for ChannelParams {
+    fn from(channel: Channel) -> Self {
+        channel.params
+    }
+}
+
+/// Fails unless `got` is `expected`.
+pub(crate) fn check_id(expected: ChannelId, got: ChannelId) -> Result<(), ChannelError> {
+    if expected == got {
+        Ok(())
+    } else {
+        Err(ChannelError::WrongChannel { expected, got })
+    }
+}
+
+/// A commitment both parties have signed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedUpdate {
+    /// The update number `k`.
+    pub number: u64,
+    /// The total paid to the payee.
+    #[serde(with = "bitcoin::amount::serde::as_sat")]
+    pub paid: Amount,
+    /// Its `nLockTime`, `R - k*step`.
+    pub locktime: u32,
+    /// The payer's signature.
+    pub payer_sig: ecdsa::Signature,
+    /// The payee's signature.
+    pub payee_sig: ecdsa::Signature,
+}
+
+/// The settlement both parties have signed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettlementSigs {
+    /// The total paid to the payee.
+    #[serde(with = "bitcoin::amount::serde::as_sat")]
+    pub paid: Amount,
+    /// The payer's signature.
+    pub payer_sig: ecdsa::Signature,
+    /// The payee's signature.
+    pub payee_sig: ecdsa::Signature,
+}
+
+/// A funded channel as both parties see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FundedChannel {
+    /// The parameters and builder.
+    pub channel: Channel,
+    /// Whether the payee has seen enough confirmations of the funding to take payments.
+    pub ready: bool,
+    /// The newest fully signed commitment, if any payment has been made.
+    pub latest: Option<SignedUpdate>,
+    /// The settlement, once both have signed it: the channel is then closed to payments.
+    pub settlement: Option<SettlementSigs>,
+}
+
+impl FundedChannel {
+    /// Starts a funded channel with no payments.
+    pub fn new(channel: Channel) -> Self {
+        FundedChannel {
+            channel,
+            ready: false,
+            latest: None,
+            settlement: None,
+        }
+    }
+
+    /// Returns the total paid in the newest signed commitment.
+    pub fn paid(&self) -> Amount {
+        self.latest.as_ref().map_or(Amount::ZERO, |u| u.paid)
+    }
+
+    /// Returns the number of the newest signed commitment (0 before any payment).
+    pub fn update_number(&self) -> u64 {
+        self.latest.as_ref().map_or(0, |u| u.number)
+    }
+
+    /// Returns the locktime of the newest signed state: the newest commitment's, or the refund's.
+    pub fn current_locktime(&self) -> u32 {
+        self.latest
+            .as_ref()
+            .map_or(self.channel.ladder().refund(), |u| u.locktime)
+    }
+
+    /// Checks a proposed next commitment against the channel and rebuilds it.
+    ///
+    /// Both parties run exactly these checks: the payer before it signs, the payee before it
+    /// countersigns. `tip` is the chain height as the caller sees it, `margin` the caller's
+    /// safety margin in blocks.
+    ///
+    /// # Errors
+    /// [`ChannelError::UnexpectedUpdate`], [`ChannelError::PaidNotIncreasing`],
+    /// [`ChannelError::LockTimeNotDecreasing`], [`ChannelError::LockTimeOffLadder`],
+    /// [`ChannelError::Ladder`] (too close to the tip) or [`ChannelError::Tx`] (over the balance).
+    pub fn next_commitment(
+        &self,
+        update: u64,
+        paid: Amount,
+        locktime: u32,
+        tip: u32,
+        margin: u32,
+    ) -> Result<Transaction, ChannelError> {
+        let expected = self.update_number().saturating_add(1);
+        if update != expected {
+            return Err(ChannelError::UnexpectedUpdate {
+                expected,
+                got: update,
+            });
+        }
+        let previous = self.paid();
+        if paid <= previous {
+            return Err(ChannelError::PaidNotIncreasing {
+                previous,
+                proposed: paid,
+            });
+        }
+        let previous = self.current_locktime();
+        if locktime >= previous {
+            return Err(ChannelError::LockTimeNotDecreasing {
+                previous,
+                proposed: locktime,
+            });
+        }
+        let ladder = self.channel.ladder();
+        if let Some(expected) = ladder.locktime(update) {
+            if locktime != expected {
+                return Err(ChannelError::LockTimeOffLadder {
+                    expected,
+                    proposed: locktime,
+                });
+            }
+        }
+        ladder.usable_locktime(update, tip, margin)?;
+        Ok(self.channel.builder().commitment(paid, locktime)?)
+    }
+
+    /// Returns the newest commitment with both signatures, ready to broadcast once the tip
+    /// reaches its locktime, or `None` before the first payment.
+    ///
+    /// # Errors
+    /// [`ChannelError::Tx`] if it cannot be rebuilt (which would mean corrupted state).
+    pub fn newest_commitment(&self) -> Result<Option<Transaction>, ChannelError> {
+        let Some(u) = &self.latest else {
+            return Ok(None);
+        };
+        let builder = self.channel.builder();
+        let tx = builder.commitment(u.paid, u.locktime)?;
+        Ok(Some(builder.finalize(tx, u.payer_sig, u.payee_sig)?))
+    }
+
+    /// Returns the settlement with both signatures, once both have signed.
+    ///
+    /// # Errors
+    /// [`ChannelError::Tx`] if it cannot be rebuilt (which would mean corrupted state).
+    pub fn settlement_tx(&self) -> Result<Option<Transaction>, ChannelError> {
+        let Some(s) = &self.settlement else {
+            return Ok(None);
+        };
+        let builder = self.channel.builder();
+        let tx = builder.settlement(s.paid)?;
+        Ok(Some(builder.finalize(tx, s.payer_sig, s.payee_sig)?))
+    }
+}

@@ -1,0 +1,59 @@
+//! The channel state machines: [`Payer`] and [`Payee`].
+//!
+//! They do no I/O. Each call takes a message from the peer (or a fact about the chain, such as
+//! the tip height or the funding's confirmations) and returns the [`Action`]s the caller must carry
+//! out, in order. A call that fails returns a [`ChannelError`] and leaves the state exactly as it
+//! was.
+//!
+//! The flow (payer-first, one round trip per payment; see `docs/protocol.md`):
+//!
+//! ```text
+//! payer                                   payee
+//!   open_channel         ------------->
+//!                        <-------------   accept_channel
+//!   (build + sign funding, keep it)
+//!   funding_created      ------------->   (unsigned funding tx)
+//!                        <-------------   refund_signed
+//!   (check refund sig, then broadcast funding)
+//!                        <-------------   channel_ready (after min_conf)
+//!   pay k                ------------->   (rebuild, check, sign, persist)
+//!                        <-------------   pay_ack k
+//!   closing_signed       ------------->   (rebuild, check, sign, persist, broadcast)
+//!                        <-------------   closing_ack
+//! ```
+
+mod error;
+mod funded;
+mod payee;
+mod payer;
+
+pub use error::{ChannelError, TxKind};
+pub use funded::{Channel, ChannelParams, FundedChannel, SettlementSigs, SignedUpdate};
+pub use payee::{Payee, PayeeConfig, PayeeStage, PayeeState};
+pub use payer::{Payer, PayerConfig, PayerFunded, PayerStage, PayerState, PendingUpdate};
+
+use bitcoin::{Address, Amount, Transaction};
+
+use crate::wire::Message;
+
+/// Something the caller of a state machine must do, in the order given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Action {
+    /// Save the state machine's `state()` durably now, before carrying out any action after this
+    /// one: a message sent or a transaction broadcast must never be ahead of what is on disk.
+    Persist,
+    /// Send this message to the peer.
+    Send(Message),
+    /// Broadcast this transaction.
+    Broadcast(Transaction),
+    /// (Payer only.) Build and sign a funding transaction from segwit coins that pays `amount` to
+    /// `address`, keep it, and hand it to [`Payer::funding_signed`]. Do not broadcast it: the
+    /// payer broadcasts it only once the refund signature has been checked.
+    FundChannel {
+        /// The channel's 2-of-2 P2WSH address.
+        address: Address,
+        /// The capacity.
+        amount: Amount,
+    },
+}

@@ -1,0 +1,400 @@
+//! The payee's state machine: accepts a channel, signs the refund, countersigns payments, and
+//! settles.
+
+use bitcoin::{Address, Amount, FeeRate, Network, OutPoint, PublicKey, ScriptBuf, Transaction};
+use serde::{Deserialize, Serialize};
+
+use super::funded::check_id;
+use super::{
+    Action, Channel, ChannelError, ChannelParams, FundedChannel, SettlementSigs, SignedUpdate,
+    TxKind,
+};
+use crate::funding::FundingScript;
+use crate::keys::ChannelSigner;
+use crate::ladder::LockTimeLadder;
+use crate::tx::ChannelTxParams;
+use crate::wire::{self, ChannelId, Message};
+
+/// The payee's policy for the channels it accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayeeConfig {
+    /// The chain; a channel on any other is refused.
+    pub network: Network,
+    /// Where the payee's money goes.
+    pub payout: Address,
+    /// The payee refuses a commitment whose locktime is within this many blocks of the tip: it
+    /// needs that long to get the newest state confirmed.
+    pub margin: u32,
+    /// The least locktime step accepted, in blocks: the payee's window to react when the payer
+    /// vanishes.
+    pub min_step: u32,
+    /// The least fee rate accepted, in sat/vB, so that closing transactions relay.
+    pub min_feerate_sat_per_vb: u64,
+    /// Confirmations of the funding required before taking payments.
+    pub min_conf: u32,
+}
+
+/// Where the payee is in the channel's life.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(clippy::large_enum_variant)] // one per channel, not worth boxing
+pub enum PayeeStage {
+    /// `accept_channel` sent; waiting for the funding transaction.
+    AwaitingFunding,
+    /// The refund is signed; payments are taken once the funding is confirmed (`ready`).
+    Funded(FundedChannel),
+}
+
+/// The payee's persisted state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayeeState {
+    /// The channel's id.
+    pub channel_id: ChannelId,
+    /// The chain.
+    pub network: Network,
+    /// The capacity.
+    #[serde(with = "bitcoin::amount::serde::as_sat")]
+    pub capacity: Amount,
+    /// The fee rate.
+    pub feerate: FeeRate,
+    /// Refund locktime and step.
+    pub ladder: LockTimeLadder,
+    /// The payee's safety margin in blocks.
+    pub margin: u32,
+    /// Funding confirmations required.
+    pub min_conf: u32,
+    /// The payer's funding key.
+    pub payer_key: PublicKey,
+    /// Where the payer's money goes.
+    pub payer_script: ScriptBuf,
+    /// The payee's funding key.
+    pub payee_key: PublicKey,
+    /// Where the payee's money goes.
+    pub payee_script: ScriptBuf,
+    /// Where the channel is.
+    pub stage: PayeeStage,
+}
+
+/// The payee's state machine.
+#[derive(Debug, Clone)]
+pub struct Payee {
+    signer: ChannelSigner,
+    state: PayeeState,
+}
+
+impl Payee {
+    /// Checks an `open_channel` against the payee's policy and returns the payee and the
+    /// `accept_channel` message to send.
+    ///
+    /// # Errors
+    /// [`ChannelError::WrongNetwork`], [`ChannelError::FeeRateTooLow`],
+    /// [`ChannelError::StepTooShort`], [`ChannelError::Ladder`] (refund too close to `tip`),
+    /// [`ChannelError::Funding`] (unusable key) or [`ChannelError::Tx`] (capacity too small).
+    pub fn accept(
+        open: &wire::OpenChannel,
+        config: &PayeeConfig,
+        signer: ChannelSigner,
+        tip: u32,
+    ) -> Result<(Payee, Vec<Action>), ChannelError> {
+        let network = config.network;
+        if open.network != network {
+            return Err(ChannelError::WrongNetwork {
+                expected: network,
+                got: open.network.to_string(),
+            });
+        }
+        let payer_address = open
+            .payer_address
+            .clone()
+            .require_network(network)
+            .map_err(|_| ChannelError::WrongNetwork {
+                expected: network,
+                got: open.payer_address.clone().assume_checked().to_string(),
+            })?;
+        if open.feerate_sat_per_vb < config.min_feerate_sat_per_vb {
+            return Err(ChannelError::FeeRateTooLow {
+                min: config.min_feerate_sat_per_vb,
+                got: open.feerate_sat_per_vb,
+            });
+        }
+        let feerate = FeeRate::from_sat_per_vb(open.feerate_sat_per_vb)
+            .ok_or(ChannelError::Tx(crate::tx::TxError::Overflow))?;
+        if open.step < config.min_step {
+            return Err(ChannelError::StepTooShort {
+                min: config.min_step,
+                got: open.step,
+            });
+        }
+        let ladder = LockTimeLadder::new(open.refund_locktime, open.step)?;
+        ladder.usable_locktime(1, tip, config.margin)?;
+        let capacity = Amount::from_sat(open.capacity_sat);
+        let payee_key = signer.public_key();
+        let payee_script = config.payout.script_pubkey();
+        // Checks the keys and that the capacity pays at least the refund.
+        Channel::new(ChannelParams {
+            channel_id: open.channel_id,
+            network,
+            payer_key: open.payer_key,
+            payee_key,
+            ladder,
+            tx: ChannelTxParams {
+                funding_outpoint: OutPoint::null(),
+                capacity,
+                feerate,
+                payer_script: payer_address.script_pubkey(),
+                payee_script: payee_script.clone(),
+            },
+        })?;
+        let state = PayeeState {
+            channel_id: open.channel_id,
+            network,
+            capacity,
+            feerate,
+            ladder,
+            margin: config.margin,
+            min_conf: config.min_conf,
+            payer_key: open.payer_key,
+            payer_script: payer_address.script_pubkey(),
+            payee_key,
+            payee_script,
+            stage: PayeeStage::AwaitingFunding,
+        };
+        let accept = Message::AcceptChannel(wire::AcceptChannel {
+            channel_id: open.channel_id,
+            payee_key,
+            payee_address: config.payout.as_unchecked().clone(),
+        });
+        Ok((
+            Payee { signer, state },
+            vec![Action::Persist, Action::Send(accept)],
+        ))
+    }
+
+    /// Resumes a payee from its persisted state.
+    ///
+    /// # Errors
+    /// [`ChannelError::SignerMismatch`] if `signer` does not hold the channel's key.
+    pub fn restore(signer: ChannelSigner, state: PayeeState) -> Result<Payee, ChannelError> {
+        if signer.public_key() != state.payee_key {
+            return Err(ChannelError::SignerMismatch);
+        }
+        Ok(Payee { signer, state })
+    }
+
+    /// Returns the state to persist.
+    pub fn state(&self) -> &PayeeState {
+        &self.state
+    }
+
+    /// Returns the funded channel, once the refund is signed.
+    pub fn funded(&self) -> Option<&FundedChannel> {
+        match &self.state.stage {
+            PayeeStage::Funded(f) => Some(f),
+            PayeeStage::AwaitingFunding => None,
+        }
+    }
+
+    /// Returns the total paid in the newest signed commitment.
+    pub fn paid(&self) -> Amount {
+        self.funded().map_or(Amount::ZERO, FundedChannel::paid)
+    }
+
+    /// Returns the newest commitment with both signatures (the payee's claim if the payer
+    /// vanishes), or `None` before the first payment.
+    ///
+    /// # Errors
+    /// [`ChannelError::Tx`] if it cannot be rebuilt.
+    pub fn newest_commitment(&self) -> Result<Option<Transaction>, ChannelError> {
+        self.funded()
+            .map_or(Ok(None), FundedChannel::newest_commitment)
+    }
+
+    /// Handles a message from the payer. `tip` is the current chain height, against which a
+    /// payment's locktime is checked.
+    ///
+    /// # Errors
+    /// Any [`ChannelError`]; the state is then unchanged.
+    pub fn handle_message(&mut self, msg: &Message, tip: u32) -> Result<Vec<Action>, ChannelError> {
+        check_id(self.state.channel_id, msg.channel_id())?;
+        match msg {
+            Message::FundingCreated(m) => self.on_funding_created(m),
+            Message::Pay(m) => self.on_pay(m, tip),
+            Message::ClosingSigned(m) => self.on_closing_signed(m),
+            other => Err(self.unexpected(other.name())),
+        }
+    }
+
+    /// Tells the payee how many confirmations the funding transaction has. Once it has
+    /// `min_conf`, the channel is ready and `channel_ready` is sent (once).
+    ///
+    /// # Errors
+    /// [`ChannelError::Unexpected`] before the funding transaction is known.
+    pub fn funding_confirmed(&mut self, confirmations: u32) -> Result<Vec<Action>, ChannelError> {
+        let min_conf = self.state.min_conf;
+        let channel_id = self.state.channel_id;
+        let PayeeStage::Funded(f) = &mut self.state.stage else {
+            return Err(self.unexpected("funding confirmation"));
+        };
+        if f.ready || confirmations < min_conf {
+            return Ok(Vec::new());
+        }
+        f.ready = true;
+        let msg = Message::ChannelReady(wire::ChannelReady { channel_id });
+        Ok(vec![Action::Persist, Action::Send(msg)])
+    }
+
+    /// Asks the payer to settle (e.g. when the ladder nears its end).
+    ///
+    /// # Errors
+    /// [`ChannelError::Unexpected`] unless the channel is open.
+    pub fn request_close(&self) -> Result<Vec<Action>, ChannelError> {
+        self.open_channel("shutdown")?;
+        let msg = Message::Shutdown(wire::Shutdown {
+            channel_id: self.state.channel_id,
+        });
+        Ok(vec![Action::Send(msg)])
+    }
+
+    fn on_funding_created(
+        &mut self,
+        m: &wire::FundingCreated,
+    ) -> Result<Vec<Action>, ChannelError> {
+        if !matches!(self.state.stage, PayeeStage::AwaitingFunding) {
+            return Err(self.unexpected("funding_created"));
+        }
+        let s = &self.state;
+        let out = usize::try_from(m.vout)
+            .ok()
+            .and_then(|v| m.funding_tx.output.get(v))
+            .ok_or(ChannelError::FundingOutputMissing { vout: m.vout })?;
+        let funding = FundingScript::new(s.payer_key, s.payee_key)?;
+        if &out.script_pubkey != funding.script_pubkey() {
+            return Err(ChannelError::FundingScriptMismatch);
+        }
+        if out.value != s.capacity {
+            return Err(ChannelError::FundingValueMismatch {
+                expected: s.capacity,
+                got: out.value,
+            });
+        }
+        if let Some(index) = m
+            .funding_tx
+            .input
+            .iter()
+            .position(|i| !i.script_sig.is_empty())
+        {
+            // Not the payee's risk, but a refund against a txid that will change is worthless to
+            // the payer: say so now rather than let it fund.
+            return Err(ChannelError::FundingNotSegwit { index });
+        }
+        let channel = Channel::new(ChannelParams {
+            channel_id: s.channel_id,
+            network: s.network,
+            payer_key: s.payer_key,
+            payee_key: s.payee_key,
+            ladder: s.ladder,
+            tx: ChannelTxParams {
+                funding_outpoint: OutPoint::new(m.funding_tx.compute_txid(), m.vout),
+                capacity: s.capacity,
+                feerate: s.feerate,
+                payer_script: s.payer_script.clone(),
+                payee_script: s.payee_script.clone(),
+            },
+        })?;
+        let refund = channel.builder().refund(s.ladder.refund())?;
+        let sig = channel.sign(&self.signer, &refund)?;
+        let msg = Message::RefundSigned(wire::RefundSigned {
+            channel_id: s.channel_id,
+            signature: sig.into(),
+        });
+        self.state.stage = PayeeStage::Funded(FundedChannel::new(channel));
+        Ok(vec![Action::Persist, Action::Send(msg)])
+    }
+
+    fn on_pay(&mut self, m: &wire::Pay, tip: u32) -> Result<Vec<Action>, ChannelError> {
+        let f = self.open_channel("pay")?;
+        let paid = Amount::from_sat(m.paid_total_sat);
+        let tx = f.next_commitment(m.update, paid, m.locktime, tip, self.state.margin)?;
+        let channel = &f.channel;
+        let payer_key = channel.params().payer_key;
+        let kind = TxKind::Commitment(m.update);
+        let payer_sig =
+            channel.check_signature(&self.signer, kind, &tx, &m.signature, &payer_key)?;
+        let payee_sig = channel.sign(&self.signer, &tx)?;
+        let update = SignedUpdate {
+            number: m.update,
+            paid,
+            locktime: m.locktime,
+            payer_sig,
+            payee_sig,
+        };
+        self.funded_mut().latest = Some(update);
+        let ack = Message::PayAck(wire::PayAck {
+            channel_id: self.state.channel_id,
+            update: m.update,
+            signature: payee_sig.into(),
+        });
+        // Persist before acknowledging: an acknowledged payment must survive a crash.
+        Ok(vec![Action::Persist, Action::Send(ack)])
+    }
+
+    fn on_closing_signed(&mut self, m: &wire::ClosingSigned) -> Result<Vec<Action>, ChannelError> {
+        let f = self.open_channel("closing_signed")?;
+        let expected = f.paid();
+        let proposed = Amount::from_sat(m.paid_total_sat);
+        if proposed != expected {
+            return Err(ChannelError::PaidTotalMismatch { expected, proposed });
+        }
+        let channel = &f.channel;
+        let tx = channel.builder().settlement(expected)?;
+        let payer_key = channel.params().payer_key;
+        let payer_sig = channel.check_signature(
+            &self.signer,
+            TxKind::Settlement,
+            &tx,
+            &m.signature,
+            &payer_key,
+        )?;
+        let payee_sig = channel.sign(&self.signer, &tx)?;
+        let signed = channel.builder().finalize(tx, payer_sig, payee_sig)?;
+        self.funded_mut().settlement = Some(SettlementSigs {
+            paid: expected,
+            payer_sig,
+            payee_sig,
+        });
+        let ack = Message::ClosingAck(wire::ClosingAck {
+            channel_id: self.state.channel_id,
+            signature: payee_sig.into(),
+        });
+        Ok(vec![
+            Action::Persist,
+            Action::Broadcast(signed),
+            Action::Send(ack),
+        ])
+    }
+
+    /// Returns the funded channel if it is ready and not settled.
+    fn open_channel(&self, what: &'static str) -> Result<&FundedChannel, ChannelError> {
+        match &self.state.stage {
+            PayeeStage::Funded(f) if f.ready && f.settlement.is_none() => Ok(f),
+            _ => Err(self.unexpected(what)),
+        }
+    }
+
+    fn funded_mut(&mut self) -> &mut FundedChannel {
+        match &mut self.state.stage {
+            PayeeStage::Funded(f) => f,
+            // Only called after a check that the stage is `Funded`.
+            PayeeStage::AwaitingFunding => unreachable!("funded_mut called before funding"),
+        }
+    }
+
+    fn unexpected(&self, what: &'static str) -> ChannelError {
+        let state = match &self.state.stage {
+            PayeeStage::AwaitingFunding => "awaiting funding",
+            PayeeStage::Funded(f) if f.settlement.is_some() => "settled",
+            PayeeStage::Funded(f) if !f.ready => "awaiting funding confirmation",
+            PayeeStage::Funded(_) => "open",
+        };
+        ChannelError::Unexpected { what, state }
+    }
+}

@@ -1,0 +1,550 @@
+//! The payer's state machine: opens and funds the channel, pays, and settles.
+
+use bitcoin::{
+    ecdsa, Address, Amount, FeeRate, Network, OutPoint, PublicKey, ScriptBuf, Transaction,
+};
+use serde::{Deserialize, Serialize};
+
+use super::funded::check_id;
+use super::{
+    Action, Channel, ChannelError, ChannelParams, FundedChannel, SettlementSigs, SignedUpdate,
+    TxKind,
+};
+use crate::funding::FundingScript;
+use crate::keys::ChannelSigner;
+use crate::ladder::LockTimeLadder;
+use crate::tx::ChannelTxParams;
+use crate::wire::{self, ChannelId, Message, RawSignature};
+
+/// What the payer chooses when opening a channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayerConfig {
+    /// The chain.
+    pub network: Network,
+    /// The funding output's value.
+    pub capacity: Amount,
+    /// The fee rate of every channel transaction, in whole sat/vB (as it travels on the wire).
+    pub feerate_sat_per_vb: u64,
+    /// The refund's `nLockTime`, `R` (a block height).
+    pub refund_locktime: u32,
+    /// Blocks between commitment locktimes.
+    pub step: u32,
+    /// The payer refuses to sign a commitment whose locktime is within this many blocks of the
+    /// tip.
+    pub margin: u32,
+    /// Where the payer's money goes (refund and change of every split).
+    pub payout: Address,
+}
+
+/// A payment the payer has signed and sent but the payee has not yet acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingUpdate {
+    /// The update number.
+    pub number: u64,
+    /// The new total.
+    #[serde(with = "bitcoin::amount::serde::as_sat")]
+    pub paid: Amount,
+    /// Its locktime.
+    pub locktime: u32,
+    /// The payer's signature, as sent.
+    pub payer_sig: ecdsa::Signature,
+}
+
+/// The payer's side of a funded channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayerFunded {
+    /// What both sides hold.
+    pub funded: FundedChannel,
+    /// The signed funding transaction.
+    pub funding_tx: Transaction,
+    /// The payee's signature on the refund.
+    pub refund_payee_sig: ecdsa::Signature,
+    /// A payment sent and not yet acknowledged.
+    pub pending: Option<PendingUpdate>,
+    /// The payer's signature on the settlement, once it asked to close.
+    pub closing_sig: Option<ecdsa::Signature>,
+}
+
+/// Where the payer is in the channel's life.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(clippy::large_enum_variant)] // one per channel, not worth boxing
+pub enum PayerStage {
+    /// `open_channel` sent.
+    AwaitingAccept,
+    /// The payee accepted; the funding transaction is to be built and signed.
+    AwaitingFunding {
+        /// The payee's funding key.
+        payee_key: PublicKey,
+        /// Where the payee's money goes.
+        payee_script: ScriptBuf,
+    },
+    /// `funding_created` sent; waiting for the refund signature. Nothing is broadcast yet.
+    AwaitingRefund {
+        /// The channel.
+        channel: Channel,
+        /// The signed funding transaction, held back.
+        funding_tx: Transaction,
+    },
+    /// The refund is signed and the funding broadcast.
+    Funded(Box<PayerFunded>),
+}
+
+impl PayerStage {
+    fn name(&self) -> &'static str {
+        match self {
+            PayerStage::AwaitingAccept => "awaiting accept",
+            PayerStage::AwaitingFunding { .. } => "awaiting funding",
+            PayerStage::AwaitingRefund { .. } => "awaiting refund signature",
+            PayerStage::Funded(f) if f.funded.settlement.is_some() => "settled",
+            PayerStage::Funded(f) if f.closing_sig.is_some() => "closing",
+            PayerStage::Funded(f) if !f.funded.ready => "awaiting channel ready",
+            PayerStage::Funded(_) => "open",
+        }
+    }
+}
+
+/// The payer's persisted state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayerState {
+    /// The channel's id.
+    pub channel_id: ChannelId,
+    /// The chain.
+    pub network: Network,
+    /// The capacity.
+    #[serde(with = "bitcoin::amount::serde::as_sat")]
+    pub capacity: Amount,
+    /// The fee rate.
+    pub feerate: FeeRate,
+    /// Refund locktime and step.
+    pub ladder: LockTimeLadder,
+    /// The payer's safety margin in blocks.
+    pub margin: u32,
+    /// The payer's funding key.
+    pub payer_key: PublicKey,
+    /// Where the payer's money goes.
+    pub payer_script: ScriptBuf,
+    /// Where the channel is.
+    pub stage: PayerStage,
+}
+
+/// The payer's state machine.
+#[derive(Debug, Clone)]
+pub struct Payer {
+    signer: ChannelSigner,
+    state: PayerState,
+}
+
+impl Payer {
+    /// Starts a channel: returns the payer and the `open_channel` message to send.
+    ///
+    /// `tip` is the current chain height: the ladder must leave room for at least one payment.
+    ///
+    /// # Errors
+    /// [`ChannelError::WrongNetwork`] if the payout address is for another chain,
+    /// [`ChannelError::Ladder`] for a zero step or a refund too close to the tip.
+    pub fn open(
+        config: PayerConfig,
+        signer: ChannelSigner,
+        channel_id: ChannelId,
+        tip: u32,
+    ) -> Result<(Payer, Vec<Action>), ChannelError> {
+        if !config
+            .payout
+            .as_unchecked()
+            .is_valid_for_network(config.network)
+        {
+            return Err(ChannelError::WrongNetwork {
+                expected: config.network,
+                got: config.payout.to_string(),
+            });
+        }
+        let ladder = LockTimeLadder::new(config.refund_locktime, config.step)?;
+        ladder.usable_locktime(1, tip, config.margin)?;
+        let feerate_sat_per_vb = config.feerate_sat_per_vb;
+        let feerate = FeeRate::from_sat_per_vb(feerate_sat_per_vb)
+            .ok_or(ChannelError::Tx(crate::tx::TxError::Overflow))?;
+        let state = PayerState {
+            channel_id,
+            network: config.network,
+            capacity: config.capacity,
+            feerate,
+            ladder,
+            margin: config.margin,
+            payer_key: signer.public_key(),
+            payer_script: config.payout.script_pubkey(),
+            stage: PayerStage::AwaitingAccept,
+        };
+        let open = Message::OpenChannel(wire::OpenChannel {
+            channel_id,
+            network: config.network,
+            capacity_sat: config.capacity.to_sat(),
+            feerate_sat_per_vb,
+            refund_locktime: ladder.refund(),
+            step: ladder.step(),
+            payer_key: state.payer_key,
+            payer_address: config.payout.as_unchecked().clone(),
+        });
+        Ok((
+            Payer { signer, state },
+            vec![Action::Persist, Action::Send(open)],
+        ))
+    }
+
+    /// Resumes a payer from its persisted state.
+    ///
+    /// # Errors
+    /// [`ChannelError::SignerMismatch`] if `signer` does not hold the channel's key.
+    pub fn restore(signer: ChannelSigner, state: PayerState) -> Result<Payer, ChannelError> {
+        if signer.public_key() != state.payer_key {
+            return Err(ChannelError::SignerMismatch);
+        }
+        Ok(Payer { signer, state })
+    }
+
+    /// Returns the state to persist.
+    pub fn state(&self) -> &PayerState {
+        &self.state
+    }
+
+    /// Returns the funded channel, once the refund is signed.
+    pub fn funded(&self) -> Option<&PayerFunded> {
+        match &self.state.stage {
+            PayerStage::Funded(f) => Some(f),
+            _ => None,
+        }
+    }
+
+    /// Returns the total the payee has acknowledged.
+    pub fn paid(&self) -> Amount {
+        self.funded().map_or(Amount::ZERO, |f| f.funded.paid())
+    }
+
+    /// Handles a message from the payee.
+    ///
+    /// # Errors
+    /// Any [`ChannelError`]; the state is then unchanged.
+    pub fn handle_message(&mut self, msg: &Message) -> Result<Vec<Action>, ChannelError> {
+        check_id(self.state.channel_id, msg.channel_id())?;
+        match msg {
+            Message::AcceptChannel(m) => self.on_accept(m),
+            Message::RefundSigned(m) => self.on_refund_signed(&m.signature),
+            Message::ChannelReady(_) => self.on_channel_ready(),
+            Message::PayAck(m) => self.on_pay_ack(m.update, &m.signature),
+            Message::Shutdown(_) => self.close(),
+            Message::ClosingAck(m) => self.on_closing_ack(&m.signature),
+            other => Err(self.unexpected(other.name())),
+        }
+    }
+
+    /// Takes the signed funding transaction asked for by [`Action::FundChannel`] and returns the
+    /// `funding_created` message. The transaction is kept, not broadcast: that happens only
+    /// after the refund signature has been checked.
+    ///
+    /// # Errors
+    /// [`ChannelError::FundingOutputMissing`], [`ChannelError::FundingAmbiguous`],
+    /// [`ChannelError::FundingValueMismatch`] or [`ChannelError::FundingNotSegwit`].
+    pub fn funding_signed(&mut self, funding_tx: Transaction) -> Result<Vec<Action>, ChannelError> {
+        let PayerStage::AwaitingFunding {
+            payee_key,
+            payee_script,
+        } = &self.state.stage
+        else {
+            return Err(self.unexpected("funding transaction"));
+        };
+        if let Some(index) = funding_tx
+            .input
+            .iter()
+            .position(|i| !i.script_sig.is_empty())
+        {
+            return Err(ChannelError::FundingNotSegwit { index });
+        }
+        let funding = FundingScript::new(self.state.payer_key, *payee_key)?;
+        let mut paying = funding_tx
+            .output
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| &o.script_pubkey == funding.script_pubkey());
+        let (vout, out) = paying
+            .next()
+            .ok_or(ChannelError::FundingOutputMissing { vout: 0 })?;
+        if paying.next().is_some() {
+            return Err(ChannelError::FundingAmbiguous);
+        }
+        if out.value != self.state.capacity {
+            return Err(ChannelError::FundingValueMismatch {
+                expected: self.state.capacity,
+                got: out.value,
+            });
+        }
+        let vout = u32::try_from(vout)
+            .map_err(|_| ChannelError::FundingOutputMissing { vout: u32::MAX })?;
+        let channel = Channel::new(ChannelParams {
+            channel_id: self.state.channel_id,
+            network: self.state.network,
+            payer_key: self.state.payer_key,
+            payee_key: *payee_key,
+            ladder: self.state.ladder,
+            tx: ChannelTxParams {
+                funding_outpoint: OutPoint::new(funding_tx.compute_txid(), vout),
+                capacity: self.state.capacity,
+                feerate: self.state.feerate,
+                payer_script: self.state.payer_script.clone(),
+                payee_script: payee_script.clone(),
+            },
+        })?;
+        // The payee gets the transaction without witnesses: enough to check the output and learn
+        // the txid, not enough to broadcast it and hold the payer's coins hostage.
+        let mut unsigned = funding_tx.clone();
+        unsigned.input.iter_mut().for_each(|i| i.witness.clear());
+        let msg = Message::FundingCreated(wire::FundingCreated {
+            channel_id: self.state.channel_id,
+            funding_tx: unsigned,
+            vout,
+        });
+        self.state.stage = PayerStage::AwaitingRefund {
+            channel,
+            funding_tx,
+        };
+        Ok(vec![Action::Persist, Action::Send(msg)])
+    }
+
+    /// Signs a payment of `amount` on top of the total so far and returns the `pay` message.
+    ///
+    /// `tip` is the current chain height: the payer refuses an update whose locktime is within
+    /// its margin of the tip.
+    ///
+    /// # Errors
+    /// [`ChannelError::ZeroPayment`], [`ChannelError::AmountOverflow`],
+    /// [`ChannelError::Ladder`] (close the channel), [`ChannelError::Tx`] with
+    /// `InsufficientBalance`, or [`ChannelError::Unexpected`] when not open or a payment is
+    /// already in flight.
+    pub fn pay(&mut self, amount: Amount, tip: u32) -> Result<Vec<Action>, ChannelError> {
+        let margin = self.state.margin;
+        let f = self.open_channel("pay")?;
+        if f.pending.is_some() {
+            return Err(self.unexpected("pay while a payment is in flight"));
+        }
+        if amount == Amount::ZERO {
+            return Err(ChannelError::ZeroPayment);
+        }
+        let paid = f.funded.paid();
+        let total = paid
+            .checked_add(amount)
+            .ok_or(ChannelError::AmountOverflow { paid, amount })?;
+        let number = f.funded.update_number().saturating_add(1);
+        let locktime = f
+            .funded
+            .channel
+            .ladder()
+            .usable_locktime(number, tip, margin)?;
+        let tx = f
+            .funded
+            .next_commitment(number, total, locktime, tip, margin)?;
+        let payer_sig = f.funded.channel.sign(&self.signer, &tx)?;
+        let msg = Message::Pay(wire::Pay {
+            channel_id: self.state.channel_id,
+            update: number,
+            paid_total_sat: total.to_sat(),
+            locktime,
+            signature: payer_sig.into(),
+        });
+        self.funded_mut().pending = Some(PendingUpdate {
+            number,
+            paid: total,
+            locktime,
+            payer_sig,
+        });
+        Ok(vec![Action::Persist, Action::Send(msg)])
+    }
+
+    /// Signs the settlement for the total acknowledged so far and returns `closing_signed`.
+    ///
+    /// # Errors
+    /// [`ChannelError::Unexpected`] when not open or while a payment is in flight.
+    pub fn close(&mut self) -> Result<Vec<Action>, ChannelError> {
+        let f = self.open_channel("close")?;
+        if f.pending.is_some() {
+            return Err(self.unexpected("close while a payment is in flight"));
+        }
+        let paid = f.funded.paid();
+        let tx = f.funded.channel.builder().settlement(paid)?;
+        let sig = f.funded.channel.sign(&self.signer, &tx)?;
+        let msg = Message::ClosingSigned(wire::ClosingSigned {
+            channel_id: self.state.channel_id,
+            paid_total_sat: paid.to_sat(),
+            signature: sig.into(),
+        });
+        self.funded_mut().closing_sig = Some(sig);
+        Ok(vec![Action::Persist, Action::Send(msg)])
+    }
+
+    /// Returns the refund with both signatures, to broadcast once the tip reaches `R`.
+    ///
+    /// # Errors
+    /// [`ChannelError::Unexpected`] before the refund is signed.
+    pub fn refund_tx(&self) -> Result<Transaction, ChannelError> {
+        let f = self.funded().ok_or_else(|| self.unexpected("refund"))?;
+        let builder = f.funded.channel.builder();
+        let tx = builder.refund(f.funded.channel.ladder().refund())?;
+        let payer_sig = f.funded.channel.sign(&self.signer, &tx)?;
+        Ok(builder.finalize(tx, payer_sig, f.refund_payee_sig)?)
+    }
+
+    fn on_accept(&mut self, m: &wire::AcceptChannel) -> Result<Vec<Action>, ChannelError> {
+        if !matches!(self.state.stage, PayerStage::AwaitingAccept) {
+            return Err(self.unexpected("accept_channel"));
+        }
+        let network = self.state.network;
+        let payee_address = m
+            .payee_address
+            .clone()
+            .require_network(network)
+            .map_err(|_| ChannelError::WrongNetwork {
+                expected: network,
+                got: m.payee_address.clone().assume_checked().to_string(),
+            })?;
+        let funding = FundingScript::new(self.state.payer_key, m.payee_key)?;
+        // Check the capacity against the refund's fee now rather than after funding.
+        Channel::new(ChannelParams {
+            channel_id: self.state.channel_id,
+            network,
+            payer_key: self.state.payer_key,
+            payee_key: m.payee_key,
+            ladder: self.state.ladder,
+            tx: ChannelTxParams {
+                funding_outpoint: OutPoint::null(),
+                capacity: self.state.capacity,
+                feerate: self.state.feerate,
+                payer_script: self.state.payer_script.clone(),
+                payee_script: payee_address.script_pubkey(),
+            },
+        })?;
+        let action = Action::FundChannel {
+            address: funding.address(network),
+            amount: self.state.capacity,
+        };
+        self.state.stage = PayerStage::AwaitingFunding {
+            payee_key: m.payee_key,
+            payee_script: payee_address.script_pubkey(),
+        };
+        Ok(vec![Action::Persist, action])
+    }
+
+    fn on_refund_signed(&mut self, sig: &RawSignature) -> Result<Vec<Action>, ChannelError> {
+        let PayerStage::AwaitingRefund {
+            channel,
+            funding_tx,
+        } = &self.state.stage
+        else {
+            return Err(self.unexpected("refund_signed"));
+        };
+        let refund = channel.builder().refund(channel.ladder().refund())?;
+        let payee_key = channel.params().payee_key;
+        let refund_payee_sig =
+            channel.check_signature(&self.signer, TxKind::Refund, &refund, sig, &payee_key)?;
+        let funding_tx = funding_tx.clone();
+        let funded = PayerFunded {
+            funded: FundedChannel::new(channel.clone()),
+            funding_tx: funding_tx.clone(),
+            refund_payee_sig,
+            pending: None,
+            closing_sig: None,
+        };
+        self.state.stage = PayerStage::Funded(Box::new(funded));
+        // Only now, with a valid refund in hand, may the funding reach the chain.
+        Ok(vec![Action::Persist, Action::Broadcast(funding_tx)])
+    }
+
+    fn on_channel_ready(&mut self) -> Result<Vec<Action>, ChannelError> {
+        match &self.state.stage {
+            PayerStage::Funded(f) if !f.funded.ready => {}
+            _ => return Err(self.unexpected("channel_ready")),
+        }
+        self.funded_mut().funded.ready = true;
+        Ok(vec![Action::Persist])
+    }
+
+    fn on_pay_ack(&mut self, update: u64, sig: &RawSignature) -> Result<Vec<Action>, ChannelError> {
+        let f = self.funded().ok_or_else(|| self.unexpected("pay_ack"))?;
+        let pending = f
+            .pending
+            .as_ref()
+            .ok_or_else(|| self.unexpected("pay_ack"))?;
+        if update != pending.number {
+            return Err(ChannelError::UnexpectedUpdate {
+                expected: pending.number,
+                got: update,
+            });
+        }
+        let channel = &f.funded.channel;
+        let tx = channel
+            .builder()
+            .commitment(pending.paid, pending.locktime)?;
+        let payee_key = channel.params().payee_key;
+        let payee_sig = channel.check_signature(
+            &self.signer,
+            TxKind::Commitment(update),
+            &tx,
+            sig,
+            &payee_key,
+        )?;
+        let f = self.funded_mut();
+        let pending = f.pending.take().expect("checked above");
+        f.funded.latest = Some(SignedUpdate {
+            number: pending.number,
+            paid: pending.paid,
+            locktime: pending.locktime,
+            payer_sig: pending.payer_sig,
+            payee_sig,
+        });
+        Ok(vec![Action::Persist])
+    }
+
+    fn on_closing_ack(&mut self, sig: &RawSignature) -> Result<Vec<Action>, ChannelError> {
+        let f = self
+            .funded()
+            .ok_or_else(|| self.unexpected("closing_ack"))?;
+        let (Some(payer_sig), None) = (f.closing_sig, &f.funded.settlement) else {
+            return Err(self.unexpected("closing_ack"));
+        };
+        let channel = &f.funded.channel;
+        let paid = f.funded.paid();
+        let tx = channel.builder().settlement(paid)?;
+        let payee_key = channel.params().payee_key;
+        let payee_sig =
+            channel.check_signature(&self.signer, TxKind::Settlement, &tx, sig, &payee_key)?;
+        self.funded_mut().funded.settlement = Some(SettlementSigs {
+            paid,
+            payer_sig,
+            payee_sig,
+        });
+        Ok(vec![Action::Persist])
+    }
+
+    /// Returns the funded channel if it can take payments or a close.
+    fn open_channel(&self, what: &'static str) -> Result<&PayerFunded, ChannelError> {
+        match &self.state.stage {
+            PayerStage::Funded(f)
+                if f.funded.ready && f.closing_sig.is_none() && f.funded.settlement.is_none() =>
+            {
+                Ok(f)
+            }
+            _ => Err(self.unexpected(what)),
+        }
+    }
+
+    fn funded_mut(&mut self) -> &mut PayerFunded {
+        match &mut self.state.stage {
+            PayerStage::Funded(f) => f,
+            // Only called after a check that the stage is `Funded`.
+            _ => unreachable!("funded_mut called before funding"),
+        }
+    }
+
+    fn unexpected(&self, what: &'static str) -> ChannelError {
+        ChannelError::Unexpected {
+            what,
+            state: self.state.stage.name(),
+        }
+    }
+}

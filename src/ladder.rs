@@ -1,0 +1,174 @@
+//! The locktime ladder: the decreasing `nLockTime` schedule of a channel.
+//!
+//! Update `k` (k = 1, 2, ...) carries `nLockTime = L_k = R - k*step`, where `R` is the refund's
+//! locktime. The newest state therefore becomes final first and the refund last:
+//!
+//! ```text
+//! height ->   ...  L_3        L_2        L_1        R
+//!                  |--step----|--step----|--step----|
+//!                  newest     older      oldest     refund
+//! ```
+//!
+//! A transaction with `nLockTime = L` (a height) can be mined in block `L + 1`, so a node accepts it
+//! into its mempool once its tip is at `L`. The payee, holding `L_k`, has `step` blocks to get it
+//! confirmed before the previous state `L_{k-1}` also becomes final.
+//!
+//! A channel cannot take an update whose locktime is within `margin` blocks of the chain tip:
+//! after such an update the payee would have too little time to get the newest state confirmed
+//! before older ones become final. The channel must then be closed.
+
+use bitcoin::absolute::LOCK_TIME_THRESHOLD;
+use serde::{Deserialize, Serialize};
+
+/// Errors from the ladder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LadderError {
+    /// The step must be at least one block, or locktimes would not decrease.
+    #[error("locktime step must be at least 1 block")]
+    ZeroStep,
+    /// The refund locktime is not a block height (heights are below 500,000,000).
+    #[error("refund locktime {0} is not a block height")]
+    NotAHeight(u32),
+    /// The next update's locktime would be at or within `margin` blocks of the tip (or below zero):
+    /// no more updates; close the channel.
+    #[error(
+        "locktime ladder exhausted: update {update} would have locktime {next:?}, \
+         tip is {tip} and the safety margin {margin} blocks"
+    )]
+    Exhausted {
+        /// The update number that was asked for.
+        update: u64,
+        /// Its locktime, or `None` if it would fall below height zero.
+        next: Option<u32>,
+        /// The chain tip the check was made against.
+        tip: u32,
+        /// The safety margin in blocks.
+        margin: u32,
+    },
+}
+
+/// The decreasing-locktime schedule `L_k = R - k*step`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockTimeLadder {
+    refund: u32,
+    step: u32,
+}
+
+impl LockTimeLadder {
+    /// Creates the ladder below refund locktime `refund` (a block height) with `step` blocks
+    /// between rungs.
+    ///
+    /// # Errors
+    /// [`LadderError::ZeroStep`] or [`LadderError::NotAHeight`].
+    pub fn new(refund: u32, step: u32) -> Result<Self, LadderError> {
+        if step == 0 {
+            return Err(LadderError::ZeroStep);
+        }
+        if refund >= LOCK_TIME_THRESHOLD {
+            return Err(LadderError::NotAHeight(refund));
+        }
+        Ok(LockTimeLadder { refund, step })
+    }
+
+    /// Returns the refund locktime `R`.
+    pub fn refund(&self) -> u32 {
+        self.refund
+    }
+
+    /// Returns the step in blocks.
+    pub fn step(&self) -> u32 {
+        self.step
+    }
+
+    /// Returns `L_k = R - k*step`, or `None` if it would fall below zero. `L_0` is `R`.
+    pub fn locktime(&self, update: u64) -> Option<u32> {
+        let drop = u64::from(self.step).checked_mul(update)?;
+        u64::from(self.refund)
+            .checked_sub(drop)
+            .and_then(|l| u32::try_from(l).ok())
+    }
+
+    /// Returns the locktime of `update` if it is more than `margin` blocks above `tip`.
+    ///
+    /// # Errors
+    /// [`LadderError::Exhausted`] if the update is too close to the tip, or below zero.
+    pub fn usable_locktime(&self, update: u64, tip: u32, margin: u32) -> Result<u32, LadderError> {
+        let next = self.locktime(update);
+        match next {
+            Some(l) if u64::from(l) > u64::from(tip) + u64::from(margin) => Ok(l),
+            _ => Err(LadderError::Exhausted {
+                update,
+                next,
+                tip,
+                margin,
+            }),
+        }
+    }
+
+    /// Returns how many more updates after update `done` can still be made at `tip` with `margin`.
+    pub fn remaining_updates(&self, done: u64, tip: u32, margin: u32) -> u64 {
+        // L_k > tip + margin  <=>  k < (R - tip - margin) / step, rounded up.
+        let floor = u64::from(tip) + u64::from(margin);
+        let room = u64::from(self.refund).saturating_sub(floor);
+        let last = room.saturating_sub(1) / u64::from(self.step);
+        last.saturating_sub(done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rungs_decrease_by_step_below_refund() {
+        let l = LockTimeLadder::new(1000, 10).unwrap();
+        assert_eq!(l.locktime(0), Some(1000));
+        assert_eq!(l.locktime(1), Some(990));
+        assert_eq!(l.locktime(100), Some(0));
+        assert_eq!(l.locktime(101), None);
+        assert_eq!(l.locktime(u64::MAX), None);
+    }
+
+    #[test]
+    fn margin_stops_the_ladder() {
+        let l = LockTimeLadder::new(1000, 10).unwrap();
+        // tip 900, margin 6: L_k must be > 906, so k <= 9 (L_9 = 910), k = 10 gives 900.
+        assert_eq!(l.usable_locktime(9, 900, 6), Ok(910));
+        assert_eq!(
+            l.usable_locktime(10, 900, 6),
+            Err(LadderError::Exhausted {
+                update: 10,
+                next: Some(900),
+                tip: 900,
+                margin: 6
+            })
+        );
+        assert_eq!(l.remaining_updates(0, 900, 6), 9);
+        assert_eq!(l.remaining_updates(9, 900, 6), 0);
+        assert_eq!(l.remaining_updates(0, 995, 6), 0);
+    }
+
+    #[test]
+    fn remaining_updates_agrees_with_usable_locktime() {
+        for refund in [50u32, 101, 1000] {
+            for step in [1u32, 3, 7] {
+                let l = LockTimeLadder::new(refund, step).unwrap();
+                for tip in [0u32, 10, 49, 60] {
+                    let n = l.remaining_updates(0, tip, 2);
+                    assert!(n == 0 || l.usable_locktime(n, tip, 2).is_ok());
+                    assert!(l.usable_locktime(n + 1, tip, 2).is_err());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bad_parameters_are_refused() {
+        assert_eq!(LockTimeLadder::new(1000, 0), Err(LadderError::ZeroStep));
+        assert_eq!(
+            LockTimeLadder::new(LOCK_TIME_THRESHOLD, 1),
+            Err(LadderError::NotAHeight(LOCK_TIME_THRESHOLD))
+        );
+    }
+}

@@ -1,0 +1,31 @@
+//! paychan: a Bitcoin micropayment channel engine.
+//!
+//! The scheme is the classic one-way channel with a decreasing-`nLockTime` ladder:
+//!
+//! 1. **Funding**: the payer locks the capacity in a `wsh(multi(2,payer,payee))` output
+//!    ([`funding::FundingScript`]), spending segwit inputs only so its txid cannot change.
+//! 2. **Refund**: before the funding is broadcast, the payee signs a transaction that returns the
+//!    capacity to the payer with `nLockTime = R` ([`tx::ChannelTxBuilder::refund`]).
+//! 3. **Commitments**: every payment is a new transaction splitting the capacity, with
+//!    `nLockTime = R - k*step` ([`ladder::LockTimeLadder`]), so the newest is final first.
+//! 4. **Settlement**: a final split with `nLockTime = 0`, broadcast at once.
+//!
+//! The core is sans-IO: [`channel::Payer`] and [`channel::Payee`] take messages
+//! ([`wire::Message`]) and chain facts (the tip height, funding confirmations) and return
+//! [`channel::Action`]s for the caller to carry out (persist, send, broadcast). Nothing in this
+//! crate opens a socket, a file or an RPC connection.
+//!
+//! Every transaction a peer asks us to sign or accept is rebuilt locally from the channel
+//! parameters; only a signature travels, and it is checked against our own copy.
+#![warn(missing_docs)]
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
+pub mod channel;
+pub mod funding;
+pub mod keys;
+pub mod ladder;
+pub mod tx;
+pub mod wire;
+
+pub use bitcoin;
+pub use miniscript;

@@ -1,0 +1,314 @@
+//! A whole channel life driven through both state machines, and the five guarantees the scheme
+//! exists for.
+
+mod common;
+
+use bitcoin::absolute::LockTime;
+use bitcoin::{Amount, Sequence};
+use common::*;
+use paychan::channel::{ChannelError, PayerStage};
+use paychan::wire::{Message, RawSignature, RefundSigned};
+
+fn sat(n: u64) -> Amount {
+    Amount::from_sat(n)
+}
+
+#[test]
+fn normal_case_puts_only_funding_and_settlement_on_chain() {
+    let mut pair = Pair::open(sat(100_000));
+    for amount in [1000, 2000, 3000] {
+        pair.pay(sat(amount)).unwrap();
+    }
+    let settlement = pair.close();
+    assert_eq!(
+        pair.out.broadcasts,
+        vec![pair.funding_tx.clone(), settlement.clone()]
+    );
+
+    // The settlement is final at once, spends the funding output, and pays the payee exactly.
+    assert_eq!(settlement.lock_time, LockTime::ZERO);
+    pair.verify_spend(&settlement).unwrap();
+    let payee_script = payee_config().payout.script_pubkey();
+    let to_payee: Amount = settlement
+        .output
+        .iter()
+        .filter(|o| o.script_pubkey == payee_script)
+        .map(|o| o.value)
+        .sum();
+    assert_eq!(to_payee, sat(6000));
+    assert!(output_sum(&settlement) < sat(100_000), "a fee is paid");
+
+    // The payer holds the same signed settlement.
+    let payer_copy = pair
+        .payer
+        .funded()
+        .unwrap()
+        .funded
+        .settlement_tx()
+        .unwrap()
+        .unwrap();
+    assert_eq!(payer_copy, settlement);
+
+    // The funding spends the wallet coin validly.
+    let (outpoint, coin) = wallet_coin();
+    pair.funding_tx
+        .verify(|op| (*op == outpoint).then(|| coin.clone()))
+        .unwrap();
+}
+
+#[test]
+fn payer_never_broadcasts_funding_without_a_valid_refund_signature() {
+    // Run the open up to the refund, then send the payer a bad refund signature.
+    let mut out = Outbox::default();
+    let (mut payer, actions) = paychan::channel::Payer::open(
+        payer_config(sat(100_000)),
+        signer(1),
+        paychan::wire::ChannelId([7; 32]),
+        TIP,
+    )
+    .unwrap();
+    let [Message::OpenChannel(open)] = &route(actions, &mut out)[..] else {
+        panic!()
+    };
+    let (mut payee, actions) =
+        paychan::channel::Payee::accept(open, &payee_config(), signer(2), TIP).unwrap();
+    let accept = route(actions, &mut out).remove(0);
+    route(payer.handle_message(&accept).unwrap(), &mut out);
+    let (address, amount) = out.fund_requests.pop().unwrap();
+    let created = route(
+        payer.funding_signed(fund(&address, amount)).unwrap(),
+        &mut out,
+    )
+    .remove(0);
+
+    // The payee gets the funding without witnesses: it cannot broadcast it itself.
+    let Message::FundingCreated(fc) = &created else {
+        panic!()
+    };
+    assert!(fc.funding_tx.input.iter().all(|i| i.witness.is_empty()));
+
+    let Message::RefundSigned(good) =
+        route(payee.handle_message(&created, TIP).unwrap(), &mut out).remove(0)
+    else {
+        panic!()
+    };
+    let forged = signer(2).sign(bitcoin::sighash::SegwitV0Sighash::from_byte_array([1; 32]));
+    for bad in [RawSignature(forged.to_vec()), RawSignature(vec![1, 2, 3])] {
+        let before = payer.state().clone();
+        let msg = Message::RefundSigned(RefundSigned {
+            channel_id: good.channel_id,
+            signature: bad,
+        });
+        assert!(matches!(
+            payer.handle_message(&msg),
+            Err(ChannelError::Signature { .. })
+        ));
+        assert_eq!(payer.state(), &before);
+        assert!(payer.refund_tx().is_err());
+    }
+    assert!(out.broadcasts.is_empty());
+    assert!(matches!(
+        payer.state().stage,
+        PayerStage::AwaitingRefund { .. }
+    ));
+
+    // With the genuine signature the funding goes out, and the refund is complete and valid.
+    route(
+        payer.handle_message(&Message::RefundSigned(good)).unwrap(),
+        &mut out,
+    );
+    assert_eq!(out.broadcasts.len(), 1);
+    let refund = payer.refund_tx().unwrap();
+    let funding = &out.broadcasts[0];
+    let vout = refund.input[0].previous_output.vout as usize;
+    refund
+        .verify(|op| (*op == refund.input[0].previous_output).then(|| funding.output[vout].clone()))
+        .unwrap();
+}
+
+use bitcoin::hashes::Hash;
+
+#[test]
+fn payee_always_holds_the_newest_fully_signed_commitment() {
+    let mut pair = Pair::open(sat(100_000));
+    assert_eq!(pair.payee.newest_commitment().unwrap(), None);
+    let payee_script = payee_config().payout.script_pubkey();
+    let mut total = Amount::ZERO;
+    for (k, amount) in [500u64, 1000, 1, 7000, 250].into_iter().enumerate() {
+        pair.pay(sat(amount)).unwrap();
+        total += sat(amount);
+        let tx = pair.payee.newest_commitment().unwrap().unwrap();
+        pair.verify_spend(&tx).unwrap();
+        let expected_lock = TIP + LIFETIME - (k as u32 + 1) * STEP;
+        assert_eq!(tx.lock_time, LockTime::from_height(expected_lock).unwrap());
+        let to_payee: Amount = tx
+            .output
+            .iter()
+            .filter(|o| o.script_pubkey == payee_script)
+            .map(|o| o.value)
+            .sum();
+        // Below the dust limit the payee's output is left out (its value goes to the fee).
+        if total >= payee_script.minimal_non_dust() {
+            assert_eq!(to_payee, total);
+        } else {
+            assert_eq!(to_payee, Amount::ZERO);
+        }
+        // Both hold the same transaction.
+        assert_eq!(
+            pair.payer
+                .funded()
+                .unwrap()
+                .funded
+                .newest_commitment()
+                .unwrap()
+                .unwrap(),
+            tx
+        );
+    }
+}
+
+#[test]
+fn neither_side_can_alter_a_signed_transaction() {
+    let mut pair = Pair::open(sat(100_000));
+    pair.pay(sat(5000)).unwrap();
+    let signed = pair.payee.newest_commitment().unwrap().unwrap();
+    pair.verify_spend(&signed).unwrap();
+
+    let mut more_to_payee = signed.clone();
+    more_to_payee.output[1].value += sat(1);
+    let mut more_to_payer = signed.clone();
+    more_to_payer.output[0].value += sat(1);
+    let mut earlier = signed.clone();
+    earlier.lock_time = LockTime::from_height(TIP).unwrap();
+    let mut redirected = signed.clone();
+    redirected.output[1].script_pubkey = payer_config(sat(1)).payout.script_pubkey();
+    let mut no_locktime = signed.clone();
+    no_locktime.input[0].sequence = Sequence::MAX;
+    for altered in [
+        more_to_payee,
+        more_to_payer,
+        earlier,
+        redirected,
+        no_locktime,
+    ] {
+        assert!(
+            pair.verify_spend(&altered).is_err(),
+            "altered transaction still verifies"
+        );
+    }
+}
+
+#[test]
+fn refund_becomes_final_after_every_commitment() {
+    let mut pair = Pair::open(sat(100_000));
+    let mut locktimes = Vec::new();
+    for _ in 0..20 {
+        pair.pay(sat(1000)).unwrap();
+        let tx = pair.payee.newest_commitment().unwrap().unwrap();
+        // nSequence below 0xFFFFFFFF: the locktime is enforced.
+        assert_eq!(tx.input[0].sequence, Sequence::ENABLE_LOCKTIME_NO_RBF);
+        locktimes.push(tx.lock_time.to_consensus_u32());
+    }
+    let refund = pair.payer.refund_tx().unwrap();
+    pair.verify_spend(&refund).unwrap();
+    assert_eq!(refund.input[0].sequence, Sequence::ENABLE_LOCKTIME_NO_RBF);
+    let r = refund.lock_time.to_consensus_u32();
+    assert_eq!(r, TIP + LIFETIME);
+    assert!(
+        locktimes.windows(2).all(|w| w[1] < w[0]),
+        "strictly decreasing: {locktimes:?}"
+    );
+    assert!(locktimes.iter().all(|&l| l < r));
+    assert_eq!(refund.output.len(), 1);
+    assert_eq!(
+        refund.output[0].script_pubkey,
+        payer_config(sat(1)).payout.script_pubkey()
+    );
+}
+
+#[test]
+fn no_payment_before_the_funding_is_confirmed() {
+    let mut pair = Pair::funded(sat(100_000));
+    // The payer will not sign before channel_ready.
+    let err = pair.payer.pay(sat(1000), TIP).unwrap_err();
+    assert!(
+        matches!(err, ChannelError::Unexpected { what: "pay", .. }),
+        "{err}"
+    );
+    // A payer that signs anyway is refused by the payee.
+    let mut eager = Pair::open(sat(100_000));
+    let pay = route(eager.payer.pay(sat(1000), TIP).unwrap(), &mut eager.out).remove(0);
+    let before = pair.payee.state().clone();
+    let err = pair.payee.handle_message(&pay, TIP).unwrap_err();
+    assert!(
+        matches!(err, ChannelError::Unexpected { what: "pay", .. }),
+        "{err}"
+    );
+    assert_eq!(pair.payee.state(), &before);
+    // Below min_conf nothing happens; at min_conf the channel becomes ready, once.
+    assert_eq!(pair.payee.funding_confirmed(0).unwrap(), vec![]);
+    assert_eq!(pair.payee.funding_confirmed(1).unwrap().len(), 2);
+    assert_eq!(pair.payee.funding_confirmed(2).unwrap(), vec![]);
+    pair.payee.handle_message(&pay, TIP).unwrap();
+}
+
+#[test]
+fn ladder_exhaustion_stops_payments_with_a_typed_error() {
+    let mut pair = Pair::open(sat(100_000));
+    // Move the tip so that only two more rungs are above tip + margin.
+    pair.tip = TIP + LIFETIME - 3 * STEP - MARGIN;
+    pair.pay(sat(10)).unwrap();
+    pair.pay(sat(10)).unwrap();
+    let before = pair.payer.state().clone();
+    let err = pair.pay(sat(10)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ChannelError::Ladder(paychan::ladder::LadderError::Exhausted { update: 3, .. })
+        ),
+        "{err}"
+    );
+    assert_eq!(pair.payer.state(), &before);
+    // Closing still works.
+    pair.close();
+}
+
+#[test]
+fn payee_can_ask_the_payer_to_close() {
+    let mut pair = Pair::open(sat(100_000));
+    pair.pay(sat(4000)).unwrap();
+    let shutdown = route(pair.payee.request_close().unwrap(), &mut pair.out).remove(0);
+    let closing = route(pair.payer.handle_message(&shutdown).unwrap(), &mut pair.out).remove(0);
+    let ack = route(
+        pair.payee.handle_message(&closing, TIP).unwrap(),
+        &mut pair.out,
+    )
+    .remove(0);
+    route(pair.payer.handle_message(&ack).unwrap(), &mut pair.out);
+    let settlement = pair.out.broadcasts.last().unwrap();
+    pair.verify_spend(settlement).unwrap();
+    // Settled: no more payments either way.
+    assert!(pair.payer.pay(sat(1), TIP).is_err());
+}
+
+#[test]
+fn state_survives_a_serde_round_trip() {
+    let mut pair = Pair::open(sat(100_000));
+    pair.pay(sat(1234)).unwrap();
+    let payer_json = serde_json::to_string(pair.payer.state()).unwrap();
+    let payee_json = serde_json::to_string(pair.payee.state()).unwrap();
+    pair.payer =
+        paychan::channel::Payer::restore(signer(1), serde_json::from_str(&payer_json).unwrap())
+            .unwrap();
+    pair.payee =
+        paychan::channel::Payee::restore(signer(2), serde_json::from_str(&payee_json).unwrap())
+            .unwrap();
+    pair.pay(sat(1)).unwrap();
+    assert_eq!(pair.payee.paid(), sat(1235));
+    // The wrong key cannot take over a channel.
+    let state = pair.payer.state().clone();
+    assert!(matches!(
+        paychan::channel::Payer::restore(signer(9), state),
+        Err(ChannelError::SignerMismatch)
+    ));
+}

@@ -1,0 +1,217 @@
+//! Shared setup: fixed keys, a fake wallet coin, and a driver that carries both parties' actions
+//! to each other in one process.
+#![allow(dead_code)] // each test file uses a different part
+
+use bitcoin::hashes::Hash;
+use bitcoin::{Address, Amount, Network, OutPoint, ScriptBuf, Transaction, TxOut, Txid};
+use paychan::channel::{Action, ChannelError, Payee, PayeeConfig, Payer, PayerConfig};
+use paychan::keys::ChannelSigner;
+use paychan::tx::{build_funding, sign_p2wpkh_input, FundingInput};
+use paychan::wire::{ChannelId, Message};
+
+pub const NETWORK: Network = Network::Regtest;
+pub const TIP: u32 = 500;
+pub const LIFETIME: u32 = 1000;
+pub const STEP: u32 = 2;
+pub const MARGIN: u32 = 6;
+pub const FEERATE: u64 = 2;
+
+pub fn signer(byte: u8) -> ChannelSigner {
+    ChannelSigner::from_slice(&[byte; 32]).expect("fixed test key")
+}
+
+pub fn p2wpkh_address(byte: u8) -> Address {
+    let key = signer(byte).public_key();
+    Address::p2wpkh(&key.try_into().expect("compressed"), NETWORK)
+}
+
+pub fn payer_config(capacity: Amount) -> PayerConfig {
+    PayerConfig {
+        network: NETWORK,
+        capacity,
+        feerate_sat_per_vb: FEERATE,
+        refund_locktime: TIP + LIFETIME,
+        step: STEP,
+        margin: MARGIN,
+        payout: p2wpkh_address(11),
+    }
+}
+
+pub fn payee_config() -> PayeeConfig {
+    PayeeConfig {
+        network: NETWORK,
+        payout: p2wpkh_address(12),
+        margin: MARGIN,
+        min_step: 1,
+        min_feerate_sat_per_vb: 1,
+        min_conf: 1,
+    }
+}
+
+/// The payer's wallet key, which owns the coin that funds the channel.
+pub fn wallet() -> ChannelSigner {
+    signer(3)
+}
+
+/// A coin of the wallet's, 1 BTC, at a made-up outpoint.
+pub fn wallet_coin() -> (OutPoint, TxOut) {
+    let key = wallet().public_key();
+    let txout = TxOut {
+        value: Amount::from_sat(100_000_000),
+        script_pubkey: ScriptBuf::new_p2wpkh(&key.wpubkey_hash().expect("compressed")),
+    };
+    (OutPoint::new(Txid::from_byte_array([0xaa; 32]), 0), txout)
+}
+
+/// Builds and signs a funding transaction paying `amount` to `address` from the wallet coin.
+pub fn fund(address: &Address, amount: Amount) -> Transaction {
+    let (outpoint, coin) = wallet_coin();
+    let (mut tx, _) = build_funding(
+        &[FundingInput::p2wpkh(outpoint, &coin)],
+        &address.script_pubkey(),
+        amount,
+        &coin.script_pubkey,
+        bitcoin::FeeRate::from_sat_per_vb(FEERATE).unwrap(),
+    )
+    .expect("wallet coin covers the capacity");
+    sign_p2wpkh_input(&mut tx, 0, &coin, &wallet()).expect("wallet's own coin");
+    tx
+}
+
+/// Splits actions into the messages to deliver, recording broadcasts and requested fundings,
+/// and checks that a `Persist` comes before anything leaves the party.
+pub fn route(actions: Vec<Action>, out: &mut Outbox) -> Vec<Message> {
+    let mut persisted = false;
+    let mut msgs = Vec::new();
+    for action in actions {
+        match action {
+            Action::Persist => persisted = true,
+            Action::Send(m) => {
+                // `shutdown` is only a request; it changes no state.
+                let stateless = matches!(m, Message::Shutdown(_));
+                assert!(
+                    persisted || stateless,
+                    "{} sent before the state was persisted",
+                    m.name()
+                );
+                msgs.push(m);
+            }
+            Action::Broadcast(tx) => {
+                assert!(persisted, "broadcast before the state was persisted");
+                out.broadcasts.push(tx);
+            }
+            Action::FundChannel { address, amount } => out.fund_requests.push((address, amount)),
+            other => panic!("unknown action {other:?}"),
+        }
+    }
+    msgs
+}
+
+/// What left the parties other than messages.
+#[derive(Default, Debug)]
+pub struct Outbox {
+    pub broadcasts: Vec<Transaction>,
+    pub fund_requests: Vec<(Address, Amount)>,
+}
+
+/// Both parties of one channel, driven in one process.
+pub struct Pair {
+    pub payer: Payer,
+    pub payee: Payee,
+    pub tip: u32,
+    pub out: Outbox,
+    pub funding_tx: Transaction,
+}
+
+impl Pair {
+    /// Runs the whole open: proposal, acceptance, funding, refund signature, confirmation.
+    pub fn open(capacity: Amount) -> Pair {
+        let mut pair = Pair::funded(capacity);
+        let ready = route(pair.payee.funding_confirmed(1).unwrap(), &mut pair.out).remove(0);
+        route(pair.payer.handle_message(&ready).unwrap(), &mut pair.out);
+        pair
+    }
+
+    /// Runs the open up to the funding broadcast, before any confirmation.
+    pub fn funded(capacity: Amount) -> Pair {
+        let mut out = Outbox::default();
+        let (mut payer, actions) =
+            Payer::open(payer_config(capacity), signer(1), ChannelId([7; 32]), TIP).unwrap();
+        let [Message::OpenChannel(open)] = &route(actions, &mut out)[..] else {
+            panic!()
+        };
+        let (mut payee, actions) = Payee::accept(open, &payee_config(), signer(2), TIP).unwrap();
+        let accept = route(actions, &mut out).remove(0);
+        let msgs = route(payer.handle_message(&accept).unwrap(), &mut out);
+        assert!(msgs.is_empty());
+        let (address, amount) = out.fund_requests.pop().expect("payer asks for funding");
+        let funding_tx = fund(&address, amount);
+        let created = route(payer.funding_signed(funding_tx.clone()).unwrap(), &mut out).remove(0);
+        let refund_signed = route(payee.handle_message(&created, TIP).unwrap(), &mut out).remove(0);
+        assert!(
+            out.broadcasts.is_empty(),
+            "nothing broadcast before the refund is checked"
+        );
+        route(payer.handle_message(&refund_signed).unwrap(), &mut out);
+        assert_eq!(
+            out.broadcasts,
+            vec![funding_tx.clone()],
+            "funding broadcast after refund"
+        );
+        Pair {
+            payer,
+            payee,
+            tip: TIP,
+            out,
+            funding_tx,
+        }
+    }
+
+    /// One payment, round trip. Returns the payer's error if it refuses to sign.
+    pub fn pay(&mut self, amount: Amount) -> Result<(), ChannelError> {
+        let pay = route(self.payer.pay(amount, self.tip)?, &mut self.out).remove(0);
+        let ack = route(
+            self.payee.handle_message(&pay, self.tip).unwrap(),
+            &mut self.out,
+        )
+        .remove(0);
+        route(self.payer.handle_message(&ack).unwrap(), &mut self.out);
+        Ok(())
+    }
+
+    /// Cooperative close; returns the settlement the payee broadcast.
+    pub fn close(&mut self) -> Transaction {
+        let before = self.out.broadcasts.len();
+        let closing = route(self.payer.close().unwrap(), &mut self.out).remove(0);
+        let ack = route(
+            self.payee.handle_message(&closing, self.tip).unwrap(),
+            &mut self.out,
+        )
+        .remove(0);
+        route(self.payer.handle_message(&ack).unwrap(), &mut self.out);
+        assert_eq!(self.out.broadcasts.len(), before + 1);
+        self.out.broadcasts.last().unwrap().clone()
+    }
+
+    /// The funding output as the chain would hold it.
+    pub fn funding_output(&self) -> (OutPoint, TxOut) {
+        let f = self.payer.funded().unwrap();
+        let outpoint = f.funded.channel.builder().params().funding_outpoint;
+        (
+            outpoint,
+            self.funding_tx.output[outpoint.vout as usize].clone(),
+        )
+    }
+
+    /// Checks `tx`'s spend of the funding output with Bitcoin Core's script interpreter.
+    pub fn verify_spend(&self, tx: &Transaction) -> Result<(), String> {
+        let (outpoint, txout) = self.funding_output();
+        tx.verify(|op| (*op == outpoint).then(|| txout.clone()))
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The value of all outputs of `tx`.
+pub fn output_sum(tx: &Transaction) -> Amount {
+    tx.output.iter().map(|o| o.value).sum()
+}
