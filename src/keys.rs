@@ -130,13 +130,13 @@ pub fn parse_signature(bytes: &[u8]) -> Result<ecdsa::Signature, SignatureError>
     let (sighash_byte, der) = bytes
         .split_last()
         .ok_or_else(|| SignatureError::Malformed("empty signature".to_owned()))?;
+    let signature = secp256k1::ecdsa::Signature::from_der(der)
+        .map_err(|e| SignatureError::Malformed(e.to_string()))?;
     let sighash_type = EcdsaSighashType::from_standard(u32::from(*sighash_byte)).map_err(|_| {
         SignatureError::WrongSighashType {
             found: format!("0x{sighash_byte:02x}"),
         }
     })?;
-    let signature = secp256k1::ecdsa::Signature::from_der(der)
-        .map_err(|e| SignatureError::Malformed(e.to_string()))?;
     if sighash_type != EcdsaSighashType::All {
         return Err(SignatureError::WrongSighashType {
             found: sighash_type.to_string(),
