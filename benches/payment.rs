@@ -1,1 +1,203 @@
-fn main() {}
+//! The CPU cost of one payment through the engine, next to the raw cryptography it cannot avoid.
+//!
+//! A payment is: the payer builds and signs commitment k, the payee rebuilds it, checks the
+//! payer's signature and countersigns, and the payer checks the countersignature. Its floor is
+//! two ECDSA signatures and two verifications; everything else is the engine's overhead (building
+//! transactions, BIP 143 sighashes, checks, state updates).
+//!
+//! Besides criterion's report, the run ends with an interleaved measurement of both in the same
+//! process (alternating batches, median of the per-batch ratios) so that the ratio is not skewed
+//! by the machine's load drifting between two separate measurements.
+//!
+//! Run: `cargo bench --bench payment`.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use bitcoin::hashes::Hash;
+use bitcoin::secp256k1::{Message as SecpMessage, Secp256k1, SecretKey};
+use bitcoin::{Address, Amount, FeeRate, Network, OutPoint, ScriptBuf, TxOut, Txid};
+use criterion::{criterion_group, Criterion};
+use paychan::channel::{Action, Payee, PayeeConfig, Payer, PayerConfig};
+use paychan::keys::ChannelSigner;
+use paychan::tx::{build_funding, sign_p2wpkh_input, FundingInput};
+use paychan::wire::{ChannelId, Message};
+
+/// A ladder long enough for every iteration criterion runs: R near the highest height, step 1.
+const TIP: u32 = 0;
+const REFUND: u32 = 499_999_999;
+
+fn key(byte: u8) -> ChannelSigner {
+    ChannelSigner::from_slice(&[byte; 32]).expect("fixed key")
+}
+
+fn address(byte: u8) -> Address {
+    Address::p2wpkh(&key(byte).public_key().try_into().expect("compressed"), Network::Regtest)
+}
+
+fn only_message(actions: Vec<Action>) -> Message {
+    actions
+        .into_iter()
+        .find_map(|a| match a {
+            Action::Send(m) => Some(m),
+            _ => None,
+        })
+        .expect("a message to send")
+}
+
+/// An open channel of 1 BTC between the two state machines.
+fn open_channel() -> (Payer, Payee) {
+    let config = PayerConfig {
+        network: Network::Regtest,
+        capacity: Amount::from_sat(100_000_000),
+        feerate_sat_per_vb: 2,
+        refund_locktime: REFUND,
+        step: 1,
+        margin: 6,
+        payout: address(11),
+    };
+    let (mut payer, actions) = Payer::open(config, key(1), ChannelId([7; 32]), TIP).unwrap();
+    let Message::OpenChannel(open) = only_message(actions) else { unreachable!() };
+    let policy = PayeeConfig {
+        network: Network::Regtest,
+        payout: address(12),
+        margin: 6,
+        min_step: 1,
+        min_feerate_sat_per_vb: 1,
+        min_conf: 1,
+    };
+    let (mut payee, actions) = Payee::accept(&open, &policy, key(2), TIP).unwrap();
+    let actions = payer.handle_message(&only_message(actions)).unwrap();
+    let Some(Action::FundChannel { address, amount }) =
+        actions.into_iter().find(|a| matches!(a, Action::FundChannel { .. }))
+    else {
+        unreachable!()
+    };
+    let coin = TxOut {
+        value: Amount::from_sat(200_000_000),
+        script_pubkey: ScriptBuf::new_p2wpkh(&key(3).public_key().wpubkey_hash().unwrap()),
+    };
+    let (mut funding, _) = build_funding(
+        &[FundingInput::p2wpkh(OutPoint::new(Txid::all_zeros(), 0), &coin)],
+        &address.script_pubkey(),
+        amount,
+        &coin.script_pubkey,
+        FeeRate::from_sat_per_vb(2).unwrap(),
+    )
+    .unwrap();
+    sign_p2wpkh_input(&mut funding, 0, &coin, &key(3)).unwrap();
+    let created = only_message(payer.funding_signed(funding.clone()).unwrap());
+    let refund = only_message(payee.handle_message(&created, TIP).unwrap());
+    payer.handle_message(&refund).unwrap();
+    let outpoint = payee.funding_outpoint().unwrap();
+    let txout = &funding.output[outpoint.vout as usize];
+    let ready = only_message(payee.funding_confirmed(outpoint, txout, 1).unwrap());
+    payer.handle_message(&ready).unwrap();
+    (payer, payee)
+}
+
+/// One payment of 1 sat, end to end.
+fn pay_once(payer: &mut Payer, payee: &mut Payee) {
+    let pay = only_message(payer.pay(Amount::from_sat(1), TIP).unwrap());
+    let ack = only_message(payee.handle_message(&pay, TIP).unwrap());
+    payer.handle_message(&ack).unwrap();
+}
+
+/// One payment of 1 sat, end to end, with both messages encoded and decoded as on the wire.
+fn pay_once_over_wire(payer: &mut Payer, payee: &mut Payee) {
+    let pay = only_message(payer.pay(Amount::from_sat(1), TIP).unwrap()).encode();
+    let ack = only_message(payee.handle_message(&Message::decode(&pay).unwrap(), TIP).unwrap());
+    payer.handle_message(&Message::decode(&ack.encode()).unwrap()).unwrap();
+}
+
+/// The raw cryptography of one payment: two signatures and two verifications.
+struct RawCrypto {
+    secp: Secp256k1<bitcoin::secp256k1::All>,
+    payer: SecretKey,
+    payee: SecretKey,
+    payer_pub: bitcoin::secp256k1::PublicKey,
+    payee_pub: bitcoin::secp256k1::PublicKey,
+    counter: u64,
+}
+
+impl RawCrypto {
+    fn new() -> Self {
+        let secp = Secp256k1::new();
+        let payer = SecretKey::from_slice(&[1; 32]).unwrap();
+        let payee = SecretKey::from_slice(&[2; 32]).unwrap();
+        let (payer_pub, payee_pub) = (payer.public_key(&secp), payee.public_key(&secp));
+        RawCrypto { secp, payer, payee, payer_pub, payee_pub, counter: 0 }
+    }
+
+    fn payment(&mut self) {
+        // A new message each time, as each commitment has a new sighash.
+        self.counter += 1;
+        let mut digest = [0u8; 32];
+        digest[..8].copy_from_slice(&self.counter.to_le_bytes());
+        let msg = SecpMessage::from_digest(digest);
+        let a_sig = self.secp.sign_ecdsa(&msg, &self.payer);
+        self.secp.verify_ecdsa(&msg, &a_sig, &self.payer_pub).unwrap();
+        let b_sig = self.secp.sign_ecdsa(&msg, &self.payee);
+        self.secp.verify_ecdsa(&msg, &b_sig, &self.payee_pub).unwrap();
+        black_box((a_sig, b_sig));
+    }
+}
+
+fn bench_payment(c: &mut Criterion) {
+    let mut group = c.benchmark_group("payment");
+    let (mut payer, mut payee) = open_channel();
+    group.bench_function("engine", |b| b.iter(|| pay_once(&mut payer, &mut payee)));
+    let (mut payer, mut payee) = open_channel();
+    group.bench_function("engine_with_wire_encoding", |b| {
+        b.iter(|| pay_once_over_wire(&mut payer, &mut payee))
+    });
+    let mut raw = RawCrypto::new();
+    group.bench_function("raw_crypto_2_sign_2_verify", |b| b.iter(|| raw.payment()));
+    group.finish();
+}
+
+criterion_group!(benches, bench_payment);
+
+/// Alternates batches of engine payments and raw crypto and reports the median ratio.
+fn interleaved_ratio() {
+    const ROUNDS: usize = 41;
+    const BATCH: u32 = 200;
+    let (mut payer, mut payee) = open_channel();
+    let mut raw = RawCrypto::new();
+    let time = |f: &mut dyn FnMut()| {
+        let start = Instant::now();
+        for _ in 0..BATCH {
+            f();
+        }
+        start.elapsed() / BATCH
+    };
+    let mut engine_times = Vec::new();
+    let mut raw_times = Vec::new();
+    let mut ratios = Vec::new();
+    for _ in 0..ROUNDS {
+        let e = time(&mut || pay_once(&mut payer, &mut payee));
+        let r = time(&mut || raw.payment());
+        engine_times.push(e);
+        raw_times.push(r);
+        ratios.push(e.as_secs_f64() / r.as_secs_f64());
+    }
+    let median_d = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    ratios.sort_by(f64::total_cmp);
+    let (e, r) = (median_d(&mut engine_times), median_d(&mut raw_times));
+    println!(
+        "interleaved ({ROUNDS} rounds x {BATCH} payments): engine {:.1} us/payment, \
+         raw crypto {:.1} us/payment, ratio {:.3} (median of per-round ratios; target <= 1.3)",
+        e.as_secs_f64() * 1e6,
+        r.as_secs_f64() * 1e6,
+        ratios[ratios.len() / 2]
+    );
+}
+
+fn main() {
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    interleaved_ratio();
+}

@@ -56,12 +56,9 @@ impl FundingScript {
         let descriptor =
             Descriptor::<PublicKey>::from_str(&format!("wsh(multi(2,{payer},{payee}))"))
                 .map_err(|e| FundingError::Miniscript(e.to_string()))?;
-        descriptor
-            .sanity_check()
-            .map_err(|e| FundingError::Miniscript(e.to_string()))?;
-        let witness_script = descriptor
-            .explicit_script()
-            .map_err(|e| FundingError::Miniscript(e.to_string()))?;
+        descriptor.sanity_check().map_err(|e| FundingError::Miniscript(e.to_string()))?;
+        let witness_script =
+            descriptor.explicit_script().map_err(|e| FundingError::Miniscript(e.to_string()))?;
         let max_satisfaction_weight = descriptor
             .max_weight_to_satisfy()
             .map_err(|e| FundingError::Miniscript(e.to_string()))?;
@@ -123,12 +120,8 @@ impl FundingScript {
         payee_sig: ecdsa::Signature,
     ) -> Result<(), FundingError> {
         let sigs: HashMap<PublicKey, ecdsa::Signature> =
-            [(self.payer, payer_sig), (self.payee, payee_sig)]
-                .into_iter()
-                .collect();
-        self.descriptor
-            .satisfy(txin, sigs)
-            .map_err(|e| FundingError::Miniscript(e.to_string()))
+            [(self.payer, payer_sig), (self.payee, payee_sig)].into_iter().collect();
+        self.descriptor.satisfy(txin, sigs).map_err(|e| FundingError::Miniscript(e.to_string()))
     }
 }
 
@@ -157,10 +150,7 @@ mod tests {
             f.address(Network::Regtest).to_string(),
             "bcrt1qv4mkpjsp2967gtl4k3rs2caj8tw0p55h8gzsdgtk54tfdyxkgsmsvc0c37"
         );
-        assert_eq!(
-            f.address(Network::Regtest),
-            f.descriptor().address(Network::Regtest).unwrap()
-        );
+        assert_eq!(f.address(Network::Regtest), f.descriptor().address(Network::Regtest).unwrap());
         // The witness script, written out by hand here only to check miniscript's:
         // OP_2 <33-byte payer key> <33-byte payee key> OP_2 OP_CHECKMULTISIG.
         let expected = format!("5221{a}21{b}52ae");
@@ -179,9 +169,6 @@ mod tests {
         let (a, b) = keys();
         let mut u = b;
         u.compressed = false;
-        assert_eq!(
-            FundingScript::new(a, u),
-            Err(FundingError::UncompressedKey(u))
-        );
+        assert_eq!(FundingScript::new(a, u), Err(FundingError::UncompressedKey(u)));
     }
 }

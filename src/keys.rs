@@ -57,11 +57,7 @@ impl ChannelSigner {
     pub fn new(secret: SecretKey) -> Self {
         let secp = Secp256k1::new();
         let public = PublicKey::new(secret.public_key(&secp));
-        ChannelSigner {
-            secp,
-            secret,
-            public,
-        }
+        ChannelSigner { secp, secret, public }
     }
 
     /// Creates a signer from 32 secret-key bytes.
@@ -69,9 +65,7 @@ impl ChannelSigner {
     /// # Errors
     /// [`KeyError::InvalidSecretKey`] if the bytes are zero or not below the curve order.
     pub fn from_slice(bytes: &[u8]) -> Result<Self, KeyError> {
-        SecretKey::from_slice(bytes)
-            .map(Self::new)
-            .map_err(KeyError::InvalidSecretKey)
+        SecretKey::from_slice(bytes).map(Self::new).map_err(KeyError::InvalidSecretKey)
     }
 
     /// Creates a signer with a fresh random key.
@@ -101,9 +95,7 @@ impl ChannelSigner {
         key: &PublicKey,
     ) -> Result<(), SignatureError> {
         if sig.sighash_type != EcdsaSighashType::All {
-            return Err(SignatureError::WrongSighashType {
-                found: sig.sighash_type.to_string(),
-            });
+            return Err(SignatureError::WrongSighashType { found: sig.sighash_type.to_string() });
         }
         let msg = Message::from_digest(sighash.to_byte_array());
         self.secp
@@ -115,9 +107,7 @@ impl ChannelSigner {
 impl fmt::Debug for ChannelSigner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Never print the secret.
-        f.debug_struct("ChannelSigner")
-            .field("public", &self.public)
-            .finish_non_exhaustive()
+        f.debug_struct("ChannelSigner").field("public", &self.public).finish_non_exhaustive()
     }
 }
 
@@ -132,20 +122,12 @@ pub fn parse_signature(bytes: &[u8]) -> Result<ecdsa::Signature, SignatureError>
         .ok_or_else(|| SignatureError::Malformed("empty signature".to_owned()))?;
     let signature = secp256k1::ecdsa::Signature::from_der(der)
         .map_err(|e| SignatureError::Malformed(e.to_string()))?;
-    let sighash_type = EcdsaSighashType::from_standard(u32::from(*sighash_byte)).map_err(|_| {
-        SignatureError::WrongSighashType {
-            found: format!("0x{sighash_byte:02x}"),
-        }
-    })?;
+    let sighash_type = EcdsaSighashType::from_standard(u32::from(*sighash_byte))
+        .map_err(|_| SignatureError::WrongSighashType { found: format!("0x{sighash_byte:02x}") })?;
     if sighash_type != EcdsaSighashType::All {
-        return Err(SignatureError::WrongSighashType {
-            found: sighash_type.to_string(),
-        });
+        return Err(SignatureError::WrongSighashType { found: sighash_type.to_string() });
     }
-    Ok(ecdsa::Signature {
-        signature,
-        sighash_type,
-    })
+    Ok(ecdsa::Signature { signature, sighash_type })
 }
 
 #[cfg(test)]
@@ -162,9 +144,7 @@ mod tests {
         let sig = signer.sign(sighash(1));
         let parsed = parse_signature(&sig.to_vec()).unwrap();
         assert_eq!(parsed, sig);
-        signer
-            .verify(sighash(1), &parsed, &signer.public_key())
-            .unwrap();
+        signer.verify(sighash(1), &parsed, &signer.public_key()).unwrap();
     }
 
     #[test]
@@ -172,14 +152,8 @@ mod tests {
         let a = ChannelSigner::from_slice(&[7; 32]).unwrap();
         let b = ChannelSigner::from_slice(&[8; 32]).unwrap();
         let sig = a.sign(sighash(1));
-        assert_eq!(
-            a.verify(sighash(2), &sig, &a.public_key()),
-            Err(SignatureError::Invalid)
-        );
-        assert_eq!(
-            a.verify(sighash(1), &sig, &b.public_key()),
-            Err(SignatureError::Invalid)
-        );
+        assert_eq!(a.verify(sighash(2), &sig, &a.public_key()), Err(SignatureError::Invalid));
+        assert_eq!(a.verify(sighash(1), &sig, &b.public_key()), Err(SignatureError::Invalid));
     }
 
     #[test]
@@ -187,27 +161,15 @@ mod tests {
         let a = ChannelSigner::from_slice(&[7; 32]).unwrap();
         let mut bytes = a.sign(sighash(1)).to_vec();
         *bytes.last_mut().unwrap() = 0x02; // SIGHASH_NONE
-        assert!(matches!(
-            parse_signature(&bytes),
-            Err(SignatureError::WrongSighashType { .. })
-        ));
+        assert!(matches!(parse_signature(&bytes), Err(SignatureError::WrongSighashType { .. })));
         *bytes.last_mut().unwrap() = 0x07; // not a standard type at all
-        assert!(matches!(
-            parse_signature(&bytes),
-            Err(SignatureError::WrongSighashType { .. })
-        ));
+        assert!(matches!(parse_signature(&bytes), Err(SignatureError::WrongSighashType { .. })));
     }
 
     #[test]
     fn garbage_is_malformed() {
-        assert!(matches!(
-            parse_signature(&[]),
-            Err(SignatureError::Malformed(_))
-        ));
-        assert!(matches!(
-            parse_signature(&[0x30, 0x01]),
-            Err(SignatureError::Malformed(_))
-        ));
+        assert!(matches!(parse_signature(&[]), Err(SignatureError::Malformed(_))));
+        assert!(matches!(parse_signature(&[0x30, 0x01]), Err(SignatureError::Malformed(_))));
     }
 
     #[test]

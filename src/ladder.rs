@@ -13,9 +13,13 @@
 //! into its mempool once its tip is at `L`. The payee, holding `L_k`, has `step` blocks to get it
 //! confirmed before the previous state `L_{k-1}` also becomes final.
 //!
-//! A channel cannot take an update whose locktime is within `margin` blocks of the chain tip:
-//! after such an update the payee would have too little time to get the newest state confirmed
-//! before older ones become final. The channel must then be closed.
+//! The payee's reaction window is `step`: once the tip reaches `L_k` it must get commitment `k`
+//! mined before the tip reaches `L_{k-1} = L_k + step`, when the older, cheaper state also becomes
+//! final. On top of that, a channel takes no update whose locktime is within `margin` blocks of the
+//! chain tip: the payee then always has at least `margin` blocks of notice (to settle
+//! cooperatively, or to get ready to broadcast) before its newest state becomes final, and no
+//! update is ever signed whose older neighbours are already final. When the ladder reaches the
+//! margin the channel must be closed.
 
 use bitcoin::absolute::LOCK_TIME_THRESHOLD;
 use serde::{Deserialize, Serialize};
@@ -49,10 +53,27 @@ pub enum LadderError {
 }
 
 /// The decreasing-locktime schedule `L_k = R - k*step`.
+///
+/// Deserializing checks the same rules as [`LockTimeLadder::new`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawLadder")]
 pub struct LockTimeLadder {
     refund: u32,
     step: u32,
+}
+
+/// A ladder as stored, before its checks.
+#[derive(Deserialize)]
+struct RawLadder {
+    refund: u32,
+    step: u32,
+}
+
+impl TryFrom<RawLadder> for LockTimeLadder {
+    type Error = LadderError;
+    fn try_from(raw: RawLadder) -> Result<Self, Self::Error> {
+        LockTimeLadder::new(raw.refund, raw.step)
+    }
 }
 
 impl LockTimeLadder {
@@ -84,9 +105,7 @@ impl LockTimeLadder {
     /// Returns `L_k = R - k*step`, or `None` if it would fall below zero. `L_0` is `R`.
     pub fn locktime(&self, update: u64) -> Option<u32> {
         let drop = u64::from(self.step).checked_mul(update)?;
-        u64::from(self.refund)
-            .checked_sub(drop)
-            .and_then(|l| u32::try_from(l).ok())
+        u64::from(self.refund).checked_sub(drop).and_then(|l| u32::try_from(l).ok())
     }
 
     /// Returns the locktime of `update` if it is more than `margin` blocks above `tip`.
@@ -97,12 +116,7 @@ impl LockTimeLadder {
         let next = self.locktime(update);
         match next {
             Some(l) if u64::from(l) > u64::from(tip) + u64::from(margin) => Ok(l),
-            _ => Err(LadderError::Exhausted {
-                update,
-                next,
-                tip,
-                margin,
-            }),
+            _ => Err(LadderError::Exhausted { update, next, tip, margin }),
         }
     }
 
@@ -137,12 +151,7 @@ mod tests {
         assert_eq!(l.usable_locktime(9, 900, 6), Ok(910));
         assert_eq!(
             l.usable_locktime(10, 900, 6),
-            Err(LadderError::Exhausted {
-                update: 10,
-                next: Some(900),
-                tip: 900,
-                margin: 6
-            })
+            Err(LadderError::Exhausted { update: 10, next: Some(900), tip: 900, margin: 6 })
         );
         assert_eq!(l.remaining_updates(0, 900, 6), 9);
         assert_eq!(l.remaining_updates(9, 900, 6), 0);
@@ -161,6 +170,14 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn deserializing_checks_the_parameters() {
+        let l: LockTimeLadder = serde_json::from_str(r#"{"refund":1000,"step":10}"#).unwrap();
+        assert_eq!(l, LockTimeLadder::new(1000, 10).unwrap());
+        assert!(serde_json::from_str::<LockTimeLadder>(r#"{"refund":1000,"step":0}"#).is_err());
+        assert!(serde_json::from_str::<LockTimeLadder>(r#"{"refund":500000000,"step":1}"#).is_err());
     }
 
     #[test]

@@ -109,9 +109,7 @@ impl Serialize for RawSignature {
 impl<'de> Deserialize<'de> for RawSignature {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        Vec::<u8>::from_hex(&s)
-            .map(RawSignature)
-            .map_err(serde::de::Error::custom)
+        Vec::<u8>::from_hex(&s).map(RawSignature).map_err(serde::de::Error::custom)
     }
 }
 
@@ -296,11 +294,8 @@ impl Message {
             version: u16,
             message: &'a Message,
         }
-        serde_json::to_vec(&Envelope {
-            version: PROTOCOL_VERSION,
-            message: self,
-        })
-        .expect("messages hold only JSON-representable values")
+        serde_json::to_vec(&Envelope { version: PROTOCOL_VERSION, message: self })
+            .expect("messages hold only JSON-representable values")
     }
 
     /// Decodes a message from its versioned envelope.
@@ -379,13 +374,7 @@ mod tests {
         let mut json: serde_json::Value = serde_json::from_slice(&pay().encode()).unwrap();
         json["version"] = 2.into();
         let err = Message::decode(&serde_json::to_vec(&json).unwrap()).unwrap_err();
-        assert!(matches!(
-            err,
-            WireError::UnsupportedVersion {
-                got: 2,
-                supported: 1
-            }
-        ));
+        assert!(matches!(err, WireError::UnsupportedVersion { got: 2, supported: 1 }));
     }
 
     #[test]
@@ -398,10 +387,7 @@ mod tests {
             br#"{"version":1,"message":{"type":"nope"}}"#,
             br#"{"version":1,"message":{"type":"shutdown","channel_id":"00"}}"#,
         ] {
-            assert!(
-                matches!(Message::decode(bytes), Err(WireError::Malformed(_))),
-                "{bytes:?}"
-            );
+            assert!(matches!(Message::decode(bytes), Err(WireError::Malformed(_))), "{bytes:?}");
         }
         let mut json: serde_json::Value = serde_json::from_slice(&pay().encode()).unwrap();
         json["message"]["extra"] = 1.into();

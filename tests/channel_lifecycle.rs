@@ -20,40 +20,24 @@ fn normal_case_puts_only_funding_and_settlement_on_chain() {
         pair.pay(sat(amount)).unwrap();
     }
     let settlement = pair.close();
-    assert_eq!(
-        pair.out.broadcasts,
-        vec![pair.funding_tx.clone(), settlement.clone()]
-    );
+    assert_eq!(pair.out.broadcasts, vec![pair.funding_tx.clone(), settlement.clone()]);
 
     // The settlement is final at once, spends the funding output, and pays the payee exactly.
     assert_eq!(settlement.lock_time, LockTime::ZERO);
     pair.verify_spend(&settlement).unwrap();
     let payee_script = payee_config().payout.script_pubkey();
-    let to_payee: Amount = settlement
-        .output
-        .iter()
-        .filter(|o| o.script_pubkey == payee_script)
-        .map(|o| o.value)
-        .sum();
+    let to_payee: Amount =
+        settlement.output.iter().filter(|o| o.script_pubkey == payee_script).map(|o| o.value).sum();
     assert_eq!(to_payee, sat(6000));
     assert!(output_sum(&settlement) < sat(100_000), "a fee is paid");
 
     // The payer holds the same signed settlement.
-    let payer_copy = pair
-        .payer
-        .funded()
-        .unwrap()
-        .funded
-        .settlement_tx()
-        .unwrap()
-        .unwrap();
+    let payer_copy = pair.payer.funded().unwrap().funded.settlement_tx().unwrap().unwrap();
     assert_eq!(payer_copy, settlement);
 
     // The funding spends the wallet coin validly.
     let (outpoint, coin) = wallet_coin();
-    pair.funding_tx
-        .verify(|op| (*op == outpoint).then(|| coin.clone()))
-        .unwrap();
+    pair.funding_tx.verify(|op| (*op == outpoint).then(|| coin.clone())).unwrap();
 }
 
 #[test]
@@ -67,24 +51,16 @@ fn payer_never_broadcasts_funding_without_a_valid_refund_signature() {
         TIP,
     )
     .unwrap();
-    let [Message::OpenChannel(open)] = &route(actions, &mut out)[..] else {
-        panic!()
-    };
+    let [Message::OpenChannel(open)] = &route(actions, &mut out)[..] else { panic!() };
     let (mut payee, actions) =
         paychan::channel::Payee::accept(open, &payee_config(), signer(2), TIP).unwrap();
     let accept = route(actions, &mut out).remove(0);
     route(payer.handle_message(&accept).unwrap(), &mut out);
     let (address, amount) = out.fund_requests.pop().unwrap();
-    let created = route(
-        payer.funding_signed(fund(&address, amount)).unwrap(),
-        &mut out,
-    )
-    .remove(0);
+    let created = route(payer.funding_signed(fund(&address, amount)).unwrap(), &mut out).remove(0);
 
     // The payee gets the funding without witnesses: it cannot broadcast it itself.
-    let Message::FundingCreated(fc) = &created else {
-        panic!()
-    };
+    let Message::FundingCreated(fc) = &created else { panic!() };
     assert!(fc.funding_tx.input.iter().all(|i| i.witness.is_empty()));
 
     let Message::RefundSigned(good) =
@@ -95,28 +71,17 @@ fn payer_never_broadcasts_funding_without_a_valid_refund_signature() {
     let forged = signer(2).sign(bitcoin::sighash::SegwitV0Sighash::from_byte_array([1; 32]));
     for bad in [RawSignature(forged.to_vec()), RawSignature(vec![1, 2, 3])] {
         let before = payer.state().clone();
-        let msg = Message::RefundSigned(RefundSigned {
-            channel_id: good.channel_id,
-            signature: bad,
-        });
-        assert!(matches!(
-            payer.handle_message(&msg),
-            Err(ChannelError::Signature { .. })
-        ));
+        let msg =
+            Message::RefundSigned(RefundSigned { channel_id: good.channel_id, signature: bad });
+        assert!(matches!(payer.handle_message(&msg), Err(ChannelError::Signature { .. })));
         assert_eq!(payer.state(), &before);
         assert!(payer.refund_tx().is_err());
     }
     assert!(out.broadcasts.is_empty());
-    assert!(matches!(
-        payer.state().stage,
-        PayerStage::AwaitingRefund { .. }
-    ));
+    assert!(matches!(payer.state().stage, PayerStage::AwaitingRefund { .. }));
 
     // With the genuine signature the funding goes out, and the refund is complete and valid.
-    route(
-        payer.handle_message(&Message::RefundSigned(good)).unwrap(),
-        &mut out,
-    );
+    route(payer.handle_message(&Message::RefundSigned(good)).unwrap(), &mut out);
     assert_eq!(out.broadcasts.len(), 1);
     let refund = payer.refund_tx().unwrap();
     let funding = &out.broadcasts[0];
@@ -141,29 +106,11 @@ fn payee_always_holds_the_newest_fully_signed_commitment() {
         pair.verify_spend(&tx).unwrap();
         let expected_lock = TIP + LIFETIME - (k as u32 + 1) * STEP;
         assert_eq!(tx.lock_time, LockTime::from_height(expected_lock).unwrap());
-        let to_payee: Amount = tx
-            .output
-            .iter()
-            .filter(|o| o.script_pubkey == payee_script)
-            .map(|o| o.value)
-            .sum();
-        // Below the dust limit the payee's output is left out (its value goes to the fee).
-        if total >= payee_script.minimal_non_dust() {
-            assert_eq!(to_payee, total);
-        } else {
-            assert_eq!(to_payee, Amount::ZERO);
-        }
+        let to_payee: Amount =
+            tx.output.iter().filter(|o| o.script_pubkey == payee_script).map(|o| o.value).sum();
+        assert_eq!(to_payee, total, "the payee can claim exactly what it acknowledged");
         // Both hold the same transaction.
-        assert_eq!(
-            pair.payer
-                .funded()
-                .unwrap()
-                .funded
-                .newest_commitment()
-                .unwrap()
-                .unwrap(),
-            tx
-        );
+        assert_eq!(pair.payer.funded().unwrap().funded.newest_commitment().unwrap().unwrap(), tx);
     }
 }
 
@@ -184,17 +131,8 @@ fn neither_side_can_alter_a_signed_transaction() {
     redirected.output[1].script_pubkey = payer_config(sat(1)).payout.script_pubkey();
     let mut no_locktime = signed.clone();
     no_locktime.input[0].sequence = Sequence::MAX;
-    for altered in [
-        more_to_payee,
-        more_to_payer,
-        earlier,
-        redirected,
-        no_locktime,
-    ] {
-        assert!(
-            pair.verify_spend(&altered).is_err(),
-            "altered transaction still verifies"
-        );
+    for altered in [more_to_payee, more_to_payer, earlier, redirected, no_locktime] {
+        assert!(pair.verify_spend(&altered).is_err(), "altered transaction still verifies");
     }
 }
 
@@ -214,16 +152,10 @@ fn refund_becomes_final_after_every_commitment() {
     assert_eq!(refund.input[0].sequence, Sequence::ENABLE_LOCKTIME_NO_RBF);
     let r = refund.lock_time.to_consensus_u32();
     assert_eq!(r, TIP + LIFETIME);
-    assert!(
-        locktimes.windows(2).all(|w| w[1] < w[0]),
-        "strictly decreasing: {locktimes:?}"
-    );
+    assert!(locktimes.windows(2).all(|w| w[1] < w[0]), "strictly decreasing: {locktimes:?}");
     assert!(locktimes.iter().all(|&l| l < r));
     assert_eq!(refund.output.len(), 1);
-    assert_eq!(
-        refund.output[0].script_pubkey,
-        payer_config(sat(1)).payout.script_pubkey()
-    );
+    assert_eq!(refund.output[0].script_pubkey, payer_config(sat(1)).payout.script_pubkey());
 }
 
 #[test]
@@ -231,24 +163,20 @@ fn no_payment_before_the_funding_is_confirmed() {
     let mut pair = Pair::funded(sat(100_000));
     // The payer will not sign before channel_ready.
     let err = pair.payer.pay(sat(1000), TIP).unwrap_err();
-    assert!(
-        matches!(err, ChannelError::Unexpected { what: "pay", .. }),
-        "{err}"
-    );
+    assert!(matches!(err, ChannelError::Unexpected { what: "pay", .. }), "{err}");
     // A payer that signs anyway is refused by the payee.
     let mut eager = Pair::open(sat(100_000));
     let pay = route(eager.payer.pay(sat(1000), TIP).unwrap(), &mut eager.out).remove(0);
     let before = pair.payee.state().clone();
     let err = pair.payee.handle_message(&pay, TIP).unwrap_err();
-    assert!(
-        matches!(err, ChannelError::Unexpected { what: "pay", .. }),
-        "{err}"
-    );
+    assert!(matches!(err, ChannelError::Unexpected { what: "pay", .. }), "{err}");
     assert_eq!(pair.payee.state(), &before);
     // Below min_conf nothing happens; at min_conf the channel becomes ready, once.
-    assert_eq!(pair.payee.funding_confirmed(0).unwrap(), vec![]);
-    assert_eq!(pair.payee.funding_confirmed(1).unwrap().len(), 2);
-    assert_eq!(pair.payee.funding_confirmed(2).unwrap(), vec![]);
+    let (outpoint, txout) = pair.funding_output();
+    assert_eq!(pair.payee.funding_outpoint(), Some(outpoint));
+    assert_eq!(pair.payee.funding_confirmed(outpoint, &txout, 0).unwrap(), vec![]);
+    assert_eq!(pair.payee.funding_confirmed(outpoint, &txout, 1).unwrap().len(), 2);
+    assert_eq!(pair.payee.funding_confirmed(outpoint, &txout, 2).unwrap(), vec![]);
     pair.payee.handle_message(&pay, TIP).unwrap();
 }
 
@@ -257,7 +185,7 @@ fn ladder_exhaustion_stops_payments_with_a_typed_error() {
     let mut pair = Pair::open(sat(100_000));
     // Move the tip so that only two more rungs are above tip + margin.
     pair.tip = TIP + LIFETIME - 3 * STEP - MARGIN;
-    pair.pay(sat(10)).unwrap();
+    pair.pay(sat(1000)).unwrap();
     pair.pay(sat(10)).unwrap();
     let before = pair.payer.state().clone();
     let err = pair.pay(sat(10)).unwrap_err();
@@ -279,11 +207,7 @@ fn payee_can_ask_the_payer_to_close() {
     pair.pay(sat(4000)).unwrap();
     let shutdown = route(pair.payee.request_close().unwrap(), &mut pair.out).remove(0);
     let closing = route(pair.payer.handle_message(&shutdown).unwrap(), &mut pair.out).remove(0);
-    let ack = route(
-        pair.payee.handle_message(&closing, TIP).unwrap(),
-        &mut pair.out,
-    )
-    .remove(0);
+    let ack = route(pair.payee.handle_message(&closing, TIP).unwrap(), &mut pair.out).remove(0);
     route(pair.payer.handle_message(&ack).unwrap(), &mut pair.out);
     let settlement = pair.out.broadcasts.last().unwrap();
     pair.verify_spend(settlement).unwrap();
@@ -311,4 +235,37 @@ fn state_survives_a_serde_round_trip() {
         paychan::channel::Payer::restore(signer(9), state),
         Err(ChannelError::SignerMismatch)
     ));
+}
+
+#[test]
+fn lost_messages_are_recovered_by_resending() {
+    let mut pair = Pair::open(sat(100_000));
+    assert!(pair.payer.resend_pending().is_empty(), "nothing in flight");
+
+    // The pay is lost on the way: resend it.
+    route(pair.payer.pay(sat(1000), TIP).unwrap(), &mut pair.out);
+    let pay = route(pair.payer.resend_pending(), &mut pair.out).remove(0);
+    // The ack is lost on the way back: the payee answers the repeated pay with the same ack.
+    let ack = route(pair.payee.handle_message(&pay, TIP).unwrap(), &mut pair.out).remove(0);
+    let pay_again = route(pair.payer.resend_pending(), &mut pair.out).remove(0);
+    assert_eq!(pay_again, pay);
+    let ack_again = route(pair.payee.handle_message(&pay_again, TIP).unwrap(), &mut pair.out);
+    assert_eq!(ack_again, vec![ack]);
+    route(pair.payer.handle_message(&ack_again[0]).unwrap(), &mut pair.out);
+    assert_eq!(pair.payer.paid(), sat(1000));
+    assert!(pair.payer.resend_pending().is_empty());
+
+    // The same for the close: the closing_ack is lost, the payee answers the repeat.
+    let closing = route(pair.payer.close().unwrap(), &mut pair.out).remove(0);
+    let ack = route(pair.payee.handle_message(&closing, TIP).unwrap(), &mut pair.out).remove(0);
+    let broadcasts = pair.out.broadcasts.len();
+    let closing_again = route(pair.payer.resend_pending(), &mut pair.out).remove(0);
+    assert_eq!(closing_again, closing);
+    let before = pair.payee.state().clone();
+    let ack_again = route(pair.payee.handle_message(&closing_again, TIP).unwrap(), &mut pair.out);
+    assert_eq!(ack_again, vec![ack]);
+    assert_eq!(pair.payee.state(), &before);
+    assert_eq!(pair.out.broadcasts.len(), broadcasts, "no second broadcast");
+    route(pair.payer.handle_message(&ack_again[0]).unwrap(), &mut pair.out);
+    assert!(pair.payer.funded().unwrap().funded.settlement.is_some());
 }

@@ -19,10 +19,7 @@ fn sat(n: u64) -> Amount {
 /// Feeds `msg` to the payee and returns its error, checking the state did not move.
 fn payee_rejects(pair: &mut Pair, msg: &Message) -> ChannelError {
     let before = pair.payee.state().clone();
-    let err = pair
-        .payee
-        .handle_message(msg, pair.tip)
-        .expect_err("payee accepted a bad input");
+    let err = pair.payee.handle_message(msg, pair.tip).expect_err("payee accepted a bad input");
     assert_eq!(pair.payee.state(), &before, "state changed on {err}");
     err
 }
@@ -30,10 +27,7 @@ fn payee_rejects(pair: &mut Pair, msg: &Message) -> ChannelError {
 /// Feeds `msg` to the payer and returns its error, checking the state did not move.
 fn payer_rejects(pair: &mut Pair, msg: &Message) -> ChannelError {
     let before = pair.payer.state().clone();
-    let err = pair
-        .payer
-        .handle_message(msg)
-        .expect_err("payer accepted a bad input");
+    let err = pair.payer.handle_message(msg).expect_err("payer accepted a bad input");
     assert_eq!(pair.payer.state(), &before, "state changed on {err}");
     err
 }
@@ -61,17 +55,10 @@ fn rung(k: u32) -> u32 {
 }
 
 fn open_message() -> wire::OpenChannel {
-    let (_, actions) = Payer::open(
-        payer_config(sat(100_000)),
-        signer(1),
-        ChannelId([7; 32]),
-        TIP,
-    )
-    .unwrap();
+    let (_, actions) =
+        Payer::open(payer_config(sat(100_000)), signer(1), ChannelId([7; 32]), TIP).unwrap();
     let mut out = Outbox::default();
-    let Message::OpenChannel(open) = route(actions, &mut out).remove(0) else {
-        panic!()
-    };
+    let Message::OpenChannel(open) = route(actions, &mut out).remove(0) else { panic!() };
     open
 }
 
@@ -82,22 +69,11 @@ fn open_on_another_network_is_refused() {
     let mut open = open_message();
     open.network = Network::Testnet;
     let err = Payee::accept(&open, &payee_config(), signer(2), TIP).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ChannelError::WrongNetwork {
-                expected: Network::Regtest,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, ChannelError::WrongNetwork { expected: Network::Regtest, .. }), "{err}");
 
     // The network field says regtest but the address is a mainnet one.
     let mut open = open_message();
-    open.payer_address = "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4"
-        .parse()
-        .unwrap();
+    open.payer_address = "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4".parse().unwrap();
     let err = Payee::accept(&open, &payee_config(), signer(2), TIP).unwrap_err();
     assert!(matches!(err, ChannelError::WrongNetwork { .. }), "{err}");
 }
@@ -119,18 +95,12 @@ fn open_outside_policy_is_refused() {
     // A refund so close to the tip that not one commitment fits above the margin.
     let open = open_message();
     let err = Payee::accept(&open, &payee_config(), signer(2), TIP + LIFETIME).unwrap_err();
-    assert!(
-        matches!(err, ChannelError::Ladder(LadderError::Exhausted { .. })),
-        "{err}"
-    );
+    assert!(matches!(err, ChannelError::Ladder(LadderError::Exhausted { .. })), "{err}");
 
     let mut open = open_message();
     open.capacity_sat = 500;
     let err = Payee::accept(&open, &payee_config(), signer(2), TIP).unwrap_err();
-    assert!(
-        matches!(err, ChannelError::Tx(TxError::CapacityTooSmall { .. })),
-        "{err}"
-    );
+    assert!(matches!(err, ChannelError::Tx(TxError::CapacityTooSmall { .. })), "{err}");
 
     // The payer presenting the payee's own key.
     let mut open = open_message();
@@ -146,34 +116,19 @@ fn open_outside_policy_is_refused() {
 #[test]
 fn accept_on_another_network_or_replayed_is_refused() {
     let mut out = Outbox::default();
-    let (mut payer, _) = Payer::open(
-        payer_config(sat(100_000)),
-        signer(1),
-        ChannelId([7; 32]),
-        TIP,
-    )
-    .unwrap();
+    let (mut payer, _) =
+        Payer::open(payer_config(sat(100_000)), signer(1), ChannelId([7; 32]), TIP).unwrap();
     let (_, actions) = Payee::accept(&open_message(), &payee_config(), signer(2), TIP).unwrap();
-    let Message::AcceptChannel(good) = route(actions, &mut out).remove(0) else {
-        panic!()
-    };
+    let Message::AcceptChannel(good) = route(actions, &mut out).remove(0) else { panic!() };
     let mut bad = good.clone();
-    bad.payee_address = "tb1qw508d6qejxtdg4y5r3zarvary0c5xw7kxpjzsx"
-        .parse()
-        .unwrap();
+    bad.payee_address = "tb1qw508d6qejxtdg4y5r3zarvary0c5xw7kxpjzsx".parse().unwrap();
     let before = payer.state().clone();
-    let err = payer
-        .handle_message(&Message::AcceptChannel(bad))
-        .unwrap_err();
+    let err = payer.handle_message(&Message::AcceptChannel(bad)).unwrap_err();
     assert!(matches!(err, ChannelError::WrongNetwork { .. }), "{err}");
     assert_eq!(payer.state(), &before);
-    payer
-        .handle_message(&Message::AcceptChannel(good.clone()))
-        .unwrap();
+    payer.handle_message(&Message::AcceptChannel(good.clone())).unwrap();
     let before = payer.state().clone();
-    let err = payer
-        .handle_message(&Message::AcceptChannel(good))
-        .unwrap_err();
+    let err = payer.handle_message(&Message::AcceptChannel(good)).unwrap_err();
     assert!(matches!(err, ChannelError::Unexpected { .. }), "{err}");
     assert_eq!(payer.state(), &before);
 }
@@ -183,27 +138,15 @@ fn accept_on_another_network_or_replayed_is_refused() {
 /// A payee that has accepted and waits for `funding_created`, and the genuine message.
 fn awaiting_funding() -> (Payee, wire::FundingCreated) {
     let mut out = Outbox::default();
-    let (mut payer, actions) = Payer::open(
-        payer_config(sat(100_000)),
-        signer(1),
-        ChannelId([7; 32]),
-        TIP,
-    )
-    .unwrap();
-    let [Message::OpenChannel(open)] = &route(actions, &mut out)[..] else {
-        panic!()
-    };
+    let (mut payer, actions) =
+        Payer::open(payer_config(sat(100_000)), signer(1), ChannelId([7; 32]), TIP).unwrap();
+    let [Message::OpenChannel(open)] = &route(actions, &mut out)[..] else { panic!() };
     let (payee, actions) = Payee::accept(open, &payee_config(), signer(2), TIP).unwrap();
-    route(
-        payer.handle_message(&route(actions, &mut out)[0]).unwrap(),
-        &mut out,
-    );
+    route(payer.handle_message(&route(actions, &mut out)[0]).unwrap(), &mut out);
     let (address, amount) = out.fund_requests.pop().unwrap();
-    let Message::FundingCreated(fc) = route(
-        payer.funding_signed(fund(&address, amount)).unwrap(),
-        &mut out,
-    )
-    .remove(0) else {
+    let Message::FundingCreated(fc) =
+        route(payer.funding_signed(fund(&address, amount)).unwrap(), &mut out).remove(0)
+    else {
         panic!()
     };
     (payee, fc)
@@ -211,9 +154,7 @@ fn awaiting_funding() -> (Payee, wire::FundingCreated) {
 
 fn funding_rejected(payee: &mut Payee, fc: wire::FundingCreated) -> ChannelError {
     let before = payee.state().clone();
-    let err = payee
-        .handle_message(&Message::FundingCreated(fc), TIP)
-        .unwrap_err();
+    let err = payee.handle_message(&Message::FundingCreated(fc), TIP).unwrap_err();
     assert_eq!(payee.state(), &before);
     err
 }
@@ -224,73 +165,43 @@ fn wrong_funding_outpoint_script_or_value_is_refused() {
 
     let mut fc = good.clone();
     fc.vout = 7;
-    assert_eq!(
-        funding_rejected(&mut payee, fc),
-        ChannelError::FundingOutputMissing { vout: 7 }
-    );
+    assert_eq!(funding_rejected(&mut payee, fc), ChannelError::FundingOutputMissing { vout: 7 });
 
     let mut fc = good.clone();
     fc.vout = 1; // the change output: right index range, wrong script
-    assert_eq!(
-        funding_rejected(&mut payee, fc),
-        ChannelError::FundingScriptMismatch
-    );
+    assert_eq!(funding_rejected(&mut payee, fc), ChannelError::FundingScriptMismatch);
 
     let mut fc = good.clone();
     fc.funding_tx.output[0].script_pubkey = ScriptBuf::new_op_return([1, 2, 3]);
-    assert_eq!(
-        funding_rejected(&mut payee, fc),
-        ChannelError::FundingScriptMismatch
-    );
+    assert_eq!(funding_rejected(&mut payee, fc), ChannelError::FundingScriptMismatch);
 
     let mut fc = good.clone();
     fc.funding_tx.output[0].value = sat(99_999);
     assert_eq!(
         funding_rejected(&mut payee, fc),
-        ChannelError::FundingValueMismatch {
-            expected: sat(100_000),
-            got: sat(99_999)
-        }
+        ChannelError::FundingValueMismatch { expected: sat(100_000), got: sat(99_999) }
     );
 
     let mut fc = good.clone();
     fc.funding_tx.input[0].script_sig = ScriptBuf::from_bytes(vec![0x00]);
-    assert_eq!(
-        funding_rejected(&mut payee, fc),
-        ChannelError::FundingNotSegwit { index: 0 }
-    );
+    assert_eq!(funding_rejected(&mut payee, fc), ChannelError::FundingNotSegwit { index: 0 });
 
     let mut fc = good.clone();
     fc.channel_id = ChannelId([8; 32]);
-    assert!(matches!(
-        funding_rejected(&mut payee, fc),
-        ChannelError::WrongChannel { .. }
-    ));
+    assert!(matches!(funding_rejected(&mut payee, fc), ChannelError::WrongChannel { .. }));
 
     // The genuine one still goes through afterwards.
-    payee
-        .handle_message(&Message::FundingCreated(good), TIP)
-        .unwrap();
+    payee.handle_message(&Message::FundingCreated(good), TIP).unwrap();
 }
 
 #[test]
 fn payer_refuses_a_funding_transaction_that_does_not_fund_the_channel() {
     let mut out = Outbox::default();
-    let (mut payer, actions) = Payer::open(
-        payer_config(sat(100_000)),
-        signer(1),
-        ChannelId([7; 32]),
-        TIP,
-    )
-    .unwrap();
-    let [Message::OpenChannel(open)] = &route(actions, &mut out)[..] else {
-        panic!()
-    };
+    let (mut payer, actions) =
+        Payer::open(payer_config(sat(100_000)), signer(1), ChannelId([7; 32]), TIP).unwrap();
+    let [Message::OpenChannel(open)] = &route(actions, &mut out)[..] else { panic!() };
     let (_, actions) = Payee::accept(open, &payee_config(), signer(2), TIP).unwrap();
-    route(
-        payer.handle_message(&route(actions, &mut out)[0]).unwrap(),
-        &mut out,
-    );
+    route(payer.handle_message(&route(actions, &mut out)[0]).unwrap(), &mut out);
     let (address, amount) = out.fund_requests.pop().unwrap();
     let check = |payer: &mut Payer, tx: Transaction| {
         let before = payer.state().clone();
@@ -299,21 +210,12 @@ fn payer_refuses_a_funding_transaction_that_does_not_fund_the_channel() {
         err
     };
     let short = fund(&address, amount - sat(1));
-    assert!(matches!(
-        check(&mut payer, short),
-        ChannelError::FundingValueMismatch { .. }
-    ));
+    assert!(matches!(check(&mut payer, short), ChannelError::FundingValueMismatch { .. }));
     let elsewhere = fund(&p2wpkh_address(5), amount);
-    assert!(matches!(
-        check(&mut payer, elsewhere),
-        ChannelError::FundingOutputMissing { .. }
-    ));
+    assert!(matches!(check(&mut payer, elsewhere), ChannelError::FundingOutputMissing { .. }));
     let mut legacy = fund(&address, amount);
     legacy.input[0].script_sig = ScriptBuf::from_bytes(vec![0x00]);
-    assert_eq!(
-        check(&mut payer, legacy),
-        ChannelError::FundingNotSegwit { index: 0 }
-    );
+    assert_eq!(check(&mut payer, legacy), ChannelError::FundingNotSegwit { index: 0 });
     let mut twice = fund(&address, amount);
     twice.output.push(twice.output[0].clone());
     assert_eq!(check(&mut payer, twice), ChannelError::FundingAmbiguous);
@@ -328,18 +230,12 @@ fn paid_total_not_increasing_is_refused() {
     let same = signed_pay(&pair, 2, 3000, rung(2));
     assert_eq!(
         payee_rejects(&mut pair, &same),
-        ChannelError::PaidNotIncreasing {
-            previous: sat(3000),
-            proposed: sat(3000)
-        }
+        ChannelError::PaidNotIncreasing { previous: sat(3000), proposed: sat(3000) }
     );
     let lower = signed_pay(&pair, 2, 2000, rung(2));
     assert_eq!(
         payee_rejects(&mut pair, &lower),
-        ChannelError::PaidNotIncreasing {
-            previous: sat(3000),
-            proposed: sat(2000)
-        }
+        ChannelError::PaidNotIncreasing { previous: sat(3000), proposed: sat(2000) }
     );
 }
 
@@ -347,33 +243,26 @@ fn paid_total_not_increasing_is_refused() {
 fn replayed_and_out_of_order_updates_are_refused() {
     let mut pair = Pair::open(sat(100_000));
     let first = route(pair.payer.pay(sat(1000), TIP).unwrap(), &mut pair.out).remove(0);
-    let ack = route(
-        pair.payee.handle_message(&first, TIP).unwrap(),
-        &mut pair.out,
-    )
-    .remove(0);
+    let ack = route(pair.payee.handle_message(&first, TIP).unwrap(), &mut pair.out).remove(0);
     route(pair.payer.handle_message(&ack).unwrap(), &mut pair.out);
-    // The same message again.
+    // The same message again (the payer never saw the ack): the same ack again, nothing changes.
+    let before = pair.payee.state().clone();
+    let again = pair.payee.handle_message(&first, TIP).unwrap();
+    assert_eq!(again, vec![paychan::channel::Action::Send(ack.clone())]);
+    assert_eq!(pair.payee.state(), &before);
+    // Update 1 again but not the same message: a correctly signed different total.
+    let other = signed_pay(&pair, 1, 2000, rung(1));
     assert_eq!(
-        payee_rejects(&mut pair, &first),
-        ChannelError::UnexpectedUpdate {
-            expected: 2,
-            got: 1
-        }
+        payee_rejects(&mut pair, &other),
+        ChannelError::UnexpectedUpdate { expected: 2, got: 1 }
     );
     // The same ack again: nothing is in flight.
-    assert!(matches!(
-        payer_rejects(&mut pair, &ack),
-        ChannelError::Unexpected { .. }
-    ));
+    assert!(matches!(payer_rejects(&mut pair, &ack), ChannelError::Unexpected { .. }));
     // Skipping an update.
     let skip = signed_pay(&pair, 3, 5000, rung(3));
     assert_eq!(
         payee_rejects(&mut pair, &skip),
-        ChannelError::UnexpectedUpdate {
-            expected: 2,
-            got: 3
-        }
+        ChannelError::UnexpectedUpdate { expected: 2, got: 3 }
     );
 }
 
@@ -384,10 +273,7 @@ fn locktime_not_below_previous_or_off_the_ladder_is_refused() {
     let same = signed_pay(&pair, 2, 2000, rung(1));
     assert_eq!(
         payee_rejects(&mut pair, &same),
-        ChannelError::LockTimeNotDecreasing {
-            previous: rung(1),
-            proposed: rung(1)
-        }
+        ChannelError::LockTimeNotDecreasing { previous: rung(1), proposed: rung(1) }
     );
     let refund_time = signed_pay(&pair, 2, 2000, TIP + LIFETIME);
     assert!(matches!(
@@ -399,10 +285,7 @@ fn locktime_not_below_previous_or_off_the_ladder_is_refused() {
     let off = signed_pay(&pair, 2, 2000, rung(2) - 1);
     assert_eq!(
         payee_rejects(&mut pair, &off),
-        ChannelError::LockTimeOffLadder {
-            expected: rung(2),
-            proposed: rung(2) - 1
-        }
+        ChannelError::LockTimeOffLadder { expected: rung(2), proposed: rung(2) - 1 }
     );
 }
 
@@ -433,38 +316,23 @@ fn amounts_beyond_the_capacity_or_overflowing_are_refused() {
     let Message::Pay(mut p) = over else { panic!() };
     p.paid_total_sat = 100_000;
     let err = payee_rejects(&mut pair, &Message::Pay(p.clone()));
-    assert!(
-        matches!(err, ChannelError::Tx(TxError::InsufficientBalance { .. })),
-        "{err}"
-    );
+    assert!(matches!(err, ChannelError::Tx(TxError::InsufficientBalance { .. })), "{err}");
     p.paid_total_sat = u64::MAX;
     let err = payee_rejects(&mut pair, &Message::Pay(p));
-    assert!(
-        matches!(err, ChannelError::Tx(TxError::InsufficientBalance { .. })),
-        "{err}"
-    );
+    assert!(matches!(err, ChannelError::Tx(TxError::InsufficientBalance { .. })), "{err}");
 
     // The payer refuses too, before signing anything.
     let before = pair.payer.state().clone();
     let err = pair.payer.pay(sat(100_000), TIP).unwrap_err();
-    assert!(
-        matches!(err, ChannelError::Tx(TxError::InsufficientBalance { .. })),
-        "{err}"
-    );
-    pair.pay(sat(10)).unwrap();
+    assert!(matches!(err, ChannelError::Tx(TxError::InsufficientBalance { .. })), "{err}");
+    pair.pay(sat(1000)).unwrap();
     let before_overflow = pair.payer.state().clone();
     assert_eq!(
         pair.payer.pay(Amount::MAX, TIP),
-        Err(ChannelError::AmountOverflow {
-            paid: sat(10),
-            amount: Amount::MAX
-        })
+        Err(ChannelError::AmountOverflow { paid: sat(1000), amount: Amount::MAX })
     );
     assert_eq!(pair.payer.state(), &before_overflow);
-    assert_eq!(
-        pair.payer.pay(Amount::ZERO, TIP),
-        Err(ChannelError::ZeroPayment)
-    );
+    assert_eq!(pair.payer.pay(Amount::ZERO, TIP), Err(ChannelError::ZeroPayment));
     assert_ne!(pair.payer.state(), &before);
 }
 
@@ -476,29 +344,12 @@ fn bad_and_wrong_type_signatures_are_refused() {
     let tx = builder.commitment(sat(1000), rung(1)).unwrap();
     let wrong_key = signer(9).sign(builder.sighash(&tx).unwrap());
     let err = payee_rejects(&mut pair, &pay_with(1, 1000, rung(1), wrong_key.into()));
-    assert!(matches!(
-        err,
-        ChannelError::Signature {
-            source: SignatureError::Invalid,
-            ..
-        }
-    ));
+    assert!(matches!(err, ChannelError::Signature { source: SignatureError::Invalid, .. }));
 
     // A genuine payer signature over 1000 sat, presented as a payment of 2000.
-    let Message::Pay(genuine) = signed_pay(&pair, 1, 1000, rung(1)) else {
-        panic!()
-    };
-    let err = payee_rejects(
-        &mut pair,
-        &pay_with(1, 2000, rung(1), genuine.signature.clone()),
-    );
-    assert!(matches!(
-        err,
-        ChannelError::Signature {
-            source: SignatureError::Invalid,
-            ..
-        }
-    ));
+    let Message::Pay(genuine) = signed_pay(&pair, 1, 1000, rung(1)) else { panic!() };
+    let err = payee_rejects(&mut pair, &pay_with(1, 2000, rung(1), genuine.signature.clone()));
+    assert!(matches!(err, ChannelError::Signature { source: SignatureError::Invalid, .. }));
 
     // SIGHASH_NONE would let the payer change the outputs afterwards.
     let mut none = genuine.signature.0.clone();
@@ -506,30 +357,19 @@ fn bad_and_wrong_type_signatures_are_refused() {
     let err = payee_rejects(&mut pair, &pay_with(1, 1000, rung(1), RawSignature(none)));
     assert!(matches!(
         err,
-        ChannelError::Signature {
-            source: SignatureError::WrongSighashType { .. },
-            ..
-        }
+        ChannelError::Signature { source: SignatureError::WrongSighashType { .. }, .. }
     ));
 
     for garbage in [vec![], vec![0x30], vec![0xff; 80]] {
-        let err = payee_rejects(
-            &mut pair,
-            &pay_with(1, 1000, rung(1), RawSignature(garbage)),
-        );
+        let err = payee_rejects(&mut pair, &pay_with(1, 1000, rung(1), RawSignature(garbage)));
         assert!(matches!(
             err,
-            ChannelError::Signature {
-                source: SignatureError::Malformed(_),
-                ..
-            }
+            ChannelError::Signature { source: SignatureError::Malformed(_), .. }
         ));
     }
 
     // The genuine one is accepted.
-    pair.payee
-        .handle_message(&Message::Pay(genuine), TIP)
-        .unwrap();
+    pair.payee.handle_message(&Message::Pay(genuine), TIP).unwrap();
 }
 
 #[test]
@@ -545,26 +385,17 @@ fn payer_refuses_a_bad_acknowledgement() {
     wrong_update.update = 2;
     assert_eq!(
         payer_rejects(&mut pair, &Message::PayAck(wrong_update)),
-        ChannelError::UnexpectedUpdate {
-            expected: 1,
-            got: 2
-        }
+        ChannelError::UnexpectedUpdate { expected: 1, got: 2 }
     );
     let mut bad_sig = ack.clone();
-    bad_sig.signature = RawSignature(
-        signer(2)
-            .sign(bitcoin::sighash::SegwitV0Sighash::all_zeros())
-            .to_vec(),
-    );
+    bad_sig.signature =
+        RawSignature(signer(2).sign(bitcoin::sighash::SegwitV0Sighash::all_zeros()).to_vec());
     assert!(matches!(
         payer_rejects(&mut pair, &Message::PayAck(bad_sig)),
         ChannelError::Signature { .. }
     ));
     // While the payment is in flight no other can start.
-    assert!(matches!(
-        pair.payer.pay(sat(1), TIP),
-        Err(ChannelError::Unexpected { .. })
-    ));
+    assert!(matches!(pair.payer.pay(sat(1), TIP), Err(ChannelError::Unexpected { .. })));
     pair.payer.handle_message(&Message::PayAck(ack)).unwrap();
     assert_eq!(pair.payer.paid(), sat(1000));
 }
@@ -590,53 +421,103 @@ fn settlement_for_another_total_or_badly_signed_is_refused() {
     let sig = signer(1).sign(builder.sighash(&cheaper).unwrap());
     assert_eq!(
         payee_rejects(&mut pair, &closing(3000, sig.into())),
-        ChannelError::PaidTotalMismatch {
-            expected: sat(4000),
-            proposed: sat(3000)
-        }
+        ChannelError::PaidTotalMismatch { expected: sat(4000), proposed: sat(3000) }
     );
     assert!(matches!(
         payee_rejects(&mut pair, &closing(4000, sig.into())),
-        ChannelError::Signature {
-            tx: paychan::channel::TxKind::Settlement,
-            ..
-        }
+        ChannelError::Signature { tx: paychan::channel::TxKind::Settlement, .. }
     ));
-    assert!(
-        pair.out.broadcasts.len() == 1,
-        "only the funding was broadcast"
-    );
+    assert!(pair.out.broadcasts.len() == 1, "only the funding was broadcast");
 }
 
 #[test]
 fn messages_for_another_channel_or_out_of_place_are_refused() {
     let mut pair = Pair::open(sat(100_000));
-    let Message::Pay(mut p) = signed_pay(&pair, 1, 1000, rung(1)) else {
-        panic!()
-    };
+    let Message::Pay(mut p) = signed_pay(&pair, 1, 1000, rung(1)) else { panic!() };
     p.channel_id = ChannelId([8; 32]);
     assert!(matches!(
         payee_rejects(&mut pair, &Message::Pay(p)),
         ChannelError::WrongChannel { .. }
     ));
-    let ready = Message::ChannelReady(wire::ChannelReady {
-        channel_id: ChannelId([7; 32]),
-    });
-    assert!(matches!(
-        payee_rejects(&mut pair, &ready),
-        ChannelError::Unexpected { .. }
-    ));
-    assert!(matches!(
-        payer_rejects(&mut pair, &ready),
-        ChannelError::Unexpected { .. }
-    ));
+    let ready = Message::ChannelReady(wire::ChannelReady { channel_id: ChannelId([7; 32]) });
+    assert!(matches!(payee_rejects(&mut pair, &ready), ChannelError::Unexpected { .. }));
+    assert!(matches!(payer_rejects(&mut pair, &ready), ChannelError::Unexpected { .. }));
     let open = Message::OpenChannel(open_message());
-    assert!(matches!(
-        payee_rejects(&mut pair, &open),
-        ChannelError::Unexpected { .. }
-    ));
-    assert!(matches!(
-        payer_rejects(&mut pair, &open),
-        ChannelError::Unexpected { .. }
-    ));
+    assert!(matches!(payee_rejects(&mut pair, &open), ChannelError::Unexpected { .. }));
+    assert!(matches!(payer_rejects(&mut pair, &open), ChannelError::Unexpected { .. }));
+}
+
+#[test]
+fn a_confirmation_of_anything_but_the_funding_output_is_refused() {
+    let mut pair = Pair::funded(sat(100_000));
+    let (outpoint, txout) = pair.funding_output();
+    let check = |pair: &mut Pair, op: bitcoin::OutPoint, out: &bitcoin::TxOut| {
+        let before = pair.payee.state().clone();
+        let err = pair.payee.funding_confirmed(op, out, 6).unwrap_err();
+        assert_eq!(pair.payee.state(), &before);
+        err
+    };
+    let elsewhere = bitcoin::OutPoint { vout: outpoint.vout + 1, ..outpoint };
+    assert_eq!(
+        check(&mut pair, elsewhere, &txout),
+        ChannelError::FundingOutpointMismatch { expected: outpoint, got: elsewhere }
+    );
+    let mut less = txout.clone();
+    less.value = sat(1);
+    assert!(matches!(check(&mut pair, outpoint, &less), ChannelError::FundingValueMismatch { .. }));
+    let mut other_script = txout.clone();
+    other_script.script_pubkey = p2wpkh_address(5).script_pubkey();
+    assert_eq!(check(&mut pair, outpoint, &other_script), ChannelError::FundingScriptMismatch);
+    assert_eq!(pair.payee.funding_confirmed(outpoint, &txout, 6).unwrap().len(), 2);
+}
+
+#[test]
+fn payee_with_a_payout_address_of_another_network_refuses_to_start() {
+    let mut config = payee_config();
+    config.payout = "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4"
+        .parse::<bitcoin::Address<_>>()
+        .unwrap()
+        .assume_checked();
+    let err = Payee::accept(&open_message(), &config, signer(2), TIP).unwrap_err();
+    assert!(matches!(err, ChannelError::WrongNetwork { .. }), "{err}");
+}
+
+#[test]
+fn totals_below_the_payees_dust_limit_are_refused() {
+    let mut pair = Pair::open(sat(100_000));
+    let before = pair.payer.state().clone();
+    let err = pair.payer.pay(sat(100), TIP).unwrap_err();
+    assert_eq!(err, ChannelError::Tx(TxError::PaymentBelowDust { paid: sat(100), dust: sat(294) }));
+    assert_eq!(pair.payer.state(), &before);
+    // A payer that signs such a commitment anyway (its output would not exist) is refused.
+    let builder = pair.payee.funded().unwrap().channel.builder().clone();
+    let mut tx = builder.commitment(sat(294), rung(1)).unwrap();
+    tx.output.pop();
+    tx.output[0].value += sat(194);
+    let sig = signer(1).sign(builder.sighash(&tx).unwrap());
+    let err = payee_rejects(&mut pair, &pay_with(1, 100, rung(1), sig.into()));
+    assert!(matches!(err, ChannelError::Tx(TxError::PaymentBelowDust { .. })), "{err}");
+}
+
+#[test]
+fn restoring_a_state_that_contradicts_itself_is_refused() {
+    let mut pair = Pair::open(sat(100_000));
+    pair.pay(sat(1000)).unwrap();
+    let mut payee_state = pair.payee.state().clone();
+    payee_state.capacity = sat(200_000);
+    assert_eq!(
+        Payee::restore(signer(2), payee_state).unwrap_err(),
+        ChannelError::InconsistentState { field: "capacity" }
+    );
+    let mut payer_state = pair.payer.state().clone();
+    payer_state.ladder = paychan::ladder::LockTimeLadder::new(TIP + 2 * LIFETIME, STEP).unwrap();
+    assert_eq!(
+        Payer::restore(signer(1), payer_state).unwrap_err(),
+        ChannelError::InconsistentState { field: "ladder" }
+    );
+    // A stored ladder with a zero step does not even deserialize.
+    let json = serde_json::to_string(pair.payee.state()).unwrap();
+    let broken = json.replace(&format!("\"step\":{STEP}"), "\"step\":0");
+    assert_ne!(json, broken);
+    assert!(serde_json::from_str::<paychan::channel::PayeeState>(&broken).is_err());
 }

@@ -100,6 +100,14 @@ pub enum ChannelError {
         /// The input's position.
         index: usize,
     },
+    /// The confirmed funding is not the channel's funding outpoint.
+    #[error("confirmed funding {got} is not the channel's funding outpoint {expected}")]
+    FundingOutpointMismatch {
+        /// The channel's funding outpoint.
+        expected: bitcoin::OutPoint,
+        /// The one reported.
+        got: bitcoin::OutPoint,
+    },
     /// The funding transaction has more than one output paying the channel script.
     #[error("funding transaction pays the channel script more than once")]
     FundingAmbiguous,
@@ -165,6 +173,12 @@ pub enum ChannelError {
     /// The signer's key is not this channel's key.
     #[error("signer key does not match the channel's key")]
     SignerMismatch,
+    /// A restored state contradicts itself (e.g. a corrupted or hand-edited file).
+    #[error("inconsistent channel state: {field} differs between the terms and the channel")]
+    InconsistentState {
+        /// The field that differs.
+        field: &'static str,
+    },
     /// The locktime ladder is exhausted (or the refund too close to the tip): close the channel.
     #[error(transparent)]
     Ladder(#[from] LadderError),

@@ -104,6 +104,15 @@ impl From<Channel> for ChannelParams {
     }
 }
 
+/// Fails with the name of the first check that does not hold: used when restoring a state whose
+/// top-level terms must agree with its channel's parameters.
+pub(crate) fn check_consistent(checks: &[(&'static str, bool)]) -> Result<(), ChannelError> {
+    match checks.iter().find(|(_, holds)| !holds) {
+        Some((field, _)) => Err(ChannelError::InconsistentState { field }),
+        None => Ok(()),
+    }
+}
+
 /// Fails unless `got` is `expected`.
 pub(crate) fn check_id(expected: ChannelId, got: ChannelId) -> Result<(), ChannelError> {
     if expected == got {
@@ -157,12 +166,7 @@ pub struct FundedChannel {
 impl FundedChannel {
     /// Starts a funded channel with no payments.
     pub fn new(channel: Channel) -> Self {
-        FundedChannel {
-            channel,
-            ready: false,
-            latest: None,
-            settlement: None,
-        }
+        FundedChannel { channel, ready: false, latest: None, settlement: None }
     }
 
     /// Returns the total paid in the newest signed commitment.
@@ -177,9 +181,7 @@ impl FundedChannel {
 
     /// Returns the locktime of the newest signed state: the newest commitment's, or the refund's.
     pub fn current_locktime(&self) -> u32 {
-        self.latest
-            .as_ref()
-            .map_or(self.channel.ladder().refund(), |u| u.locktime)
+        self.latest.as_ref().map_or(self.channel.ladder().refund(), |u| u.locktime)
     }
 
     /// Checks a proposed next commitment against the channel and rebuilds it.
@@ -202,32 +204,20 @@ impl FundedChannel {
     ) -> Result<Transaction, ChannelError> {
         let expected = self.update_number().saturating_add(1);
         if update != expected {
-            return Err(ChannelError::UnexpectedUpdate {
-                expected,
-                got: update,
-            });
+            return Err(ChannelError::UnexpectedUpdate { expected, got: update });
         }
         let previous = self.paid();
         if paid <= previous {
-            return Err(ChannelError::PaidNotIncreasing {
-                previous,
-                proposed: paid,
-            });
+            return Err(ChannelError::PaidNotIncreasing { previous, proposed: paid });
         }
         let previous = self.current_locktime();
         if locktime >= previous {
-            return Err(ChannelError::LockTimeNotDecreasing {
-                previous,
-                proposed: locktime,
-            });
+            return Err(ChannelError::LockTimeNotDecreasing { previous, proposed: locktime });
         }
         let ladder = self.channel.ladder();
         if let Some(expected) = ladder.locktime(update) {
             if locktime != expected {
-                return Err(ChannelError::LockTimeOffLadder {
-                    expected,
-                    proposed: locktime,
-                });
+                return Err(ChannelError::LockTimeOffLadder { expected, proposed: locktime });
             }
         }
         ladder.usable_locktime(update, tip, margin)?;

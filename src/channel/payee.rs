@@ -1,10 +1,12 @@
 //! The payee's state machine: accepts a channel, signs the refund, countersigns payments, and
 //! settles.
 
-use bitcoin::{Address, Amount, FeeRate, Network, OutPoint, PublicKey, ScriptBuf, Transaction};
+use bitcoin::{
+    Address, Amount, FeeRate, Network, OutPoint, PublicKey, ScriptBuf, Transaction, TxOut,
+};
 use serde::{Deserialize, Serialize};
 
-use super::funded::check_id;
+use super::funded::{check_consistent, check_id};
 use super::{
     Action, Channel, ChannelError, ChannelParams, FundedChannel, SettlementSigs, SignedUpdate,
     TxKind,
@@ -22,11 +24,11 @@ pub struct PayeeConfig {
     pub network: Network,
     /// Where the payee's money goes.
     pub payout: Address,
-    /// The payee refuses a commitment whose locktime is within this many blocks of the tip: it
-    /// needs that long to get the newest state confirmed.
+    /// The payee refuses a commitment whose locktime is within this many blocks of the tip: the
+    /// notice it wants before its newest state becomes final.
     pub margin: u32,
-    /// The least locktime step accepted, in blocks: the payee's window to react when the payer
-    /// vanishes.
+    /// The least locktime step accepted, in blocks: the payee's window to get the newest
+    /// commitment mined before the previous one becomes final, when the payer vanishes.
     pub min_step: u32,
     /// The least fee rate accepted, in sat/vB, so that closing transactions relay.
     pub min_feerate_sat_per_vb: u64,
@@ -85,6 +87,10 @@ impl Payee {
     /// Checks an `open_channel` against the payee's policy and returns the payee and the
     /// `accept_channel` message to send.
     ///
+    /// `signer` must hold a key used for no other channel. The funding script depends only on the
+    /// two keys, so with a reused key a payer could present one funding output for two channels
+    /// and pay both from a single deposit; derive a fresh key per channel.
+    ///
     /// # Errors
     /// [`ChannelError::WrongNetwork`], [`ChannelError::FeeRateTooLow`],
     /// [`ChannelError::StepTooShort`], [`ChannelError::Ladder`] (refund too close to `tip`),
@@ -96,20 +102,24 @@ impl Payee {
         tip: u32,
     ) -> Result<(Payee, Vec<Action>), ChannelError> {
         let network = config.network;
+        if !config.payout.as_unchecked().is_valid_for_network(network) {
+            return Err(ChannelError::WrongNetwork {
+                expected: network,
+                got: config.payout.to_string(),
+            });
+        }
         if open.network != network {
             return Err(ChannelError::WrongNetwork {
                 expected: network,
                 got: open.network.to_string(),
             });
         }
-        let payer_address = open
-            .payer_address
-            .clone()
-            .require_network(network)
-            .map_err(|_| ChannelError::WrongNetwork {
+        let payer_address = open.payer_address.clone().require_network(network).map_err(|_| {
+            ChannelError::WrongNetwork {
                 expected: network,
                 got: open.payer_address.clone().assume_checked().to_string(),
-            })?;
+            }
+        })?;
         if open.feerate_sat_per_vb < config.min_feerate_sat_per_vb {
             return Err(ChannelError::FeeRateTooLow {
                 min: config.min_feerate_sat_per_vb,
@@ -119,10 +129,7 @@ impl Payee {
         let feerate = FeeRate::from_sat_per_vb(open.feerate_sat_per_vb)
             .ok_or(ChannelError::Tx(crate::tx::TxError::Overflow))?;
         if open.step < config.min_step {
-            return Err(ChannelError::StepTooShort {
-                min: config.min_step,
-                got: open.step,
-            });
+            return Err(ChannelError::StepTooShort { min: config.min_step, got: open.step });
         }
         let ladder = LockTimeLadder::new(open.refund_locktime, open.step)?;
         ladder.usable_locktime(1, tip, config.margin)?;
@@ -163,19 +170,31 @@ impl Payee {
             payee_key,
             payee_address: config.payout.as_unchecked().clone(),
         });
-        Ok((
-            Payee { signer, state },
-            vec![Action::Persist, Action::Send(accept)],
-        ))
+        Ok((Payee { signer, state }, vec![Action::Persist, Action::Send(accept)]))
     }
 
     /// Resumes a payee from its persisted state.
     ///
     /// # Errors
-    /// [`ChannelError::SignerMismatch`] if `signer` does not hold the channel's key.
+    /// [`ChannelError::SignerMismatch`] if `signer` does not hold the channel's key,
+    /// [`ChannelError::InconsistentState`] if the state contradicts itself.
     pub fn restore(signer: ChannelSigner, state: PayeeState) -> Result<Payee, ChannelError> {
         if signer.public_key() != state.payee_key {
             return Err(ChannelError::SignerMismatch);
+        }
+        if let PayeeStage::Funded(f) = &state.stage {
+            let p = f.channel.params();
+            check_consistent(&[
+                ("channel_id", p.channel_id == state.channel_id),
+                ("network", p.network == state.network),
+                ("payer_key", p.payer_key == state.payer_key),
+                ("payee_key", p.payee_key == state.payee_key),
+                ("ladder", p.ladder == state.ladder),
+                ("capacity", p.tx.capacity == state.capacity),
+                ("feerate", p.tx.feerate == state.feerate),
+                ("payer_script", p.tx.payer_script == state.payer_script),
+                ("payee_script", p.tx.payee_script == state.payee_script),
+            ])?;
         }
         Ok(Payee { signer, state })
     }
@@ -204,8 +223,7 @@ impl Payee {
     /// # Errors
     /// [`ChannelError::Tx`] if it cannot be rebuilt.
     pub fn newest_commitment(&self) -> Result<Option<Transaction>, ChannelError> {
-        self.funded()
-            .map_or(Ok(None), FundedChannel::newest_commitment)
+        self.funded().map_or(Ok(None), FundedChannel::newest_commitment)
     }
 
     /// Handles a message from the payer. `tip` is the current chain height, against which a
@@ -223,21 +241,44 @@ impl Payee {
         }
     }
 
-    /// Tells the payee how many confirmations the funding transaction has. Once it has
-    /// `min_conf`, the channel is ready and `channel_ready` is sent (once).
+    /// Returns the funding outpoint to watch on chain, once known.
+    pub fn funding_outpoint(&self) -> Option<OutPoint> {
+        self.funded().map(|f| f.channel.builder().params().funding_outpoint)
+    }
+
+    /// Tells the payee that the chain holds `txout` at `outpoint` with `confirmations`. Once the
+    /// channel's funding output has `min_conf`, the channel is ready and `channel_ready` is sent
+    /// (once).
     ///
     /// # Errors
+    /// [`ChannelError::FundingOutpointMismatch`], [`ChannelError::FundingScriptMismatch`] or
+    /// [`ChannelError::FundingValueMismatch`] if that is not the channel's funding output;
     /// [`ChannelError::Unexpected`] before the funding transaction is known.
-    pub fn funding_confirmed(&mut self, confirmations: u32) -> Result<Vec<Action>, ChannelError> {
+    pub fn funding_confirmed(
+        &mut self,
+        outpoint: OutPoint,
+        txout: &TxOut,
+        confirmations: u32,
+    ) -> Result<Vec<Action>, ChannelError> {
         let min_conf = self.state.min_conf;
         let channel_id = self.state.channel_id;
-        let PayeeStage::Funded(f) = &mut self.state.stage else {
-            return Err(self.unexpected("funding confirmation"));
-        };
+        let f = self.funded().ok_or_else(|| self.unexpected("funding confirmation"))?;
+        let builder = f.channel.builder();
+        let expected = builder.params().funding_outpoint;
+        if outpoint != expected {
+            return Err(ChannelError::FundingOutpointMismatch { expected, got: outpoint });
+        }
+        if &txout.script_pubkey != builder.funding().script_pubkey() {
+            return Err(ChannelError::FundingScriptMismatch);
+        }
+        if txout.value != builder.params().capacity {
+            let expected = builder.params().capacity;
+            return Err(ChannelError::FundingValueMismatch { expected, got: txout.value });
+        }
         if f.ready || confirmations < min_conf {
             return Ok(Vec::new());
         }
-        f.ready = true;
+        self.funded_mut().ready = true;
         let msg = Message::ChannelReady(wire::ChannelReady { channel_id });
         Ok(vec![Action::Persist, Action::Send(msg)])
     }
@@ -248,9 +289,7 @@ impl Payee {
     /// [`ChannelError::Unexpected`] unless the channel is open.
     pub fn request_close(&self) -> Result<Vec<Action>, ChannelError> {
         self.open_channel("shutdown")?;
-        let msg = Message::Shutdown(wire::Shutdown {
-            channel_id: self.state.channel_id,
-        });
+        let msg = Message::Shutdown(wire::Shutdown { channel_id: self.state.channel_id });
         Ok(vec![Action::Send(msg)])
     }
 
@@ -276,12 +315,7 @@ impl Payee {
                 got: out.value,
             });
         }
-        if let Some(index) = m
-            .funding_tx
-            .input
-            .iter()
-            .position(|i| !i.script_sig.is_empty())
-        {
+        if let Some(index) = m.funding_tx.input.iter().position(|i| !i.script_sig.is_empty()) {
             // Not the payee's risk, but a refund against a txid that will change is worthless to
             // the payer: say so now rather than let it fund.
             return Err(ChannelError::FundingNotSegwit { index });
@@ -312,6 +346,10 @@ impl Payee {
 
     fn on_pay(&mut self, m: &wire::Pay, tip: u32) -> Result<Vec<Action>, ChannelError> {
         let f = self.open_channel("pay")?;
+        if let Some(ack) = self.replayed_pay(f, m) {
+            // The payer did not get our ack (lost, or it restarted): send the same one again.
+            return Ok(vec![Action::Send(ack)]);
+        }
         let paid = Amount::from_sat(m.paid_total_sat);
         let tx = f.next_commitment(m.update, paid, m.locktime, tip, self.state.margin)?;
         let channel = &f.channel;
@@ -320,13 +358,8 @@ impl Payee {
         let payer_sig =
             channel.check_signature(&self.signer, kind, &tx, &m.signature, &payer_key)?;
         let payee_sig = channel.sign(&self.signer, &tx)?;
-        let update = SignedUpdate {
-            number: m.update,
-            paid,
-            locktime: m.locktime,
-            payer_sig,
-            payee_sig,
-        };
+        let update =
+            SignedUpdate { number: m.update, paid, locktime: m.locktime, payer_sig, payee_sig };
         self.funded_mut().latest = Some(update);
         let ack = Message::PayAck(wire::PayAck {
             channel_id: self.state.channel_id,
@@ -338,6 +371,18 @@ impl Payee {
     }
 
     fn on_closing_signed(&mut self, m: &wire::ClosingSigned) -> Result<Vec<Action>, ChannelError> {
+        if let Some(f) = self.funded() {
+            if let Some(s) = f.settlement.as_ref().filter(|s| {
+                s.paid.to_sat() == m.paid_total_sat && s.payer_sig.to_vec() == m.signature.0
+            }) {
+                // Already settled with exactly this: acknowledge again, change nothing.
+                let ack = Message::ClosingAck(wire::ClosingAck {
+                    channel_id: self.state.channel_id,
+                    signature: s.payee_sig.into(),
+                });
+                return Ok(vec![Action::Send(ack)]);
+            }
+        }
         let f = self.open_channel("closing_signed")?;
         let expected = f.paid();
         let proposed = Amount::from_sat(m.paid_total_sat);
@@ -356,20 +401,29 @@ impl Payee {
         )?;
         let payee_sig = channel.sign(&self.signer, &tx)?;
         let signed = channel.builder().finalize(tx, payer_sig, payee_sig)?;
-        self.funded_mut().settlement = Some(SettlementSigs {
-            paid: expected,
-            payer_sig,
-            payee_sig,
-        });
+        self.funded_mut().settlement =
+            Some(SettlementSigs { paid: expected, payer_sig, payee_sig });
         let ack = Message::ClosingAck(wire::ClosingAck {
             channel_id: self.state.channel_id,
             signature: payee_sig.into(),
         });
-        Ok(vec![
-            Action::Persist,
-            Action::Broadcast(signed),
-            Action::Send(ack),
-        ])
+        Ok(vec![Action::Persist, Action::Broadcast(signed), Action::Send(ack)])
+    }
+
+    /// Returns the ack for `m` if it is exactly the newest payment already taken.
+    fn replayed_pay(&self, f: &FundedChannel, m: &wire::Pay) -> Option<Message> {
+        let latest = f.latest.as_ref()?;
+        let same = latest.number == m.update
+            && latest.paid.to_sat() == m.paid_total_sat
+            && latest.locktime == m.locktime
+            && latest.payer_sig.to_vec() == m.signature.0;
+        same.then(|| {
+            Message::PayAck(wire::PayAck {
+                channel_id: self.state.channel_id,
+                update: latest.number,
+                signature: latest.payee_sig.into(),
+            })
+        })
     }
 
     /// Returns the funded channel if it is ready and not settled.

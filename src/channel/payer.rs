@@ -5,7 +5,7 @@ use bitcoin::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::funded::check_id;
+use super::funded::{check_consistent, check_id};
 use super::{
     Action, Channel, ChannelError, ChannelParams, FundedChannel, SettlementSigs, SignedUpdate,
     TxKind,
@@ -148,11 +148,7 @@ impl Payer {
         channel_id: ChannelId,
         tip: u32,
     ) -> Result<(Payer, Vec<Action>), ChannelError> {
-        if !config
-            .payout
-            .as_unchecked()
-            .is_valid_for_network(config.network)
-        {
+        if !config.payout.as_unchecked().is_valid_for_network(config.network) {
             return Err(ChannelError::WrongNetwork {
                 expected: config.network,
                 got: config.payout.to_string(),
@@ -184,19 +180,34 @@ impl Payer {
             payer_key: state.payer_key,
             payer_address: config.payout.as_unchecked().clone(),
         });
-        Ok((
-            Payer { signer, state },
-            vec![Action::Persist, Action::Send(open)],
-        ))
+        Ok((Payer { signer, state }, vec![Action::Persist, Action::Send(open)]))
     }
 
     /// Resumes a payer from its persisted state.
     ///
     /// # Errors
-    /// [`ChannelError::SignerMismatch`] if `signer` does not hold the channel's key.
+    /// [`ChannelError::SignerMismatch`] if `signer` does not hold the channel's key,
+    /// [`ChannelError::InconsistentState`] if the state contradicts itself.
     pub fn restore(signer: ChannelSigner, state: PayerState) -> Result<Payer, ChannelError> {
         if signer.public_key() != state.payer_key {
             return Err(ChannelError::SignerMismatch);
+        }
+        let channel = match &state.stage {
+            PayerStage::AwaitingRefund { channel, .. } => Some(channel),
+            PayerStage::Funded(f) => Some(&f.funded.channel),
+            PayerStage::AwaitingAccept | PayerStage::AwaitingFunding { .. } => None,
+        };
+        if let Some(channel) = channel {
+            let p = channel.params();
+            check_consistent(&[
+                ("channel_id", p.channel_id == state.channel_id),
+                ("network", p.network == state.network),
+                ("payer_key", p.payer_key == state.payer_key),
+                ("ladder", p.ladder == state.ladder),
+                ("capacity", p.tx.capacity == state.capacity),
+                ("feerate", p.tx.feerate == state.feerate),
+                ("payer_script", p.tx.payer_script == state.payer_script),
+            ])?;
         }
         Ok(Payer { signer, state })
     }
@@ -244,18 +255,10 @@ impl Payer {
     /// [`ChannelError::FundingOutputMissing`], [`ChannelError::FundingAmbiguous`],
     /// [`ChannelError::FundingValueMismatch`] or [`ChannelError::FundingNotSegwit`].
     pub fn funding_signed(&mut self, funding_tx: Transaction) -> Result<Vec<Action>, ChannelError> {
-        let PayerStage::AwaitingFunding {
-            payee_key,
-            payee_script,
-        } = &self.state.stage
-        else {
+        let PayerStage::AwaitingFunding { payee_key, payee_script } = &self.state.stage else {
             return Err(self.unexpected("funding transaction"));
         };
-        if let Some(index) = funding_tx
-            .input
-            .iter()
-            .position(|i| !i.script_sig.is_empty())
-        {
+        if let Some(index) = funding_tx.input.iter().position(|i| !i.script_sig.is_empty()) {
             return Err(ChannelError::FundingNotSegwit { index });
         }
         let funding = FundingScript::new(self.state.payer_key, *payee_key)?;
@@ -264,9 +267,7 @@ impl Payer {
             .iter()
             .enumerate()
             .filter(|(_, o)| &o.script_pubkey == funding.script_pubkey());
-        let (vout, out) = paying
-            .next()
-            .ok_or(ChannelError::FundingOutputMissing { vout: 0 })?;
+        let (vout, out) = paying.next().ok_or(ChannelError::FundingOutputMissing { vout: 0 })?;
         if paying.next().is_some() {
             return Err(ChannelError::FundingAmbiguous);
         }
@@ -301,10 +302,7 @@ impl Payer {
             funding_tx: unsigned,
             vout,
         });
-        self.state.stage = PayerStage::AwaitingRefund {
-            channel,
-            funding_tx,
-        };
+        self.state.stage = PayerStage::AwaitingRefund { channel, funding_tx };
         Ok(vec![Action::Persist, Action::Send(msg)])
     }
 
@@ -328,18 +326,11 @@ impl Payer {
             return Err(ChannelError::ZeroPayment);
         }
         let paid = f.funded.paid();
-        let total = paid
-            .checked_add(amount)
-            .ok_or(ChannelError::AmountOverflow { paid, amount })?;
+        let total =
+            paid.checked_add(amount).ok_or(ChannelError::AmountOverflow { paid, amount })?;
         let number = f.funded.update_number().saturating_add(1);
-        let locktime = f
-            .funded
-            .channel
-            .ladder()
-            .usable_locktime(number, tip, margin)?;
-        let tx = f
-            .funded
-            .next_commitment(number, total, locktime, tip, margin)?;
+        let locktime = f.funded.channel.ladder().usable_locktime(number, tip, margin)?;
+        let tx = f.funded.next_commitment(number, total, locktime, tip, margin)?;
         let payer_sig = f.funded.channel.sign(&self.signer, &tx)?;
         let msg = Message::Pay(wire::Pay {
             channel_id: self.state.channel_id,
@@ -348,12 +339,8 @@ impl Payer {
             locktime,
             signature: payer_sig.into(),
         });
-        self.funded_mut().pending = Some(PendingUpdate {
-            number,
-            paid: total,
-            locktime,
-            payer_sig,
-        });
+        self.funded_mut().pending =
+            Some(PendingUpdate { number, paid: total, locktime, payer_sig });
         Ok(vec![Action::Persist, Action::Send(msg)])
     }
 
@@ -378,6 +365,34 @@ impl Payer {
         Ok(vec![Action::Persist, Action::Send(msg)])
     }
 
+    /// Returns the message still waiting for its answer, to send again after a lost message or a
+    /// reconnect: the `pay` not yet acknowledged, or the `closing_signed` not yet answered. The
+    /// payee answers an exact repeat with the same acknowledgement and changes nothing.
+    ///
+    /// Returns no action when nothing is waiting.
+    pub fn resend_pending(&self) -> Vec<Action> {
+        let Some(f) = self.funded() else { return Vec::new() };
+        let channel_id = self.state.channel_id;
+        let msg = if let Some(p) = &f.pending {
+            Message::Pay(wire::Pay {
+                channel_id,
+                update: p.number,
+                paid_total_sat: p.paid.to_sat(),
+                locktime: p.locktime,
+                signature: p.payer_sig.into(),
+            })
+        } else if let (Some(sig), None) = (f.closing_sig, &f.funded.settlement) {
+            Message::ClosingSigned(wire::ClosingSigned {
+                channel_id,
+                paid_total_sat: f.funded.paid().to_sat(),
+                signature: sig.into(),
+            })
+        } else {
+            return Vec::new();
+        };
+        vec![Action::Send(msg)]
+    }
+
     /// Returns the refund with both signatures, to broadcast once the tip reaches `R`.
     ///
     /// # Errors
@@ -395,14 +410,12 @@ impl Payer {
             return Err(self.unexpected("accept_channel"));
         }
         let network = self.state.network;
-        let payee_address = m
-            .payee_address
-            .clone()
-            .require_network(network)
-            .map_err(|_| ChannelError::WrongNetwork {
+        let payee_address = m.payee_address.clone().require_network(network).map_err(|_| {
+            ChannelError::WrongNetwork {
                 expected: network,
                 got: m.payee_address.clone().assume_checked().to_string(),
-            })?;
+            }
+        })?;
         let funding = FundingScript::new(self.state.payer_key, m.payee_key)?;
         // Check the capacity against the refund's fee now rather than after funding.
         Channel::new(ChannelParams {
@@ -419,10 +432,8 @@ impl Payer {
                 payee_script: payee_address.script_pubkey(),
             },
         })?;
-        let action = Action::FundChannel {
-            address: funding.address(network),
-            amount: self.state.capacity,
-        };
+        let action =
+            Action::FundChannel { address: funding.address(network), amount: self.state.capacity };
         self.state.stage = PayerStage::AwaitingFunding {
             payee_key: m.payee_key,
             payee_script: payee_address.script_pubkey(),
@@ -431,11 +442,7 @@ impl Payer {
     }
 
     fn on_refund_signed(&mut self, sig: &RawSignature) -> Result<Vec<Action>, ChannelError> {
-        let PayerStage::AwaitingRefund {
-            channel,
-            funding_tx,
-        } = &self.state.stage
-        else {
+        let PayerStage::AwaitingRefund { channel, funding_tx } = &self.state.stage else {
             return Err(self.unexpected("refund_signed"));
         };
         let refund = channel.builder().refund(channel.ladder().refund())?;
@@ -466,20 +473,12 @@ impl Payer {
 
     fn on_pay_ack(&mut self, update: u64, sig: &RawSignature) -> Result<Vec<Action>, ChannelError> {
         let f = self.funded().ok_or_else(|| self.unexpected("pay_ack"))?;
-        let pending = f
-            .pending
-            .as_ref()
-            .ok_or_else(|| self.unexpected("pay_ack"))?;
+        let pending = f.pending.as_ref().ok_or_else(|| self.unexpected("pay_ack"))?;
         if update != pending.number {
-            return Err(ChannelError::UnexpectedUpdate {
-                expected: pending.number,
-                got: update,
-            });
+            return Err(ChannelError::UnexpectedUpdate { expected: pending.number, got: update });
         }
         let channel = &f.funded.channel;
-        let tx = channel
-            .builder()
-            .commitment(pending.paid, pending.locktime)?;
+        let tx = channel.builder().commitment(pending.paid, pending.locktime)?;
         let payee_key = channel.params().payee_key;
         let payee_sig = channel.check_signature(
             &self.signer,
@@ -501,9 +500,7 @@ impl Payer {
     }
 
     fn on_closing_ack(&mut self, sig: &RawSignature) -> Result<Vec<Action>, ChannelError> {
-        let f = self
-            .funded()
-            .ok_or_else(|| self.unexpected("closing_ack"))?;
+        let f = self.funded().ok_or_else(|| self.unexpected("closing_ack"))?;
         let (Some(payer_sig), None) = (f.closing_sig, &f.funded.settlement) else {
             return Err(self.unexpected("closing_ack"));
         };
@@ -513,11 +510,7 @@ impl Payer {
         let payee_key = channel.params().payee_key;
         let payee_sig =
             channel.check_signature(&self.signer, TxKind::Settlement, &tx, sig, &payee_key)?;
-        self.funded_mut().funded.settlement = Some(SettlementSigs {
-            paid,
-            payer_sig,
-            payee_sig,
-        });
+        self.funded_mut().funded.settlement = Some(SettlementSigs { paid, payer_sig, payee_sig });
         Ok(vec![Action::Persist])
     }
 
@@ -542,9 +535,6 @@ impl Payer {
     }
 
     fn unexpected(&self, what: &'static str) -> ChannelError {
-        ChannelError::Unexpected {
-            what,
-            state: self.state.stage.name(),
-        }
+        ChannelError::Unexpected { what, state: self.state.stage.name() }
     }
 }

@@ -10,9 +10,14 @@
 //! | settlement    | `0`            | payer: `C - fee - paid`, payee: `paid`           |
 //!
 //! The fee always comes out of the payer's side. An output below the dust limit is not created:
-//! its value is left to the miners as extra fee (it is too small to be worth an output, and moving
-//! it to the other party would change what was agreed). So `outputs + fee == C` always holds,
-//! where `fee` is whatever the outputs leave.
+//! - the payee's: a non-zero total below the payee's dust limit is refused
+//!   ([`TxError::PaymentBelowDust`]), so the payee never signs for money it could not receive; the
+//!   first payment must reach the limit (294 sat for P2WPKH).
+//! - the payer's: when nearly all the capacity has been paid, the payer's remainder below its dust
+//!   limit is left to the miners as extra fee (moving it to the payee would change the agreed
+//!   split).
+//!
+//! So `outputs + fee == C` always holds, where `fee` is whatever the outputs leave.
 
 use bitcoin::sighash::{SegwitV0Sighash, SighashCache};
 use bitcoin::transaction::Version;
@@ -50,22 +55,22 @@ pub struct ChannelTxBuilder {
 }
 
 impl ChannelTxBuilder {
-    /// Creates the builder and checks that the capacity can pay at least the refund.
+    /// Creates the builder and checks that the capacity can pay the refund and at least one
+    /// payment of the payee's dust limit.
     ///
     /// # Errors
-    /// [`TxError::CapacityTooSmall`] if the refund's output would be dust or negative.
+    /// [`TxError::CapacityTooSmall`] if the refund's output would be dust, or the payee could not
+    /// be paid its dust limit.
     pub fn new(funding: FundingScript, params: ChannelTxParams) -> Result<Self, TxError> {
         let builder = ChannelTxBuilder { params, funding };
-        let refund = builder.template(absolute::LockTime::ZERO, 1);
-        let fee = builder.fee(&refund)?;
-        let needed = fee
-            .checked_add(builder.params.payer_script.minimal_non_dust())
-            .ok_or(TxError::Overflow)?;
+        let refund_fee = builder.fee(&builder.template(absolute::LockTime::ZERO, 1))?;
+        let split_fee = builder.fee(&builder.template(absolute::LockTime::ZERO, 2))?;
+        let refund_needs = refund_fee.checked_add(builder.params.payer_script.minimal_non_dust());
+        let split_needs = split_fee.checked_add(builder.params.payee_script.minimal_non_dust());
+        let needed =
+            refund_needs.zip(split_needs).map(|(a, b)| a.max(b)).ok_or(TxError::Overflow)?;
         if builder.params.capacity < needed {
-            return Err(TxError::CapacityTooSmall {
-                capacity: builder.params.capacity,
-                needed,
-            });
+            return Err(TxError::CapacityTooSmall { capacity: builder.params.capacity, needed });
         }
         Ok(builder)
     }
@@ -82,13 +87,8 @@ impl ChannelTxBuilder {
 
     /// Returns the most the payer can pay: the capacity less a two-output commitment's fee.
     pub fn max_payable(&self) -> Amount {
-        let fee = self
-            .fee(&self.template(absolute::LockTime::ZERO, 2))
-            .unwrap_or(Amount::MAX);
-        self.params
-            .capacity
-            .checked_sub(fee)
-            .unwrap_or(Amount::ZERO)
+        let fee = self.fee(&self.template(absolute::LockTime::ZERO, 2)).unwrap_or(Amount::MAX);
+        self.params.capacity.checked_sub(fee).unwrap_or(Amount::ZERO)
     }
 
     /// Builds the refund: everything but the fee back to the payer, final at height `locktime`.
@@ -100,11 +100,7 @@ impl ChannelTxBuilder {
         let mut tx = self.template(lock_time, 1);
         let fee = self.fee(&tx)?;
         // `new` checked that the capacity covers the fee and a non-dust output.
-        tx.output[0].value = self
-            .params
-            .capacity
-            .checked_sub(fee)
-            .ok_or(TxError::Overflow)?;
+        tx.output[0].value = self.params.capacity.checked_sub(fee).ok_or(TxError::Overflow)?;
         Ok(tx)
     }
 
@@ -112,6 +108,7 @@ impl ChannelTxBuilder {
     ///
     /// # Errors
     /// [`TxError::InsufficientBalance`] if the payer's side cannot cover `paid` plus the fee,
+    /// [`TxError::PaymentBelowDust`] for a total below the payee's dust limit,
     /// [`TxError::NotAHeight`] for a locktime that is not a block height.
     pub fn commitment(&self, paid: Amount, locktime: u32) -> Result<Transaction, TxError> {
         self.split(paid, height(locktime)?)
@@ -120,7 +117,8 @@ impl ChannelTxBuilder {
     /// Builds the settlement paying `paid` to the payee, with `nLockTime = 0`.
     ///
     /// # Errors
-    /// [`TxError::InsufficientBalance`] if the payer's side cannot cover `paid` plus the fee.
+    /// [`TxError::InsufficientBalance`] if the payer's side cannot cover `paid` plus the fee,
+    /// [`TxError::PaymentBelowDust`] for a non-zero total below the payee's dust limit.
     pub fn settlement(&self, paid: Amount) -> Result<Transaction, TxError> {
         self.split(paid, absolute::LockTime::ZERO)
     }
@@ -152,48 +150,33 @@ impl ChannelTxBuilder {
         payer_sig: ecdsa::Signature,
         payee_sig: ecdsa::Signature,
     ) -> Result<Transaction, TxError> {
-        let txin = tx
-            .input
-            .first_mut()
-            .ok_or(TxError::NotAChannelTransaction)?;
+        let txin = tx.input.first_mut().ok_or(TxError::NotAChannelTransaction)?;
         self.funding.satisfy(txin, payer_sig, payee_sig)?;
         Ok(tx)
     }
 
     /// Builds a split of the capacity: the payer's change first, then the payee's `paid`.
     fn split(&self, paid: Amount, lock_time: absolute::LockTime) -> Result<Transaction, TxError> {
-        let pays_payee = !is_dust(paid, &self.params.payee_script);
+        let pays_payee = paid > Amount::ZERO;
+        let dust = self.params.payee_script.minimal_non_dust();
+        if pays_payee && paid < dust {
+            return Err(TxError::PaymentBelowDust { paid, dust });
+        }
         let mut tx = self.template(lock_time, if pays_payee { 2 } else { 1 });
         let fee = self.fee(&tx)?;
-        let payer_value = self
-            .params
-            .capacity
-            .checked_sub(fee)
-            .and_then(|rest| rest.checked_sub(paid))
-            .ok_or(TxError::InsufficientBalance {
-                available: self
-                    .params
-                    .capacity
-                    .checked_sub(fee)
-                    .unwrap_or(Amount::ZERO),
-                requested: paid,
-            })?;
+        let available = self.params.capacity.checked_sub(fee).unwrap_or(Amount::ZERO);
+        let payer_value = available
+            .checked_sub(paid)
+            .ok_or(TxError::InsufficientBalance { available, requested: paid })?;
         if pays_payee {
             tx.output[1].value = paid;
         }
+        // `new` made sure the refund (paid = 0) keeps a non-dust payer output, so removing it
+        // here only happens when the payee's output exists.
         if is_dust(payer_value, &self.params.payer_script) {
             tx.output.remove(0);
         } else {
             tx.output[0].value = payer_value;
-        }
-        if tx.output.is_empty() {
-            // Both sides dust: a transaction needs an output, and this one has nothing to pay.
-            return Err(TxError::CapacityTooSmall {
-                capacity: self.params.capacity,
-                needed: fee
-                    .checked_add(self.params.payer_script.minimal_non_dust())
-                    .unwrap_or(Amount::MAX),
-            });
         }
         Ok(tx)
     }
@@ -219,10 +202,7 @@ impl ChannelTxBuilder {
             }],
             output: scripts[..outputs]
                 .iter()
-                .map(|s| TxOut {
-                    value: Amount::ZERO,
-                    script_pubkey: (*s).clone(),
-                })
+                .map(|s| TxOut { value: Amount::ZERO, script_pubkey: (*s).clone() })
                 .collect(),
         }
     }

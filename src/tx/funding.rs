@@ -30,11 +30,7 @@ pub struct FundingInput<'a> {
 impl<'a> FundingInput<'a> {
     /// A P2WPKH coin, with the largest possible signature counted for the fee.
     pub fn p2wpkh(outpoint: OutPoint, txout: &'a TxOut) -> Self {
-        FundingInput {
-            outpoint,
-            txout,
-            weight: InputWeightPrediction::P2WPKH_MAX,
-        }
+        FundingInput { outpoint, txout, weight: InputWeightPrediction::P2WPKH_MAX }
     }
 }
 
@@ -55,10 +51,7 @@ pub fn build_funding(
 ) -> Result<(Transaction, u32), TxError> {
     for (index, input) in inputs.iter().enumerate() {
         if !input.txout.script_pubkey.is_witness_program() {
-            return Err(TxError::NonSegwitInput {
-                index,
-                outpoint: input.outpoint,
-            });
+            return Err(TxError::NonSegwitInput { index, outpoint: input.outpoint });
         }
     }
     let available = inputs
@@ -71,36 +64,27 @@ pub fn build_funding(
     );
     let fee = fee_for_weight(feerate, weight).ok_or(TxError::Overflow)?;
     let needed = capacity.checked_add(fee).ok_or(TxError::Overflow)?;
-    let change = available
-        .checked_sub(needed)
-        .ok_or(TxError::InsufficientFunds { available, needed })?;
+    let change =
+        available.checked_sub(needed).ok_or(TxError::InsufficientFunds { available, needed })?;
 
-    let mut output = vec![TxOut {
-        value: capacity,
-        script_pubkey: funding_script.to_owned(),
-    }];
+    let mut output = vec![TxOut { value: capacity, script_pubkey: funding_script.to_owned() }];
     // Dust change is left to the miners rather than creating an unspendable output.
     if !is_dust(change, change_script) {
-        output.push(TxOut {
-            value: change,
-            script_pubkey: change_script.to_owned(),
-        });
+        output.push(TxOut { value: change, script_pubkey: change_script.to_owned() });
     }
     let input = inputs
         .iter()
         .map(|i| TxIn {
             previous_output: i.outpoint,
             script_sig: ScriptBuf::new(),
-            sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
+            // No replace-by-fee signal: a replacement would have another txid and orphan the
+            // refund the payee signed. A funding that must be bumped needs a new refund first.
+            sequence: Sequence::MAX,
             witness: Witness::new(),
         })
         .collect();
-    let tx = Transaction {
-        version: Version::TWO,
-        lock_time: absolute::LockTime::ZERO,
-        input,
-        output,
-    };
+    let tx =
+        Transaction { version: Version::TWO, lock_time: absolute::LockTime::ZERO, input, output };
     Ok((tx, 0))
 }
 
@@ -115,15 +99,11 @@ pub fn sign_p2wpkh_input(
     signer: &ChannelSigner,
 ) -> Result<(), TxError> {
     let key = signer.public_key();
-    let expected = ScriptBuf::new_p2wpkh(&key.wpubkey_hash().map_err(|e| TxError::Signing {
-        index,
-        reason: e.to_string(),
-    })?);
+    let expected = ScriptBuf::new_p2wpkh(
+        &key.wpubkey_hash().map_err(|e| TxError::Signing { index, reason: e.to_string() })?,
+    );
     if txout.script_pubkey != expected {
-        return Err(TxError::Signing {
-            index,
-            reason: "output is not this key's P2WPKH".into(),
-        });
+        return Err(TxError::Signing { index, reason: "output is not this key's P2WPKH".into() });
     }
     let sighash = SighashCache::new(&*tx)
         .p2wpkh_signature_hash(
@@ -132,10 +112,7 @@ pub fn sign_p2wpkh_input(
             txout.value,
             bitcoin::EcdsaSighashType::All,
         )
-        .map_err(|e| TxError::Signing {
-            index,
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| TxError::Signing { index, reason: e.to_string() })?;
     let sig = signer.sign(sighash);
     tx.input[index].witness = Witness::p2wpkh(&sig, &key.inner);
     Ok(())
@@ -205,10 +182,7 @@ mod tests {
         let signer = ChannelSigner::from_slice(&[3; 32]).unwrap();
         let prev = coin(&signer, 100_000);
         let err = build_funding(
-            &[FundingInput::p2wpkh(
-                OutPoint::new(Txid::all_zeros(), 0),
-                &prev,
-            )],
+            &[FundingInput::p2wpkh(OutPoint::new(Txid::all_zeros(), 0), &prev)],
             &funding_script(),
             Amount::from_sat(100_000),
             &prev.script_pubkey,
@@ -224,10 +198,7 @@ mod tests {
         let other = ChannelSigner::from_slice(&[4; 32]).unwrap();
         let prev = coin(&other, 200_000);
         let (mut tx, _) = build_funding(
-            &[FundingInput::p2wpkh(
-                OutPoint::new(Txid::all_zeros(), 0),
-                &prev,
-            )],
+            &[FundingInput::p2wpkh(OutPoint::new(Txid::all_zeros(), 0), &prev)],
             &funding_script(),
             Amount::from_sat(100_000),
             &prev.script_pubkey,

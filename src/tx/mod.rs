@@ -25,7 +25,17 @@ pub enum TxError {
         /// What was asked for.
         requested: Amount,
     },
-    /// The capacity does not cover the refund's fee and a non-dust output.
+    /// A total paid to the payee that is not zero but below its dust limit: the output could not
+    /// be created, so the payee would sign for money it would never receive.
+    #[error("paying {paid} is below the payee's dust limit {dust}")]
+    PaymentBelowDust {
+        /// The proposed total.
+        paid: Amount,
+        /// The payee output's dust limit.
+        dust: Amount,
+    },
+    /// The capacity does not cover the refund's fee and a non-dust output, or cannot pay the
+    /// payee a non-dust amount.
     #[error("capacity {capacity} is too small: the refund alone needs {needed}")]
     CapacityTooSmall {
         /// The channel capacity.

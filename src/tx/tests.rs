@@ -30,11 +30,7 @@ fn fixture(capacity: u64, feerate: u64) -> Result<Fixture, TxError> {
         payee_script: p2wpkh(&ChannelSigner::from_slice(&[12; 32]).unwrap()),
     };
     let builder = ChannelTxBuilder::new(funding, params)?;
-    Ok(Fixture {
-        payer,
-        payee,
-        builder,
-    })
+    Ok(Fixture { payer, payee, builder })
 }
 
 impl Fixture {
@@ -89,19 +85,10 @@ fn fee_is_computed_from_the_signed_weight() {
         // Real signatures are at most as long as miniscript's bound, and at most 2 bytes shorter
         // each (71..73 with the sighash byte).
         assert!(actual <= predicted, "{actual} > {predicted}");
-        assert!(
-            predicted - actual <= Weight::from_wu(4),
-            "{actual} vs {predicted}"
-        );
+        assert!(predicted - actual <= Weight::from_wu(4), "{actual} vs {predicted}");
         let fee = f.fee(&signed);
-        assert_eq!(
-            fee,
-            fee_for_weight(FeeRate::from_sat_per_vb(3).unwrap(), predicted).unwrap()
-        );
-        assert!(
-            fee.to_sat() >= 3 * signed.vsize() as u64,
-            "fee rate below 3 sat/vB"
-        );
+        assert_eq!(fee, fee_for_weight(FeeRate::from_sat_per_vb(3).unwrap(), predicted).unwrap());
+        assert!(fee.to_sat() >= 3 * signed.vsize() as u64, "fee rate below 3 sat/vB");
     }
 }
 
@@ -112,42 +99,31 @@ fn commitment_splits_capacity_minus_fee() {
     let tx = f.builder.commitment(paid, 990).unwrap();
     assert_eq!(tx.output.len(), 2);
     assert_eq!(tx.output[1].value, paid);
-    assert_eq!(
-        tx.output[0].value + paid + f.fee(&tx),
-        Amount::from_sat(100_000)
-    );
+    assert_eq!(tx.output[0].value + paid + f.fee(&tx), Amount::from_sat(100_000));
     assert_eq!(tx.lock_time.to_consensus_u32(), 990);
     let settlement = f.builder.settlement(paid).unwrap();
     assert_eq!(settlement.lock_time.to_consensus_u32(), 0);
-    assert_eq!(
-        settlement.output, tx.output,
-        "same split, only the locktime differs"
-    );
+    assert_eq!(settlement.output, tx.output, "same split, only the locktime differs");
 }
 
 #[test]
-fn dust_outputs_are_left_to_the_fee() {
+fn payee_totals_below_dust_are_refused_and_payer_dust_goes_to_the_fee() {
     let f = fixture(100_000, 2).unwrap();
     let dust = f.builder.params().payee_script.minimal_non_dust();
-    // Payee's side below dust: one output, and the payer still pays `paid`.
+    assert_eq!(dust, Amount::from_sat(294), "P2WPKH dust limit at 3 sat/vB");
+    // Payee's total below dust: refused, so the payee never signs for money it cannot receive.
     let small = dust - Amount::from_sat(1);
-    let tx = f.builder.commitment(small, 990).unwrap();
-    assert_eq!(tx.output.len(), 1);
-    assert_eq!(tx.output[0].script_pubkey, f.builder.params().payer_script);
-    let one_output_fee = f.fee(&f.builder.refund(990).unwrap());
     assert_eq!(
-        tx.output[0].value,
-        Amount::from_sat(100_000) - one_output_fee - small
+        f.builder.commitment(small, 990),
+        Err(TxError::PaymentBelowDust { paid: small, dust })
     );
-    f.verify(&f.sign(tx)).unwrap();
-    // Exactly at the dust limit the output exists.
+    assert!(matches!(f.builder.settlement(small), Err(TxError::PaymentBelowDust { .. })));
+    // Exactly at the dust limit the output exists; a settlement of nothing pays only the payer.
     assert_eq!(f.builder.commitment(dust, 990).unwrap().output.len(), 2);
-    // Payer's side below dust: only the payee's output remains.
+    assert_eq!(f.builder.settlement(Amount::ZERO).unwrap().output.len(), 1);
+    // Payer's side below dust: only the payee's output remains, the remainder is fee.
     let max = f.builder.max_payable();
-    let tx = f
-        .builder
-        .commitment(max - Amount::from_sat(10), 990)
-        .unwrap();
+    let tx = f.builder.commitment(max - Amount::from_sat(10), 990).unwrap();
     assert_eq!(tx.output.len(), 1);
     assert_eq!(tx.output[0].value, max - Amount::from_sat(10));
     f.verify(&f.sign(tx)).unwrap();
@@ -162,10 +138,7 @@ fn overpaying_reports_what_is_available() {
     let requested = max + Amount::from_sat(1);
     assert_eq!(
         f.builder.commitment(requested, 990),
-        Err(TxError::InsufficientBalance {
-            available: max,
-            requested
-        })
+        Err(TxError::InsufficientBalance { available: max, requested })
     );
     assert!(matches!(
         f.builder.commitment(Amount::MAX, 990),
@@ -175,13 +148,8 @@ fn overpaying_reports_what_is_available() {
 
 #[test]
 fn capacity_must_cover_the_refund() {
-    assert!(matches!(
-        fixture(300, 2),
-        Err(TxError::CapacityTooSmall { .. })
-    ));
-    let Err(TxError::CapacityTooSmall { needed, .. }) = fixture(300, 2) else {
-        panic!()
-    };
+    assert!(matches!(fixture(300, 2), Err(TxError::CapacityTooSmall { .. })));
+    let Err(TxError::CapacityTooSmall { needed, .. }) = fixture(300, 2) else { panic!() };
     assert!(fixture(needed.to_sat(), 2).is_ok());
     assert!(fixture(needed.to_sat() - 1, 2).is_err());
 }
@@ -189,10 +157,7 @@ fn capacity_must_cover_the_refund() {
 #[test]
 fn locktimes_must_be_heights() {
     let f = fixture(100_000, 2).unwrap();
-    assert_eq!(
-        f.builder.refund(500_000_000),
-        Err(TxError::NotAHeight(500_000_000))
-    );
+    assert_eq!(f.builder.refund(500_000_000), Err(TxError::NotAHeight(500_000_000)));
     assert_eq!(
         f.builder.commitment(Amount::from_sat(1000), 600_000_000),
         Err(TxError::NotAHeight(600_000_000))

@@ -81,23 +81,17 @@ pub fn fund(address: &Address, amount: Amount) -> Transaction {
 /// Splits actions into the messages to deliver, recording broadcasts and requested fundings,
 /// and checks that a `Persist` comes before anything leaves the party.
 pub fn route(actions: Vec<Action>, out: &mut Outbox) -> Vec<Message> {
-    let mut persisted = false;
+    // A call that changed state persists first; one that did not (a repeated acknowledgement,
+    // a shutdown request) has no Persist at all.
+    let persists = actions.iter().filter(|a| matches!(a, Action::Persist)).count();
+    assert!(persists == 0 || (persists == 1 && actions[0] == Action::Persist), "{actions:?}");
     let mut msgs = Vec::new();
     for action in actions {
         match action {
-            Action::Persist => persisted = true,
-            Action::Send(m) => {
-                // `shutdown` is only a request; it changes no state.
-                let stateless = matches!(m, Message::Shutdown(_));
-                assert!(
-                    persisted || stateless,
-                    "{} sent before the state was persisted",
-                    m.name()
-                );
-                msgs.push(m);
-            }
+            Action::Persist => {}
+            Action::Send(m) => msgs.push(m),
             Action::Broadcast(tx) => {
-                assert!(persisted, "broadcast before the state was persisted");
+                assert!(persists == 1, "broadcast without persisting first");
                 out.broadcasts.push(tx);
             }
             Action::FundChannel { address, amount } => out.fund_requests.push((address, amount)),
@@ -126,20 +120,29 @@ pub struct Pair {
 impl Pair {
     /// Runs the whole open: proposal, acceptance, funding, refund signature, confirmation.
     pub fn open(capacity: Amount) -> Pair {
-        let mut pair = Pair::funded(capacity);
-        let ready = route(pair.payee.funding_confirmed(1).unwrap(), &mut pair.out).remove(0);
-        route(pair.payer.handle_message(&ready).unwrap(), &mut pair.out);
-        pair
+        Pair::open_with(payer_config(capacity))
     }
 
     /// Runs the open up to the funding broadcast, before any confirmation.
     pub fn funded(capacity: Amount) -> Pair {
+        Pair::funded_with(payer_config(capacity))
+    }
+
+    /// Runs the whole open with the payer's `config`.
+    pub fn open_with(config: PayerConfig) -> Pair {
+        let mut pair = Pair::funded_with(config);
+        let (outpoint, txout) = pair.funding_output();
+        let actions = pair.payee.funding_confirmed(outpoint, &txout, 1).unwrap();
+        let ready = route(actions, &mut pair.out).remove(0);
+        route(pair.payer.handle_message(&ready).unwrap(), &mut pair.out);
+        pair
+    }
+
+    /// Runs the open with the payer's `config` up to the funding broadcast.
+    pub fn funded_with(config: PayerConfig) -> Pair {
         let mut out = Outbox::default();
-        let (mut payer, actions) =
-            Payer::open(payer_config(capacity), signer(1), ChannelId([7; 32]), TIP).unwrap();
-        let [Message::OpenChannel(open)] = &route(actions, &mut out)[..] else {
-            panic!()
-        };
+        let (mut payer, actions) = Payer::open(config, signer(1), ChannelId([7; 32]), TIP).unwrap();
+        let [Message::OpenChannel(open)] = &route(actions, &mut out)[..] else { panic!() };
         let (mut payee, actions) = Payee::accept(open, &payee_config(), signer(2), TIP).unwrap();
         let accept = route(actions, &mut out).remove(0);
         let msgs = route(payer.handle_message(&accept).unwrap(), &mut out);
@@ -148,34 +151,21 @@ impl Pair {
         let funding_tx = fund(&address, amount);
         let created = route(payer.funding_signed(funding_tx.clone()).unwrap(), &mut out).remove(0);
         let refund_signed = route(payee.handle_message(&created, TIP).unwrap(), &mut out).remove(0);
-        assert!(
-            out.broadcasts.is_empty(),
-            "nothing broadcast before the refund is checked"
-        );
+        assert!(out.broadcasts.is_empty(), "nothing broadcast before the refund is checked");
         route(payer.handle_message(&refund_signed).unwrap(), &mut out);
-        assert_eq!(
-            out.broadcasts,
-            vec![funding_tx.clone()],
-            "funding broadcast after refund"
-        );
-        Pair {
-            payer,
-            payee,
-            tip: TIP,
-            out,
-            funding_tx,
-        }
+        assert_eq!(out.broadcasts, vec![funding_tx.clone()], "funding broadcast after refund");
+        Pair { payer, payee, tip: TIP, out, funding_tx }
     }
 
     /// One payment, round trip. Returns the payer's error if it refuses to sign.
     pub fn pay(&mut self, amount: Amount) -> Result<(), ChannelError> {
+        let before = (self.payer.state().clone(), self.payee.state().clone());
         let pay = route(self.payer.pay(amount, self.tip)?, &mut self.out).remove(0);
-        let ack = route(
-            self.payee.handle_message(&pay, self.tip).unwrap(),
-            &mut self.out,
-        )
-        .remove(0);
+        let actions = self.payee.handle_message(&pay, self.tip).unwrap();
+        let ack = route(actions, &mut self.out).remove(0);
         route(self.payer.handle_message(&ack).unwrap(), &mut self.out);
+        assert_ne!(&before.0, self.payer.state());
+        assert_ne!(&before.1, self.payee.state());
         Ok(())
     }
 
@@ -183,11 +173,8 @@ impl Pair {
     pub fn close(&mut self) -> Transaction {
         let before = self.out.broadcasts.len();
         let closing = route(self.payer.close().unwrap(), &mut self.out).remove(0);
-        let ack = route(
-            self.payee.handle_message(&closing, self.tip).unwrap(),
-            &mut self.out,
-        )
-        .remove(0);
+        let ack =
+            route(self.payee.handle_message(&closing, self.tip).unwrap(), &mut self.out).remove(0);
         route(self.payer.handle_message(&ack).unwrap(), &mut self.out);
         assert_eq!(self.out.broadcasts.len(), before + 1);
         self.out.broadcasts.last().unwrap().clone()
@@ -197,17 +184,13 @@ impl Pair {
     pub fn funding_output(&self) -> (OutPoint, TxOut) {
         let f = self.payer.funded().unwrap();
         let outpoint = f.funded.channel.builder().params().funding_outpoint;
-        (
-            outpoint,
-            self.funding_tx.output[outpoint.vout as usize].clone(),
-        )
+        (outpoint, self.funding_tx.output[outpoint.vout as usize].clone())
     }
 
     /// Checks `tx`'s spend of the funding output with Bitcoin Core's script interpreter.
     pub fn verify_spend(&self, tx: &Transaction) -> Result<(), String> {
         let (outpoint, txout) = self.funding_output();
-        tx.verify(|op| (*op == outpoint).then(|| txout.clone()))
-            .map_err(|e| e.to_string())
+        tx.verify(|op| (*op == outpoint).then(|| txout.clone())).map_err(|e| e.to_string())
     }
 }
 
