@@ -9,7 +9,7 @@
 //! process (alternating batches, median of the per-batch ratios) so that the ratio is not skewed
 //! by the machine's load drifting between two separate measurements.
 //!
-//! Run: `cargo bench --bench payment`.
+//! Run: `cargo bench --bench payment`. For instruction counts, see `scripts/count_instructions.sh`.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -93,6 +93,10 @@ fn open_channel() -> (Payer, Payee) {
     let txout = &funding.output[outpoint.vout as usize];
     let ready = only_message(payee.funding_confirmed(outpoint, txout, 1).unwrap());
     payer.handle_message(&ready).unwrap();
+    // A first payment above the payee's dust limit; the measured ones then add 1 sat each.
+    let pay = only_message(payer.pay(Amount::from_sat(1000), TIP).unwrap());
+    let ack = only_message(payee.handle_message(&pay, TIP).unwrap());
+    payer.handle_message(&ack).unwrap();
     (payer, payee)
 }
 
@@ -196,7 +200,27 @@ fn interleaved_ratio() {
     );
 }
 
+/// Runs `n` payments of one kind and nothing else, for counting instructions under
+/// `valgrind --tool=callgrind` (see docs/performance.md): counts do not depend on the machine's
+/// load, so the ratio of (count at n) - (count at 0) is stable from run to run.
+fn count_only(kind: &str, n: u64) {
+    let (mut payer, mut payee) = open_channel();
+    let mut raw = RawCrypto::new();
+    for _ in 0..n {
+        match kind {
+            "engine" => pay_once(&mut payer, &mut payee),
+            "raw" => raw.payment(),
+            other => panic!("PAYCHAN_BENCH_ONLY must be engine or raw, not {other}"),
+        }
+    }
+}
+
 fn main() {
+    if let Ok(kind) = std::env::var("PAYCHAN_BENCH_ONLY") {
+        let n = std::env::var("PAYCHAN_BENCH_N").ok().and_then(|n| n.parse().ok()).unwrap_or(1000);
+        count_only(&kind, n);
+        return;
+    }
     benches();
     Criterion::default().configure_from_args().final_summary();
     interleaved_ratio();

@@ -26,6 +26,19 @@ pub enum FundingError {
 }
 
 /// The funding script of one channel, built from its descriptor.
+///
+/// ```
+/// use paychan::bitcoin::Network;
+/// use paychan::funding::FundingScript;
+/// use paychan::keys::ChannelSigner;
+///
+/// let payer = ChannelSigner::from_slice(&[1; 32])?.public_key();
+/// let payee = ChannelSigner::from_slice(&[2; 32])?.public_key();
+/// let funding = FundingScript::new(payer, payee)?;
+/// assert!(funding.descriptor().to_string().starts_with(&format!("wsh(multi(2,{payer},{payee}))")));
+/// assert!(funding.address(Network::Regtest).to_string().starts_with("bcrt1q"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FundingScript {
     descriptor: Descriptor<PublicKey>,

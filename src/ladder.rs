@@ -55,6 +55,19 @@ pub enum LadderError {
 /// The decreasing-locktime schedule `L_k = R - k*step`.
 ///
 /// Deserializing checks the same rules as [`LockTimeLadder::new`].
+///
+/// ```
+/// use paychan::ladder::{LadderError, LockTimeLadder};
+///
+/// let ladder = LockTimeLadder::new(1000, 10)?; // R = 1000, step = 10 blocks
+/// assert_eq!(ladder.locktime(1), Some(990));
+/// assert_eq!(ladder.locktime(3), Some(970));
+/// // At tip 950 with a 6-block margin, update 5 (L = 950) is too close; 4 (L = 960) is fine.
+/// assert_eq!(ladder.usable_locktime(4, 950, 6), Ok(960));
+/// assert!(matches!(ladder.usable_locktime(5, 950, 6), Err(LadderError::Exhausted { .. })));
+/// assert_eq!(ladder.remaining_updates(0, 950, 6), 4);
+/// # Ok::<(), LadderError>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "RawLadder")]
 pub struct LockTimeLadder {

@@ -83,12 +83,38 @@ impl Channel {
         raw: &RawSignature,
         key: &PublicKey,
     ) -> Result<ecdsa::Signature, ChannelError> {
-        let wrap = |source| ChannelError::Signature { tx: kind, source };
-        let sig = parse_signature(&raw.0).map_err(wrap)?;
-        let sighash: SegwitV0Sighash = self.builder.sighash(tx)?;
-        signer.verify(sighash, &sig, key).map_err(wrap)?;
-        Ok(sig)
+        let sighash = self.builder.sighash(tx)?;
+        verify_raw(signer, kind, sighash, raw, key)
     }
+
+    /// Checks `raw` as [`Channel::check_signature`] does, then signs the same transaction with
+    /// `signer`: returns (theirs, ours), computing the sighash once.
+    pub(crate) fn countersign(
+        &self,
+        signer: &ChannelSigner,
+        kind: TxKind,
+        tx: &Transaction,
+        raw: &RawSignature,
+        key: &PublicKey,
+    ) -> Result<(ecdsa::Signature, ecdsa::Signature), ChannelError> {
+        let sighash = self.builder.sighash(tx)?;
+        let theirs = verify_raw(signer, kind, sighash, raw, key)?;
+        Ok((theirs, signer.sign(sighash)))
+    }
+}
+
+/// Parses `raw` and checks it is `key`'s `SIGHASH_ALL` signature over `sighash`.
+fn verify_raw(
+    signer: &ChannelSigner,
+    kind: TxKind,
+    sighash: SegwitV0Sighash,
+    raw: &RawSignature,
+    key: &PublicKey,
+) -> Result<ecdsa::Signature, ChannelError> {
+    let wrap = |source| ChannelError::Signature { tx: kind, source };
+    let sig = parse_signature(&raw.0).map_err(wrap)?;
+    signer.verify(sighash, &sig, key).map_err(wrap)?;
+    Ok(sig)
 }
 
 impl TryFrom<ChannelParams> for Channel {

@@ -355,9 +355,8 @@ impl Payee {
         let channel = &f.channel;
         let payer_key = channel.params().payer_key;
         let kind = TxKind::Commitment(m.update);
-        let payer_sig =
-            channel.check_signature(&self.signer, kind, &tx, &m.signature, &payer_key)?;
-        let payee_sig = channel.sign(&self.signer, &tx)?;
+        let (payer_sig, payee_sig) =
+            channel.countersign(&self.signer, kind, &tx, &m.signature, &payer_key)?;
         let update =
             SignedUpdate { number: m.update, paid, locktime: m.locktime, payer_sig, payee_sig };
         self.funded_mut().latest = Some(update);
@@ -392,14 +391,9 @@ impl Payee {
         let channel = &f.channel;
         let tx = channel.builder().settlement(expected)?;
         let payer_key = channel.params().payer_key;
-        let payer_sig = channel.check_signature(
-            &self.signer,
-            TxKind::Settlement,
-            &tx,
-            &m.signature,
-            &payer_key,
-        )?;
-        let payee_sig = channel.sign(&self.signer, &tx)?;
+        let kind = TxKind::Settlement;
+        let (payer_sig, payee_sig) =
+            channel.countersign(&self.signer, kind, &tx, &m.signature, &payer_key)?;
         let signed = channel.builder().finalize(tx, payer_sig, payee_sig)?;
         self.funded_mut().settlement =
             Some(SettlementSigs { paid: expected, payer_sig, payee_sig });
