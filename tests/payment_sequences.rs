@@ -14,7 +14,7 @@ use proptest::prelude::*;
 /// Checks one split transaction against the channel: outputs plus fee are the capacity, the fee
 /// is at least the agreed rate on the signed size, and each side gets what it should.
 fn check_split(pair: &Pair, tx: &Transaction, paid: Amount, feerate: u64) {
-    let capacity = pair.payer.state().capacity;
+    let capacity = pair.payer.state().terms.capacity;
     let outputs = output_sum(tx);
     let fee = capacity.checked_sub(outputs).expect("outputs exceed the capacity");
     assert_eq!(outputs + fee, capacity);

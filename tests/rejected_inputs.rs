@@ -504,16 +504,23 @@ fn restoring_a_state_that_contradicts_itself_is_refused() {
     let mut pair = Pair::open(sat(100_000));
     pair.pay(sat(1000)).unwrap();
     let mut payee_state = pair.payee.state().clone();
-    payee_state.capacity = sat(200_000);
+    payee_state.terms.capacity = sat(200_000);
     assert_eq!(
         Payee::restore(signer(2), payee_state).unwrap_err(),
-        ChannelError::InconsistentState { field: "capacity" }
+        ChannelError::InconsistentState { field: "terms" }
     );
     let mut payer_state = pair.payer.state().clone();
-    payer_state.ladder = paychan::ladder::LockTimeLadder::new(TIP + 2 * LIFETIME, STEP).unwrap();
+    payer_state.terms.ladder =
+        paychan::ladder::LockTimeLadder::new(TIP + 2 * LIFETIME, STEP).unwrap();
     assert_eq!(
         Payer::restore(signer(1), payer_state).unwrap_err(),
-        ChannelError::InconsistentState { field: "ladder" }
+        ChannelError::InconsistentState { field: "terms" }
+    );
+    let mut payee_state = pair.payee.state().clone();
+    payee_state.payee_script = p2wpkh_address(5).script_pubkey();
+    assert_eq!(
+        Payee::restore(signer(2), payee_state).unwrap_err(),
+        ChannelError::InconsistentState { field: "payee" }
     );
     // A stored ladder with a zero step does not even deserialize.
     let json = serde_json::to_string(pair.payee.state()).unwrap();

@@ -1,8 +1,9 @@
-//! What both parties hold once the funding outpoint is known: the channel parameters, the newest
-//! fully signed commitment, and the settlement once both have signed it.
+//! What both parties hold: the terms from the start, and once the funding outpoint is known the
+//! channel parameters, the newest fully signed commitment, and the settlement once both have
+//! signed it.
 
 use bitcoin::sighash::SegwitV0Sighash;
-use bitcoin::{ecdsa, Amount, Network, PublicKey, Transaction};
+use bitcoin::{ecdsa, Amount, FeeRate, Network, OutPoint, PublicKey, ScriptBuf, Transaction};
 use serde::{Deserialize, Serialize};
 
 use super::{ChannelError, TxKind};
@@ -12,21 +13,58 @@ use crate::ladder::LockTimeLadder;
 use crate::tx::{ChannelTxBuilder, ChannelTxParams};
 use crate::wire::{ChannelId, RawSignature};
 
-/// Everything that fixes a channel's transactions, agreed at open.
+/// The terms the payer proposes in `open_channel`, which both parties hold from the start.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChannelParams {
+pub struct ChannelTerms {
     /// The channel's id.
     pub channel_id: ChannelId,
     /// Its chain.
     pub network: Network,
-    /// The payer's funding key.
-    pub payer_key: PublicKey,
-    /// The payee's funding key.
-    pub payee_key: PublicKey,
+    /// The funding output's value.
+    #[serde(with = "bitcoin::amount::serde::as_sat")]
+    pub capacity: Amount,
+    /// The fee rate of every channel transaction.
+    pub feerate: FeeRate,
     /// The refund locktime and the step between commitments.
     pub ladder: LockTimeLadder,
-    /// Funding outpoint, capacity, fee rate and payout scripts.
-    pub tx: ChannelTxParams,
+    /// The payer's funding key.
+    pub payer_key: PublicKey,
+    /// Where the payer's money goes.
+    pub payer_script: ScriptBuf,
+}
+
+impl ChannelTerms {
+    /// Builds the channel these terms make with the payee's key and script, funded at
+    /// `funding_outpoint` (`OutPoint::null()` to check the terms before the funding exists).
+    ///
+    /// # Errors
+    /// As [`Channel::new`].
+    pub fn channel(
+        &self,
+        payee_key: PublicKey,
+        payee_script: ScriptBuf,
+        funding_outpoint: OutPoint,
+    ) -> Result<Channel, ChannelError> {
+        Channel::new(ChannelParams {
+            terms: self.clone(),
+            payee_key,
+            payee_script,
+            funding_outpoint,
+        })
+    }
+}
+
+/// Everything that fixes a channel's transactions: the terms, the payee's side, the funding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelParams {
+    /// What the payer proposed.
+    pub terms: ChannelTerms,
+    /// The payee's funding key.
+    pub payee_key: PublicKey,
+    /// Where the payee's money goes.
+    pub payee_script: ScriptBuf,
+    /// The funding output.
+    pub funding_outpoint: OutPoint,
 }
 
 /// A channel's parameters with the transaction builder made from them.
@@ -45,8 +83,16 @@ impl Channel {
     /// # Errors
     /// [`ChannelError::Funding`] for unusable keys, [`ChannelError::Tx`] for a capacity too small.
     pub fn new(params: ChannelParams) -> Result<Self, ChannelError> {
-        let funding = FundingScript::new(params.payer_key, params.payee_key)?;
-        let builder = ChannelTxBuilder::new(funding, params.tx.clone())?;
+        let terms = &params.terms;
+        let funding = FundingScript::new(terms.payer_key, params.payee_key)?;
+        let tx = ChannelTxParams {
+            funding_outpoint: params.funding_outpoint,
+            capacity: terms.capacity,
+            feerate: terms.feerate,
+            payer_script: terms.payer_script.clone(),
+            payee_script: params.payee_script.clone(),
+        };
+        let builder = ChannelTxBuilder::new(funding, tx)?;
         Ok(Channel { params, builder })
     }
 
@@ -62,7 +108,26 @@ impl Channel {
 
     /// Returns the ladder.
     pub fn ladder(&self) -> &LockTimeLadder {
-        &self.params.ladder
+        &self.params.terms.ladder
+    }
+
+    /// Fails unless this channel was built from `terms` and, where given, the payee's `key`
+    /// and `script`: a restored state must agree with itself.
+    pub(crate) fn check_built_from(
+        &self,
+        terms: &ChannelTerms,
+        payee: Option<(&PublicKey, &ScriptBuf)>,
+    ) -> Result<(), ChannelError> {
+        let p = &self.params;
+        if &p.terms != terms {
+            return Err(ChannelError::InconsistentState { field: "terms" });
+        }
+        match payee {
+            Some((key, script)) if (&p.payee_key, &p.payee_script) != (key, script) => {
+                Err(ChannelError::InconsistentState { field: "payee" })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Signs `tx` with `signer`.
@@ -127,15 +192,6 @@ impl TryFrom<ChannelParams> for Channel {
 impl From<Channel> for ChannelParams {
     fn from(channel: Channel) -> Self {
         channel.params
-    }
-}
-
-/// Fails with the name of the first check that does not hold: used when restoring a state whose
-/// top-level terms must agree with its channel's parameters.
-pub(crate) fn check_consistent(checks: &[(&'static str, bool)]) -> Result<(), ChannelError> {
-    match checks.iter().find(|(_, holds)| !holds) {
-        Some((field, _)) => Err(ChannelError::InconsistentState { field }),
-        None => Ok(()),
     }
 }
 

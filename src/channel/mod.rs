@@ -28,7 +28,9 @@ mod payee;
 mod payer;
 
 pub use error::{ChannelError, TxKind};
-pub use funded::{Channel, ChannelParams, FundedChannel, SettlementSigs, SignedUpdate};
+pub use funded::{
+    Channel, ChannelParams, ChannelTerms, FundedChannel, SettlementSigs, SignedUpdate,
+};
 pub use payee::{Payee, PayeeConfig, PayeeStage, PayeeState};
 pub use payer::{Payer, PayerConfig, PayerFunded, PayerStage, PayerState, PendingUpdate};
 

@@ -6,16 +6,14 @@ use bitcoin::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::funded::{check_consistent, check_id};
+use super::funded::check_id;
 use super::{
-    Action, Channel, ChannelError, ChannelParams, FundedChannel, SettlementSigs, SignedUpdate,
-    TxKind,
+    Action, ChannelError, ChannelTerms, FundedChannel, SettlementSigs, SignedUpdate, TxKind,
 };
 use crate::funding::FundingScript;
 use crate::keys::ChannelSigner;
 use crate::ladder::LockTimeLadder;
-use crate::tx::ChannelTxParams;
-use crate::wire::{self, ChannelId, Message};
+use crate::wire::{self, Message};
 
 /// The payee's policy for the channels it accepts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,25 +47,12 @@ pub enum PayeeStage {
 /// The payee's persisted state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PayeeState {
-    /// The channel's id.
-    pub channel_id: ChannelId,
-    /// The chain.
-    pub network: Network,
-    /// The capacity.
-    #[serde(with = "bitcoin::amount::serde::as_sat")]
-    pub capacity: Amount,
-    /// The fee rate.
-    pub feerate: FeeRate,
-    /// Refund locktime and step.
-    pub ladder: LockTimeLadder,
+    /// What the payer proposed.
+    pub terms: ChannelTerms,
     /// The payee's safety margin in blocks.
     pub margin: u32,
     /// Funding confirmations required.
     pub min_conf: u32,
-    /// The payer's funding key.
-    pub payer_key: PublicKey,
-    /// Where the payer's money goes.
-    pub payer_script: ScriptBuf,
     /// The payee's funding key.
     pub payee_key: PublicKey,
     /// Where the payee's money goes.
@@ -133,34 +118,23 @@ impl Payee {
         }
         let ladder = LockTimeLadder::new(open.refund_locktime, open.step)?;
         ladder.usable_locktime(1, tip, config.margin)?;
-        let capacity = Amount::from_sat(open.capacity_sat);
         let payee_key = signer.public_key();
         let payee_script = config.payout.script_pubkey();
-        // Checks the keys and that the capacity pays at least the refund.
-        Channel::new(ChannelParams {
+        let terms = ChannelTerms {
             channel_id: open.channel_id,
             network,
-            payer_key: open.payer_key,
-            payee_key,
-            ladder,
-            tx: ChannelTxParams {
-                funding_outpoint: OutPoint::null(),
-                capacity,
-                feerate,
-                payer_script: payer_address.script_pubkey(),
-                payee_script: payee_script.clone(),
-            },
-        })?;
-        let state = PayeeState {
-            channel_id: open.channel_id,
-            network,
-            capacity,
+            capacity: Amount::from_sat(open.capacity_sat),
             feerate,
             ladder,
-            margin: config.margin,
-            min_conf: config.min_conf,
             payer_key: open.payer_key,
             payer_script: payer_address.script_pubkey(),
+        };
+        // Checks the keys, and the capacity against the fees and dust limits.
+        terms.channel(payee_key, payee_script.clone(), OutPoint::null())?;
+        let state = PayeeState {
+            terms,
+            margin: config.margin,
+            min_conf: config.min_conf,
             payee_key,
             payee_script,
             stage: PayeeStage::AwaitingFunding,
@@ -183,18 +157,8 @@ impl Payee {
             return Err(ChannelError::SignerMismatch);
         }
         if let PayeeStage::Funded(f) = &state.stage {
-            let p = f.channel.params();
-            check_consistent(&[
-                ("channel_id", p.channel_id == state.channel_id),
-                ("network", p.network == state.network),
-                ("payer_key", p.payer_key == state.payer_key),
-                ("payee_key", p.payee_key == state.payee_key),
-                ("ladder", p.ladder == state.ladder),
-                ("capacity", p.tx.capacity == state.capacity),
-                ("feerate", p.tx.feerate == state.feerate),
-                ("payer_script", p.tx.payer_script == state.payer_script),
-                ("payee_script", p.tx.payee_script == state.payee_script),
-            ])?;
+            let payee = (&state.payee_key, &state.payee_script);
+            f.channel.check_built_from(&state.terms, Some(payee))?;
         }
         Ok(Payee { signer, state })
     }
@@ -232,7 +196,7 @@ impl Payee {
     /// # Errors
     /// Any [`ChannelError`]; the state is then unchanged.
     pub fn handle_message(&mut self, msg: &Message, tip: u32) -> Result<Vec<Action>, ChannelError> {
-        check_id(self.state.channel_id, msg.channel_id())?;
+        check_id(self.state.terms.channel_id, msg.channel_id())?;
         match msg {
             Message::FundingCreated(m) => self.on_funding_created(m),
             Message::Pay(m) => self.on_pay(m, tip),
@@ -261,7 +225,7 @@ impl Payee {
         confirmations: u32,
     ) -> Result<Vec<Action>, ChannelError> {
         let min_conf = self.state.min_conf;
-        let channel_id = self.state.channel_id;
+        let channel_id = self.state.terms.channel_id;
         let f = self.funded().ok_or_else(|| self.unexpected("funding confirmation"))?;
         let builder = f.channel.builder();
         let expected = builder.params().funding_outpoint;
@@ -289,7 +253,7 @@ impl Payee {
     /// [`ChannelError::Unexpected`] unless the channel is open.
     pub fn request_close(&self) -> Result<Vec<Action>, ChannelError> {
         self.open_channel("shutdown")?;
-        let msg = Message::Shutdown(wire::Shutdown { channel_id: self.state.channel_id });
+        let msg = Message::Shutdown(wire::Shutdown { channel_id: self.state.terms.channel_id });
         Ok(vec![Action::Send(msg)])
     }
 
@@ -305,13 +269,13 @@ impl Payee {
             .ok()
             .and_then(|v| m.funding_tx.output.get(v))
             .ok_or(ChannelError::FundingOutputMissing { vout: m.vout })?;
-        let funding = FundingScript::new(s.payer_key, s.payee_key)?;
+        let funding = FundingScript::new(s.terms.payer_key, s.payee_key)?;
         if &out.script_pubkey != funding.script_pubkey() {
             return Err(ChannelError::FundingScriptMismatch);
         }
-        if out.value != s.capacity {
+        if out.value != s.terms.capacity {
             return Err(ChannelError::FundingValueMismatch {
-                expected: s.capacity,
+                expected: s.terms.capacity,
                 got: out.value,
             });
         }
@@ -320,24 +284,12 @@ impl Payee {
             // the payer: say so now rather than let it fund.
             return Err(ChannelError::FundingNotSegwit { index });
         }
-        let channel = Channel::new(ChannelParams {
-            channel_id: s.channel_id,
-            network: s.network,
-            payer_key: s.payer_key,
-            payee_key: s.payee_key,
-            ladder: s.ladder,
-            tx: ChannelTxParams {
-                funding_outpoint: OutPoint::new(m.funding_tx.compute_txid(), m.vout),
-                capacity: s.capacity,
-                feerate: s.feerate,
-                payer_script: s.payer_script.clone(),
-                payee_script: s.payee_script.clone(),
-            },
-        })?;
-        let refund = channel.builder().refund(s.ladder.refund())?;
+        let outpoint = OutPoint::new(m.funding_tx.compute_txid(), m.vout);
+        let channel = s.terms.channel(s.payee_key, s.payee_script.clone(), outpoint)?;
+        let refund = channel.builder().refund(s.terms.ladder.refund())?;
         let sig = channel.sign(&self.signer, &refund)?;
         let msg = Message::RefundSigned(wire::RefundSigned {
-            channel_id: s.channel_id,
+            channel_id: s.terms.channel_id,
             signature: sig.into(),
         });
         self.state.stage = PayeeStage::Funded(FundedChannel::new(channel));
@@ -353,7 +305,7 @@ impl Payee {
         let paid = Amount::from_sat(m.paid_total_sat);
         let tx = f.next_commitment(m.update, paid, m.locktime, tip, self.state.margin)?;
         let channel = &f.channel;
-        let payer_key = channel.params().payer_key;
+        let payer_key = channel.params().terms.payer_key;
         let kind = TxKind::Commitment(m.update);
         let (payer_sig, payee_sig) =
             channel.countersign(&self.signer, kind, &tx, &m.signature, &payer_key)?;
@@ -361,7 +313,7 @@ impl Payee {
             SignedUpdate { number: m.update, paid, locktime: m.locktime, payer_sig, payee_sig };
         self.funded_mut().latest = Some(update);
         let ack = Message::PayAck(wire::PayAck {
-            channel_id: self.state.channel_id,
+            channel_id: self.state.terms.channel_id,
             update: m.update,
             signature: payee_sig.into(),
         });
@@ -376,7 +328,7 @@ impl Payee {
             }) {
                 // Already settled with exactly this: acknowledge again, change nothing.
                 let ack = Message::ClosingAck(wire::ClosingAck {
-                    channel_id: self.state.channel_id,
+                    channel_id: self.state.terms.channel_id,
                     signature: s.payee_sig.into(),
                 });
                 return Ok(vec![Action::Send(ack)]);
@@ -390,7 +342,7 @@ impl Payee {
         }
         let channel = &f.channel;
         let tx = channel.builder().settlement(expected)?;
-        let payer_key = channel.params().payer_key;
+        let payer_key = channel.params().terms.payer_key;
         let kind = TxKind::Settlement;
         let (payer_sig, payee_sig) =
             channel.countersign(&self.signer, kind, &tx, &m.signature, &payer_key)?;
@@ -398,7 +350,7 @@ impl Payee {
         self.funded_mut().settlement =
             Some(SettlementSigs { paid: expected, payer_sig, payee_sig });
         let ack = Message::ClosingAck(wire::ClosingAck {
-            channel_id: self.state.channel_id,
+            channel_id: self.state.terms.channel_id,
             signature: payee_sig.into(),
         });
         Ok(vec![Action::Persist, Action::Broadcast(signed), Action::Send(ack)])
@@ -413,7 +365,7 @@ impl Payee {
             && latest.payer_sig.to_vec() == m.signature.0;
         same.then(|| {
             Message::PayAck(wire::PayAck {
-                channel_id: self.state.channel_id,
+                channel_id: self.state.terms.channel_id,
                 update: latest.number,
                 signature: latest.payee_sig.into(),
             })

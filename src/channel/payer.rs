@@ -5,15 +5,14 @@ use bitcoin::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::funded::{check_consistent, check_id};
+use super::funded::check_id;
 use super::{
-    Action, Channel, ChannelError, ChannelParams, FundedChannel, SettlementSigs, SignedUpdate,
+    Action, Channel, ChannelError, ChannelTerms, FundedChannel, SettlementSigs, SignedUpdate,
     TxKind,
 };
 use crate::funding::FundingScript;
 use crate::keys::ChannelSigner;
 use crate::ladder::LockTimeLadder;
-use crate::tx::ChannelTxParams;
 use crate::wire::{self, ChannelId, Message, RawSignature};
 
 /// What the payer chooses when opening a channel.
@@ -106,23 +105,10 @@ impl PayerStage {
 /// The payer's persisted state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PayerState {
-    /// The channel's id.
-    pub channel_id: ChannelId,
-    /// The chain.
-    pub network: Network,
-    /// The capacity.
-    #[serde(with = "bitcoin::amount::serde::as_sat")]
-    pub capacity: Amount,
-    /// The fee rate.
-    pub feerate: FeeRate,
-    /// Refund locktime and step.
-    pub ladder: LockTimeLadder,
+    /// What the payer proposed.
+    pub terms: ChannelTerms,
     /// The payer's safety margin in blocks.
     pub margin: u32,
-    /// The payer's funding key.
-    pub payer_key: PublicKey,
-    /// Where the payer's money goes.
-    pub payer_script: ScriptBuf,
     /// Where the channel is.
     pub stage: PayerStage,
 }
@@ -159,16 +145,14 @@ impl Payer {
         let feerate_sat_per_vb = config.feerate_sat_per_vb;
         let feerate = FeeRate::from_sat_per_vb(feerate_sat_per_vb)
             .ok_or(ChannelError::Tx(crate::tx::TxError::Overflow))?;
-        let state = PayerState {
+        let terms = ChannelTerms {
             channel_id,
             network: config.network,
             capacity: config.capacity,
             feerate,
             ladder,
-            margin: config.margin,
             payer_key: signer.public_key(),
             payer_script: config.payout.script_pubkey(),
-            stage: PayerStage::AwaitingAccept,
         };
         let open = Message::OpenChannel(wire::OpenChannel {
             channel_id,
@@ -177,9 +161,10 @@ impl Payer {
             feerate_sat_per_vb,
             refund_locktime: ladder.refund(),
             step: ladder.step(),
-            payer_key: state.payer_key,
+            payer_key: terms.payer_key,
             payer_address: config.payout.as_unchecked().clone(),
         });
+        let state = PayerState { terms, margin: config.margin, stage: PayerStage::AwaitingAccept };
         Ok((Payer { signer, state }, vec![Action::Persist, Action::Send(open)]))
     }
 
@@ -189,25 +174,15 @@ impl Payer {
     /// [`ChannelError::SignerMismatch`] if `signer` does not hold the channel's key,
     /// [`ChannelError::InconsistentState`] if the state contradicts itself.
     pub fn restore(signer: ChannelSigner, state: PayerState) -> Result<Payer, ChannelError> {
-        if signer.public_key() != state.payer_key {
+        if signer.public_key() != state.terms.payer_key {
             return Err(ChannelError::SignerMismatch);
         }
-        let channel = match &state.stage {
-            PayerStage::AwaitingRefund { channel, .. } => Some(channel),
-            PayerStage::Funded(f) => Some(&f.funded.channel),
-            PayerStage::AwaitingAccept | PayerStage::AwaitingFunding { .. } => None,
-        };
-        if let Some(channel) = channel {
-            let p = channel.params();
-            check_consistent(&[
-                ("channel_id", p.channel_id == state.channel_id),
-                ("network", p.network == state.network),
-                ("payer_key", p.payer_key == state.payer_key),
-                ("ladder", p.ladder == state.ladder),
-                ("capacity", p.tx.capacity == state.capacity),
-                ("feerate", p.tx.feerate == state.feerate),
-                ("payer_script", p.tx.payer_script == state.payer_script),
-            ])?;
+        match &state.stage {
+            PayerStage::AwaitingRefund { channel, .. } => {
+                channel.check_built_from(&state.terms, None)?
+            }
+            PayerStage::Funded(f) => f.funded.channel.check_built_from(&state.terms, None)?,
+            PayerStage::AwaitingAccept | PayerStage::AwaitingFunding { .. } => {}
         }
         Ok(Payer { signer, state })
     }
@@ -235,7 +210,7 @@ impl Payer {
     /// # Errors
     /// Any [`ChannelError`]; the state is then unchanged.
     pub fn handle_message(&mut self, msg: &Message) -> Result<Vec<Action>, ChannelError> {
-        check_id(self.state.channel_id, msg.channel_id())?;
+        check_id(self.state.terms.channel_id, msg.channel_id())?;
         match msg {
             Message::AcceptChannel(m) => self.on_accept(m),
             Message::RefundSigned(m) => self.on_refund_signed(&m.signature),
@@ -261,7 +236,7 @@ impl Payer {
         if let Some(index) = funding_tx.input.iter().position(|i| !i.script_sig.is_empty()) {
             return Err(ChannelError::FundingNotSegwit { index });
         }
-        let funding = FundingScript::new(self.state.payer_key, *payee_key)?;
+        let funding = FundingScript::new(self.state.terms.payer_key, *payee_key)?;
         let mut paying = funding_tx
             .output
             .iter()
@@ -271,34 +246,22 @@ impl Payer {
         if paying.next().is_some() {
             return Err(ChannelError::FundingAmbiguous);
         }
-        if out.value != self.state.capacity {
+        if out.value != self.state.terms.capacity {
             return Err(ChannelError::FundingValueMismatch {
-                expected: self.state.capacity,
+                expected: self.state.terms.capacity,
                 got: out.value,
             });
         }
         let vout = u32::try_from(vout)
             .map_err(|_| ChannelError::FundingOutputMissing { vout: u32::MAX })?;
-        let channel = Channel::new(ChannelParams {
-            channel_id: self.state.channel_id,
-            network: self.state.network,
-            payer_key: self.state.payer_key,
-            payee_key: *payee_key,
-            ladder: self.state.ladder,
-            tx: ChannelTxParams {
-                funding_outpoint: OutPoint::new(funding_tx.compute_txid(), vout),
-                capacity: self.state.capacity,
-                feerate: self.state.feerate,
-                payer_script: self.state.payer_script.clone(),
-                payee_script: payee_script.clone(),
-            },
-        })?;
+        let outpoint = OutPoint::new(funding_tx.compute_txid(), vout);
+        let channel = self.state.terms.channel(*payee_key, payee_script.clone(), outpoint)?;
         // The payee gets the transaction without witnesses: enough to check the output and learn
         // the txid, not enough to broadcast it and hold the payer's coins hostage.
         let mut unsigned = funding_tx.clone();
         unsigned.input.iter_mut().for_each(|i| i.witness.clear());
         let msg = Message::FundingCreated(wire::FundingCreated {
-            channel_id: self.state.channel_id,
+            channel_id: self.state.terms.channel_id,
             funding_tx: unsigned,
             vout,
         });
@@ -333,7 +296,7 @@ impl Payer {
         let tx = f.funded.next_commitment(number, total, locktime, tip, margin)?;
         let payer_sig = f.funded.channel.sign(&self.signer, &tx)?;
         let msg = Message::Pay(wire::Pay {
-            channel_id: self.state.channel_id,
+            channel_id: self.state.terms.channel_id,
             update: number,
             paid_total_sat: total.to_sat(),
             locktime,
@@ -357,7 +320,7 @@ impl Payer {
         let tx = f.funded.channel.builder().settlement(paid)?;
         let sig = f.funded.channel.sign(&self.signer, &tx)?;
         let msg = Message::ClosingSigned(wire::ClosingSigned {
-            channel_id: self.state.channel_id,
+            channel_id: self.state.terms.channel_id,
             paid_total_sat: paid.to_sat(),
             signature: sig.into(),
         });
@@ -372,7 +335,7 @@ impl Payer {
     /// Returns no action when nothing is waiting.
     pub fn resend_pending(&self) -> Vec<Action> {
         let Some(f) = self.funded() else { return Vec::new() };
-        let channel_id = self.state.channel_id;
+        let channel_id = self.state.terms.channel_id;
         let msg = if let Some(p) = &f.pending {
             Message::Pay(wire::Pay {
                 channel_id,
@@ -409,35 +372,22 @@ impl Payer {
         if !matches!(self.state.stage, PayerStage::AwaitingAccept) {
             return Err(self.unexpected("accept_channel"));
         }
-        let network = self.state.network;
+        let network = self.state.terms.network;
         let payee_address = m.payee_address.clone().require_network(network).map_err(|_| {
             ChannelError::WrongNetwork {
                 expected: network,
                 got: m.payee_address.clone().assume_checked().to_string(),
             }
         })?;
-        let funding = FundingScript::new(self.state.payer_key, m.payee_key)?;
-        // Check the capacity against the refund's fee now rather than after funding.
-        Channel::new(ChannelParams {
-            channel_id: self.state.channel_id,
-            network,
-            payer_key: self.state.payer_key,
-            payee_key: m.payee_key,
-            ladder: self.state.ladder,
-            tx: ChannelTxParams {
-                funding_outpoint: OutPoint::null(),
-                capacity: self.state.capacity,
-                feerate: self.state.feerate,
-                payer_script: self.state.payer_script.clone(),
-                payee_script: payee_address.script_pubkey(),
-            },
-        })?;
-        let action =
-            Action::FundChannel { address: funding.address(network), amount: self.state.capacity };
-        self.state.stage = PayerStage::AwaitingFunding {
-            payee_key: m.payee_key,
-            payee_script: payee_address.script_pubkey(),
+        let funding = FundingScript::new(self.state.terms.payer_key, m.payee_key)?;
+        // Check the capacity against the fees and dust now rather than after funding.
+        let payee_script = payee_address.script_pubkey();
+        self.state.terms.channel(m.payee_key, payee_script.clone(), OutPoint::null())?;
+        let action = Action::FundChannel {
+            address: funding.address(network),
+            amount: self.state.terms.capacity,
         };
+        self.state.stage = PayerStage::AwaitingFunding { payee_key: m.payee_key, payee_script };
         Ok(vec![Action::Persist, action])
     }
 
