@@ -139,17 +139,17 @@ impl Channel {
         Ok(signer.sign(self.builder.sighash(tx)?))
     }
 
-    /// Parses `raw` and checks it is `key`'s signature over our own copy `tx`.
+    /// Parses `raw` and checks it is the other party's signature over our own copy `tx`
+    /// (the other party being whichever of payer and payee `signer` is not).
     pub(crate) fn check_signature(
         &self,
         signer: &ChannelSigner,
         kind: TxKind,
         tx: &Transaction,
         raw: &RawSignature,
-        key: &PublicKey,
     ) -> Result<ecdsa::Signature, ChannelError> {
         let sighash = self.builder.sighash(tx)?;
-        verify_raw(signer, kind, sighash, raw, key)
+        verify_raw(signer, kind, sighash, raw, &self.peer_key(signer))
     }
 
     /// Checks `raw` as [`Channel::check_signature`] does, then signs the same transaction with
@@ -160,11 +160,20 @@ impl Channel {
         kind: TxKind,
         tx: &Transaction,
         raw: &RawSignature,
-        key: &PublicKey,
     ) -> Result<(ecdsa::Signature, ecdsa::Signature), ChannelError> {
         let sighash = self.builder.sighash(tx)?;
-        let theirs = verify_raw(signer, kind, sighash, raw, key)?;
+        let theirs = verify_raw(signer, kind, sighash, raw, &self.peer_key(signer))?;
         Ok((theirs, signer.sign(sighash)))
+    }
+
+    /// The key of the party `signer` is not.
+    fn peer_key(&self, signer: &ChannelSigner) -> PublicKey {
+        let payer = self.params.terms.payer_key;
+        if signer.public_key() == payer {
+            self.params.payee_key
+        } else {
+            payer
+        }
     }
 }
 

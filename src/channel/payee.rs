@@ -305,10 +305,8 @@ impl Payee {
         let paid = Amount::from_sat(m.paid_total_sat);
         let tx = f.next_commitment(m.update, paid, m.locktime, tip, self.state.margin)?;
         let channel = &f.channel;
-        let payer_key = channel.params().terms.payer_key;
         let kind = TxKind::Commitment(m.update);
-        let (payer_sig, payee_sig) =
-            channel.countersign(&self.signer, kind, &tx, &m.signature, &payer_key)?;
+        let (payer_sig, payee_sig) = channel.countersign(&self.signer, kind, &tx, &m.signature)?;
         let update =
             SignedUpdate { number: m.update, paid, locktime: m.locktime, payer_sig, payee_sig };
         self.funded_mut().latest = Some(update);
@@ -342,10 +340,8 @@ impl Payee {
         }
         let channel = &f.channel;
         let tx = channel.builder().settlement(expected)?;
-        let payer_key = channel.params().terms.payer_key;
         let kind = TxKind::Settlement;
-        let (payer_sig, payee_sig) =
-            channel.countersign(&self.signer, kind, &tx, &m.signature, &payer_key)?;
+        let (payer_sig, payee_sig) = channel.countersign(&self.signer, kind, &tx, &m.signature)?;
         let signed = channel.builder().finalize(tx, payer_sig, payee_sig)?;
         self.funded_mut().settlement =
             Some(SettlementSigs { paid: expected, payer_sig, payee_sig });

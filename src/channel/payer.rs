@@ -396,9 +396,8 @@ impl Payer {
             return Err(self.unexpected("refund_signed"));
         };
         let refund = channel.builder().refund(channel.ladder().refund())?;
-        let payee_key = channel.params().payee_key;
         let refund_payee_sig =
-            channel.check_signature(&self.signer, TxKind::Refund, &refund, sig, &payee_key)?;
+            channel.check_signature(&self.signer, TxKind::Refund, &refund, sig)?;
         let funding_tx = funding_tx.clone();
         let funded = PayerFunded {
             funded: FundedChannel::new(channel.clone()),
@@ -429,14 +428,8 @@ impl Payer {
         }
         let channel = &f.funded.channel;
         let tx = channel.builder().commitment(pending.paid, pending.locktime)?;
-        let payee_key = channel.params().payee_key;
-        let payee_sig = channel.check_signature(
-            &self.signer,
-            TxKind::Commitment(update),
-            &tx,
-            sig,
-            &payee_key,
-        )?;
+        let payee_sig =
+            channel.check_signature(&self.signer, TxKind::Commitment(update), &tx, sig)?;
         let f = self.funded_mut();
         let pending = f.pending.take().expect("checked above");
         f.funded.latest = Some(SignedUpdate {
@@ -457,9 +450,7 @@ impl Payer {
         let channel = &f.funded.channel;
         let paid = f.funded.paid();
         let tx = channel.builder().settlement(paid)?;
-        let payee_key = channel.params().payee_key;
-        let payee_sig =
-            channel.check_signature(&self.signer, TxKind::Settlement, &tx, sig, &payee_key)?;
+        let payee_sig = channel.check_signature(&self.signer, TxKind::Settlement, &tx, sig)?;
         self.funded_mut().funded.settlement = Some(SettlementSigs { paid, payer_sig, payee_sig });
         Ok(vec![Action::Persist])
     }
