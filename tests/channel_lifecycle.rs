@@ -269,3 +269,44 @@ fn lost_messages_are_recovered_by_resending() {
     route(pair.payer.handle_message(&ack_again[0]).unwrap(), &mut pair.out);
     assert!(pair.payer.funded().unwrap().funded.settlement.is_some());
 }
+
+#[test]
+fn payee_asks_to_settle_near_the_end_and_broadcasts_the_newest_commitment_once_final() {
+    use paychan::channel::Action;
+    let mut pair = Pair::open(sat(100_000));
+    pair.pay(sat(1000)).unwrap();
+    pair.pay(sat(1000)).unwrap();
+    let newest = pair.payee.newest_commitment().unwrap().unwrap();
+    let l2 = TIP + LIFETIME - 2 * STEP;
+    let l3 = l2 - STEP;
+    let shutdown = Action::Send(Message::Shutdown(paychan::wire::Shutdown {
+        channel_id: paychan::wire::ChannelId([7; 32]),
+    }));
+    // Far from the end: nothing to do.
+    assert_eq!(pair.payee.tip_changed(TIP).unwrap(), vec![]);
+    assert_eq!(pair.payee.tip_changed(l3 - MARGIN - 1).unwrap(), vec![]);
+    // The next rung is inside the margin: ask the payer to settle; nothing is final yet.
+    assert_eq!(pair.payee.tip_changed(l3 - MARGIN).unwrap(), vec![shutdown.clone()]);
+    assert_eq!(pair.payee.tip_changed(l2 - 1).unwrap(), vec![shutdown.clone()]);
+    // The newest commitment is final: broadcast it (and keep asking).
+    assert_eq!(pair.payee.tip_changed(l2).unwrap(), vec![Action::Broadcast(newest), shutdown]);
+    // Settled: nothing more to do on any tip.
+    pair.close();
+    assert_eq!(pair.payee.tip_changed(l2 + 100).unwrap(), vec![]);
+}
+
+#[test]
+fn payer_broadcasts_the_refund_at_r_unless_settled() {
+    let mut pair = Pair::open(sat(100_000));
+    pair.pay(sat(1000)).unwrap();
+    let r = TIP + LIFETIME;
+    assert_eq!(pair.payer.tip_changed(r - 1).unwrap(), vec![]);
+    let refund = pair.payer.refund_tx().unwrap();
+    assert_eq!(refund.lock_time.to_consensus_u32(), r);
+    assert_eq!(
+        pair.payer.tip_changed(r).unwrap(),
+        vec![paychan::channel::Action::Broadcast(refund)]
+    );
+    pair.close();
+    assert_eq!(pair.payer.tip_changed(r).unwrap(), vec![]);
+}

@@ -82,6 +82,9 @@ pub enum ChannelError {
         /// The index given.
         vout: u32,
     },
+    /// No output of the funding transaction (at a usable index) pays the channel's script.
+    #[error("funding transaction pays nothing to the channel script")]
+    FundingNotPaid,
     /// The funding output does not pay the channel's 2-of-2 script.
     #[error("funding output pays the wrong script")]
     FundingScriptMismatch,

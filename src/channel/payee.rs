@@ -247,6 +247,34 @@ impl Payee {
         Ok(vec![Action::Persist, Action::Send(msg)])
     }
 
+    /// Tells the payee the chain tip is now `tip` (call it on every new block) and returns what
+    /// that calls for. Changes no state.
+    ///
+    /// - The newest commitment is final (`tip >= L_k`) and the channel is not settled: broadcast
+    ///   it. The payer has not settled in time and may have vanished; every block of delay brings
+    ///   the older, cheaper commitments closer to final. Repeating the broadcast is harmless.
+    /// - The next payment would fall inside the margin: ask the payer to settle (`shutdown`).
+    ///
+    /// # Errors
+    /// [`ChannelError::Tx`] if the commitment cannot be rebuilt (corrupted state).
+    pub fn tip_changed(&self, tip: u32) -> Result<Vec<Action>, ChannelError> {
+        let Some(f) = self.funded().filter(|f| f.ready && f.settlement.is_none()) else {
+            return Ok(Vec::new());
+        };
+        let mut actions = Vec::new();
+        if f.latest.as_ref().is_some_and(|u| tip >= u.locktime) {
+            if let Some(tx) = f.newest_commitment()? {
+                actions.push(Action::Broadcast(tx));
+            }
+        }
+        let next = f.update_number().saturating_add(1);
+        if f.channel.ladder().usable_locktime(next, tip, self.state.margin).is_err() {
+            let channel_id = self.state.terms.channel_id;
+            actions.push(Action::Send(Message::Shutdown(wire::Shutdown { channel_id })));
+        }
+        Ok(actions)
+    }
+
     /// Asks the payer to settle (e.g. when the ladder nears its end).
     ///
     /// # Errors

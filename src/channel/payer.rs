@@ -227,7 +227,7 @@ impl Payer {
     /// after the refund signature has been checked.
     ///
     /// # Errors
-    /// [`ChannelError::FundingOutputMissing`], [`ChannelError::FundingAmbiguous`],
+    /// [`ChannelError::FundingNotPaid`], [`ChannelError::FundingAmbiguous`],
     /// [`ChannelError::FundingValueMismatch`] or [`ChannelError::FundingNotSegwit`].
     pub fn funding_signed(&mut self, funding_tx: Transaction) -> Result<Vec<Action>, ChannelError> {
         let PayerStage::AwaitingFunding { payee_key, payee_script } = &self.state.stage else {
@@ -242,7 +242,7 @@ impl Payer {
             .iter()
             .enumerate()
             .filter(|(_, o)| &o.script_pubkey == funding.script_pubkey());
-        let (vout, out) = paying.next().ok_or(ChannelError::FundingOutputMissing { vout: 0 })?;
+        let (vout, out) = paying.next().ok_or(ChannelError::FundingNotPaid)?;
         if paying.next().is_some() {
             return Err(ChannelError::FundingAmbiguous);
         }
@@ -252,8 +252,7 @@ impl Payer {
                 got: out.value,
             });
         }
-        let vout = u32::try_from(vout)
-            .map_err(|_| ChannelError::FundingOutputMissing { vout: u32::MAX })?;
+        let vout = u32::try_from(vout).map_err(|_| ChannelError::FundingNotPaid)?;
         let outpoint = OutPoint::new(funding_tx.compute_txid(), vout);
         let channel = self.state.terms.channel(*payee_key, payee_script.clone(), outpoint)?;
         // The payee gets the transaction without witnesses: enough to check the output and learn
@@ -354,6 +353,22 @@ impl Payer {
             return Vec::new();
         };
         vec![Action::Send(msg)]
+    }
+
+    /// Tells the payer the chain tip is now `tip` (call it on every new block) and returns what
+    /// that calls for: once `tip >= R` with the channel not settled, broadcast the refund (the
+    /// payee has not closed; if a commitment already spent the funding, the node refuses the
+    /// refund and nothing is lost). Changes no state.
+    ///
+    /// # Errors
+    /// [`ChannelError::Tx`] if the refund cannot be rebuilt (corrupted state).
+    pub fn tip_changed(&self, tip: u32) -> Result<Vec<Action>, ChannelError> {
+        match self.funded() {
+            Some(f) if f.funded.settlement.is_none() && tip >= self.state.terms.ladder.refund() => {
+                Ok(vec![Action::Broadcast(self.refund_tx()?)])
+            }
+            _ => Ok(Vec::new()),
+        }
     }
 
     /// Returns the refund with both signatures, to broadcast once the tip reaches `R`.

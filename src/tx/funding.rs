@@ -58,17 +58,21 @@ pub fn build_funding(
         .iter()
         .try_fold(Amount::ZERO, |sum, i| sum.checked_add(i.txout.value))
         .ok_or(TxError::Overflow)?;
-    let weight = predict_weight(
-        inputs.iter().map(|i| i.weight),
-        [funding_script.len(), change_script.len()],
-    );
-    let fee = fee_for_weight(feerate, weight).ok_or(TxError::Overflow)?;
-    let needed = capacity.checked_add(fee).ok_or(TxError::Overflow)?;
-    let change =
-        available.checked_sub(needed).ok_or(TxError::InsufficientFunds { available, needed })?;
-
+    // The fee of the signed transaction, with and without the change output.
+    let fee = |scripts: &[&Script]| {
+        let weight =
+            predict_weight(inputs.iter().map(|i| i.weight), scripts.iter().map(|s| s.len()));
+        fee_for_weight(feerate, weight).ok_or(TxError::Overflow)
+    };
+    let needed = capacity.checked_add(fee(&[funding_script])?).ok_or(TxError::Overflow)?;
+    if available < needed {
+        return Err(TxError::InsufficientFunds { available, needed });
+    }
     let mut output = vec![TxOut { value: capacity, script_pubkey: funding_script.to_owned() }];
-    // Dust change is left to the miners rather than creating an unspendable output.
+    let with_change = capacity.checked_add(fee(&[funding_script, change_script])?);
+    let change = with_change.and_then(|n| available.checked_sub(n)).unwrap_or(Amount::ZERO);
+    // Change below the dust limit is left to the miners rather than creating an output nobody
+    // would spend.
     if !is_dust(change, change_script) {
         output.push(TxOut { value: change, script_pubkey: change_script.to_owned() });
     }
@@ -156,6 +160,40 @@ mod tests {
         assert_eq!(tx.compute_txid(), txid_before);
         let fee = prev.value - tx.output.iter().map(|o| o.value).sum::<Amount>();
         assert!(fee >= fee_for_weight(feerate, tx.weight()).unwrap());
+    }
+
+    #[test]
+    fn dust_change_is_left_to_the_fee() {
+        let signer = ChannelSigner::from_slice(&[3; 32]).unwrap();
+        let feerate = FeeRate::from_sat_per_vb(1).unwrap();
+        let outpoint = OutPoint::new(Txid::all_zeros(), 0);
+        let build = |sat| {
+            let prev = coin(&signer, sat);
+            let (tx, _) = build_funding(
+                &[FundingInput::p2wpkh(outpoint, &prev)],
+                &funding_script(),
+                Amount::from_sat(100_000),
+                &prev.script_pubkey,
+                feerate,
+            )
+            .unwrap();
+            tx
+        };
+        // Find the smallest coin that still gets a change output; one sat less gets none.
+        let mut sat = 100_122; // capacity plus the fee without change at 1 sat/vB
+        assert_eq!(build(sat).output.len(), 1);
+        while build(sat).output.len() == 1 {
+            sat += 1;
+        }
+        let with_change = build(sat);
+        assert_eq!(with_change.output[1].value, Amount::from_sat(294), "P2WPKH dust limit");
+        let without = build(sat - 1);
+        assert_eq!(without.output.len(), 1);
+        // Without change the fee is everything above the capacity, at least the rate.
+        let fee = Amount::from_sat(sat - 1) - Amount::from_sat(100_000);
+        let mut signed = without.clone();
+        sign_p2wpkh_input(&mut signed, 0, &coin(&signer, sat - 1), &signer).unwrap();
+        assert!(fee >= fee_for_weight(feerate, signed.weight()).unwrap());
     }
 
     #[test]

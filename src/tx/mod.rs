@@ -36,11 +36,13 @@ pub enum TxError {
     },
     /// The capacity does not cover the refund's fee and a non-dust output, or cannot pay the
     /// payee a non-dust amount.
-    #[error("capacity {capacity} is too small: the refund alone needs {needed}")]
+    #[error(
+        "capacity {capacity} is too small: covering the fees and the dust limits needs {needed}"
+    )]
     CapacityTooSmall {
         /// The channel capacity.
         capacity: Amount,
-        /// The least capacity that gives a refund output above dust.
+        /// The least capacity with a non-dust refund and room to pay the payee's dust limit.
         needed: Amount,
     },
     /// An amount or fee overflowed.
