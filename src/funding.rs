@@ -117,7 +117,7 @@ impl FundingScript {
     }
 
     /// Returns the largest weight a satisfying witness can add to a spending input, as miniscript
-    /// computes it (73-byte signatures assumed).
+    /// computes it: the largest low-S signatures, 72 bytes with the sighash byte.
     pub fn max_satisfaction_weight(&self) -> Weight {
         self.max_satisfaction_weight
     }

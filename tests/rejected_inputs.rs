@@ -110,7 +110,8 @@ fn open_outside_policy_is_refused() {
 
     let mut open = open_message();
     open.feerate_sat_per_vb = u64::MAX;
-    assert!(Payee::accept(&open, &payee_config(), signer(2), TIP).is_err());
+    let err = Payee::accept(&open, &payee_config(), signer(2), TIP).unwrap_err();
+    assert_eq!(err, ChannelError::Tx(TxError::Overflow));
 }
 
 #[test]
@@ -489,13 +490,10 @@ fn totals_below_the_payees_dust_limit_are_refused() {
     let err = pair.payer.pay(sat(100), TIP).unwrap_err();
     assert_eq!(err, ChannelError::Tx(TxError::PaymentBelowDust { paid: sat(100), dust: sat(294) }));
     assert_eq!(pair.payer.state(), &before);
-    // A payer that signs such a commitment anyway (its output would not exist) is refused.
-    let builder = pair.payee.funded().unwrap().channel.builder().clone();
-    let mut tx = builder.commitment(sat(294), rung(1)).unwrap();
-    tx.output.pop();
-    tx.output[0].value += sat(194);
-    let sig = signer(1).sign(builder.sighash(&tx).unwrap());
-    let err = payee_rejects(&mut pair, &pay_with(1, 100, rung(1), sig.into()));
+    // The payee refuses such a total before it looks at any signature: no transaction paying
+    // it 100 sat can exist.
+    let Message::Pay(genuine) = signed_pay(&pair, 1, 294, rung(1)) else { panic!() };
+    let err = payee_rejects(&mut pair, &pay_with(1, 100, rung(1), genuine.signature));
     assert!(matches!(err, ChannelError::Tx(TxError::PaymentBelowDust { .. })), "{err}");
 }
 
@@ -527,4 +525,76 @@ fn restoring_a_state_that_contradicts_itself_is_refused() {
     let broken = json.replace(&format!("\"step\":{STEP}"), "\"step\":0");
     assert_ne!(json, broken);
     assert!(serde_json::from_str::<paychan::channel::PayeeState>(&broken).is_err());
+}
+
+#[test]
+fn payer_refuses_bad_keys_and_signatures_from_the_payee() {
+    // accept_channel with the payer's own key, or an uncompressed key.
+    let mut out = Outbox::default();
+    let (mut payer, _) =
+        Payer::open(payer_config(sat(100_000)), signer(1), ChannelId([7; 32]), TIP).unwrap();
+    let (_, actions) = Payee::accept(&open_message(), &payee_config(), signer(2), TIP).unwrap();
+    let Message::AcceptChannel(good) = route(actions, &mut out).remove(0) else { panic!() };
+    let mut own_key = good.clone();
+    own_key.payee_key = signer(1).public_key();
+    let mut uncompressed = good.clone();
+    uncompressed.payee_key.compressed = false;
+    for bad in [own_key, uncompressed] {
+        let before = payer.state().clone();
+        let err = payer.handle_message(&Message::AcceptChannel(bad)).unwrap_err();
+        assert!(matches!(err, ChannelError::Funding(_)), "{err}");
+        assert_eq!(payer.state(), &before);
+    }
+
+    // refund_signed with the payee's genuine signature bytes but another sighash type.
+    let mut out = Outbox::default();
+    let (mut fresh, actions) =
+        Payer::open(payer_config(sat(100_000)), signer(1), ChannelId([7; 32]), TIP).unwrap();
+    let [Message::OpenChannel(open)] = &route(actions, &mut out)[..] else { panic!() };
+    let (mut payee, actions) = Payee::accept(open, &payee_config(), signer(2), TIP).unwrap();
+    route(fresh.handle_message(&route(actions, &mut out)[0]).unwrap(), &mut out);
+    let (address, amount) = out.fund_requests.pop().unwrap();
+    let created = route(fresh.funding_signed(fund(&address, amount)).unwrap(), &mut out).remove(0);
+    let Message::RefundSigned(mut refund) =
+        route(payee.handle_message(&created, TIP).unwrap(), &mut out).remove(0)
+    else {
+        panic!()
+    };
+    *refund.signature.0.last_mut().unwrap() = 0x81; // SIGHASH_ALL|ANYONECANPAY
+    let before = fresh.state().clone();
+    let err = fresh.handle_message(&Message::RefundSigned(refund)).unwrap_err();
+    assert!(matches!(
+        err,
+        ChannelError::Signature {
+            tx: paychan::channel::TxKind::Refund,
+            source: SignatureError::WrongSighashType { .. }
+        }
+    ));
+    assert_eq!(fresh.state(), &before);
+    assert!(out.broadcasts.is_empty());
+}
+
+#[test]
+fn payer_refuses_a_bad_settlement_signature() {
+    let mut pair = Pair::open(sat(100_000));
+    pair.pay(sat(4000)).unwrap();
+    let closing = route(pair.payer.close().unwrap(), &mut pair.out).remove(0);
+    let Message::ClosingAck(ack) =
+        route(pair.payee.handle_message(&closing, TIP).unwrap(), &mut pair.out).remove(0)
+    else {
+        panic!()
+    };
+    let mut wrong_type = ack.clone();
+    *wrong_type.signature.0.last_mut().unwrap() = 0x03; // SIGHASH_SINGLE
+    let mut wrong_tx = ack.clone();
+    wrong_tx.signature =
+        RawSignature(signer(2).sign(bitcoin::sighash::SegwitV0Sighash::all_zeros()).to_vec());
+    for bad in [wrong_type, wrong_tx] {
+        let err = payer_rejects(&mut pair, &Message::ClosingAck(bad));
+        assert!(
+            matches!(err, ChannelError::Signature { tx: paychan::channel::TxKind::Settlement, .. }),
+            "{err}"
+        );
+    }
+    pair.payer.handle_message(&Message::ClosingAck(ack)).unwrap();
 }

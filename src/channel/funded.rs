@@ -342,3 +342,73 @@ impl FundedChannel {
         Ok(Some(builder.finalize(tx, s.payer_sig, s.payee_sig)?))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bitcoin::hashes::Hash;
+
+    fn funded() -> (FundedChannel, ChannelSigner, ChannelSigner) {
+        let (payer, payee) = (
+            ChannelSigner::from_slice(&[1; 32]).unwrap(),
+            ChannelSigner::from_slice(&[2; 32]).unwrap(),
+        );
+        let script =
+            |s: &ChannelSigner| ScriptBuf::new_p2wpkh(&s.public_key().wpubkey_hash().unwrap());
+        let terms = ChannelTerms {
+            channel_id: ChannelId([7; 32]),
+            network: Network::Regtest,
+            capacity: Amount::from_sat(100_000),
+            feerate: FeeRate::from_sat_per_vb(1).unwrap(),
+            ladder: LockTimeLadder::new(1000, 10).unwrap(),
+            payer_key: payer.public_key(),
+            payer_script: script(&payer),
+        };
+        let outpoint = OutPoint::new(bitcoin::Txid::from_byte_array([1; 32]), 0);
+        let channel = terms.channel(payee.public_key(), script(&payee), outpoint).unwrap();
+        (FundedChannel::new(channel), payer, payee)
+    }
+
+    #[test]
+    fn a_new_channel_has_paid_nothing_and_stands_at_the_refund() {
+        let (f, _, _) = funded();
+        assert_eq!((f.paid(), f.update_number(), f.current_locktime()), (Amount::ZERO, 0, 1000));
+        assert_eq!(f.newest_commitment(), Ok(None));
+        assert_eq!(f.settlement_tx(), Ok(None));
+    }
+
+    #[test]
+    fn next_commitment_checks_in_order_and_builds_the_rung() {
+        let (mut f, payer, payee) = funded();
+        let sat = Amount::from_sat;
+        let tx = f.next_commitment(1, sat(500), 990, 900, 6).unwrap();
+        assert_eq!(tx.lock_time.to_consensus_u32(), 990);
+        assert_eq!(tx.output[1].value, sat(500));
+        let sighash = f.channel.builder().sighash(&tx).unwrap();
+        let (payer_sig, payee_sig) = (payer.sign(sighash), payee.sign(sighash));
+        f.latest =
+            Some(SignedUpdate { number: 1, paid: sat(500), locktime: 990, payer_sig, payee_sig });
+        assert_eq!(f.newest_commitment().unwrap().unwrap().input[0].witness.len(), 4);
+
+        let err =
+            |update, paid, locktime, tip| f.next_commitment(update, sat(paid), locktime, tip, 6);
+        assert_eq!(
+            err(3, 600, 970, 900),
+            Err(ChannelError::UnexpectedUpdate { expected: 2, got: 3 })
+        );
+        assert_eq!(
+            err(2, 500, 980, 900),
+            Err(ChannelError::PaidNotIncreasing { previous: sat(500), proposed: sat(500) })
+        );
+        assert_eq!(
+            err(2, 600, 990, 900),
+            Err(ChannelError::LockTimeNotDecreasing { previous: 990, proposed: 990 })
+        );
+        assert_eq!(
+            err(2, 600, 981, 900),
+            Err(ChannelError::LockTimeOffLadder { expected: 980, proposed: 981 })
+        );
+        assert!(matches!(err(2, 600, 980, 974), Err(ChannelError::Ladder(_))));
+        assert!(err(2, 600, 980, 973).is_ok());
+    }
+}
