@@ -11,9 +11,10 @@
 //! 4. **Settlement**: a final split with `nLockTime = 0`, broadcast at once.
 //!
 //! The core is sans-IO: [`channel::Payer`] and [`channel::Payee`] take messages
-//! ([`wire::Message`]) and chain facts (the tip height, funding confirmations) and return
-//! [`channel::Action`]s for the caller to carry out (persist, send, broadcast). Nothing in this
-//! crate opens a socket, a file or an RPC connection.
+//! ([`wire::Message`]) and chain facts (the tip height through `tip_changed`, the funding's
+//! confirmations through [`channel::Payee::funding_confirmed`]) and return [`channel::Action`]s
+//! for the caller to carry out (persist, send, broadcast). Nothing in this crate opens a socket, a
+//! file or an RPC connection.
 //!
 //! Every transaction a peer asks us to sign or accept is rebuilt locally from the channel
 //! parameters; only a signature travels, and it is checked against our own copy.
