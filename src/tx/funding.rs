@@ -139,20 +139,23 @@ mod tests {
         ScriptBuf::new_p2wsh(&bitcoin::WScriptHash::all_zeros())
     }
 
+    /// Funds 100,000 sat from `prev` (at a made-up outpoint), change back to `prev`'s script.
+    fn fund_from(prev: &TxOut, sat_per_vb: u64) -> Result<(Transaction, u32), TxError> {
+        build_funding(
+            &[FundingInput::p2wpkh(OutPoint::new(Txid::all_zeros(), 0), prev)],
+            &funding_script(),
+            Amount::from_sat(100_000),
+            &prev.script_pubkey,
+            FeeRate::from_sat_per_vb(sat_per_vb).unwrap(),
+        )
+    }
+
     #[test]
     fn pays_capacity_and_change_and_the_signed_weight_fits_the_fee() {
         let signer = ChannelSigner::from_slice(&[3; 32]).unwrap();
         let prev = coin(&signer, 200_000);
-        let outpoint = OutPoint::new(Txid::all_zeros(), 0);
         let feerate = FeeRate::from_sat_per_vb(2).unwrap();
-        let (mut tx, vout) = build_funding(
-            &[FundingInput::p2wpkh(outpoint, &prev)],
-            &funding_script(),
-            Amount::from_sat(100_000),
-            &prev.script_pubkey,
-            feerate,
-        )
-        .unwrap();
+        let (mut tx, vout) = fund_from(&prev, 2).unwrap();
         assert_eq!(tx.output[vout as usize].value, Amount::from_sat(100_000));
         let txid_before = tx.compute_txid();
         sign_p2wpkh_input(&mut tx, 0, &prev, &signer).unwrap();
@@ -166,19 +169,7 @@ mod tests {
     fn dust_change_is_left_to_the_fee() {
         let signer = ChannelSigner::from_slice(&[3; 32]).unwrap();
         let feerate = FeeRate::from_sat_per_vb(1).unwrap();
-        let outpoint = OutPoint::new(Txid::all_zeros(), 0);
-        let build = |sat| {
-            let prev = coin(&signer, sat);
-            let (tx, _) = build_funding(
-                &[FundingInput::p2wpkh(outpoint, &prev)],
-                &funding_script(),
-                Amount::from_sat(100_000),
-                &prev.script_pubkey,
-                feerate,
-            )
-            .unwrap();
-            tx
-        };
+        let build = |sat| fund_from(&coin(&signer, sat), 1).unwrap().0;
         // Find the smallest coin that still gets a change output; one sat less gets none.
         let mut sat = 100_122; // capacity plus the fee without change at 1 sat/vB
         assert_eq!(build(sat).output.len(), 1);
@@ -203,31 +194,17 @@ mod tests {
             value: Amount::from_sat(200_000),
             script_pubkey: ScriptBuf::new_p2pkh(&signer.public_key().pubkey_hash()),
         };
-        let outpoint = OutPoint::new(Txid::all_zeros(), 1);
-        let err = build_funding(
-            &[FundingInput::p2wpkh(outpoint, &prev)],
-            &funding_script(),
-            Amount::from_sat(100_000),
-            &funding_script(),
-            FeeRate::from_sat_per_vb(1).unwrap(),
-        )
-        .unwrap_err();
+        let err = fund_from(&prev, 1).unwrap_err();
+        let outpoint = OutPoint::new(Txid::all_zeros(), 0);
         assert_eq!(err, TxError::NonSegwitInput { index: 0, outpoint });
     }
 
     #[test]
     fn insufficient_inputs_are_refused() {
         let signer = ChannelSigner::from_slice(&[3; 32]).unwrap();
-        let prev = coin(&signer, 100_000);
-        let err = build_funding(
-            &[FundingInput::p2wpkh(OutPoint::new(Txid::all_zeros(), 0), &prev)],
-            &funding_script(),
-            Amount::from_sat(100_000),
-            &prev.script_pubkey,
-            FeeRate::from_sat_per_vb(1).unwrap(),
-        )
-        .unwrap_err();
-        assert!(matches!(err, TxError::InsufficientFunds { .. }));
+        let err = fund_from(&coin(&signer, 100_000), 1).unwrap_err();
+        let (available, needed) = (Amount::from_sat(100_000), Amount::from_sat(100_122));
+        assert_eq!(err, TxError::InsufficientFunds { available, needed });
     }
 
     #[test]
@@ -235,14 +212,7 @@ mod tests {
         let signer = ChannelSigner::from_slice(&[3; 32]).unwrap();
         let other = ChannelSigner::from_slice(&[4; 32]).unwrap();
         let prev = coin(&other, 200_000);
-        let (mut tx, _) = build_funding(
-            &[FundingInput::p2wpkh(OutPoint::new(Txid::all_zeros(), 0), &prev)],
-            &funding_script(),
-            Amount::from_sat(100_000),
-            &prev.script_pubkey,
-            FeeRate::from_sat_per_vb(1).unwrap(),
-        )
-        .unwrap();
+        let (mut tx, _) = fund_from(&prev, 1).unwrap();
         assert!(matches!(
             sign_p2wpkh_input(&mut tx, 0, &prev, &signer),
             Err(TxError::Signing { index: 0, .. })
