@@ -43,21 +43,8 @@ fn normal_case_puts_only_funding_and_settlement_on_chain() {
 #[test]
 fn payer_never_broadcasts_funding_without_a_valid_refund_signature() {
     // Run the open up to the refund, then send the payer a bad refund signature.
-    let mut out = Outbox::default();
-    let (mut payer, actions) = paychan::channel::Payer::open(
-        payer_config(sat(100_000)),
-        signer(1),
-        paychan::wire::ChannelId([7; 32]),
-        TIP,
-    )
-    .unwrap();
-    let [Message::OpenChannel(open)] = &route(actions, &mut out)[..] else { panic!() };
-    let (mut payee, actions) =
-        paychan::channel::Payee::accept(open, &payee_config(), signer(2), TIP).unwrap();
-    let accept = route(actions, &mut out).remove(0);
-    route(payer.handle_message(&accept).unwrap(), &mut out);
-    let (address, amount) = out.fund_requests.pop().unwrap();
-    let created = route(payer.funding_signed(fund(&address, amount)).unwrap(), &mut out).remove(0);
+    let (Opening { mut payer, mut payee, mut out }, _, created) =
+        Opening::funding_created(payer_config(sat(100_000)));
 
     // The payee gets the funding without witnesses: it cannot broadcast it itself.
     let Message::FundingCreated(fc) = &created else { panic!() };

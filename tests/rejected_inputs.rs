@@ -116,11 +116,8 @@ fn open_outside_policy_is_refused() {
 
 #[test]
 fn accept_on_another_network_or_replayed_is_refused() {
-    let mut out = Outbox::default();
-    let (mut payer, _) =
-        Payer::open(payer_config(sat(100_000)), signer(1), ChannelId([7; 32]), TIP).unwrap();
-    let (_, actions) = Payee::accept(&open_message(), &payee_config(), signer(2), TIP).unwrap();
-    let Message::AcceptChannel(good) = route(actions, &mut out).remove(0) else { panic!() };
+    let (Opening { mut payer, .. }, accept) = Opening::proposed(payer_config(sat(100_000)));
+    let Message::AcceptChannel(good) = accept else { panic!() };
     let mut bad = good.clone();
     bad.payee_address = "tb1qw508d6qejxtdg4y5r3zarvary0c5xw7kxpjzsx".parse().unwrap();
     let before = payer.state().clone();
@@ -138,19 +135,9 @@ fn accept_on_another_network_or_replayed_is_refused() {
 
 /// A payee that has accepted and waits for `funding_created`, and the genuine message.
 fn awaiting_funding() -> (Payee, wire::FundingCreated) {
-    let mut out = Outbox::default();
-    let (mut payer, actions) =
-        Payer::open(payer_config(sat(100_000)), signer(1), ChannelId([7; 32]), TIP).unwrap();
-    let [Message::OpenChannel(open)] = &route(actions, &mut out)[..] else { panic!() };
-    let (payee, actions) = Payee::accept(open, &payee_config(), signer(2), TIP).unwrap();
-    route(payer.handle_message(&route(actions, &mut out)[0]).unwrap(), &mut out);
-    let (address, amount) = out.fund_requests.pop().unwrap();
-    let Message::FundingCreated(fc) =
-        route(payer.funding_signed(fund(&address, amount)).unwrap(), &mut out).remove(0)
-    else {
-        panic!()
-    };
-    (payee, fc)
+    let (opening, _, created) = Opening::funding_created(payer_config(sat(100_000)));
+    let Message::FundingCreated(fc) = created else { panic!() };
+    (opening.payee, fc)
 }
 
 fn funding_rejected(payee: &mut Payee, fc: wire::FundingCreated) -> ChannelError {
@@ -197,13 +184,8 @@ fn wrong_funding_outpoint_script_or_value_is_refused() {
 
 #[test]
 fn payer_refuses_a_funding_transaction_that_does_not_fund_the_channel() {
-    let mut out = Outbox::default();
-    let (mut payer, actions) =
-        Payer::open(payer_config(sat(100_000)), signer(1), ChannelId([7; 32]), TIP).unwrap();
-    let [Message::OpenChannel(open)] = &route(actions, &mut out)[..] else { panic!() };
-    let (_, actions) = Payee::accept(open, &payee_config(), signer(2), TIP).unwrap();
-    route(payer.handle_message(&route(actions, &mut out)[0]).unwrap(), &mut out);
-    let (address, amount) = out.fund_requests.pop().unwrap();
+    let (Opening { mut payer, .. }, address, amount) =
+        Opening::accepted(payer_config(sat(100_000)));
     let check = |payer: &mut Payer, tx: Transaction| {
         let before = payer.state().clone();
         let err = payer.funding_signed(tx).unwrap_err();
@@ -530,11 +512,8 @@ fn restoring_a_state_that_contradicts_itself_is_refused() {
 #[test]
 fn payer_refuses_bad_keys_and_signatures_from_the_payee() {
     // accept_channel with the payer's own key, or an uncompressed key.
-    let mut out = Outbox::default();
-    let (mut payer, _) =
-        Payer::open(payer_config(sat(100_000)), signer(1), ChannelId([7; 32]), TIP).unwrap();
-    let (_, actions) = Payee::accept(&open_message(), &payee_config(), signer(2), TIP).unwrap();
-    let Message::AcceptChannel(good) = route(actions, &mut out).remove(0) else { panic!() };
+    let (Opening { mut payer, .. }, accept) = Opening::proposed(payer_config(sat(100_000)));
+    let Message::AcceptChannel(good) = accept else { panic!() };
     let mut own_key = good.clone();
     own_key.payee_key = signer(1).public_key();
     let mut uncompressed = good.clone();
@@ -547,14 +526,8 @@ fn payer_refuses_bad_keys_and_signatures_from_the_payee() {
     }
 
     // refund_signed with the payee's genuine signature bytes but another sighash type.
-    let mut out = Outbox::default();
-    let (mut fresh, actions) =
-        Payer::open(payer_config(sat(100_000)), signer(1), ChannelId([7; 32]), TIP).unwrap();
-    let [Message::OpenChannel(open)] = &route(actions, &mut out)[..] else { panic!() };
-    let (mut payee, actions) = Payee::accept(open, &payee_config(), signer(2), TIP).unwrap();
-    route(fresh.handle_message(&route(actions, &mut out)[0]).unwrap(), &mut out);
-    let (address, amount) = out.fund_requests.pop().unwrap();
-    let created = route(fresh.funding_signed(fund(&address, amount)).unwrap(), &mut out).remove(0);
+    let (Opening { payer: mut fresh, mut payee, mut out }, _, created) =
+        Opening::funding_created(payer_config(sat(100_000)));
     let Message::RefundSigned(mut refund) =
         route(payee.handle_message(&created, TIP).unwrap(), &mut out).remove(0)
     else {

@@ -138,16 +138,8 @@ impl Pair {
 
     /// Runs the open with the payer's `config` up to the funding broadcast.
     pub fn funded_with(config: PayerConfig) -> Pair {
-        let mut out = Outbox::default();
-        let (mut payer, actions) = Payer::open(config, signer(1), ChannelId([7; 32]), TIP).unwrap();
-        let [Message::OpenChannel(open)] = &route(actions, &mut out)[..] else { panic!() };
-        let (mut payee, actions) = Payee::accept(open, &payee_config(), signer(2), TIP).unwrap();
-        let accept = route(actions, &mut out).remove(0);
-        let msgs = route(payer.handle_message(&accept).unwrap(), &mut out);
-        assert!(msgs.is_empty());
-        let (address, amount) = out.fund_requests.pop().expect("payer asks for funding");
-        let funding_tx = fund(&address, amount);
-        let created = route(payer.funding_signed(funding_tx.clone()).unwrap(), &mut out).remove(0);
+        let (Opening { mut payer, mut payee, mut out }, funding_tx, created) =
+            Opening::funding_created(config);
         let refund_signed = route(payee.handle_message(&created, TIP).unwrap(), &mut out).remove(0);
         assert!(out.broadcasts.is_empty(), "nothing broadcast before the refund is checked");
         route(payer.handle_message(&refund_signed).unwrap(), &mut out);
@@ -195,4 +187,42 @@ impl Pair {
 /// The value of all outputs of `tx`.
 pub fn output_sum(tx: &Transaction) -> Amount {
     tx.output.iter().map(|o| o.value).sum()
+}
+
+/// A channel being opened, stopped at one step so that a test can interfere there.
+pub struct Opening {
+    pub payer: Payer,
+    pub payee: Payee,
+    pub out: Outbox,
+}
+
+impl Opening {
+    /// `open_channel` delivered; returns the payee's `accept_channel`, not yet delivered.
+    pub fn proposed(config: PayerConfig) -> (Opening, Message) {
+        let mut out = Outbox::default();
+        let (payer, actions) = Payer::open(config, signer(1), ChannelId([7; 32]), TIP).unwrap();
+        let [Message::OpenChannel(open)] = &route(actions, &mut out)[..] else { panic!() };
+        let (payee, actions) = Payee::accept(open, &payee_config(), signer(2), TIP).unwrap();
+        let accept = route(actions, &mut out).remove(0);
+        (Opening { payer, payee, out }, accept)
+    }
+
+    /// `accept_channel` delivered; returns the funding the payer asked for.
+    pub fn accepted(config: PayerConfig) -> (Opening, Address, Amount) {
+        let (mut o, accept) = Opening::proposed(config);
+        let msgs = route(o.payer.handle_message(&accept).unwrap(), &mut o.out);
+        assert!(msgs.is_empty());
+        let (address, amount) = o.out.fund_requests.pop().expect("payer asks for funding");
+        (o, address, amount)
+    }
+
+    /// The signed funding given to the payer; returns it and the payer's `funding_created`, not
+    /// yet delivered.
+    pub fn funding_created(config: PayerConfig) -> (Opening, Transaction, Message) {
+        let (mut o, address, amount) = Opening::accepted(config);
+        let funding_tx = fund(&address, amount);
+        let actions = o.payer.funding_signed(funding_tx.clone()).unwrap();
+        let created = route(actions, &mut o.out).remove(0);
+        (o, funding_tx, created)
+    }
 }
