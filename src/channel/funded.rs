@@ -3,7 +3,9 @@
 //! signed it.
 
 use bitcoin::sighash::SegwitV0Sighash;
-use bitcoin::{ecdsa, Amount, FeeRate, Network, OutPoint, PublicKey, ScriptBuf, Transaction};
+use bitcoin::{
+    ecdsa, Amount, FeeRate, Network, OutPoint, PublicKey, ScriptBuf, Transaction, TxOut,
+};
 use serde::{Deserialize, Serialize};
 
 use super::{ChannelError, TxKind};
@@ -128,6 +130,19 @@ impl Channel {
             }
             _ => Ok(()),
         }
+    }
+
+    /// Fails unless `txout` is this channel's funding output: the 2-of-2 script holding the
+    /// capacity.
+    pub(crate) fn check_funding_output(&self, txout: &TxOut) -> Result<(), ChannelError> {
+        if &txout.script_pubkey != self.builder.funding().script_pubkey() {
+            return Err(ChannelError::FundingScriptMismatch);
+        }
+        let expected = self.params.terms.capacity;
+        if txout.value != expected {
+            return Err(ChannelError::FundingValueMismatch { expected, got: txout.value });
+        }
+        Ok(())
     }
 
     /// Signs `tx` with `signer`.

@@ -10,7 +10,6 @@ use super::funded::check_id;
 use super::{
     Action, ChannelError, ChannelTerms, FundedChannel, SettlementSigs, SignedUpdate, TxKind,
 };
-use crate::funding::FundingScript;
 use crate::keys::ChannelSigner;
 use crate::ladder::LockTimeLadder;
 use crate::wire::{self, Message};
@@ -227,18 +226,11 @@ impl Payee {
         let min_conf = self.state.min_conf;
         let channel_id = self.state.terms.channel_id;
         let f = self.funded().ok_or_else(|| self.unexpected("funding confirmation"))?;
-        let builder = f.channel.builder();
-        let expected = builder.params().funding_outpoint;
+        let expected = f.channel.params().funding_outpoint;
         if outpoint != expected {
             return Err(ChannelError::FundingOutpointMismatch { expected, got: outpoint });
         }
-        if &txout.script_pubkey != builder.funding().script_pubkey() {
-            return Err(ChannelError::FundingScriptMismatch);
-        }
-        if txout.value != builder.params().capacity {
-            let expected = builder.params().capacity;
-            return Err(ChannelError::FundingValueMismatch { expected, got: txout.value });
-        }
+        f.channel.check_funding_output(txout)?;
         if f.ready || confirmations < min_conf {
             return Ok(Vec::new());
         }
@@ -297,23 +289,14 @@ impl Payee {
             .ok()
             .and_then(|v| m.funding_tx.output.get(v))
             .ok_or(ChannelError::FundingOutputMissing { vout: m.vout })?;
-        let funding = FundingScript::new(s.terms.payer_key, s.payee_key)?;
-        if &out.script_pubkey != funding.script_pubkey() {
-            return Err(ChannelError::FundingScriptMismatch);
-        }
-        if out.value != s.terms.capacity {
-            return Err(ChannelError::FundingValueMismatch {
-                expected: s.terms.capacity,
-                got: out.value,
-            });
-        }
+        let outpoint = OutPoint::new(m.funding_tx.compute_txid(), m.vout);
+        let channel = s.terms.channel(s.payee_key, s.payee_script.clone(), outpoint)?;
+        channel.check_funding_output(out)?;
         if let Some(index) = m.funding_tx.input.iter().position(|i| !i.script_sig.is_empty()) {
             // Not the payee's risk, but a refund against a txid that will change is worthless to
             // the payer: say so now rather than let it fund.
             return Err(ChannelError::FundingNotSegwit { index });
         }
-        let outpoint = OutPoint::new(m.funding_tx.compute_txid(), m.vout);
-        let channel = s.terms.channel(s.payee_key, s.payee_script.clone(), outpoint)?;
         let refund = channel.builder().refund(s.terms.ladder.refund())?;
         let sig = channel.sign(&self.signer, &refund)?;
         let msg = Message::RefundSigned(wire::RefundSigned {

@@ -394,12 +394,13 @@ impl Payer {
                 got: m.payee_address.clone().assume_checked().to_string(),
             }
         })?;
-        let funding = FundingScript::new(self.state.terms.payer_key, m.payee_key)?;
-        // Check the capacity against the fees and dust now rather than after funding.
+        // Building the channel now checks the keys, and the capacity against the fees and dust
+        // limits, before any coin is committed; the funding outpoint is not known yet.
         let payee_script = payee_address.script_pubkey();
-        self.state.terms.channel(m.payee_key, payee_script.clone(), OutPoint::null())?;
+        let channel =
+            self.state.terms.channel(m.payee_key, payee_script.clone(), OutPoint::null())?;
         let action = Action::FundChannel {
-            address: funding.address(network),
+            address: channel.builder().funding().address(network),
             amount: self.state.terms.capacity,
         };
         self.state.stage = PayerStage::AwaitingFunding { payee_key: m.payee_key, payee_script };
