@@ -21,11 +21,13 @@
 #![warn(missing_docs)]
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod chain;
 pub mod channel;
 pub mod funding;
 pub mod keys;
 pub mod ladder;
 pub mod tx;
+pub mod wallet;
 pub mod wire;
 
 pub use bitcoin;

@@ -2,6 +2,9 @@
 //! to each other in one process.
 #![allow(dead_code)] // each test file uses a different part
 
+pub mod node;
+pub mod regtest;
+
 use bitcoin::hashes::Hash;
 use bitcoin::{Address, Amount, Network, OutPoint, ScriptBuf, Transaction, TxOut, Txid};
 use paychan::channel::{Action, ChannelError, Payee, PayeeConfig, Payer, PayerConfig};

@@ -1,0 +1,246 @@
+//! The chain: what paychan needs to know of and do to the Bitcoin network.
+//!
+//! [`Chain`] is the small trait the rest of paychan talks to, so code above it can be tested
+//! without a node; [`RpcChain`] implements it over a Bitcoin Core node's JSON-RPC interface
+//! (`bitcoincore-rpc`). The node needs no wallet: paychan's own keys hold the coins
+//! (see [`crate::wallet`]).
+
+mod rpc;
+
+pub use rpc::{RpcChain, REGTEST_FALLBACK_FEERATE};
+
+use bitcoin::{FeeRate, OutPoint, Transaction, TxOut, Txid};
+
+/// The chain tip: its height and median time past ([BIP 113]).
+///
+/// [BIP 113]: https://github.com/bitcoin/bips/blob/master/bip-0113.mediawiki
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tip {
+    /// The height of the best block.
+    pub height: u32,
+    /// The median time past of the best block, in Unix seconds.
+    pub median_time_past: u64,
+}
+
+/// Where a transaction is, as far as the node knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxStatus {
+    /// The node knows nothing of it (not in a block, not in its mempool).
+    Unknown,
+    /// In the node's mempool, not yet in a block.
+    InMempool,
+    /// In the best chain, with this many confirmations (at least 1).
+    Confirmed(u32),
+}
+
+/// What became of a transaction output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutputStatus {
+    /// Unspent, with its value and script, and how many confirmations its transaction has
+    /// (0 while that transaction is in the mempool).
+    Unspent {
+        /// The output.
+        txout: TxOut,
+        /// Confirmations of the transaction that created it.
+        confirmations: u32,
+    },
+    /// Spent (in a block, or by a transaction in the mempool), or never created.
+    SpentOrMissing,
+}
+
+/// Why the node refused a transaction. The variants are the cases a channel must tell apart.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// Its `nLockTime` (or a sequence lock) is not yet satisfied: try again at a later tip.
+    #[error("non-final: its locktime is not reached yet ({reason})")]
+    NonFinal {
+        /// The node's reject reason.
+        reason: String,
+    },
+    /// An input it spends does not exist or is already spent in a block.
+    #[error("an input is missing or already spent ({reason})")]
+    MissingOrSpent {
+        /// The node's reject reason.
+        reason: String,
+    },
+    /// It conflicts with a transaction in the mempool, which the node will not replace.
+    #[error("conflicts with a transaction in the mempool ({reason})")]
+    Conflict {
+        /// The node's reject reason.
+        reason: String,
+    },
+    /// Its fee rate is below what the node relays.
+    #[error("fee too low ({reason})")]
+    FeeTooLow {
+        /// The node's reject reason.
+        reason: String,
+    },
+    /// Already in a block: its outputs are in the UTXO set.
+    #[error("already confirmed ({reason})")]
+    AlreadyConfirmed {
+        /// The node's reject reason.
+        reason: String,
+    },
+    /// Any other reason (invalid script, non-standard, ...).
+    #[error("rejected: {reason}")]
+    Other {
+        /// The node's reject reason.
+        reason: String,
+    },
+}
+
+impl Rejection {
+    /// Classifies one of Bitcoin Core's reject reasons (`testmempoolaccept`'s `reject-reason`,
+    /// or the message of a `sendrawtransaction` error).
+    pub fn from_reason(reason: &str) -> Rejection {
+        let r = reason.to_owned();
+        let lower = reason.to_ascii_lowercase();
+        if lower.contains("non-final") || lower.contains("non-bip68-final") {
+            Rejection::NonFinal { reason: r }
+        } else if lower.contains("missingorspent") || lower.contains("missing inputs") {
+            Rejection::MissingOrSpent { reason: r }
+        } else if lower.contains("already in utxo set")
+            || lower.contains("already in block chain")
+            || lower.contains("txn-already-known")
+        {
+            Rejection::AlreadyConfirmed { reason: r }
+        } else if lower.contains("conflict") || lower.contains("replacement") {
+            // With full RBF, a conflicting transaction of no higher fee is refused as
+            // "insufficient fee, rejecting replacement": for a channel that is a conflict.
+            Rejection::Conflict { reason: r }
+        } else if lower.contains("min relay fee")
+            || lower.contains("mempool min fee")
+            || lower.contains("insufficient fee")
+        {
+            Rejection::FeeTooLow { reason: r }
+        } else {
+            Rejection::Other { reason: r }
+        }
+    }
+}
+
+/// Errors from talking to the chain.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChainError {
+    /// The node refused the transaction.
+    #[error("node refused transaction {txid}: {rejection}")]
+    Rejected {
+        /// The transaction.
+        txid: Txid,
+        /// Why.
+        rejection: Rejection,
+    },
+    /// The node could not be reached or answered with an RPC error.
+    #[error("rpc {method} failed: {source}")]
+    Rpc {
+        /// The RPC method.
+        method: &'static str,
+        /// The cause.
+        #[source]
+        source: bitcoincore_rpc::Error,
+    },
+    /// The node's answer could not be understood.
+    #[error("unexpected answer to {method}: {detail}")]
+    UnexpectedAnswer {
+        /// The RPC method.
+        method: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+impl ChainError {
+    /// Returns the node's rejection, if this is one.
+    pub fn rejection(&self) -> Option<&Rejection> {
+        match self {
+            ChainError::Rejected { rejection, .. } => Some(rejection),
+            _ => None,
+        }
+    }
+}
+
+/// What paychan asks of a chain backend.
+pub trait Chain {
+    /// Returns the best block's height and median time past.
+    ///
+    /// # Errors
+    /// [`ChainError::Rpc`] or [`ChainError::UnexpectedAnswer`].
+    fn tip(&self) -> Result<Tip, ChainError>;
+
+    /// Checks that the node's mempool would accept `tx` now, without broadcasting it.
+    ///
+    /// # Errors
+    /// [`ChainError::Rejected`] with the classified reason.
+    fn test_accept(&self, tx: &Transaction) -> Result<(), ChainError>;
+
+    /// Checks `tx` with [`Chain::test_accept`], then broadcasts it.
+    ///
+    /// # Errors
+    /// [`ChainError::Rejected`] with the classified reason.
+    fn broadcast(&self, tx: &Transaction) -> Result<Txid, ChainError>;
+
+    /// Returns where the transaction `txid` is.
+    ///
+    /// # Errors
+    /// [`ChainError::Rpc`] or [`ChainError::UnexpectedAnswer`].
+    fn tx_status(&self, txid: Txid) -> Result<TxStatus, ChainError>;
+
+    /// Returns whether `outpoint` is unspent (counting the mempool's spends).
+    ///
+    /// # Errors
+    /// [`ChainError::Rpc`] or [`ChainError::UnexpectedAnswer`].
+    fn output_status(&self, outpoint: OutPoint) -> Result<OutputStatus, ChainError>;
+
+    /// Returns a fee rate for confirmation within `target_blocks`.
+    ///
+    /// # Errors
+    /// [`ChainError::Rpc`] or [`ChainError::UnexpectedAnswer`].
+    fn fee_rate(&self, target_blocks: u16) -> Result<FeeRate, ChainError>;
+
+    /// Returns the confirmed unspent outputs matching the ranged `descriptors` (public
+    /// descriptors such as `wpkh(tpub.../0/*)`, each scanned over indexes `0..=range_end`).
+    /// Unconfirmed outputs are not included.
+    ///
+    /// # Errors
+    /// [`ChainError::Rpc`] or [`ChainError::UnexpectedAnswer`].
+    fn scan_outputs(&self, descriptors: &[String], range_end: u32)
+        -> Result<Vec<Utxo>, ChainError>;
+}
+
+/// A confirmed unspent output found by [`Chain::scan_outputs`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Utxo {
+    /// Where it is.
+    pub outpoint: OutPoint,
+    /// Its value and script.
+    pub txout: TxOut,
+    /// The height of the block that holds it.
+    pub height: u32,
+    /// Whether it is a coinbase output (spendable only after 100 confirmations).
+    pub coinbase: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Rejection;
+
+    #[test]
+    fn bitcoin_core_reject_reasons_are_classified() {
+        let cases = [
+            ("non-final", "NonFinal"),
+            ("bad-txns-inputs-missingorspent", "MissingOrSpent"),
+            ("txn-mempool-conflict", "Conflict"),
+            ("insufficient fee, rejecting replacement abc; new feerate 0.00002 <= old", "Conflict"),
+            ("min relay fee not met, 100 < 110", "FeeTooLow"),
+            ("mempool min fee not met", "FeeTooLow"),
+            ("Transaction outputs already in utxo set", "AlreadyConfirmed"),
+            ("mandatory-script-verify-flag-failed", "Other"),
+        ];
+        for (reason, kind) in cases {
+            let got = format!("{:?}", Rejection::from_reason(reason));
+            assert!(got.starts_with(kind), "{reason} -> {got}");
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! [`Chain`] over Bitcoin Core's JSON-RPC, with `bitcoincore-rpc`.
+//!
+//! `rust-bitcoincore-rpc` is archived and its typed results drift from newer Core releases, so
+//! every call here goes through `call()` with a small serde type of our own, checked against the
+//! node the tests start.
+
+use bitcoin::consensus::encode::serialize_hex;
+use bitcoin::{Amount, FeeRate, Network, OutPoint, ScriptBuf, Transaction, TxOut, Txid};
+use bitcoincore_rpc::jsonrpc;
+use bitcoincore_rpc::{Auth, Client, RpcApi};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{Chain, ChainError, OutputStatus, Rejection, Tip, TxStatus, Utxo};
+
+/// The fee rate [`RpcChain::fee_rate`] falls back to on regtest, where `estimatesmartfee` has
+/// no data until many blocks with fee-paying transactions exist: 2 sat/vB, twice the default
+/// minimum relay fee.
+pub const REGTEST_FALLBACK_FEERATE: FeeRate = FeeRate::from_sat_per_kwu(500);
+
+/// Bitcoin Core's RPC error code for "no such transaction" (`RPC_INVALID_ADDRESS_OR_KEY`).
+const RPC_INVALID_ADDRESS_OR_KEY: i32 = -5;
+
+/// A Bitcoin Core node reached over JSON-RPC.
+///
+/// Confirmations of arbitrary transactions come from `getrawtransaction`, so the node must run
+/// with `-txindex=1`.
+pub struct RpcChain {
+    client: Client,
+    network: Network,
+}
+
+impl RpcChain {
+    /// Connects to the node at `url` (e.g. `http://127.0.0.1:18443`) and asks which chain it is on.
+    ///
+    /// # Errors
+    /// [`ChainError::Rpc`] if the node cannot be reached or the credentials are refused.
+    pub fn new(url: &str, auth: Auth) -> Result<RpcChain, ChainError> {
+        let client = Client::new(url, auth)
+            .map_err(|source| ChainError::Rpc { method: "connect", source })?;
+        let mut chain = RpcChain { client, network: Network::Regtest };
+        let info: BlockchainInfo = chain.call("getblockchaininfo", &[])?;
+        chain.network = Network::from_core_arg(&info.chain).map_err(|e| {
+            ChainError::UnexpectedAnswer { method: "getblockchaininfo", detail: e.to_string() }
+        })?;
+        Ok(chain)
+    }
+
+    /// The node's chain.
+    pub fn network(&self) -> Network {
+        self.network
+    }
+
+    /// Mines `blocks` blocks paying their coinbase to `address` (regtest only) and returns the
+    /// new tip height.
+    ///
+    /// # Errors
+    /// [`ChainError::Rpc`], e.g. off regtest.
+    pub fn mine(&self, blocks: u32, address: &bitcoin::Address) -> Result<u32, ChainError> {
+        let _: Vec<Value> =
+            self.call("generatetoaddress", &[json!(blocks), json!(address.to_string())])?;
+        Ok(self.tip()?.height)
+    }
+
+    /// Mines one block holding exactly `txs` (and no mempool transaction), regtest only. This is
+    /// how a test puts a transaction on chain that the mempool would refuse to relay, such as a
+    /// double-spend.
+    ///
+    /// # Errors
+    /// [`ChainError::Rpc`] if a transaction is invalid in that block.
+    pub fn mine_block_with(
+        &self,
+        txs: &[Transaction],
+        address: &bitcoin::Address,
+    ) -> Result<(), ChainError> {
+        let raw: Vec<String> = txs.iter().map(serialize_hex).collect();
+        let _: Value = self.call("generateblock", &[json!(address.to_string()), json!(raw)])?;
+        Ok(())
+    }
+
+    /// The underlying RPC client, for calls this type does not wrap.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    fn call<T: DeserializeOwned>(
+        &self,
+        method: &'static str,
+        args: &[Value],
+    ) -> Result<T, ChainError> {
+        self.client.call(method, args).map_err(|source| ChainError::Rpc { method, source })
+    }
+}
+
+/// The RPC error's code and message, if the node answered with one.
+fn rpc_error(e: &ChainError) -> Option<(i32, &str)> {
+    match e {
+        ChainError::Rpc {
+            source: bitcoincore_rpc::Error::JsonRpc(jsonrpc::Error::Rpc(err)),
+            ..
+        } => Some((err.code, err.message.as_str())),
+        _ => None,
+    }
+}
+
+/// A reason that means "the node already has it in its mempool": not a failure to broadcast.
+fn already_in_mempool(reason: &str) -> bool {
+    reason.contains("txn-already-in-mempool")
+}
+
+#[derive(Deserialize)]
+struct BlockchainInfo {
+    chain: String,
+    blocks: u32,
+    mediantime: u64,
+}
+
+#[derive(Deserialize)]
+struct MempoolAccept {
+    allowed: bool,
+    #[serde(rename = "reject-reason")]
+    reject_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawTxInfo {
+    confirmations: Option<u32>,
+}
+
+#[derive(Deserialize)]
+struct TxOutInfo {
+    confirmations: u32,
+    #[serde(with = "bitcoin::amount::serde::as_btc")]
+    value: Amount,
+    #[serde(rename = "scriptPubKey")]
+    script_pubkey: ScriptPubKeyInfo,
+}
+
+#[derive(Deserialize)]
+struct ScriptPubKeyInfo {
+    hex: ScriptBuf,
+}
+
+#[derive(Deserialize)]
+struct SmartFee {
+    /// BTC per 1000 vbytes.
+    feerate: Option<f64>,
+}
+
+#[derive(Deserialize)]
+struct ScanResult {
+    success: bool,
+    unspents: Vec<ScannedOutput>,
+}
+
+#[derive(Deserialize)]
+struct ScannedOutput {
+    txid: Txid,
+    vout: u32,
+    #[serde(rename = "scriptPubKey")]
+    script_pubkey: ScriptBuf,
+    #[serde(with = "bitcoin::amount::serde::as_btc")]
+    amount: Amount,
+    height: u32,
+    #[serde(default)]
+    coinbase: bool,
+}
+
+impl Chain for RpcChain {
+    fn tip(&self) -> Result<Tip, ChainError> {
+        let info: BlockchainInfo = self.call("getblockchaininfo", &[])?;
+        Ok(Tip { height: info.blocks, median_time_past: info.mediantime })
+    }
+
+    fn test_accept(&self, tx: &Transaction) -> Result<(), ChainError> {
+        let results: Vec<MempoolAccept> =
+            self.call("testmempoolaccept", &[json!([serialize_hex(tx)])])?;
+        let [result] = &results[..] else {
+            return Err(ChainError::UnexpectedAnswer {
+                method: "testmempoolaccept",
+                detail: format!("{} results for one transaction", results.len()),
+            });
+        };
+        match (&result.allowed, &result.reject_reason) {
+            (true, _) => Ok(()),
+            (false, Some(reason)) if already_in_mempool(reason) => Ok(()),
+            (false, reason) => Err(ChainError::Rejected {
+                txid: tx.compute_txid(),
+                rejection: Rejection::from_reason(reason.as_deref().unwrap_or("no reason given")),
+            }),
+        }
+    }
+
+    fn broadcast(&self, tx: &Transaction) -> Result<Txid, ChainError> {
+        self.test_accept(tx)?;
+        let txid = tx.compute_txid();
+        match self.call::<Txid>("sendrawtransaction", &[json!(serialize_hex(tx))]) {
+            Ok(sent) => Ok(sent),
+            Err(e) => match rpc_error(&e) {
+                Some((_, message)) if already_in_mempool(message) => Ok(txid),
+                // The mempool may have changed since the test: report the node's reason.
+                Some((_, message)) => {
+                    Err(ChainError::Rejected { txid, rejection: Rejection::from_reason(message) })
+                }
+                None => Err(e),
+            },
+        }
+    }
+
+    fn tx_status(&self, txid: Txid) -> Result<TxStatus, ChainError> {
+        match self.call::<RawTxInfo>("getrawtransaction", &[json!(txid), json!(true)]) {
+            Ok(RawTxInfo { confirmations: Some(n) }) if n > 0 => Ok(TxStatus::Confirmed(n)),
+            Ok(_) => Ok(TxStatus::InMempool),
+            Err(e) if rpc_error(&e).is_some_and(|(c, _)| c == RPC_INVALID_ADDRESS_OR_KEY) => {
+                Ok(TxStatus::Unknown)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn output_status(&self, outpoint: OutPoint) -> Result<OutputStatus, ChainError> {
+        let args = [json!(outpoint.txid), json!(outpoint.vout), json!(true)];
+        let info: Option<TxOutInfo> = self.call("gettxout", &args)?;
+        Ok(match info {
+            Some(i) => OutputStatus::Unspent {
+                txout: TxOut { value: i.value, script_pubkey: i.script_pubkey.hex },
+                confirmations: i.confirmations,
+            },
+            None => OutputStatus::SpentOrMissing,
+        })
+    }
+
+    fn fee_rate(&self, target_blocks: u16) -> Result<FeeRate, ChainError> {
+        let estimate: SmartFee = self.call("estimatesmartfee", &[json!(target_blocks)])?;
+        match estimate.feerate {
+            Some(btc_per_kvb) => {
+                let sat_per_kvb =
+                    Amount::from_btc(btc_per_kvb).map_err(|e| ChainError::UnexpectedAnswer {
+                        method: "estimatesmartfee",
+                        detail: e.to_string(),
+                    })?;
+                // sat/kvB to sat/kwu: a vbyte is four weight units.
+                Ok(FeeRate::from_sat_per_kwu(sat_per_kvb.to_sat().div_ceil(4)))
+            }
+            None if self.network == Network::Regtest => Ok(REGTEST_FALLBACK_FEERATE),
+            None => Err(ChainError::UnexpectedAnswer {
+                method: "estimatesmartfee",
+                detail: format!("no estimate for {target_blocks} blocks yet"),
+            }),
+        }
+    }
+
+    fn scan_outputs(
+        &self,
+        descriptors: &[String],
+        range_end: u32,
+    ) -> Result<Vec<Utxo>, ChainError> {
+        let objects: Vec<Value> =
+            descriptors.iter().map(|d| json!({ "desc": d, "range": range_end })).collect();
+        let result: ScanResult = self.call("scantxoutset", &[json!("start"), json!(objects)])?;
+        if !result.success {
+            return Err(ChainError::UnexpectedAnswer {
+                method: "scantxoutset",
+                detail: "the scan did not complete".into(),
+            });
+        }
+        Ok(result
+            .unspents
+            .into_iter()
+            .map(|u| Utxo {
+                outpoint: OutPoint::new(u.txid, u.vout),
+                txout: TxOut { value: u.amount, script_pubkey: u.script_pubkey },
+                height: u.height,
+                coinbase: u.coinbase,
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,228 @@
+//! One channel driven through the engine against a real regtest node: both parties in this
+//! process, every broadcast the engine asks for sent to the node.
+
+use bitcoin::{Address, Amount, FeeRate, Transaction, Txid};
+use paychan::chain::{Chain, ChainError, OutputStatus, Rejection};
+use paychan::channel::{Action, Payee, PayeeConfig, Payer, PayerConfig};
+use paychan::wallet::Wallet;
+use paychan::wire::{ChannelId, Message};
+
+use super::node::Node;
+use super::{p2wpkh_address, payee_config, signer, MARGIN, NETWORK};
+
+/// What a test chooses when it opens a channel.
+#[derive(Debug, Clone, Copy)]
+pub struct Terms {
+    pub capacity: Amount,
+    /// Blocks from the open to the refund's locktime `R`.
+    pub lifetime: u32,
+    pub step: u32,
+    /// Funding confirmations the payee waits for.
+    pub min_conf: u32,
+}
+
+impl Default for Terms {
+    fn default() -> Self {
+        Terms { capacity: Amount::from_sat(1_000_000), lifetime: 60, step: 2, min_conf: 1 }
+    }
+}
+
+/// What the node said to one broadcast the engine asked for.
+pub type Broadcast = (Transaction, Result<Txid, Rejection>);
+
+/// A channel between a payer and a payee, both driven here, on a real node.
+pub struct RegtestChannel<'n> {
+    pub node: &'n Node,
+    pub wallet: Wallet,
+    _wallet_dir: tempfile::TempDir,
+    pub payer: Payer,
+    pub payee: Payee,
+    pub terms: Terms,
+    pub feerate: FeeRate,
+    pub funding_tx: Transaction,
+    pub payer_payout: Address,
+    pub payee_payout: Address,
+    /// Every fully signed commitment, oldest first, as the payer holds it after each ack.
+    pub commitments: Vec<Transaction>,
+    /// Every broadcast the engine asked for, with the node's answer.
+    pub broadcasts: Vec<Broadcast>,
+}
+
+impl<'n> RegtestChannel<'n> {
+    /// Mines coins to a fresh payer wallet and runs the open up to the funding broadcast: the
+    /// payee has signed the refund, the funding is in the mempool, unconfirmed.
+    pub fn funded(node: &'n Node, terms: Terms) -> RegtestChannel<'n> {
+        let wallet_dir = tempfile::tempdir().expect("temp dir");
+        let mut wallet = Wallet::open(wallet_dir.path(), NETWORK).expect("wallet");
+        let coinbase_address = wallet.new_address().expect("address");
+        // 101 blocks: the first coinbase (50 BTC on regtest) matures.
+        node.chain.mine(101, &coinbase_address).expect("mine");
+        let payer_payout = wallet.new_address().expect("address");
+        let payee_payout = p2wpkh_address(12);
+        let feerate = node.chain.fee_rate(6).expect("fee rate (regtest fallback)");
+        let tip = node.height();
+        let config = PayerConfig {
+            network: NETWORK,
+            capacity: terms.capacity,
+            feerate_sat_per_vb: feerate.to_sat_per_vb_ceil(),
+            refund_locktime: tip + terms.lifetime,
+            step: terms.step,
+            margin: MARGIN,
+            payout: payer_payout.clone(),
+        };
+        let payee_config = PayeeConfig {
+            payout: payee_payout.clone(),
+            min_conf: terms.min_conf,
+            ..payee_config()
+        };
+        let (payer, actions) = Payer::open(config, signer(1), ChannelId::random(), tip).unwrap();
+        let open = take_message(actions);
+        let Message::OpenChannel(open) = open else { panic!("{open:?}") };
+        let (payee, actions) = Payee::accept(&open, &payee_config, signer(2), tip).unwrap();
+        let mut ch = RegtestChannel {
+            node,
+            wallet,
+            _wallet_dir: wallet_dir,
+            payer,
+            payee,
+            terms,
+            feerate,
+            funding_tx: Transaction {
+                version: bitcoin::transaction::Version::TWO,
+                lock_time: bitcoin::absolute::LockTime::ZERO,
+                input: vec![],
+                output: vec![],
+            },
+            payer_payout,
+            payee_payout,
+            commitments: Vec::new(),
+            broadcasts: Vec::new(),
+        };
+        let accept = take_message(actions);
+        let actions = ch.payer.handle_message(&accept).unwrap();
+        let [Action::FundChannel { address, amount }] = &actions[..] else { panic!("{actions:?}") };
+        let funding_tx = ch
+            .wallet
+            .fund(&node.chain, &address.script_pubkey(), *amount, feerate)
+            .expect("the wallet funds the channel");
+        ch.funding_tx = funding_tx.clone();
+        let created = take_message(ch.payer.funding_signed(funding_tx).unwrap());
+        let refund_signed = take_message(ch.payee.handle_message(&created, tip).unwrap());
+        let actions = ch.payer.handle_message(&refund_signed).unwrap();
+        let msgs = ch.carry(actions);
+        assert!(msgs.is_empty());
+        let (tx, result) = ch.broadcasts.last().expect("the payer broadcast the funding");
+        assert_eq!(tx, &ch.funding_tx);
+        assert_eq!(result.as_ref().ok(), Some(&ch.funding_tx.compute_txid()), "{result:?}");
+        ch
+    }
+
+    /// Opens a channel and waits (mining) for the funding's confirmations.
+    pub fn open(node: &'n Node, terms: Terms) -> RegtestChannel<'n> {
+        let mut ch = RegtestChannel::funded(node, terms);
+        node.mine(terms.min_conf);
+        assert!(ch.report_funding(), "the channel is ready after {} blocks", terms.min_conf);
+        ch
+    }
+
+    /// Reads the funding output from the node and tells the payee; delivers `channel_ready` if
+    /// the payee sends it. Returns whether it did.
+    pub fn report_funding(&mut self) -> bool {
+        let outpoint = self.payee.funding_outpoint().expect("funding known");
+        let OutputStatus::Unspent { txout, confirmations } =
+            self.node.chain.output_status(outpoint).expect("gettxout")
+        else {
+            return false;
+        };
+        let actions = self.payee.funding_confirmed(outpoint, &txout, confirmations).unwrap();
+        let msgs = self.carry(actions);
+        for msg in &msgs {
+            let back = self.payer.handle_message(msg).unwrap();
+            assert!(self.carry(back).is_empty());
+        }
+        !msgs.is_empty()
+    }
+
+    /// One payment of `amount`, round trip; records the payer's new fully signed commitment.
+    pub fn pay(&mut self, amount: Amount) {
+        let tip = self.node.height();
+        let pay = take_message(self.payer.pay(amount, tip).unwrap());
+        let ack = take_message(self.payee.handle_message(&pay, tip).unwrap());
+        let actions = self.payer.handle_message(&ack).unwrap();
+        assert!(self.carry(actions).is_empty());
+        let newest = self.payer.funded().unwrap().funded.newest_commitment().unwrap().unwrap();
+        self.commitments.push(newest);
+    }
+
+    /// Cooperative close; returns the settlement the payee broadcast.
+    pub fn close(&mut self) -> Transaction {
+        let tip = self.node.height();
+        let closing = take_message(self.payer.close().unwrap());
+        let before = self.broadcasts.len();
+        let actions = self.payee.handle_message(&closing, tip).unwrap();
+        let ack = self.carry(actions).remove(0);
+        assert_eq!(self.broadcasts.len(), before + 1, "the payee broadcast the settlement");
+        let (settlement, result) = self.broadcasts.last().cloned().expect("payee broadcast");
+        assert_eq!(result.as_ref().ok(), Some(&settlement.compute_txid()), "{result:?}");
+        let actions = self.payer.handle_message(&ack).unwrap();
+        assert!(self.carry(actions).is_empty());
+        settlement
+    }
+
+    /// Tells the payee the node's tip and returns what it broadcast (with the node's answers).
+    pub fn payee_sees_tip(&mut self) -> Vec<Broadcast> {
+        let before = self.broadcasts.len();
+        let actions = self.payee.tip_changed(self.node.height()).unwrap();
+        let msgs = self.carry(actions);
+        assert!(msgs.iter().all(|m| matches!(m, Message::Shutdown(_))), "{msgs:?}");
+        self.broadcasts[before..].to_vec()
+    }
+
+    /// Tells the payer the node's tip and returns what it broadcast (with the node's answers).
+    pub fn payer_sees_tip(&mut self) -> Vec<Broadcast> {
+        let before = self.broadcasts.len();
+        let actions = self.payer.tip_changed(self.node.height()).unwrap();
+        assert!(self.carry(actions).is_empty());
+        self.broadcasts[before..].to_vec()
+    }
+
+    /// Carries out `actions`: broadcasts go to the node (answers recorded), messages are
+    /// returned for delivery.
+    pub fn carry(&mut self, actions: Vec<Action>) -> Vec<Message> {
+        let mut msgs = Vec::new();
+        for action in actions {
+            match action {
+                Action::Persist => {}
+                Action::Send(m) => msgs.push(m),
+                Action::Broadcast(tx) => {
+                    let result = match self.node.chain.broadcast(&tx) {
+                        Ok(txid) => Ok(txid),
+                        Err(ChainError::Rejected { rejection, .. }) => Err(rejection),
+                        Err(e) => panic!("the node failed: {e}"),
+                    };
+                    self.broadcasts.push((tx, result));
+                }
+                other => panic!("unexpected action {other:?}"),
+            }
+        }
+        msgs
+    }
+
+    /// The fee every channel transaction pays: capacity less the refund's outputs.
+    pub fn channel_fee(&self) -> Amount {
+        let refund = self.payer.refund_tx().unwrap();
+        self.terms.capacity - super::output_sum(&refund)
+    }
+}
+
+/// The one message `actions` send (after an optional `Persist`).
+fn take_message(actions: Vec<Action>) -> Message {
+    let mut msgs = actions.into_iter().filter_map(|a| match a {
+        Action::Send(m) => Some(m),
+        Action::Persist => None,
+        other => panic!("unexpected action {other:?}"),
+    });
+    let msg = msgs.next().expect("a message");
+    assert!(msgs.next().is_none());
+    msg
+}
