@@ -40,7 +40,7 @@ fn double_spent_funding_leaves_the_channel_unusable_and_the_refund_void() {
     let feerate = bitcoin::FeeRate::from_sat_per_vb(10).unwrap();
     let double_spend =
         ch.wallet.fund_from(&[coin], &elsewhere, Amount::from_sat(100_000), feerate).unwrap();
-    node.mine_block_with(&[double_spend.clone()]);
+    node.mine_block_with(std::slice::from_ref(&double_spend));
     assert!(node.is_confirmed(double_spend.compute_txid()));
 
     // The funding output will never exist: the payee never sees it and the channel never opens.
