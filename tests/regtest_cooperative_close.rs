@@ -43,7 +43,7 @@ fn twenty_payments_then_cooperative_settlement() {
         mined.output.iter().filter(|o| o.script_pubkey == script).map(|o| o.value).collect()
     };
     assert_eq!(to(&ch.payee_payout), vec![paid]);
-    let fee = ch.channel_fee();
+    let fee = ch.split_fee(paid);
     assert_eq!(to(&ch.payer_payout), vec![ch.terms.capacity - fee - paid]);
     assert_eq!(mined.output.len(), 2);
     // The fee is what the engine computed: at least the rate times the mined size.

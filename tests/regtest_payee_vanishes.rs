@@ -34,5 +34,5 @@ fn payer_refund_is_non_final_before_r_and_confirms_at_r() {
     assert_eq!(confirmations, 1);
     assert_eq!(mined.output.len(), 1);
     assert_eq!(mined.output[0].script_pubkey, ch.payer_payout.script_pubkey());
-    assert_eq!(mined.output[0].value, ch.terms.capacity - ch.channel_fee());
+    assert_eq!(mined.output[0].value, ch.terms.capacity - ch.refund_fee());
 }

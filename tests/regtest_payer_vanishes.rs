@@ -43,7 +43,10 @@ fn payee_broadcasts_the_newest_commitment_at_its_locktime() {
         .filter(|o| o.script_pubkey == ch.payer_payout.script_pubkey())
         .map(|o| o.value)
         .sum();
-    assert_eq!(payer_out, ch.terms.capacity - ch.channel_fee() - Amount::from_sat(10_000));
+    assert_eq!(
+        payer_out,
+        ch.terms.capacity - ch.split_fee(Amount::from_sat(10_000)) - Amount::from_sat(10_000)
+    );
 
     // The previous commitment becomes final one step later: the funding is already spent.
     let older = ch.commitments[3].clone();

@@ -98,21 +98,25 @@ impl Rejection {
         let lower = reason.to_ascii_lowercase();
         if lower.contains("non-final") || lower.contains("non-bip68-final") {
             Rejection::NonFinal { reason: r }
-        } else if lower.contains("missingorspent") || lower.contains("missing inputs") {
+        } else if lower.contains("missingorspent")
+            || lower.contains("missing-inputs")
+            || lower.contains("missing inputs")
+        {
             Rejection::MissingOrSpent { reason: r }
         } else if lower.contains("already in utxo set")
             || lower.contains("already in block chain")
             || lower.contains("txn-already-known")
         {
             Rejection::AlreadyConfirmed { reason: r }
-        } else if lower.contains("conflict") || lower.contains("replacement") {
-            // With full RBF, a conflicting transaction of no higher fee is refused as
-            // "insufficient fee, rejecting replacement": for a channel that is a conflict.
-            Rejection::Conflict { reason: r }
-        } else if lower.contains("min relay fee")
-            || lower.contains("mempool min fee")
+        } else if lower.contains("conflict")
+            || lower.contains("replacement")
             || lower.contains("insufficient fee")
         {
+            // With full RBF a conflicting transaction that pays no more is refused with
+            // "insufficient fee" (Core's reason for a failed replacement only): for a channel,
+            // whose closing transactions all pay the same fee, that is a conflict.
+            Rejection::Conflict { reason: r }
+        } else if lower.contains("min relay fee") || lower.contains("mempool min fee") {
             Rejection::FeeTooLow { reason: r }
         } else {
             Rejection::Other { reason: r }
@@ -231,10 +235,12 @@ mod tests {
         let cases = [
             ("non-final", "NonFinal"),
             ("bad-txns-inputs-missingorspent", "MissingOrSpent"),
+            ("missing-inputs", "MissingOrSpent"),
             ("txn-mempool-conflict", "Conflict"),
             ("insufficient fee, rejecting replacement abc; new feerate 0.00002 <= old", "Conflict"),
             ("min relay fee not met, 100 < 110", "FeeTooLow"),
             ("mempool min fee not met", "FeeTooLow"),
+            ("insufficient fee", "Conflict"),
             ("Transaction outputs already in utxo set", "AlreadyConfirmed"),
             ("mandatory-script-verify-flag-failed", "Other"),
         ];

@@ -121,6 +121,9 @@ struct MempoolAccept {
     allowed: bool,
     #[serde(rename = "reject-reason")]
     reject_reason: Option<String>,
+    /// Newer nodes explain the reason here (e.g. which transaction a replacement failed against).
+    #[serde(rename = "reject-details")]
+    reject_details: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -185,10 +188,14 @@ impl Chain for RpcChain {
         match (&result.allowed, &result.reject_reason) {
             (true, _) => Ok(()),
             (false, Some(reason)) if already_in_mempool(reason) => Ok(()),
-            (false, reason) => Err(ChainError::Rejected {
-                txid: tx.compute_txid(),
-                rejection: Rejection::from_reason(reason.as_deref().unwrap_or("no reason given")),
-            }),
+            (false, reason) => {
+                let mut reason = reason.clone().unwrap_or_else(|| "no reason given".into());
+                if let Some(details) = &result.reject_details {
+                    reason = format!("{reason}: {details}");
+                }
+                let rejection = Rejection::from_reason(&reason);
+                Err(ChainError::Rejected { txid: tx.compute_txid(), rejection })
+            }
         }
     }
 

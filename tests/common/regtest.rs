@@ -100,7 +100,9 @@ impl<'n> RegtestChannel<'n> {
         };
         let accept = take_message(actions);
         let actions = ch.payer.handle_message(&accept).unwrap();
-        let [Action::FundChannel { address, amount }] = &actions[..] else { panic!("{actions:?}") };
+        let [Action::Persist, Action::FundChannel { address, amount }] = &actions[..] else {
+            panic!("{actions:?}")
+        };
         let funding_tx = ch
             .wallet
             .fund(&node.chain, &address.script_pubkey(), *amount, feerate)
@@ -208,10 +210,17 @@ impl<'n> RegtestChannel<'n> {
         msgs
     }
 
-    /// The fee every channel transaction pays: capacity less the refund's outputs.
-    pub fn channel_fee(&self) -> Amount {
+    /// The refund's fee, as the engine built it: capacity less the refund's output.
+    pub fn refund_fee(&self) -> Amount {
         let refund = self.payer.refund_tx().unwrap();
         self.terms.capacity - super::output_sum(&refund)
+    }
+
+    /// The fee of a two-output split (commitment or settlement) paying `paid`, as the engine
+    /// builds it.
+    pub fn split_fee(&self, paid: Amount) -> Amount {
+        let builder = self.payer.funded().unwrap().funded.channel.builder();
+        self.terms.capacity - super::output_sum(&builder.settlement(paid).unwrap())
     }
 }
 
