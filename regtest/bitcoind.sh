@@ -150,5 +150,5 @@ case "${1:-}" in
     start) cmd_start ;;
     stop) cmd_stop ;;
     cli) shift; cli "$@" ;;
-    *) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
