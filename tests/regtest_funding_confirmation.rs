@@ -9,6 +9,7 @@ use common::node::Node;
 use common::regtest::{RegtestChannel, Terms};
 use paychan::chain::{Chain, OutputStatus, Rejection};
 use paychan::channel::ChannelError;
+use paychan::wire::{self, Message};
 
 #[test]
 fn no_payment_before_the_required_confirmations() {
@@ -19,6 +20,11 @@ fn no_payment_before_the_required_confirmations() {
         assert!(!ch.report_funding(), "not ready at {confirmations} confirmations");
         let err = ch.payer.pay(Amount::from_sat(1_000), node.height()).unwrap_err();
         assert!(matches!(err, ChannelError::Unexpected { .. }), "{err:?}");
+        // A payer that sends a correctly signed payment anyway is refused by the payee.
+        let before = ch.payee.state().clone();
+        let err = ch.payee.handle_message(&early_payment(&ch), node.height()).unwrap_err();
+        assert!(matches!(err, ChannelError::Unexpected { .. }), "{err:?}");
+        assert_eq!(ch.payee.state(), &before);
         node.mine(1);
     }
     assert!(ch.report_funding(), "ready at 3 confirmations");
@@ -58,4 +64,21 @@ fn double_spent_funding_leaves_the_channel_unusable_and_the_refund_void() {
     let sent = ch.payer_sees_tip();
     let [(_, Err(err))] = &sent[..] else { panic!("{sent:?}") };
     assert!(matches!(err, Rejection::MissingOrSpent { .. }), "{err:?}");
+}
+
+/// Update 1 paying 1,000 sat, built and signed as the payer would, delivered before the channel
+/// is ready.
+fn early_payment(ch: &RegtestChannel<'_>) -> Message {
+    let funded = &ch.payer.funded().unwrap().funded;
+    let builder = funded.channel.builder();
+    let locktime = funded.channel.ladder().locktime(1).unwrap();
+    let tx = builder.commitment(Amount::from_sat(1_000), locktime).unwrap();
+    let signature = common::signer(1).sign(builder.sighash(&tx).unwrap()).into();
+    Message::Pay(wire::Pay {
+        channel_id: ch.payer.state().terms.channel_id,
+        update: 1,
+        paid_total_sat: 1_000,
+        locktime,
+        signature,
+    })
 }
