@@ -1,25 +1,28 @@
 //! The payer's on-chain wallet: paychan's own keys, no wallet in the node.
 //!
 //! A BIP32 seed lives in the data directory (`wallet.seed`, file mode 0600). Coins are received
-//! on `wpkh` addresses of the BIP 84 account `m/84'/coin'/0'` (receive branch `/0/*`, change
-//! branch `/1/*`) and found with the node's `scantxoutset`, so they are the confirmed UTXO set,
-//! not the mempool. The next unused index of each branch is kept in `wallet.json`.
+//! on `wpkh` addresses of the [BIP 84] account `m/84'/coin'/0'` (receive branch `/0/*`, change
+//! branch `/1/*`) and found with the node's `scantxoutset`, which sees the confirmed UTXO set
+//! only; coins that a transaction in the node's mempool already spends are left out. The next
+//! unused index of each branch is kept in `wallet.json`.
 //!
 //! [`Wallet::fund`] selects coins (largest first), adds change when it is not dust, and signs a
 //! funding transaction from native segwit inputs only ([`crate::tx::build_funding`]).
+//!
+//! [BIP 84]: https://github.com/bitcoin/bips/blob/master/bip-0084.mediawiki
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::fs::{self, File};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use bitcoin::bip32::{ChildNumber, DerivationPath, Xpriv, Xpub};
+use bitcoin::bip32::{self, ChildNumber, DerivationPath, Xpriv, Xpub};
 use bitcoin::secp256k1::{rand::RngCore, All, Secp256k1};
-use bitcoin::{Address, Amount, FeeRate, Network, ScriptBuf, Transaction};
+use bitcoin::{Address, Amount, CompressedPublicKey, FeeRate, Network, ScriptBuf, Transaction};
 use miniscript::descriptor::{Descriptor, DescriptorPublicKey};
 use serde::{Deserialize, Serialize};
 
-use crate::chain::{Chain, ChainError, Utxo};
+use crate::chain::{Chain, ChainError, OutputStatus, Utxo};
 use crate::keys::ChannelSigner;
 use crate::tx::{build_funding, sign_p2wpkh_input, FundingInput, TxError};
 
@@ -31,6 +34,9 @@ pub const INDEX_FILE: &str = "wallet.json";
 pub const LOOKAHEAD: u32 = 100;
 /// Confirmations a coinbase output needs before it can be spent (consensus).
 pub const COINBASE_MATURITY: u32 = 100;
+/// The largest next index a branch may reach: non-hardened indexes end at 2^31, and the scan
+/// looks [`LOOKAHEAD`] further.
+const MAX_INDEX: u32 = (1 << 31) - LOOKAHEAD - 1;
 
 /// Errors from the wallet.
 #[derive(Debug, thiserror::Error)]
@@ -64,14 +70,23 @@ pub enum WalletError {
     /// The spendable coins do not cover the amount and the fee.
     #[error("insufficient funds: {available} spendable, {needed} needed (amount plus fee)")]
     InsufficientFunds {
-        /// All spendable coins together.
+        /// The coins considered, together.
         available: Amount,
-        /// The amount plus the fee of spending all of them.
+        /// The amount plus the fee of spending them.
         needed: Amount,
     },
-    /// Deriving a key or a descriptor failed.
+    /// A branch has used up its address indexes.
+    #[error("no address index left on the {branch:?} branch")]
+    IndexesExhausted {
+        /// The branch.
+        branch: Branch,
+    },
+    /// Deriving a key failed.
     #[error("key derivation failed: {0}")]
-    Derivation(String),
+    Derivation(#[from] bip32::Error),
+    /// The wallet's descriptor did not parse (a bug: it is built from the wallet's own key).
+    #[error("wallet descriptor: {0}")]
+    Descriptor(#[from] miniscript::Error),
     /// The chain backend failed.
     #[error(transparent)]
     Chain(#[from] ChainError),
@@ -90,10 +105,12 @@ pub enum Branch {
 }
 
 impl Branch {
-    fn number(self) -> u32 {
-        match self {
-            Branch::Receive => 0,
-            Branch::Change => 1,
+    fn child(self) -> ChildNumber {
+        ChildNumber::Normal {
+            index: match self {
+                Branch::Receive => 0,
+                Branch::Change => 1,
+            },
         }
     }
 }
@@ -105,12 +122,12 @@ struct NextIndex {
     change: u32,
 }
 
-/// A spendable coin of the wallet's, with the key that spends it.
-#[derive(Debug, Clone)]
+/// A coin of the wallet's, with where its key is.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Coin {
     /// The output and where it is.
     pub utxo: Utxo,
-    /// Its branch and index.
+    /// Its branch.
     pub branch: Branch,
     /// Its index on the branch.
     pub index: u32,
@@ -122,8 +139,10 @@ pub struct Wallet {
     network: Network,
     /// The account key `m/84'/coin'/0'`.
     account: Xpriv,
-    /// The account's public descriptor prefix, `[fingerprint/84'/coin'/0']tpub...`.
-    account_public: String,
+    /// Its public half.
+    account_xpub: Xpub,
+    /// The ranged public descriptors of the receive and change branches.
+    descriptors: [Descriptor<DescriptorPublicKey>; 2],
     dir: PathBuf,
     next: NextIndex,
 }
@@ -141,7 +160,7 @@ impl Wallet {
             None => create_seed(&seed_path)?,
         };
         let index_path = dir.join(INDEX_FILE);
-        let next = match fs::read(&index_path) {
+        let next: NextIndex = match fs::read(&index_path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| WalletError::Corrupt {
                 path: index_path.clone(),
                 reason: e.to_string(),
@@ -149,6 +168,10 @@ impl Wallet {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => NextIndex::default(),
             Err(e) => return Err(io_err(&index_path)(e)),
         };
+        if next.receive.max(next.change) > MAX_INDEX {
+            let reason = format!("index {next:?} beyond {MAX_INDEX}");
+            return Err(WalletError::Corrupt { path: index_path, reason });
+        }
         Wallet::from_seed(&seed, network, dir, next)
     }
 
@@ -159,63 +182,66 @@ impl Wallet {
         next: NextIndex,
     ) -> Result<Wallet, WalletError> {
         let secp = Secp256k1::new();
-        let derivation = |e: bitcoin::bip32::Error| WalletError::Derivation(e.to_string());
-        let master = Xpriv::new_master(network, seed).map_err(derivation)?;
+        let master = Xpriv::new_master(network, seed)?;
         let coin_type = if network == Network::Bitcoin { 0 } else { 1 };
-        let path =
-            DerivationPath::from_str(&format!("m/84'/{coin_type}'/0'")).map_err(derivation)?;
-        let account = master.derive_priv(&secp, &path).map_err(derivation)?;
-        let xpub = Xpub::from_priv(&secp, &account);
+        let path = DerivationPath::from_str(&format!("m/84'/{coin_type}'/0'"))?;
+        let account = master.derive_priv(&secp, &path)?;
+        let account_xpub = Xpub::from_priv(&secp, &account);
         let origin = format!("{}/84'/{coin_type}'/0'", master.fingerprint(&secp));
-        let account_public = format!("[{origin}]{xpub}");
-        Ok(Wallet { secp, network, account, account_public, dir: dir.to_owned(), next })
+        let descriptor = |branch: u32| {
+            Descriptor::from_str(&format!("wpkh([{origin}]{account_xpub}/{branch}/*)"))
+        };
+        let descriptors = [descriptor(0)?, descriptor(1)?];
+        Ok(Wallet { secp, network, account, account_xpub, descriptors, dir: dir.to_owned(), next })
     }
 
-    /// The public descriptor of `branch`, ranged (`wpkh([fp/84'/1'/0']tpub.../0/*)`).
-    pub fn descriptor(&self, branch: Branch) -> String {
-        format!("wpkh({}/{}/*)", self.account_public, branch.number())
+    /// Returns the ranged public descriptor of `branch`, `wpkh([fp/84'/1'/0']tpub.../0/*)`.
+    pub fn descriptor(&self, branch: Branch) -> &Descriptor<DescriptorPublicKey> {
+        match branch {
+            Branch::Receive => &self.descriptors[0],
+            Branch::Change => &self.descriptors[1],
+        }
     }
 
-    /// The address at `index` on `branch`.
+    /// Returns the address at `index` on `branch`.
     ///
     /// # Errors
-    /// [`WalletError::Derivation`] for a hardened index.
+    /// [`WalletError::Derivation`] for an index of 2^31 or more.
     pub fn address(&self, branch: Branch, index: u32) -> Result<Address, WalletError> {
-        let derivation = |e: String| WalletError::Derivation(e);
-        let desc = Descriptor::<DescriptorPublicKey>::from_str(&self.descriptor(branch))
-            .map_err(|e| derivation(e.to_string()))?;
-        let definite = desc.at_derivation_index(index).map_err(|e| derivation(e.to_string()))?;
-        definite.address(self.network).map_err(|e| derivation(e.to_string()))
+        let path = [branch.child(), ChildNumber::from_normal_idx(index)?];
+        let key = self.account_xpub.derive_pub(&self.secp, &path)?;
+        Ok(Address::p2wpkh(&CompressedPublicKey(key.public_key), self.network))
     }
 
-    /// Hands out the next unused receive address and remembers that it was handed out.
+    /// Hands out the next unused receive address and remembers, durably, that it was handed out.
     ///
     /// # Errors
-    /// [`WalletError::Io`] if the index cannot be saved.
+    /// [`WalletError::Io`] if the index cannot be saved, [`WalletError::IndexesExhausted`].
     pub fn new_address(&mut self) -> Result<Address, WalletError> {
         let address = self.address(Branch::Receive, self.next.receive)?;
-        self.next.receive += 1;
+        self.next.receive = bump(self.next.receive, Branch::Receive)?;
         self.save_index()?;
         Ok(address)
     }
 
-    /// Returns the confirmed coins that can be spent in the next block: every wallet output the
-    /// node's UTXO set holds, less coinbase outputs younger than 100 blocks.
+    /// Returns the wallet's outputs in the node's UTXO set that can go into the next block:
+    /// coinbase outputs younger than 100 blocks are left out. Outputs that a transaction in the
+    /// mempool spends are included; see [`Wallet::coins`] for the spendable ones.
     ///
     /// # Errors
     /// [`WalletError::Chain`] if the node cannot scan.
-    pub fn coins(&self, chain: &impl Chain) -> Result<Vec<Coin>, WalletError> {
+    pub fn confirmed_coins(&self, chain: &impl Chain) -> Result<Vec<Coin>, WalletError> {
         let tip = chain.tip()?.height;
         let end = self.next.receive.max(self.next.change) + LOOKAHEAD;
-        let descriptors = [self.descriptor(Branch::Receive), self.descriptor(Branch::Change)];
-        let utxos = chain.scan_outputs(&descriptors, end)?;
+        let utxos = chain.scan_outputs(&self.descriptors, end)?;
         let mut scripts = Vec::new();
         for branch in [Branch::Receive, Branch::Change] {
             for index in 0..=end {
                 scripts.push((self.address(branch, index)?.script_pubkey(), branch, index));
             }
         }
-        let mature = |u: &Utxo| !u.coinbase || tip + 1 >= u.height + COINBASE_MATURITY;
+        // Spendable in block tip+1 once that block is 100 blocks after the coinbase's.
+        let mature = |u: &Utxo| !u.coinbase || u64::from(tip) + 1 >= u64::from(u.height) + 100;
         Ok(utxos
             .into_iter()
             .filter(mature)
@@ -227,10 +253,25 @@ impl Wallet {
             .collect())
     }
 
-    /// The sum of [`Wallet::coins`].
+    /// Returns the coins that can be spent now: [`Wallet::confirmed_coins`] less those a
+    /// transaction in the node's mempool already spends (such as a funding not yet confirmed).
     ///
     /// # Errors
-    /// [`WalletError::Chain`] if the node cannot scan.
+    /// [`WalletError::Chain`] if the node cannot answer.
+    pub fn coins(&self, chain: &impl Chain) -> Result<Vec<Coin>, WalletError> {
+        let mut spendable = Vec::new();
+        for coin in self.confirmed_coins(chain)? {
+            if matches!(chain.output_status(coin.utxo.outpoint)?, OutputStatus::Unspent { .. }) {
+                spendable.push(coin);
+            }
+        }
+        Ok(spendable)
+    }
+
+    /// Returns the sum of [`Wallet::coins`].
+    ///
+    /// # Errors
+    /// [`WalletError::Chain`] if the node cannot answer.
     pub fn balance(&self, chain: &impl Chain) -> Result<Amount, WalletError> {
         Ok(self.coins(chain)?.iter().map(|c| c.utxo.txout.value).sum())
     }
@@ -241,7 +282,7 @@ impl Wallet {
     ///
     /// # Errors
     /// [`WalletError::InsufficientFunds`] if all spendable coins together fall short;
-    /// [`WalletError::Chain`] or [`WalletError::Tx`].
+    /// [`WalletError::Chain`], [`WalletError::Tx`] or [`WalletError::Io`].
     pub fn fund(
         &mut self,
         chain: &impl Chain,
@@ -268,7 +309,8 @@ impl Wallet {
     /// input, change goes to a fresh change address.
     ///
     /// # Errors
-    /// [`WalletError::InsufficientFunds`] if `coins` fall short; [`WalletError::Tx`].
+    /// [`WalletError::InsufficientFunds`] if `coins` fall short; [`WalletError::Tx`] or
+    /// [`WalletError::Io`].
     pub fn fund_from(
         &mut self,
         coins: &[Coin],
@@ -291,29 +333,29 @@ impl Wallet {
             sign_p2wpkh_input(&mut tx, i, &coin.utxo.txout, &signer)?;
         }
         if tx.output.iter().any(|o| o.script_pubkey == change) {
-            self.next.change += 1;
+            self.next.change = bump(self.next.change, Branch::Change)?;
             self.save_index()?;
         }
         Ok(tx)
     }
 
     fn signer(&self, branch: Branch, index: u32) -> Result<ChannelSigner, WalletError> {
-        let path =
-            [ChildNumber::from_normal_idx(branch.number()), ChildNumber::from_normal_idx(index)]
-                .into_iter()
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| WalletError::Derivation(e.to_string()))?;
-        let key = self
-            .account
-            .derive_priv(&self.secp, &path)
-            .map_err(|e| WalletError::Derivation(e.to_string()))?;
+        let path = [branch.child(), ChildNumber::from_normal_idx(index)?];
+        let key = self.account.derive_priv(&self.secp, &path)?;
         Ok(ChannelSigner::new(key.private_key))
     }
 
     fn save_index(&self) -> Result<(), WalletError> {
         let path = self.dir.join(INDEX_FILE);
         let json = serde_json::to_vec(&self.next).expect("two integers serialize");
-        write_durably(&path, &json, 0o644)
+        write_durably(&path, &json, true)
+    }
+}
+
+fn bump(index: u32, branch: Branch) -> Result<u32, WalletError> {
+    match index.checked_add(1) {
+        Some(next) if next <= MAX_INDEX => Ok(next),
+        _ => Err(WalletError::IndexesExhausted { branch }),
     }
 }
 
@@ -323,19 +365,22 @@ fn io_err(path: &Path) -> impl Fn(std::io::Error) -> WalletError + '_ {
 
 /// Reads the hex seed at `path`, refusing a file others can read. `None` if there is no file.
 fn read_seed(path: &Path) -> Result<Option<Vec<u8>>, WalletError> {
-    let text = match fs::read_to_string(path) {
-        Ok(text) => text,
+    let mut file = match File::open(path) {
+        Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_err(path)(e)),
     };
+    // The mode of the file we opened, not of whatever the path names a moment later.
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = fs::metadata(path).map_err(io_err(path))?.permissions().mode() & 0o777;
+        let mode = file.metadata().map_err(io_err(path))?.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
             return Err(WalletError::InsecureSeedFile { path: path.to_owned(), mode });
         }
     }
+    let mut text = String::new();
+    file.read_to_string(&mut text).map_err(io_err(path))?;
     let corrupt = |reason: String| WalletError::Corrupt { path: path.to_owned(), reason };
     let seed: Vec<u8> = bitcoin::hex::FromHex::from_hex(text.trim())
         .map_err(|e: bitcoin::hex::HexToBytesError| corrupt(e.to_string()))?;
@@ -345,84 +390,37 @@ fn read_seed(path: &Path) -> Result<Option<Vec<u8>>, WalletError> {
     Ok(Some(seed))
 }
 
-/// Writes a fresh 32-byte random seed to `path` with mode 0600.
+/// Writes a fresh 32-byte random seed to `path` (mode 0600). If another process created one
+/// first, that seed wins and is returned: a seed file is never overwritten.
 fn create_seed(path: &Path) -> Result<Vec<u8>, WalletError> {
     let mut seed = vec![0u8; 32];
     bitcoin::secp256k1::rand::thread_rng().fill_bytes(&mut seed);
     let hex = bitcoin::hex::DisplayHex::to_lower_hex_string(&seed[..]);
-    write_durably(path, hex.as_bytes(), 0o600)?;
-    Ok(seed)
+    write_durably(path, hex.as_bytes(), false)?;
+    match read_seed(path)? {
+        Some(on_disk) => Ok(on_disk),
+        None => Err(WalletError::Corrupt { path: path.to_owned(), reason: "vanished".into() }),
+    }
 }
 
-/// Writes `bytes` to `path` through a temporary file, fsync and rename, so a crash leaves either
-/// the old file or the new one.
-fn write_durably(path: &Path, bytes: &[u8], mode: u32) -> Result<(), WalletError> {
-    let tmp = path.with_extension("tmp");
-    let mut options = OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
-    #[cfg(not(unix))]
-    let _ = mode;
-    let mut file = options.open(&tmp).map_err(io_err(&tmp))?;
-    file.write_all(bytes).and_then(|()| file.sync_all()).map_err(io_err(&tmp))?;
-    fs::rename(&tmp, path).map_err(io_err(path))?;
-    if let Some(parent) = path.parent() {
-        File::open(parent).and_then(|d| d.sync_all()).map_err(io_err(parent))?;
+/// Writes `bytes` to `path` through a fresh temporary file (mode 0600) in the same directory,
+/// fsync and rename, so a crash leaves either the old file or the new one. Without `overwrite`,
+/// an existing file at `path` is kept and the write is dropped.
+fn write_durably(path: &Path, bytes: &[u8], overwrite: bool) -> Result<(), WalletError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err(dir))?;
+    tmp.write_all(bytes).and_then(|()| tmp.as_file().sync_all()).map_err(io_err(tmp.path()))?;
+    if overwrite {
+        tmp.persist(path).map_err(|e| io_err(path)(e.error))?;
+    } else {
+        match tmp.persist_noclobber(path) {
+            Ok(_) => {}
+            Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+            Err(e) => return Err(io_err(path)(e.error)),
+        }
     }
-    Ok(())
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn seed_file_is_private_and_reopens_to_the_same_addresses() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut wallet = Wallet::open(dir.path(), Network::Regtest).unwrap();
-        let first = wallet.new_address().unwrap();
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = fs::metadata(dir.path().join(SEED_FILE)).unwrap().permissions().mode();
-            assert_eq!(mode & 0o777, 0o600);
-        }
-        let mut reopened = Wallet::open(dir.path(), Network::Regtest).unwrap();
-        assert_eq!(reopened.address(Branch::Receive, 0).unwrap(), first);
-        assert_ne!(reopened.new_address().unwrap(), first, "the index survived the reopen");
-        assert!(first.to_string().starts_with("bcrt1q"), "{first}");
-    }
-
-    #[test]
-    fn a_readable_seed_file_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        drop(Wallet::open(dir.path(), Network::Regtest).unwrap());
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let path = dir.path().join(SEED_FILE);
-            fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
-            let err = Wallet::open(dir.path(), Network::Regtest).err().unwrap();
-            assert!(matches!(err, WalletError::InsecureSeedFile { mode: 0o644, .. }), "{err}");
-        }
-    }
-
-    #[test]
-    fn fixed_seed_gives_the_bip84_test_vector() {
-        // BIP 84's test mnemonic "abandon ... about" has this BIP 39 seed; its first receive
-        // address on mainnet is bc1qcr8te4kr609gcawutmrza0j4xv80jy8z306fyu.
-        let seed: Vec<u8> = bitcoin::hex::FromHex::from_hex(
-            "5eb00bbddcf069084889a8ab9155568165f5c453ccb85e70811aaed6f6da5fc1\
-             9a5ac40b389cd370d086206dec8aa6c43daea6690f20ad3d8d48b2d2ce9e38e4",
-        )
-        .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let wallet =
-            Wallet::from_seed(&seed, Network::Bitcoin, dir.path(), NextIndex::default()).unwrap();
-        let address = wallet.address(Branch::Receive, 0).unwrap();
-        assert_eq!(address.to_string(), "bc1qcr8te4kr609gcawutmrza0j4xv80jy8z306fyu");
-        let change = wallet.address(Branch::Change, 0).unwrap();
-        assert_eq!(change.to_string(), "bc1q8c6fshw2dlwun7ekn9qwf37cu2rn755upcp6el");
-    }
-}
+mod tests;

@@ -4,7 +4,7 @@ mod common;
 
 use bitcoin::{Amount, FeeRate, OutPoint};
 use common::node::Node;
-use paychan::chain::{Chain, OutputStatus, TxStatus, REGTEST_FALLBACK_FEERATE};
+use paychan::chain::{Chain, OutputStatus, Rejection, TxStatus, REGTEST_FALLBACK_FEERATE};
 use paychan::wallet::{Wallet, WalletError};
 
 #[test]
@@ -36,6 +36,11 @@ fn wallet_coins_mature_fund_and_are_tracked_by_the_backend() {
         "{err}"
     );
 
+    // A transaction paying no fee is refused as such (and changes nothing in the wallet).
+    let free = wallet.fund(&node.chain, &to, Amount::from_sat(1_000_000), FeeRate::ZERO).unwrap();
+    let err = node.chain_broadcast_rejection(&free);
+    assert!(matches!(err, Rejection::FeeTooLow { .. }), "{err:?}");
+
     let feerate = FeeRate::from_sat_per_vb(3).unwrap();
     let tx = wallet.fund(&node.chain, &to, Amount::from_sat(1_000_000), feerate).unwrap();
     let txid = tx.compute_txid();
@@ -57,8 +62,17 @@ fn wallet_coins_mature_fund_and_are_tracked_by_the_backend() {
     node.mine(2);
     assert_eq!(node.chain.tx_status(txid).unwrap(), TxStatus::Confirmed(2));
     let (_, _, vsize) = node.get_tx(txid);
-    let fee = Amount::from_btc(50.0).unwrap() - tx.output.iter().map(|o| o.value).sum::<Amount>();
-    assert!(fee >= feerate.fee_vb(vsize).unwrap(), "{fee} for {vsize} vB");
+    // The node's fee is the rate times the mined size (the wallet counts the largest signature),
+    // and the change is exactly what is left.
+    let fee = node.fee(txid);
+    let at_rate = |vb: u64| feerate.fee_vb(vb).unwrap();
+    assert!(at_rate(vsize) <= fee && fee <= at_rate(vsize + 1), "{fee} for {vsize} vB");
+    let coin = Amount::from_btc(50.0).unwrap();
+    assert_eq!(tx.output.len(), 2);
+    assert_eq!(tx.output[1].value, coin - Amount::from_sat(1_000_000) - fee, "the change");
+    // Sending it again once it is confirmed is told apart from a double-spend.
+    let err = node.chain_broadcast_rejection(&tx);
+    assert!(matches!(err, Rejection::AlreadyConfirmed { .. }), "{err:?}");
     // The change came back to the wallet (and coinbases kept maturing meanwhile).
     let coins = wallet.coins(&node.chain).unwrap();
     assert!(coins.iter().any(|c| c.utxo.outpoint.txid == txid), "{coins:?}");

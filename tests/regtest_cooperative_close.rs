@@ -36,17 +36,5 @@ fn twenty_payments_then_cooperative_settlement() {
     }
 
     // The settlement as mined: B gets exactly the paid total, A the rest less the fee.
-    let (mined, confirmations, _) = node.get_tx(settlement_txid);
-    assert_eq!(confirmations, 1);
-    let to = |address: &bitcoin::Address| -> Vec<Amount> {
-        let script = address.script_pubkey();
-        mined.output.iter().filter(|o| o.script_pubkey == script).map(|o| o.value).collect()
-    };
-    assert_eq!(to(&ch.payee_payout), vec![paid]);
-    let fee = ch.split_fee(paid);
-    assert_eq!(to(&ch.payer_payout), vec![ch.terms.capacity - fee - paid]);
-    assert_eq!(mined.output.len(), 2);
-    // The fee is what the engine computed: at least the rate times the mined size.
-    let (_, _, vsize) = node.get_tx(settlement_txid);
-    assert!(fee >= ch.feerate.fee_vb(vsize).unwrap(), "{fee} for {vsize} vB");
+    ch.assert_mined_split(settlement_txid, paid);
 }

@@ -38,8 +38,11 @@ fn double_spent_funding_leaves_the_channel_unusable_and_the_refund_void() {
     let mut ch = RegtestChannel::funded(&node, Terms::default());
     let funding = ch.funding_tx.clone();
 
-    // The payer's wallet spends the same coin elsewhere, and a miner takes that instead.
-    let coins = ch.wallet.coins(&node.chain).unwrap();
+    // The payer's wallet spends the same coin elsewhere (the coin is no longer offered for new
+    // spends, but coin control can still cancel an unconfirmed funding), and a miner takes that.
+    let spendable = ch.wallet.coins(&node.chain).unwrap();
+    assert!(spendable.iter().all(|c| c.utxo.outpoint != funding.input[0].previous_output));
+    let coins = ch.wallet.confirmed_coins(&node.chain).unwrap();
     let spent = funding.input[0].previous_output;
     let coin = coins.into_iter().find(|c| c.utxo.outpoint == spent).expect("still unconfirmed");
     let elsewhere = ch.wallet.new_address().unwrap().script_pubkey();
@@ -54,7 +57,8 @@ fn double_spent_funding_leaves_the_channel_unusable_and_the_refund_void() {
     assert_eq!(node.chain.output_status(outpoint).unwrap(), OutputStatus::SpentOrMissing);
     node.mine(5);
     assert!(!ch.report_funding());
-    assert!(ch.payer.pay(Amount::from_sat(1_000), node.height()).is_err());
+    let err = ch.payer.pay(Amount::from_sat(1_000), node.height()).unwrap_err();
+    assert!(matches!(err, ChannelError::Unexpected { .. }), "{err:?}");
     let err = node.chain_broadcast_rejection(&funding);
     assert!(matches!(err, Rejection::MissingOrSpent { .. }), "{err:?}");
 

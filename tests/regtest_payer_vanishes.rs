@@ -28,25 +28,7 @@ fn payee_broadcasts_the_newest_commitment_at_its_locktime() {
     let [(newest, Ok(txid))] = &sent[..] else { panic!("{sent:?}") };
     assert_eq!(newest.lock_time.to_consensus_u32(), newest_locktime);
     node.mine(1);
-    let (mined, confirmations, _) = node.get_tx(*txid);
-    assert_eq!(confirmations, 1);
-    let payee_out: Vec<_> = mined
-        .output
-        .iter()
-        .filter(|o| o.script_pubkey == ch.payee_payout.script_pubkey())
-        .map(|o| o.value)
-        .collect();
-    assert_eq!(payee_out, vec![Amount::from_sat(10_000)], "exactly the paid total");
-    let payer_out: Amount = mined
-        .output
-        .iter()
-        .filter(|o| o.script_pubkey == ch.payer_payout.script_pubkey())
-        .map(|o| o.value)
-        .sum();
-    assert_eq!(
-        payer_out,
-        ch.terms.capacity - ch.split_fee(Amount::from_sat(10_000)) - Amount::from_sat(10_000)
-    );
+    ch.assert_mined_split(*txid, Amount::from_sat(10_000));
 
     // The previous commitment becomes final one step later: the funding is already spent.
     let older = ch.commitments[3].clone();

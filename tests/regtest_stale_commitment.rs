@@ -21,10 +21,6 @@ fn channel_with_five_payments(node: &Node) -> RegtestChannel<'_> {
     ch
 }
 
-fn paid_to(tx: &bitcoin::Transaction, address: &bitcoin::Address) -> Amount {
-    tx.output.iter().filter(|o| o.script_pubkey == address.script_pubkey()).map(|o| o.value).sum()
-}
-
 #[test]
 fn stale_commitment_is_refused_after_the_newest_confirmed() {
     let node = Node::start();
@@ -62,8 +58,7 @@ fn late_payee_loses_to_a_stale_commitment() {
 
     node.mine(1);
     assert!(node.is_confirmed(stale_txid));
-    let (mined, _, _) = node.get_tx(stale_txid);
-    assert_eq!(paid_to(&mined, &ch.payee_payout), PRICE * 4, "the payee got update 4's total");
+    ch.assert_mined_split(stale_txid, PRICE * 4);
     assert_eq!(ch.payee.paid(), PRICE * 5, "it had been paid for 5");
 
     // Afterwards the newest commitment can never confirm.

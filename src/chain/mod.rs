@@ -10,6 +10,7 @@ mod rpc;
 pub use rpc::{RpcChain, REGTEST_FALLBACK_FEERATE};
 
 use bitcoin::{FeeRate, OutPoint, Transaction, TxOut, Txid};
+use miniscript::descriptor::{Descriptor, DescriptorPublicKey};
 
 /// The chain tip: its height and median time past ([BIP 113]).
 ///
@@ -76,7 +77,8 @@ pub enum Rejection {
         /// The node's reject reason.
         reason: String,
     },
-    /// Already in a block: its outputs are in the UTXO set.
+    /// Already in the best chain (its outputs in the UTXO set, or the node found it confirmed
+    /// when it reported its inputs spent): a repeated broadcast of a confirmed transaction.
     #[error("already confirmed ({reason})")]
     AlreadyConfirmed {
         /// The node's reject reason.
@@ -124,6 +126,20 @@ impl Rejection {
     }
 }
 
+impl Rejection {
+    /// Returns the same kind of rejection with `reason` as its text.
+    pub fn with_reason(self, reason: String) -> Rejection {
+        match self {
+            Rejection::NonFinal { .. } => Rejection::NonFinal { reason },
+            Rejection::MissingOrSpent { .. } => Rejection::MissingOrSpent { reason },
+            Rejection::Conflict { .. } => Rejection::Conflict { reason },
+            Rejection::FeeTooLow { .. } => Rejection::FeeTooLow { reason },
+            Rejection::AlreadyConfirmed { .. } => Rejection::AlreadyConfirmed { reason },
+            Rejection::Other { .. } => Rejection::Other { reason },
+        }
+    }
+}
+
 /// Errors from talking to the chain.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -145,6 +161,10 @@ pub enum ChainError {
         #[source]
         source: bitcoincore_rpc::Error,
     },
+    /// The node runs without `-txindex=1`, or its index is still catching up, so it cannot tell
+    /// the confirmations of arbitrary transactions.
+    #[error("the node has no synced transaction index: restart bitcoind with -txindex=1")]
+    NoTxIndex,
     /// The node's answer could not be understood.
     #[error("unexpected answer to {method}: {detail}")]
     UnexpectedAnswer {
@@ -203,14 +223,17 @@ pub trait Chain {
     /// [`ChainError::Rpc`] or [`ChainError::UnexpectedAnswer`].
     fn fee_rate(&self, target_blocks: u16) -> Result<FeeRate, ChainError>;
 
-    /// Returns the confirmed unspent outputs matching the ranged `descriptors` (public
-    /// descriptors such as `wpkh(tpub.../0/*)`, each scanned over indexes `0..=range_end`).
-    /// Unconfirmed outputs are not included.
+    /// Returns the confirmed unspent outputs matching the ranged public `descriptors` (such as
+    /// `wpkh(tpub.../0/*)`), each scanned over indexes `0..=range_end`. Unconfirmed outputs are
+    /// not included; outputs spent only in the mempool are.
     ///
     /// # Errors
     /// [`ChainError::Rpc`] or [`ChainError::UnexpectedAnswer`].
-    fn scan_outputs(&self, descriptors: &[String], range_end: u32)
-        -> Result<Vec<Utxo>, ChainError>;
+    fn scan_outputs(
+        &self,
+        descriptors: &[Descriptor<DescriptorPublicKey>],
+        range_end: u32,
+    ) -> Result<Vec<Utxo>, ChainError>;
 }
 
 /// A confirmed unspent output found by [`Chain::scan_outputs`].

@@ -8,6 +8,7 @@ use bitcoin::consensus::encode::serialize_hex;
 use bitcoin::{Amount, FeeRate, Network, OutPoint, ScriptBuf, Transaction, TxOut, Txid};
 use bitcoincore_rpc::jsonrpc;
 use bitcoincore_rpc::{Auth, Client, RpcApi};
+use miniscript::descriptor::{Descriptor, DescriptorPublicKey};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -21,6 +22,9 @@ pub const REGTEST_FALLBACK_FEERATE: FeeRate = FeeRate::from_sat_per_kwu(500);
 
 /// Bitcoin Core's RPC error code for "no such transaction" (`RPC_INVALID_ADDRESS_OR_KEY`).
 const RPC_INVALID_ADDRESS_OR_KEY: i32 = -5;
+/// Bitcoin Core's RPC error codes for a transaction refused by `sendrawtransaction`:
+/// `RPC_TRANSACTION_ERROR`, `RPC_TRANSACTION_REJECTED`, `RPC_TRANSACTION_ALREADY_IN_CHAIN`.
+const RPC_TRANSACTION_REFUSED: [i32; 3] = [-25, -26, -27];
 
 /// A Bitcoin Core node reached over JSON-RPC.
 ///
@@ -32,10 +36,12 @@ pub struct RpcChain {
 }
 
 impl RpcChain {
-    /// Connects to the node at `url` (e.g. `http://127.0.0.1:18443`) and asks which chain it is on.
+    /// Connects to the node at `url` (e.g. `http://127.0.0.1:18443`), asks which chain it is on
+    /// and checks that its transaction index is synced.
     ///
     /// # Errors
-    /// [`ChainError::Rpc`] if the node cannot be reached or the credentials are refused.
+    /// [`ChainError::Rpc`] if the node cannot be reached or the credentials are refused;
+    /// [`ChainError::NoTxIndex`].
     pub fn new(url: &str, auth: Auth) -> Result<RpcChain, ChainError> {
         let client = Client::new(url, auth)
             .map_err(|source| ChainError::Rpc { method: "connect", source })?;
@@ -44,10 +50,14 @@ impl RpcChain {
         chain.network = Network::from_core_arg(&info.chain).map_err(|e| {
             ChainError::UnexpectedAnswer { method: "getblockchaininfo", detail: e.to_string() }
         })?;
+        let indexes: Value = chain.call("getindexinfo", &[json!("txindex")])?;
+        if indexes["txindex"]["synced"] != json!(true) {
+            return Err(ChainError::NoTxIndex);
+        }
         Ok(chain)
     }
 
-    /// The node's chain.
+    /// Returns the node's chain.
     pub fn network(&self) -> Network {
         self.network
     }
@@ -79,9 +89,24 @@ impl RpcChain {
         Ok(())
     }
 
-    /// The underlying RPC client, for calls this type does not wrap.
+    /// Returns the underlying RPC client, for calls this type does not wrap.
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// Reports `tx` refused for `rejection`. Core reports a repeated broadcast of a transaction
+    /// already in the best chain as missing inputs; that one is told apart here.
+    fn rejected<T>(&self, tx: &Transaction, rejection: Rejection) -> Result<T, ChainError> {
+        let txid = tx.compute_txid();
+        let rejection = match rejection {
+            Rejection::MissingOrSpent { reason }
+                if matches!(self.tx_status(txid)?, TxStatus::Confirmed(_)) =>
+            {
+                Rejection::AlreadyConfirmed { reason }
+            }
+            other => other,
+        };
+        Err(ChainError::Rejected { txid, rejection })
     }
 
     fn call<T: DeserializeOwned>(
@@ -166,7 +191,7 @@ struct ScannedOutput {
     #[serde(with = "bitcoin::amount::serde::as_btc")]
     amount: Amount,
     height: u32,
-    #[serde(default)]
+    /// Required: a node that leaves it out would make young coinbase outputs look spendable.
     coinbase: bool,
 }
 
@@ -189,12 +214,13 @@ impl Chain for RpcChain {
             (true, _) => Ok(()),
             (false, Some(reason)) if already_in_mempool(reason) => Ok(()),
             (false, reason) => {
-                let mut reason = reason.clone().unwrap_or_else(|| "no reason given".into());
-                if let Some(details) = &result.reject_details {
-                    reason = format!("{reason}: {details}");
-                }
-                let rejection = Rejection::from_reason(&reason);
-                Err(ChainError::Rejected { txid: tx.compute_txid(), rejection })
+                // Classified on the short reason; the free-text details are for people.
+                let reason = reason.as_deref().unwrap_or("no reason given");
+                let shown = match &result.reject_details {
+                    Some(details) => format!("{reason}: {details}"),
+                    None => reason.to_owned(),
+                };
+                self.rejected(tx, Rejection::from_reason(reason).with_reason(shown))
             }
         }
     }
@@ -207,10 +233,10 @@ impl Chain for RpcChain {
             Err(e) => match rpc_error(&e) {
                 Some((_, message)) if already_in_mempool(message) => Ok(txid),
                 // The mempool may have changed since the test: report the node's reason.
-                Some((_, message)) => {
-                    Err(ChainError::Rejected { txid, rejection: Rejection::from_reason(message) })
+                Some((code, message)) if RPC_TRANSACTION_REFUSED.contains(&code) => {
+                    self.rejected(tx, Rejection::from_reason(message))
                 }
-                None => Err(e),
+                _ => Err(e),
             },
         }
     }
@@ -218,7 +244,10 @@ impl Chain for RpcChain {
     fn tx_status(&self, txid: Txid) -> Result<TxStatus, ChainError> {
         match self.call::<RawTxInfo>("getrawtransaction", &[json!(txid), json!(true)]) {
             Ok(RawTxInfo { confirmations: Some(n) }) if n > 0 => Ok(TxStatus::Confirmed(n)),
-            Ok(_) => Ok(TxStatus::InMempool),
+            // Without a confirmations field it is in the mempool; with 0 it is in a block that
+            // is no longer in the best chain.
+            Ok(RawTxInfo { confirmations: None }) => Ok(TxStatus::InMempool),
+            Ok(RawTxInfo { confirmations: Some(_) }) => Ok(TxStatus::Unknown),
             Err(e) if rpc_error(&e).is_some_and(|(c, _)| c == RPC_INVALID_ADDRESS_OR_KEY) => {
                 Ok(TxStatus::Unknown)
             }
@@ -260,11 +289,13 @@ impl Chain for RpcChain {
 
     fn scan_outputs(
         &self,
-        descriptors: &[String],
+        descriptors: &[Descriptor<DescriptorPublicKey>],
         range_end: u32,
     ) -> Result<Vec<Utxo>, ChainError> {
-        let objects: Vec<Value> =
-            descriptors.iter().map(|d| json!({ "desc": d, "range": range_end })).collect();
+        let objects: Vec<Value> = descriptors
+            .iter()
+            .map(|d| json!({ "desc": d.to_string(), "range": range_end }))
+            .collect();
         let result: ScanResult = self.call("scantxoutset", &[json!("start"), json!(objects)])?;
         if !result.success {
             return Err(ChainError::UnexpectedAnswer {

@@ -29,8 +29,23 @@ pub struct PayeeConfig {
     pub min_step: u32,
     /// The least fee rate accepted, in sat/vB, so that closing transactions relay.
     pub min_feerate_sat_per_vb: u64,
-    /// Confirmations of the funding required before taking payments.
+    /// Confirmations of the funding required before taking payments
+    /// ([`PayeeConfig::default_min_conf`]). Zero takes payments on an unconfirmed funding, which
+    /// the payer can still double-spend: the payments would then be worth nothing.
     pub min_conf: u32,
+}
+
+impl PayeeConfig {
+    /// Returns the default funding confirmations for `network`: 1 on regtest, where blocks come
+    /// on demand and nobody reorganizes them; 3 on the test networks; 6 on mainnet, where a
+    /// double-spend after a reorganization is worth attempting.
+    pub fn default_min_conf(network: Network) -> u32 {
+        match network {
+            Network::Regtest => 1,
+            Network::Bitcoin => 6,
+            _ => 3,
+        }
+    }
 }
 
 /// Where the payee is in the channel's life.

@@ -64,7 +64,7 @@ impl Node {
                 .arg(format!("-rpcport={port}"))
                 .arg(format!("-datadir={}", dir.path().display()))
                 .stdout(Stdio::null())
-                .stderr(Stdio::piped())
+                .stderr(Stdio::null())
                 .spawn()
                 .unwrap_or_else(|e| panic!("cannot start {}: {e}; {INSTALL_HINT}", exe.display()));
             let cookie = dir.path().join("regtest/.cookie");
@@ -80,7 +80,7 @@ impl Node {
                 if cookie.exists() {
                     if let Ok(chain) = RpcChain::new(&url, Auth::CookieFile(cookie.clone())) {
                         let version: serde_json::Value =
-                            chain.client().call("getnetworkinfo", &[]).expect("getnetworkinfo");
+                            chain.client().call("getnetworkinfo", &[]).unwrap_or_default();
                         // Straight to stderr, past the test harness's capture, so the test
                         // output shows a real node ran.
                         let _ = writeln!(
@@ -100,7 +100,12 @@ impl Node {
             let _ = child.kill();
             let _ = child.wait();
         }
-        panic!("bitcoind {} did not start (see its debug.log)", exe.display());
+        let kept = dir.keep();
+        panic!(
+            "bitcoind {} did not start; see {}/regtest/debug.log",
+            exe.display(),
+            kept.display()
+        );
     }
 
     /// The tip height.
@@ -130,15 +135,25 @@ impl Node {
     /// The transaction `txid` as the node holds it (mempool or chain) with its confirmations
     /// and virtual size.
     pub fn get_tx(&self, txid: Txid) -> (Transaction, u32, u64) {
-        let v: serde_json::Value = self
-            .chain
-            .client()
-            .call("getrawtransaction", &[serde_json::json!(txid), serde_json::json!(true)])
-            .expect("getrawtransaction");
+        let v = self.raw_tx(txid);
         let hex = v["hex"].as_str().expect("hex");
         let tx = bitcoin::consensus::encode::deserialize_hex(hex).expect("a transaction");
         let confs = v["confirmations"].as_u64().unwrap_or(0) as u32;
         (tx, confs, v["vsize"].as_u64().expect("vsize"))
+    }
+
+    /// The fee of the confirmed transaction `txid`, as the node computes it from the outputs it
+    /// spends.
+    pub fn fee(&self, txid: Txid) -> bitcoin::Amount {
+        let fee = self.raw_tx(txid)["fee"].as_f64().expect("a confirmed transaction's fee");
+        bitcoin::Amount::from_btc(fee).expect("a fee in BTC")
+    }
+
+    fn raw_tx(&self, txid: Txid) -> serde_json::Value {
+        self.chain
+            .client()
+            .call("getrawtransaction", &[serde_json::json!(txid), serde_json::json!(2)])
+            .expect("getrawtransaction")
     }
 
     /// Whether `txid` is in the best chain.

@@ -23,7 +23,12 @@ pub struct Terms {
 
 impl Default for Terms {
     fn default() -> Self {
-        Terms { capacity: Amount::from_sat(1_000_000), lifetime: 60, step: 2, min_conf: 1 }
+        Terms {
+            capacity: Amount::from_sat(1_000_000),
+            lifetime: 60,
+            step: 2,
+            min_conf: PayeeConfig::default_min_conf(NETWORK),
+        }
     }
 }
 
@@ -210,17 +215,24 @@ impl<'n> RegtestChannel<'n> {
         msgs
     }
 
-    /// The refund's fee, as the engine built it: capacity less the refund's output.
-    pub fn refund_fee(&self) -> Amount {
-        let refund = self.payer.refund_tx().unwrap();
-        self.terms.capacity - super::output_sum(&refund)
-    }
-
-    /// The fee of a two-output split (commitment or settlement) paying `paid`, as the engine
-    /// builds it.
-    pub fn split_fee(&self, paid: Amount) -> Amount {
-        let builder = self.payer.funded().unwrap().funded.channel.builder();
-        self.terms.capacity - super::output_sum(&builder.settlement(paid).unwrap())
+    /// Reads the mined channel transaction `txid` back from the node and checks its amounts:
+    /// the payee's output is exactly `paid` (none when zero), the payer's is the capacity less
+    /// `paid` and the fee the node computed, and that fee is the channel's rate times the mined
+    /// size (up to 2 vbytes more: the engine counts the largest signatures).
+    pub fn assert_mined_split(&self, txid: Txid, paid: Amount) {
+        let (tx, confirmations, vsize) = self.node.get_tx(txid);
+        assert!(confirmations > 0, "{txid} is mined");
+        let fee = self.node.fee(txid);
+        let at_rate = |vb: u64| self.feerate.fee_vb(vb).unwrap();
+        assert!(at_rate(vsize) <= fee && fee <= at_rate(vsize + 2), "{fee} for {vsize} vB");
+        let to = |address: &Address| -> Vec<Amount> {
+            let script = address.script_pubkey();
+            tx.output.iter().filter(|o| o.script_pubkey == script).map(|o| o.value).collect()
+        };
+        let payee_expected = if paid == Amount::ZERO { vec![] } else { vec![paid] };
+        assert_eq!(to(&self.payee_payout), payee_expected, "the payee's output");
+        assert_eq!(to(&self.payer_payout), vec![self.terms.capacity - fee - paid], "the payer's");
+        assert_eq!(tx.output.len(), 1 + payee_expected.len(), "no other output");
     }
 }
 
