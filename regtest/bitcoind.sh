@@ -11,9 +11,10 @@
 # of bitcoind reaches these machines; see README) and caches the two binaries in
 # ${XDG_CACHE_HOME:-$HOME/.cache}/paychan/bin, so the build (10-15 min on 2 cores) happens once.
 set -euo pipefail
+shopt -s inherit_errexit
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/paychan"
+CACHE="${XDG_CACHE_HOME:-${HOME:?set HOME or XDG_CACHE_HOME}/.cache}/paychan"
 BIN_DIR="$CACHE/bin"
 DATADIR="$ROOT/regtest/.data"
 # The demo node's fixed RPC port (regtest's default is 18443; this one avoids clashing with it).
@@ -23,9 +24,9 @@ KERNEL_VERSION="0.4.1"
 
 log() { echo "bitcoind.sh: $*" >&2; }
 
+# Prints the bitcoind to use, or fails (status 1) when there is none.
 find_bitcoind() {
     if [[ -n "${BITCOIND_EXE:-}" ]]; then
-        [[ -x "$BITCOIND_EXE" ]] || { log "BITCOIND_EXE=$BITCOIND_EXE is not executable"; exit 1; }
         echo "$BITCOIND_EXE"
     elif command -v bitcoind >/dev/null 2>&1; then
         command -v bitcoind
@@ -36,12 +37,13 @@ find_bitcoind() {
     fi
 }
 
+# Prints the bitcoin-cli next to bitcoind (or on PATH), or exits with a message.
 find_cli() {
-    local d
-    d="$(dirname "$(find_bitcoind)")"
-    if [[ -x "$d/bitcoin-cli" ]]; then echo "$d/bitcoin-cli"
+    local exe
+    exe="$(find_bitcoind)" || { log "no bitcoind found; run: regtest/bitcoind.sh install"; exit 1; }
+    if [[ -x "$(dirname "$exe")/bitcoin-cli" ]]; then echo "$(dirname "$exe")/bitcoin-cli"
     elif command -v bitcoin-cli >/dev/null 2>&1; then command -v bitcoin-cli
-    else log "no bitcoin-cli next to bitcoind"; exit 1
+    else log "no bitcoin-cli next to $exe nor on PATH"; exit 1
     fi
 }
 
@@ -104,16 +106,23 @@ build_bitcoind() {
 
 cmd_install() {
     local exe
+    if [[ -n "${BITCOIND_EXE:-}" && ! -x "$BITCOIND_EXE" ]]; then
+        log "BITCOIND_EXE=$BITCOIND_EXE is not an executable file"
+        exit 1
+    fi
     if ! exe="$(find_bitcoind)"; then
         build_bitcoind
         exe="$BIN_DIR/bitcoind"
     fi
-    "$exe" -version | head -n1 >&2
+    find_cli >/dev/null
+    "$exe" -version | sed -n 1p >&2
     echo "$exe"
 }
 
 cli() {
-    "$(find_cli)" -regtest -datadir="$DATADIR" -rpcport="$RPC_PORT" "$@"
+    local exe
+    exe="$(find_cli)"
+    "$exe" -regtest -datadir="$DATADIR" -rpcport="$RPC_PORT" "$@"
 }
 
 cmd_start() {
@@ -136,10 +145,12 @@ cmd_start() {
 
 cmd_stop() {
     if cli stop >/dev/null 2>&1; then
-        for _ in $(seq 1 100); do
+        for _ in $(seq 1 300); do
             [[ -e "$DATADIR/regtest/bitcoind.pid" ]] || { log "stopped"; return 0; }
             sleep 0.1
         done
+        log "bitcoind still running 30 s after stop; see $DATADIR/regtest/debug.log"
+        exit 1
     else
         log "not running"
     fi
