@@ -9,7 +9,7 @@
 # install: uses $BITCOIND_EXE, or bitcoind on PATH, if present. Otherwise it builds Bitcoin Core
 # from the source tree shipped in the crates.io crate libbitcoinkernel-sys 0.4.1 (no other source
 # of bitcoind reaches these machines; see README) and caches the two binaries in
-# ${XDG_CACHE_HOME:-$HOME/.cache}/paychan/bin, so the build (10-15 min on 2 cores) happens once.
+# ${XDG_CACHE_HOME:-$HOME/.cache}/paychan/bin, so the build (6-9 min on 2 cores) happens once.
 set -euo pipefail
 shopt -s inherit_errexit
 
@@ -89,7 +89,7 @@ build_bitcoind() {
     local src build
     src="$(fetch_source)"
     build="$CACHE/build"
-    log "building bitcoind from $src (once per machine; 10-15 minutes on 2 cores)"
+    log "building bitcoind from $src (once per machine; 6-9 minutes on 2 cores)"
     cmake -S "$src" -B "$build" -DCMAKE_BUILD_TYPE=Release \
         -DBUILD_DAEMON=ON -DBUILD_CLI=ON -DENABLE_WALLET=OFF -DWITH_EMBEDDED_ASMAP=OFF \
         -DENABLE_IPC=OFF -DENABLE_EXTERNAL_SIGNER=OFF -DBUILD_GUI=OFF -DBUILD_TESTS=OFF \
