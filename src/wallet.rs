@@ -241,7 +241,8 @@ impl Wallet {
             }
         }
         // Spendable in block tip+1 once that block is 100 blocks after the coinbase's.
-        let mature = |u: &Utxo| !u.coinbase || u64::from(tip) + 1 >= u64::from(u.height) + 100;
+        let maturity = u64::from(COINBASE_MATURITY);
+        let mature = |u: &Utxo| !u.coinbase || u64::from(tip) + 1 >= u64::from(u.height) + maturity;
         Ok(utxos
             .into_iter()
             .filter(mature)

@@ -94,10 +94,14 @@ pub enum Rejection {
 
 impl Rejection {
     /// Classifies one of Bitcoin Core's reject reasons (`testmempoolaccept`'s `reject-reason`,
-    /// or the message of a `sendrawtransaction` error).
-    pub fn from_reason(reason: &str) -> Rejection {
-        let r = reason.to_owned();
+    /// or the message of a `sendrawtransaction` error). `details` (`reject-details`, free text
+    /// that may repeat any word) is kept in the text for people but never classified.
+    pub fn from_reason(reason: &str, details: Option<&str>) -> Rejection {
         let lower = reason.to_ascii_lowercase();
+        let r = match details {
+            Some(details) => format!("{reason}: {details}"),
+            None => reason.to_owned(),
+        };
         if lower.contains("non-final") || lower.contains("non-bip68-final") {
             Rejection::NonFinal { reason: r }
         } else if lower.contains("missingorspent")
@@ -122,20 +126,6 @@ impl Rejection {
             Rejection::FeeTooLow { reason: r }
         } else {
             Rejection::Other { reason: r }
-        }
-    }
-}
-
-impl Rejection {
-    /// Returns the same kind of rejection with `reason` as its text.
-    pub fn with_reason(self, reason: String) -> Rejection {
-        match self {
-            Rejection::NonFinal { .. } => Rejection::NonFinal { reason },
-            Rejection::MissingOrSpent { .. } => Rejection::MissingOrSpent { reason },
-            Rejection::Conflict { .. } => Rejection::Conflict { reason },
-            Rejection::FeeTooLow { .. } => Rejection::FeeTooLow { reason },
-            Rejection::AlreadyConfirmed { .. } => Rejection::AlreadyConfirmed { reason },
-            Rejection::Other { .. } => Rejection::Other { reason },
         }
     }
 }
@@ -268,7 +258,7 @@ mod tests {
             ("mandatory-script-verify-flag-failed", "Other"),
         ];
         for (reason, kind) in cases {
-            let got = format!("{:?}", Rejection::from_reason(reason));
+            let got = format!("{:?}", Rejection::from_reason(reason, None));
             assert!(got.starts_with(kind), "{reason} -> {got}");
         }
     }

@@ -214,13 +214,8 @@ impl Chain for RpcChain {
             (true, _) => Ok(()),
             (false, Some(reason)) if already_in_mempool(reason) => Ok(()),
             (false, reason) => {
-                // Classified on the short reason; the free-text details are for people.
                 let reason = reason.as_deref().unwrap_or("no reason given");
-                let shown = match &result.reject_details {
-                    Some(details) => format!("{reason}: {details}"),
-                    None => reason.to_owned(),
-                };
-                self.rejected(tx, Rejection::from_reason(reason).with_reason(shown))
+                self.rejected(tx, Rejection::from_reason(reason, result.reject_details.as_deref()))
             }
         }
     }
@@ -234,7 +229,7 @@ impl Chain for RpcChain {
                 Some((_, message)) if already_in_mempool(message) => Ok(txid),
                 // The mempool may have changed since the test: report the node's reason.
                 Some((code, message)) if RPC_TRANSACTION_REFUSED.contains(&code) => {
-                    self.rejected(tx, Rejection::from_reason(message))
+                    self.rejected(tx, Rejection::from_reason(message, None))
                 }
                 _ => Err(e),
             },

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bitcoin::{Address, Transaction, Txid};
 use bitcoincore_rpc::{Auth, RpcApi};
-use paychan::chain::{Chain, RpcChain};
+use paychan::chain::{Chain, Rejection, RpcChain, TxStatus};
 
 /// How to get a bitcoind when none is found.
 const INSTALL_HINT: &str = "no bitcoind found: run `regtest/bitcoind.sh install` (builds and \
@@ -158,7 +158,15 @@ impl Node {
 
     /// Whether `txid` is in the best chain.
     pub fn is_confirmed(&self, txid: Txid) -> bool {
-        self.get_tx(txid).1 > 0
+        matches!(self.chain.tx_status(txid).expect("tx status"), TxStatus::Confirmed(_))
+    }
+
+    /// Broadcasts `tx` expecting the node to refuse it; returns the classified reason.
+    pub fn chain_broadcast_rejection(&self, tx: &Transaction) -> Rejection {
+        match self.chain.broadcast(tx) {
+            Ok(txid) => panic!("the node accepted {txid}"),
+            Err(e) => e.rejection().cloned().unwrap_or_else(|| panic!("the node failed: {e}")),
+        }
     }
 }
 
@@ -179,14 +187,4 @@ impl Drop for Node {
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
-}
-
-impl Node {
-    /// Broadcasts `tx` expecting the node to refuse it; returns the classified reason.
-    pub fn chain_broadcast_rejection(&self, tx: &Transaction) -> paychan::chain::Rejection {
-        match self.chain.broadcast(tx) {
-            Ok(txid) => panic!("the node accepted {txid}"),
-            Err(e) => e.rejection().cloned().unwrap_or_else(|| panic!("the node failed: {e}")),
-        }
-    }
 }

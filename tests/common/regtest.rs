@@ -8,7 +8,7 @@ use paychan::wallet::Wallet;
 use paychan::wire::{ChannelId, Message};
 
 use super::node::Node;
-use super::{p2wpkh_address, payee_config, signer, MARGIN, NETWORK};
+use super::{p2wpkh_address, payee_config, route, signer, Outbox, MARGIN, NETWORK};
 
 /// What a test chooses when it opens a channel.
 #[derive(Debug, Clone, Copy)]
@@ -80,10 +80,18 @@ impl<'n> RegtestChannel<'n> {
             min_conf: terms.min_conf,
             ..payee_config()
         };
-        let (payer, actions) = Payer::open(config, signer(1), ChannelId::random(), tip).unwrap();
-        let open = take_message(actions);
-        let Message::OpenChannel(open) = open else { panic!("{open:?}") };
-        let (payee, actions) = Payee::accept(&open, &payee_config, signer(2), tip).unwrap();
+        let (mut payer, actions) =
+            Payer::open(config, signer(1), ChannelId::random(), tip).unwrap();
+        let Message::OpenChannel(open) = take_message(actions) else { panic!("open_channel") };
+        let (mut payee, actions) = Payee::accept(&open, &payee_config, signer(2), tip).unwrap();
+        let mut out = Outbox::default();
+        assert!(route(payer.handle_message(&take_message(actions)).unwrap(), &mut out).is_empty());
+        let (address, amount) = out.fund_requests.pop().expect("the payer asks for funding");
+        let funding_tx = wallet
+            .fund(&node.chain, &address.script_pubkey(), amount, feerate)
+            .expect("the wallet funds the channel");
+        let created = take_message(payer.funding_signed(funding_tx.clone()).unwrap());
+        let refund_signed = take_message(payee.handle_message(&created, tip).unwrap());
         let mut ch = RegtestChannel {
             node,
             wallet,
@@ -92,29 +100,12 @@ impl<'n> RegtestChannel<'n> {
             payee,
             terms,
             feerate,
-            funding_tx: Transaction {
-                version: bitcoin::transaction::Version::TWO,
-                lock_time: bitcoin::absolute::LockTime::ZERO,
-                input: vec![],
-                output: vec![],
-            },
+            funding_tx,
             payer_payout,
             payee_payout,
             commitments: Vec::new(),
             broadcasts: Vec::new(),
         };
-        let accept = take_message(actions);
-        let actions = ch.payer.handle_message(&accept).unwrap();
-        let [Action::Persist, Action::FundChannel { address, amount }] = &actions[..] else {
-            panic!("{actions:?}")
-        };
-        let funding_tx = ch
-            .wallet
-            .fund(&node.chain, &address.script_pubkey(), *amount, feerate)
-            .expect("the wallet funds the channel");
-        ch.funding_tx = funding_tx.clone();
-        let created = take_message(ch.payer.funding_signed(funding_tx).unwrap());
-        let refund_signed = take_message(ch.payee.handle_message(&created, tip).unwrap());
         let actions = ch.payer.handle_message(&refund_signed).unwrap();
         let msgs = ch.carry(actions);
         assert!(msgs.is_empty());
@@ -196,21 +187,16 @@ impl<'n> RegtestChannel<'n> {
     /// Carries out `actions`: broadcasts go to the node (answers recorded), messages are
     /// returned for delivery.
     pub fn carry(&mut self, actions: Vec<Action>) -> Vec<Message> {
-        let mut msgs = Vec::new();
-        for action in actions {
-            match action {
-                Action::Persist => {}
-                Action::Send(m) => msgs.push(m),
-                Action::Broadcast(tx) => {
-                    let result = match self.node.chain.broadcast(&tx) {
-                        Ok(txid) => Ok(txid),
-                        Err(ChainError::Rejected { rejection, .. }) => Err(rejection),
-                        Err(e) => panic!("the node failed: {e}"),
-                    };
-                    self.broadcasts.push((tx, result));
-                }
-                other => panic!("unexpected action {other:?}"),
-            }
+        let mut out = Outbox::default();
+        let msgs = route(actions, &mut out);
+        assert!(out.fund_requests.is_empty(), "{:?}", out.fund_requests);
+        for tx in out.broadcasts {
+            let result = match self.node.chain.broadcast(&tx) {
+                Ok(txid) => Ok(txid),
+                Err(ChainError::Rejected { rejection, .. }) => Err(rejection),
+                Err(e) => panic!("the node failed: {e}"),
+            };
+            self.broadcasts.push((tx, result));
         }
         msgs
     }
@@ -236,14 +222,11 @@ impl<'n> RegtestChannel<'n> {
     }
 }
 
-/// The one message `actions` send (after an optional `Persist`).
+/// The one message `actions` send, when they send nothing else.
 fn take_message(actions: Vec<Action>) -> Message {
-    let mut msgs = actions.into_iter().filter_map(|a| match a {
-        Action::Send(m) => Some(m),
-        Action::Persist => None,
-        other => panic!("unexpected action {other:?}"),
-    });
-    let msg = msgs.next().expect("a message");
-    assert!(msgs.next().is_none());
+    let mut out = Outbox::default();
+    let msgs = route(actions, &mut out);
+    assert!(out.broadcasts.is_empty() && out.fund_requests.is_empty(), "{out:?}");
+    let [msg] = <[Message; 1]>::try_from(msgs).expect("exactly one message");
     msg
 }
