@@ -23,9 +23,15 @@
 
 pub mod chain;
 pub mod channel;
+pub mod cli;
+pub mod client;
+pub mod daemon;
+pub mod datadir;
 pub mod funding;
 pub mod keys;
 pub mod ladder;
+pub mod net;
+pub mod store;
 pub mod tx;
 pub mod wallet;
 pub mod wire;

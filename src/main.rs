@@ -1,51 +1,76 @@
-//! The `paychan` command. It stays minimal until the CLI issue: it reports its version and the
-//! protocol version it speaks.
+//! The `paychan` command: parses the command line, runs it (see `paychan::cli`), prints the
+//! output (one JSON object with `--json`, text otherwise), and reports errors as `error: ...` on
+//! stderr with exit status 1.
 
+use std::io::Write;
 use std::process::ExitCode;
 
-const HELP: &str = "\
-paychan: a Bitcoin micropayment channel engine (decreasing-nLockTime channels)
-
-Usage: paychan [--help | --version]
-
-The channel engine is a library for now; see examples/offline_channel.rs for a whole
-channel life, and docs/protocol.md for the protocol. The command-line tool comes next.
-";
-
-/// Errors of the command line.
-#[derive(Debug)]
-enum Error {
-    Usage(String),
-}
-
-impl std::fmt::Display for Error {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Error::Usage(arg) => write!(f, "unknown argument '{arg}' (try --help)"),
-        }
-    }
-}
-
-fn run() -> Result<(), Error> {
-    let arg = std::env::args().nth(1);
-    match arg.as_deref() {
-        None | Some("--help" | "-h" | "help") => print!("{HELP}"),
-        Some("--version" | "-V") => println!(
-            "paychan {} (protocol version {})",
-            env!("CARGO_PKG_VERSION"),
-            paychan::wire::PROTOCOL_VERSION
-        ),
-        Some(other) => return Err(Error::Usage(other.to_owned())),
-    }
-    Ok(())
-}
+use clap::Parser;
+use paychan::cli::{self, args::Command, Cli, Output};
+use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version.
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
         Err(e) => {
-            eprintln!("error: {e}");
+            let _ = e.print();
+            return ExitCode::FAILURE;
+        }
+    };
+    // The daemon says what it does at `info`; a one-shot command only warns.
+    let default_level = if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" };
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let json = cli.global.json;
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let announce = move |out: &Output| print(out, json);
+    match runtime.block_on(cli::run(cli, &announce)) {
+        Ok(out) => {
+            print(&out, json);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {}", chain(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+fn print(out: &Output, json: bool) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = if json {
+        if out.json.is_null() {
+            return;
+        }
+        writeln!(stdout, "{}", out.json)
+    } else {
+        write!(stdout, "{}", out.text)
+    };
+    let _ = stdout.flush();
+}
+
+/// Returns the error and its causes, `outer: inner: ...`, skipping causes already in the text.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text = format!("{text}: {s_text}");
+        }
+        source = s.source();
+    }
+    text
 }

@@ -6,6 +6,10 @@
 //! only; coins that a transaction in the node's mempool already spends are left out. The next
 //! unused index of each branch is kept in `wallet.json`.
 //!
+//! The same seed gives the node's identity key (`m/1017'/coin'/0'`, which the payee proves in the
+//! handshake) and a fresh key per channel (`m/1017'/coin'/1'/i'`, hardened so that a leaked
+//! channel key reveals no other).
+//!
 //! [`Wallet::fund`] selects coins (largest first), adds change when it is not dust, and signs a
 //! funding transaction from native segwit inputs only ([`crate::tx::build_funding`]).
 //!
@@ -17,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use bitcoin::bip32::{self, ChildNumber, DerivationPath, Xpriv, Xpub};
-use bitcoin::secp256k1::{rand::RngCore, All, Secp256k1};
+use bitcoin::secp256k1::{rand::RngCore, All, Secp256k1, SecretKey};
 use bitcoin::{Address, Amount, CompressedPublicKey, FeeRate, Network, ScriptBuf, Transaction};
 use miniscript::descriptor::{Descriptor, DescriptorPublicKey};
 use serde::{Deserialize, Serialize};
@@ -141,6 +145,8 @@ pub struct Wallet {
     account: Xpriv,
     /// Its public half.
     account_xpub: Xpub,
+    /// `m/1017'/coin'`, the parent of the node and channel keys.
+    keys: Xpriv,
     /// The ranged public descriptors of the receive and change branches.
     descriptors: [Descriptor<DescriptorPublicKey>; 2],
     dir: PathBuf,
@@ -192,7 +198,34 @@ impl Wallet {
             Descriptor::from_str(&format!("wpkh([{origin}]{account_xpub}/{branch}/*)"))
         };
         let descriptors = [descriptor(0)?, descriptor(1)?];
-        Ok(Wallet { secp, network, account, account_xpub, descriptors, dir: dir.to_owned(), next })
+        let keys = master
+            .derive_priv(&secp, &DerivationPath::from_str(&format!("m/1017'/{coin_type}'"))?)?;
+        let dir = dir.to_owned();
+        Ok(Wallet { secp, network, account, account_xpub, keys, descriptors, dir, next })
+    }
+
+    /// Returns the wallet's network.
+    pub fn network(&self) -> Network {
+        self.network
+    }
+
+    /// Returns the node's identity key, `m/1017'/coin'/0'`.
+    ///
+    /// # Errors
+    /// [`WalletError::Derivation`] (practically never: a derived key out of range).
+    pub fn node_secret(&self) -> Result<SecretKey, WalletError> {
+        let path = [ChildNumber::from_hardened_idx(0)?];
+        Ok(self.keys.derive_priv(&self.secp, &path)?.private_key)
+    }
+
+    /// Returns the signer of channel number `index`, `m/1017'/coin'/1'/index'`. Each channel
+    /// must get its own index (the store hands them out).
+    ///
+    /// # Errors
+    /// [`WalletError::Derivation`] for an index of 2^31 or more.
+    pub fn channel_signer(&self, index: u32) -> Result<ChannelSigner, WalletError> {
+        let path = [ChildNumber::from_hardened_idx(1)?, ChildNumber::from_hardened_idx(index)?];
+        Ok(ChannelSigner::new(self.keys.derive_priv(&self.secp, &path)?.private_key))
     }
 
     /// Returns the ranged public descriptor of `branch`, `wpkh([fp/84'/1'/0']tpub.../0/*)`.

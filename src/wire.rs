@@ -237,6 +237,27 @@ pub struct ClosingAck {
     pub signature: RawSignature,
 }
 
+/// Payer -> payee, after a reconnect: asks the payee to repeat where it is. The payee answers
+/// `channel_ready` if the channel is ready and not settled, and nothing otherwise; the payer
+/// repeats its own unanswered message (`funding_created`, `pay` or `closing_signed`) itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reestablish {
+    /// The channel.
+    pub channel_id: ChannelId,
+}
+
+/// Either way: the peer refused the last message about this channel, and why. The state of the
+/// side that sends it is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorMessage {
+    /// The channel.
+    pub channel_id: ChannelId,
+    /// What was wrong, in words.
+    pub message: String,
+}
+
 /// Every message of the protocol.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -252,6 +273,8 @@ pub enum Message {
     Shutdown(Shutdown),
     ClosingSigned(ClosingSigned),
     ClosingAck(ClosingAck),
+    Reestablish(Reestablish),
+    Error(ErrorMessage),
 }
 
 impl Message {
@@ -268,6 +291,8 @@ impl Message {
             Message::Shutdown(m) => m.channel_id,
             Message::ClosingSigned(m) => m.channel_id,
             Message::ClosingAck(m) => m.channel_id,
+            Message::Reestablish(m) => m.channel_id,
+            Message::Error(m) => m.channel_id,
         }
     }
 
@@ -284,6 +309,8 @@ impl Message {
             Message::Shutdown(_) => "shutdown",
             Message::ClosingSigned(_) => "closing_signed",
             Message::ClosingAck(_) => "closing_ack",
+            Message::Reestablish(_) => "reestablish",
+            Message::Error(_) => "error",
         }
     }
 

@@ -58,6 +58,19 @@ pub enum PayeeStage {
     Funded(FundedChannel),
 }
 
+impl PayeeStage {
+    /// Returns the stage in words: `awaiting funding`, `awaiting funding confirmation`, `open`
+    /// or `settled`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            PayeeStage::AwaitingFunding => "awaiting funding",
+            PayeeStage::Funded(f) if f.settlement.is_some() => "settled",
+            PayeeStage::Funded(f) if !f.ready => "awaiting funding confirmation",
+            PayeeStage::Funded(_) => "open",
+        }
+    }
+}
+
 /// The payee's persisted state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PayeeState {
@@ -212,10 +225,24 @@ impl Payee {
     pub fn handle_message(&mut self, msg: &Message, tip: u32) -> Result<Vec<Action>, ChannelError> {
         check_id(self.state.terms.channel_id, msg.channel_id())?;
         match msg {
+            Message::OpenChannel(m) => self.on_repeated_open(m),
             Message::FundingCreated(m) => self.on_funding_created(m),
             Message::Pay(m) => self.on_pay(m, tip),
             Message::ClosingSigned(m) => self.on_closing_signed(m),
+            Message::Reestablish(_) => Ok(self.reestablish()),
             other => Err(self.unexpected(other.name())),
+        }
+    }
+
+    /// Returns what the payee repeats to a payer that reconnected: `channel_ready` if the channel
+    /// is ready and not settled (the first one may have been lost), nothing otherwise.
+    pub fn reestablish(&self) -> Vec<Action> {
+        match self.funded() {
+            Some(f) if f.ready && f.settlement.is_none() => {
+                let channel_id = self.state.terms.channel_id;
+                vec![Action::Send(Message::ChannelReady(wire::ChannelReady { channel_id }))]
+            }
+            _ => Vec::new(),
         }
     }
 
@@ -292,12 +319,50 @@ impl Payee {
         Ok(vec![Action::Send(msg)])
     }
 
+    /// Answers an `open_channel` for this channel again with the same `accept_channel`, if the
+    /// terms are exactly those accepted and the funding has not come yet: the payer lost the
+    /// answer or restarted.
+    fn on_repeated_open(&self, m: &wire::OpenChannel) -> Result<Vec<Action>, ChannelError> {
+        let t = &self.state.terms;
+        let same = matches!(self.state.stage, PayeeStage::AwaitingFunding)
+            && m.network == t.network
+            && m.capacity_sat == t.capacity.to_sat()
+            && FeeRate::from_sat_per_vb(m.feerate_sat_per_vb) == Some(t.feerate)
+            && m.refund_locktime == t.ladder.refund()
+            && m.step == t.ladder.step()
+            && m.payer_key == t.payer_key
+            && m.payer_address.assume_checked_ref().script_pubkey() == t.payer_script;
+        if !same {
+            return Err(self.unexpected("open_channel"));
+        }
+        let payout = Address::from_script(&self.state.payee_script, t.network)
+            .map_err(|_| self.unexpected("open_channel"))?;
+        let accept = Message::AcceptChannel(wire::AcceptChannel {
+            channel_id: t.channel_id,
+            payee_key: self.state.payee_key,
+            payee_address: payout.as_unchecked().clone(),
+        });
+        Ok(vec![Action::Send(accept)])
+    }
+
     fn on_funding_created(
         &mut self,
         m: &wire::FundingCreated,
     ) -> Result<Vec<Action>, ChannelError> {
-        if !matches!(self.state.stage, PayeeStage::AwaitingFunding) {
-            return Err(self.unexpected("funding_created"));
+        if let PayeeStage::Funded(f) = &self.state.stage {
+            // The payer lost our refund signature or restarted: sign the same refund again
+            // (deterministic nonces make it the same signature), for the same funding only.
+            let outpoint = OutPoint::new(m.funding_tx.compute_txid(), m.vout);
+            if outpoint != f.channel.params().funding_outpoint || f.settlement.is_some() {
+                return Err(self.unexpected("funding_created"));
+            }
+            let refund = f.channel.builder().refund(self.state.terms.ladder.refund())?;
+            let sig = f.channel.sign(&self.signer, &refund)?;
+            let msg = Message::RefundSigned(wire::RefundSigned {
+                channel_id: self.state.terms.channel_id,
+                signature: sig.into(),
+            });
+            return Ok(vec![Action::Send(msg)]);
         }
         let s = &self.state;
         let out = usize::try_from(m.vout)
@@ -411,12 +476,6 @@ impl Payee {
     }
 
     fn unexpected(&self, what: &'static str) -> ChannelError {
-        let state = match &self.state.stage {
-            PayeeStage::AwaitingFunding => "awaiting funding",
-            PayeeStage::Funded(f) if f.settlement.is_some() => "settled",
-            PayeeStage::Funded(f) if !f.ready => "awaiting funding confirmation",
-            PayeeStage::Funded(_) => "open",
-        };
-        ChannelError::Unexpected { what, state }
+        ChannelError::Unexpected { what, state: self.state.stage.name() }
     }
 }

@@ -89,7 +89,9 @@ pub enum PayerStage {
 }
 
 impl PayerStage {
-    fn name(&self) -> &'static str {
+    /// Returns the stage in words: `awaiting accept`, `awaiting funding`, `awaiting refund
+    /// signature`, `awaiting channel ready`, `open`, `closing` or `settled`.
+    pub fn name(&self) -> &'static str {
         match self {
             PayerStage::AwaitingAccept => "awaiting accept",
             PayerStage::AwaitingFunding { .. } => "awaiting funding",
@@ -255,15 +257,7 @@ impl Payer {
         let vout = u32::try_from(vout).map_err(|_| ChannelError::FundingNotPaid)?;
         let outpoint = OutPoint::new(funding_tx.compute_txid(), vout);
         let channel = self.state.terms.channel(*payee_key, payee_script.clone(), outpoint)?;
-        // The payee gets the transaction without witnesses: enough to check the output and learn
-        // the txid, not enough to broadcast it and hold the payer's coins hostage.
-        let mut unsigned = funding_tx.clone();
-        unsigned.input.iter_mut().for_each(|i| i.witness.clear());
-        let msg = Message::FundingCreated(wire::FundingCreated {
-            channel_id: self.state.terms.channel_id,
-            funding_tx: unsigned,
-            vout,
-        });
+        let msg = funding_created(self.state.terms.channel_id, &funding_tx, vout);
         self.state.stage = PayerStage::AwaitingRefund { channel, funding_tx };
         Ok(vec![Action::Persist, Action::Send(msg)])
     }
@@ -355,6 +349,44 @@ impl Payer {
         vec![Action::Send(msg)]
     }
 
+    /// Forgets the payment in flight after the payee refused it (it answered `error`), so that
+    /// the channel can go on or close. Returns the update forgotten.
+    ///
+    /// The payee holds the payer's signature on it all the same; a payee that lied about
+    /// refusing could complete that commitment and broadcast it, for at most this one
+    /// payment's amount, and only before a settlement confirms. Do not call it for a payment
+    /// that merely went unanswered: resend that one ([`Payer::reestablish`]).
+    pub fn abandon_pending(&mut self) -> Option<PendingUpdate> {
+        match &mut self.state.stage {
+            PayerStage::Funded(f) => f.pending.take(),
+            _ => None,
+        }
+    }
+
+    /// Returns what to do after (re)connecting to the payee, to pick up where the channel was:
+    ///
+    /// - waiting for the refund signature: send `funding_created` again;
+    /// - funded but not ready: broadcast the funding again (the first broadcast may not have
+    ///   happened before a crash; a repeat is harmless) and send `reestablish`, which the payee
+    ///   answers with `channel_ready` once the funding has its confirmations;
+    /// - open: [`Payer::resend_pending`].
+    ///
+    /// Returns no action before the payee accepted (nothing is committed yet) or once settled.
+    pub fn reestablish(&self) -> Vec<Action> {
+        let channel_id = self.state.terms.channel_id;
+        match &self.state.stage {
+            PayerStage::AwaitingRefund { channel, funding_tx } => {
+                let vout = channel.params().funding_outpoint.vout;
+                vec![Action::Send(funding_created(channel_id, funding_tx, vout))]
+            }
+            PayerStage::Funded(f) if !f.funded.ready => vec![
+                Action::Broadcast(f.funding_tx.clone()),
+                Action::Send(Message::Reestablish(wire::Reestablish { channel_id })),
+            ],
+            _ => self.resend_pending(),
+        }
+    }
+
     /// Tells the payer the chain tip is now `tip` (call it on every new block) and returns what
     /// that calls for: once `tip >= R` with the channel not settled, broadcast the refund (the
     /// payee has not closed; if a commitment already spent the funding, the node refuses the
@@ -430,6 +462,8 @@ impl Payer {
     fn on_channel_ready(&mut self) -> Result<Vec<Action>, ChannelError> {
         match &self.state.stage {
             PayerStage::Funded(f) if !f.funded.ready => {}
+            // A repeat, after a reestablish: nothing to do.
+            PayerStage::Funded(_) => return Ok(Vec::new()),
             _ => return Err(self.unexpected("channel_ready")),
         }
         self.funded_mut().funded.ready = true;
@@ -494,4 +528,13 @@ impl Payer {
     fn unexpected(&self, what: &'static str) -> ChannelError {
         ChannelError::Unexpected { what, state: self.state.stage.name() }
     }
+}
+
+/// Returns `funding_created` for `funding_tx`. The payee gets the transaction without witnesses:
+/// enough to check the output and learn the txid, not enough to broadcast it and hold the
+/// payer's coins hostage.
+fn funding_created(channel_id: ChannelId, funding_tx: &Transaction, vout: u32) -> Message {
+    let mut unsigned = funding_tx.clone();
+    unsigned.input.iter_mut().for_each(|i| i.witness.clear());
+    Message::FundingCreated(wire::FundingCreated { channel_id, funding_tx: unsigned, vout })
 }

@@ -1,0 +1,171 @@
+//! The command line, as clap reads it.
+
+use std::path::PathBuf;
+
+use bitcoin::Network;
+use clap::{Args, Parser, Subcommand};
+
+use crate::net::PeerAddr;
+use crate::wire::ChannelId;
+
+/// paychan: Bitcoin micropayment channels (decreasing-nLockTime, payer to payee).
+///
+/// A payer opens a channel to a payee, locking coins in a 2-of-2 output, then pays it many
+/// times off-chain; only the funding and the settlement reach the chain. The payee runs
+/// `paychan serve`; the payer runs `open`, `pay` and `close` against it.
+///
+/// Amounts are whole satoshis (sat); heights and lifetimes are in blocks. With --json every
+/// command prints exactly one JSON object on stdout. Errors go to stderr as `error: ...` with
+/// exit status 1.
+#[derive(Debug, Parser)]
+#[command(name = "paychan", version, max_term_width = 100)]
+pub struct Cli {
+    /// Options every command takes.
+    #[command(flatten)]
+    pub global: Global,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// The data directory: wallet seed, address indexes, channel database.
+    #[arg(long, env = "PAYCHAN_DATADIR", global = true, default_value_os_t = default_datadir())]
+    pub datadir: PathBuf,
+    /// The chain: regtest, signet, testnet, testnet4 or bitcoin.
+    #[arg(long, env = "PAYCHAN_NETWORK", global = true, default_value = "regtest", value_parser = parse_network)]
+    pub network: Network,
+    /// Bitcoin Core's RPC address [default: http://127.0.0.1:<the network's RPC port>].
+    #[arg(long, env = "PAYCHAN_RPC_URL", global = true)]
+    pub rpc_url: Option<String>,
+    /// Bitcoin Core's RPC cookie file [default: ~/.bitcoin/<network dir>/.cookie].
+    #[arg(long, env = "PAYCHAN_RPC_COOKIE", global = true, conflicts_with = "rpc_user")]
+    pub rpc_cookie: Option<PathBuf>,
+    /// RPC user name (instead of the cookie).
+    #[arg(long, env = "PAYCHAN_RPC_USER", global = true, requires = "rpc_password")]
+    pub rpc_user: Option<String>,
+    /// RPC password.
+    #[arg(long, env = "PAYCHAN_RPC_PASSWORD", global = true, requires = "rpc_user")]
+    pub rpc_password: Option<String>,
+    /// Print exactly one JSON object on stdout, for scripts.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the data directory (wallet seed, database) and print the node id payers connect to.
+    Init,
+    /// Hand out a new address of the wallet, to receive coins for funding channels.
+    Address,
+    /// Show the wallet's confirmed, spendable balance in sat (asks the node).
+    Balance,
+    /// Run the payee daemon: accept channels, wait for their funding's confirmations, take
+    /// payments. Logs go to stderr (RUST_LOG=debug for more); stops on Ctrl-C or SIGTERM.
+    Serve(ServeArgs),
+    /// Open a channel to a payee: fund it from the wallet and return once it can take payments
+    /// (after the funding's confirmations; on regtest, someone must mine).
+    Open(OpenArgs),
+    /// Pay SAT more on a channel; returns once the payee acknowledged it.
+    Pay(PayArgs),
+    /// Settle a channel cooperatively: both sign the final split, which is broadcast at once.
+    Close(ChannelArg),
+    /// Broadcast the newest commitment if the node accepts it now, else say from which tip
+    /// height it will. Either side may run it.
+    ForceClose(ChannelArg),
+    /// (Payer) Broadcast the refund if its locktime is reached, else say from which tip height
+    /// it will be.
+    Refund(ChannelArg),
+    /// List the channels: state, capacity, paid total, locktimes, blocks left.
+    List,
+    /// Show one channel in full.
+    Show(ChannelArg),
+}
+
+/// `serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Where to listen, HOST:PORT (port 0 picks a free one; the address is printed).
+    #[arg(long, default_value = "127.0.0.1:9735")]
+    pub listen: String,
+    /// Funding confirmations required before taking payments [default: 1 on regtest, 3 on test
+    /// networks, 6 on bitcoin].
+    #[arg(long)]
+    pub min_conf: Option<u32>,
+    /// Refuse a payment whose commitment becomes final within this many blocks of the tip.
+    #[arg(long, default_value_t = 2)]
+    pub margin: u32,
+    /// Refuse channels whose locktime step is below this many blocks.
+    #[arg(long, default_value_t = 1)]
+    pub min_step: u32,
+    /// Seconds a connection may take to finish the handshake.
+    #[arg(long, default_value_t = 10)]
+    pub handshake_timeout: u64,
+    /// Seconds a connection may stay silent between messages.
+    #[arg(long, default_value_t = 300)]
+    pub idle_timeout: u64,
+    /// Milliseconds between polls of the node for new blocks and confirmations.
+    #[arg(long, default_value_t = 1000)]
+    pub poll_ms: u64,
+}
+
+/// `open`.
+#[derive(Debug, Args)]
+pub struct OpenArgs {
+    /// The payee, as NODE_ID@HOST:PORT (NODE_ID is what its `paychan init` printed).
+    pub peer: PeerAddr,
+    /// The channel's capacity in sat (the most it can pay, before fees).
+    #[arg(long)]
+    pub capacity: u64,
+    /// Blocks from now to the refund's locktime R: how long the channel can stay open.
+    #[arg(long, default_value_t = 1008)]
+    pub lifetime: u32,
+    /// Blocks between commitment locktimes; each payment uses one step of the lifetime.
+    #[arg(long, default_value_t = 6)]
+    pub step: u32,
+    /// Fee rate of the funding and channel transactions, sat/vB [default: the node's estimate].
+    #[arg(long)]
+    pub feerate: Option<u64>,
+    /// Confirmations of the funding to wait for, besides the payee's [default: as `serve`].
+    #[arg(long)]
+    pub min_conf: Option<u32>,
+    /// Refuse to sign a commitment final within this many blocks of the tip.
+    #[arg(long, default_value_t = 6)]
+    pub margin: u32,
+}
+
+/// `pay`.
+#[derive(Debug, Args)]
+pub struct PayArgs {
+    /// The channel id (see: paychan list).
+    pub channel: ChannelId,
+    /// How much more to pay, in sat.
+    pub sat: u64,
+}
+
+/// A command that takes a channel.
+#[derive(Debug, Args)]
+pub struct ChannelArg {
+    /// The channel id (see: paychan list).
+    pub channel: ChannelId,
+}
+
+fn default_datadir() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(|h| PathBuf::from(h).join(".paychan"))
+        .unwrap_or_else(|| PathBuf::from(".paychan"))
+}
+
+fn parse_network(s: &str) -> Result<Network, String> {
+    match s {
+        "bitcoin" | "mainnet" => Ok(Network::Bitcoin),
+        "testnet" | "testnet3" => Ok(Network::Testnet),
+        "testnet4" => Ok(Network::Testnet4),
+        "signet" => Ok(Network::Signet),
+        "regtest" => Ok(Network::Regtest),
+        _ => Err(format!("unknown network {s:?} (regtest, signet, testnet, testnet4, bitcoin)")),
+    }
+}

@@ -1,0 +1,214 @@
+//! `open`, `pay`, `close`, `list`, `show`.
+
+use std::time::Duration;
+
+use bitcoin::{Amount, Transaction};
+use serde_json::{json, Value};
+
+use super::args::{Global, OpenArgs, PayArgs};
+use super::{connect_node, open_datadir, CliError, Output};
+use crate::chain::{Chain, TxStatus};
+use crate::channel::{PayeeConfig, PayerStage};
+use crate::client::{ClientTimeouts, OpenRequest, PayerClient};
+use crate::store::{ChannelRecord, ChannelState};
+use crate::wire::ChannelId;
+
+pub(super) async fn open(g: &Global, a: &OpenArgs) -> Result<Output, CliError> {
+    let mut datadir = open_datadir(g)?;
+    datadir.lock()?;
+    let chain = connect_node(g)?;
+    let feerate = match a.feerate {
+        Some(f) => f,
+        None => chain.fee_rate(6)?.to_sat_per_vb_ceil(),
+    };
+    let request = OpenRequest {
+        capacity: Amount::from_sat(a.capacity),
+        lifetime: a.lifetime,
+        step: a.step,
+        feerate_sat_per_vb: feerate,
+        margin: a.margin,
+    };
+    let timeouts = ClientTimeouts::default();
+    let mut client =
+        PayerClient::open(&mut datadir, &chain, a.peer.clone(), &request, timeouts).await?;
+    client.wait_ready().await?;
+    let f = client.payer().funded().expect("funded once ready");
+    let funding_txid = f.funding_tx.compute_txid();
+    let refund_locktime = f.funded.channel.ladder().refund();
+    let channel_id = client.channel_id();
+    drop(client);
+    let min_conf = a.min_conf.unwrap_or_else(|| PayeeConfig::default_min_conf(g.network));
+    wait_confirmations(&chain, funding_txid, min_conf).await?;
+    Ok(Output {
+        json: json!({
+            "channel_id": channel_id.to_string(),
+            "funding_txid": funding_txid.to_string(),
+            "capacity_sat": a.capacity,
+            "refund_locktime": refund_locktime,
+        }),
+        text: format!(
+            "channel {channel_id} open: {} sat, funding {funding_txid}, refund locktime {refund_locktime}\n",
+            a.capacity
+        ),
+    })
+}
+
+/// Waits until `txid` has `min_conf` confirmations.
+async fn wait_confirmations(
+    chain: &impl Chain,
+    txid: bitcoin::Txid,
+    min_conf: u32,
+) -> Result<(), CliError> {
+    loop {
+        let confs = match chain.tx_status(txid)? {
+            TxStatus::Confirmed(n) => n,
+            TxStatus::InMempool | TxStatus::Unknown => 0,
+        };
+        if confs >= min_conf {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+pub(super) async fn pay(g: &Global, a: &PayArgs) -> Result<Output, CliError> {
+    let mut datadir = open_datadir(g)?;
+    datadir.lock()?;
+    let chain = connect_node(g)?;
+    let timeouts = ClientTimeouts::default();
+    let mut client = PayerClient::resume(&mut datadir, &chain, a.channel, timeouts).await?;
+    client.pay(Amount::from_sat(a.sat)).await?;
+    let f = client.payer().funded().expect("paid on a funded channel");
+    let latest = f.funded.latest.as_ref().expect("acknowledged");
+    let (paid, locktime) = (latest.paid.to_sat(), latest.locktime);
+    let note = if client.shutdown_requested() {
+        "\nthe payee asks to settle: run paychan close"
+    } else {
+        ""
+    };
+    Ok(Output {
+        json: json!({
+            "channel_id": a.channel.to_string(),
+            "paid_total_sat": paid,
+            "locktime": locktime,
+            "settle_requested": client.shutdown_requested(),
+        }),
+        text: format!(
+            "paid {} sat, {paid} sat in total (commitment locktime {locktime}){note}\n",
+            a.sat
+        ),
+    })
+}
+
+pub(super) async fn close(g: &Global, id: ChannelId) -> Result<Output, CliError> {
+    let mut datadir = open_datadir(g)?;
+    datadir.lock()?;
+    let chain = connect_node(g)?;
+    let timeouts = ClientTimeouts::default();
+    let mut client = PayerClient::resume(&mut datadir, &chain, id, timeouts).await?;
+    let tx = client.close().await?;
+    let terms = &client.payer().state().terms;
+    let payer_sat = paid_to(&tx, &terms.payer_script);
+    let f = client.payer().funded().expect("settled");
+    let payee_sat = paid_to(&tx, &f.funded.channel.params().payee_script);
+    let txid = tx.compute_txid();
+    Ok(Output {
+        json: json!({
+            "settlement_txid": txid.to_string(),
+            "payer_sat": payer_sat,
+            "payee_sat": payee_sat,
+        }),
+        text: format!(
+            "settlement {txid} broadcast: payer gets {payer_sat} sat, payee gets {payee_sat} sat\n"
+        ),
+    })
+}
+
+fn paid_to(tx: &Transaction, script: &bitcoin::ScriptBuf) -> u64 {
+    tx.output.iter().filter(|o| &o.script_pubkey == script).map(|o| o.value.to_sat()).sum()
+}
+
+pub(super) fn list(g: &Global) -> Result<Output, CliError> {
+    let datadir = open_datadir(g)?;
+    let chain = connect_node(g)?;
+    let tip = chain.tip()?.height;
+    let channels: Vec<Value> = datadir.store.channels()?.iter().map(|r| summary(r, tip)).collect();
+    let mut text = String::new();
+    for c in &channels {
+        text.push_str(&format!(
+            "{} {} {}: {} sat capacity, {} sat paid, {} blocks left\n",
+            c["channel_id"].as_str().unwrap_or_default(),
+            c["role"].as_str().unwrap_or_default(),
+            c["state"].as_str().unwrap_or_default(),
+            c["capacity_sat"],
+            c["paid_total_sat"],
+            c["blocks_left"],
+        ));
+    }
+    if channels.is_empty() {
+        text.push_str("no channels\n");
+    }
+    Ok(Output { json: json!({ "tip": tip, "channels": channels }), text })
+}
+
+pub(super) fn show(g: &Global, id: ChannelId) -> Result<Output, CliError> {
+    let datadir = open_datadir(g)?;
+    let record = datadir.store.channel(id)?.ok_or(CliError::UnknownChannel(id))?;
+    let chain = connect_node(g)?;
+    let tip = chain.tip()?.height;
+    let mut json = summary(&record, tip);
+    json["tip"] = tip.into();
+    json["peer"] = record.peer.clone().into();
+    let text = format!(
+        "channel {}\n  role: {}\n  state: {}\n  capacity: {} sat\n  paid: {} sat\n  \
+         current locktime: {}\n  refund locktime: {}\n  tip: {tip}\n  blocks left: {}\n  \
+         updates left: {}\n  funding: {}\n",
+        id,
+        json["role"].as_str().unwrap_or_default(),
+        json["state"].as_str().unwrap_or_default(),
+        json["capacity_sat"],
+        json["paid_total_sat"],
+        json["current_locktime"],
+        json["refund_locktime"],
+        json["blocks_left"],
+        json["updates_left"],
+        json["funding_outpoint"].as_str().unwrap_or("none yet"),
+    );
+    Ok(Output { json, text })
+}
+
+/// The fields `list` and `show` print for a channel at `tip`.
+fn summary(record: &ChannelRecord, tip: u32) -> Value {
+    let (terms, stage, funded, margin) = match &record.state {
+        ChannelState::Payer(s) => {
+            let funded = match &s.stage {
+                PayerStage::Funded(f) => Some(&f.funded),
+                _ => None,
+            };
+            (&s.terms, s.stage.name(), funded, s.margin)
+        }
+        ChannelState::Payee(s) => {
+            let funded = match &s.stage {
+                crate::channel::PayeeStage::Funded(f) => Some(f),
+                _ => None,
+            };
+            (&s.terms, s.stage.name(), funded, s.margin)
+        }
+    };
+    let refund = terms.ladder.refund();
+    let current = funded.map_or(refund, |f| f.current_locktime());
+    let done = funded.map_or(0, |f| f.update_number());
+    json!({
+        "channel_id": terms.channel_id.to_string(),
+        "role": record.state.role(),
+        "state": stage,
+        "capacity_sat": terms.capacity.to_sat(),
+        "paid_total_sat": funded.map_or(0, |f| f.paid().to_sat()),
+        "updates": done,
+        "current_locktime": current,
+        "refund_locktime": refund,
+        "blocks_left": current.saturating_sub(tip),
+        "updates_left": terms.ladder.remaining_updates(done, tip, margin),
+        "funding_outpoint": funded.map(|f| f.channel.params().funding_outpoint.to_string()),
+    })
+}

@@ -1,0 +1,144 @@
+//! The `paychan` command line: parsing ([`args`]), the commands, and their output.
+//!
+//! [`run`] carries out a parsed command and returns its [`Output`]; the binary prints it (JSON
+//! with `--json`, text otherwise). Nothing here prints, except through `announce` for a
+//! command that runs until stopped (`serve`).
+
+pub mod args;
+mod channels;
+mod recovery;
+mod serve;
+mod wallet;
+
+use std::path::PathBuf;
+
+use bitcoin::Network;
+use bitcoincore_rpc::Auth;
+use serde_json::Value;
+
+pub use args::Cli;
+use args::{Command, Global};
+
+use crate::chain::{ChainError, RpcChain};
+use crate::channel::ChannelError;
+use crate::client::ClientError;
+use crate::daemon::DaemonError;
+use crate::datadir::{DataDir, DataDirError};
+use crate::store::StoreError;
+use crate::wallet::WalletError;
+use crate::wire::ChannelId;
+
+/// What a command prints: one JSON object for scripts, or text for people.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Output {
+    /// The JSON object (`--json`).
+    pub json: Value,
+    /// The text, ending with a newline.
+    pub text: String,
+}
+
+/// Errors of the command line; each says what went wrong and, where it can, what to do.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CliError {
+    /// The data directory.
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    /// Talking to the payee.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The node.
+    #[error("bitcoin node: {0}")]
+    Chain(#[from] ChainError),
+    /// The node is on another chain.
+    #[error("the node at {url} is on {node}, not {requested} (use --network or --rpc-url)")]
+    NodeNetwork {
+        /// The RPC address.
+        url: String,
+        /// The node's chain.
+        node: Network,
+        /// The chain asked for.
+        requested: Network,
+    },
+    /// The store.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The wallet.
+    #[error(transparent)]
+    Wallet(#[from] WalletError),
+    /// A channel state machine.
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
+    /// The daemon.
+    #[error(transparent)]
+    Daemon(#[from] DaemonError),
+    /// No such channel.
+    #[error("no channel {0} in this data directory (see: paychan list)")]
+    UnknownChannel(ChannelId),
+    /// The command does not apply to this channel now.
+    #[error("{0}")]
+    NotApplicable(String),
+}
+
+/// Carries out `cli`. `announce` receives what a long-running command (`serve`) prints once it
+/// is up.
+///
+/// # Errors
+/// Any [`CliError`]; nothing is printed then.
+pub async fn run(cli: Cli, announce: &(dyn Fn(&Output) + Sync)) -> Result<Output, CliError> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Init => wallet::init(g),
+        Command::Address => wallet::address(g),
+        Command::Balance => wallet::balance(g),
+        Command::Serve(a) => serve::serve(g, &a, announce).await,
+        Command::Open(a) => channels::open(g, &a).await,
+        Command::Pay(a) => channels::pay(g, &a).await,
+        Command::Close(a) => channels::close(g, a.channel).await,
+        Command::ForceClose(a) => recovery::force_close(g, a.channel),
+        Command::Refund(a) => recovery::refund(g, a.channel),
+        Command::List => channels::list(g),
+        Command::Show(a) => channels::show(g, a.channel),
+    }
+}
+
+/// Opens the data directory (made by `init`).
+fn open_datadir(g: &Global) -> Result<DataDir, CliError> {
+    Ok(DataDir::open(&g.datadir, g.network)?)
+}
+
+/// Connects to the node and checks it is on the right chain.
+fn connect_node(g: &Global) -> Result<RpcChain, CliError> {
+    let url = g.rpc_url.clone().unwrap_or_else(|| {
+        let port = match g.network {
+            Network::Bitcoin => 8332,
+            Network::Testnet => 18332,
+            Network::Testnet4 => 48332,
+            Network::Signet => 38332,
+            _ => 18443,
+        };
+        format!("http://127.0.0.1:{port}")
+    });
+    let auth = match (&g.rpc_user, &g.rpc_password, &g.rpc_cookie) {
+        (Some(user), Some(password), _) => Auth::UserPass(user.clone(), password.clone()),
+        (_, _, Some(cookie)) => Auth::CookieFile(cookie.clone()),
+        _ => Auth::CookieFile(default_cookie(g.network)),
+    };
+    let chain = RpcChain::new(&url, auth)?;
+    if chain.network() != g.network {
+        return Err(CliError::NodeNetwork { url, node: chain.network(), requested: g.network });
+    }
+    Ok(chain)
+}
+
+fn default_cookie(network: Network) -> PathBuf {
+    let dir = match network {
+        Network::Bitcoin => "",
+        Network::Testnet => "testnet3",
+        Network::Testnet4 => "testnet4",
+        Network::Signet => "signet",
+        _ => "regtest",
+    };
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    home.join(".bitcoin").join(dir).join(".cookie")
+}

@@ -1,0 +1,87 @@
+//! `force-close` and `refund`: closing without the other side.
+
+use bitcoin::Transaction;
+use serde_json::json;
+
+use super::args::Global;
+use super::{connect_node, open_datadir, CliError, Output};
+use crate::chain::Chain;
+use crate::channel::{Payee, Payer};
+use crate::client::broadcast;
+use crate::store::ChannelState;
+use crate::wire::ChannelId;
+
+pub(super) fn force_close(g: &Global, id: ChannelId) -> Result<Output, CliError> {
+    let datadir = open_datadir(g)?;
+    let record = datadir.store.channel(id)?.ok_or(CliError::UnknownChannel(id))?;
+    let signer = datadir.wallet.channel_signer(record.key_index)?;
+    let funded = match record.state {
+        ChannelState::Payer(state) => {
+            Payer::restore(signer, state)?.funded().map(|f| f.funded.clone())
+        }
+        ChannelState::Payee(state) => Payee::restore(signer, state)?.funded().cloned(),
+    };
+    let funded = funded.ok_or_else(|| not_applicable(id, "was never funded: nothing to close"))?;
+    if funded.settlement.is_some() {
+        return Err(not_applicable(
+            id,
+            "is settled cooperatively: run paychan close to broadcast the settlement again",
+        ));
+    }
+    let latest = funded.latest.as_ref().ok_or_else(|| {
+        not_applicable(id, "has no payment yet, so no commitment: the payer's refund is the only way out (paychan refund)")
+    })?;
+    let tx = funded.newest_commitment()?.expect("a payment was made");
+    let what = format!("commitment {} ({} sat to the payee)", latest.number, latest.paid.to_sat());
+    broadcast_when_final(g, tx, latest.locktime, &what)
+}
+
+pub(super) fn refund(g: &Global, id: ChannelId) -> Result<Output, CliError> {
+    let datadir = open_datadir(g)?;
+    let record = datadir.store.channel(id)?.ok_or(CliError::UnknownChannel(id))?;
+    let ChannelState::Payer(state) = record.state else {
+        return Err(not_applicable(id, "is one we are paid on: the refund is the payer's"));
+    };
+    let payer = Payer::restore(datadir.wallet.channel_signer(record.key_index)?, state)?;
+    let f =
+        payer.funded().ok_or_else(|| not_applicable(id, "was never funded: nothing to refund"))?;
+    if f.funded.settlement.is_some() {
+        return Err(not_applicable(id, "is settled cooperatively: nothing to refund"));
+    }
+    let locktime = f.funded.channel.ladder().refund();
+    let what = format!(
+        "refund ({} sat back to the payer before fees)",
+        f.funded.channel.params().terms.capacity.to_sat()
+    );
+    broadcast_when_final(g, payer.refund_tx()?, locktime, &what)
+}
+
+/// Broadcasts `tx` if the tip has reached `locktime` (the node accepts a transaction whose
+/// `nLockTime` equals the tip), else says from which tip height it will be accepted.
+fn broadcast_when_final(
+    g: &Global,
+    tx: Transaction,
+    locktime: u32,
+    what: &str,
+) -> Result<Output, CliError> {
+    let chain = connect_node(g)?;
+    let tip = chain.tip()?.height;
+    if tip < locktime {
+        return Ok(Output {
+            json: json!({ "final_at_height": locktime }),
+            text: format!(
+                "the {what} is final at height {locktime}: {} block(s) from the tip ({tip}); run this again then\n",
+                locktime - tip
+            ),
+        });
+    }
+    let txid = broadcast(&chain, &tx)?;
+    Ok(Output {
+        json: json!({ "txid": txid.to_string() }),
+        text: format!("{what} broadcast: {txid}\n"),
+    })
+}
+
+fn not_applicable(id: ChannelId, why: &str) -> CliError {
+    CliError::NotApplicable(format!("channel {id} {why}"))
+}

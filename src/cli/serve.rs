@@ -1,0 +1,68 @@
+//! `serve`: the payee daemon.
+
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use super::args::{Global, ServeArgs};
+use super::{connect_node, open_datadir, CliError, Output};
+use crate::daemon::{Daemon, DaemonConfig, DaemonError};
+
+pub(super) async fn serve(
+    g: &Global,
+    a: &ServeArgs,
+    announce: &(dyn Fn(&Output) + Sync),
+) -> Result<Output, CliError> {
+    let mut datadir = open_datadir(g)?;
+    datadir.lock()?;
+    let chain = connect_node(g)?;
+    let mut config = DaemonConfig::new(g.network);
+    if let Some(n) = a.min_conf {
+        config.min_conf = n;
+    }
+    config.margin = a.margin;
+    config.min_step = a.min_step;
+    config.timeouts.handshake = Duration::from_secs(a.handshake_timeout);
+    config.timeouts.idle = Duration::from_secs(a.idle_timeout);
+    config.poll_interval = Duration::from_millis(a.poll_ms.max(10));
+    let min_conf = config.min_conf;
+    let daemon = Daemon::new(datadir, chain, config)?;
+    let listener = TcpListener::bind(&a.listen).await.map_err(DaemonError::Listen)?;
+    let listen = listener.local_addr().map_err(DaemonError::Listen)?;
+    let node_id = daemon.node_id();
+    let channels = daemon.channel_count();
+    announce(&Output {
+        json: json!({ "node_id": node_id.to_string(), "listen": listen.to_string() }),
+        text: format!(
+            "serving {channels} channel(s) at {node_id}@{listen} (min_conf {min_conf}); \
+             Ctrl-C stops\n"
+        ),
+    });
+    daemon.run(listener, stop_signal()).await?;
+    // Everything was said when it started: exactly one JSON object per command.
+    Ok(Output { json: serde_json::Value::Null, text: String::new() })
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

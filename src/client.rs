@@ -1,0 +1,461 @@
+//! The payer's side of a channel over TCP: open, pay and close, through one connection to the
+//! payee.
+//!
+//! It is the I/O around [`Payer`]: every [`Action::Persist`] is committed to the data
+//! directory's store before the message after it leaves, funding comes from the data directory's
+//! wallet, transactions go to the node.
+//!
+//! What a failed payment means depends on where it failed, and the errors say which:
+//! - [`ClientError::Unreachable`]: the payee could not be reached, so nothing was signed or sent
+//!   and nothing will be charged;
+//! - [`ClientError::InFlight`]: the payment was signed and sent but not acknowledged. It stays
+//!   in flight: the next connection offers it again, and the payee takes it or has it already.
+//!   Nothing else can be paid until then.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use bitcoin::{Amount, FeeRate, Transaction, Txid};
+use tracing::{debug, info};
+
+use crate::chain::{Chain, ChainError, Rejection};
+use crate::channel::{Action, ChannelError, Payer, PayerConfig, PayerStage};
+use crate::datadir::DataDir;
+use crate::net::{Connection, FrameError, NetError, PeerAddr, Timeouts};
+use crate::store::{ChannelRecord, ChannelState, StoreError};
+use crate::wallet::WalletError;
+use crate::wire::{self, ChannelId, Message};
+
+/// How long the payer waits for the payee.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientTimeouts {
+    /// Connecting, the handshake, and frames.
+    pub net: Timeouts,
+    /// An answer to a message (an acknowledgement, a signature).
+    pub reply: Duration,
+}
+
+impl Default for ClientTimeouts {
+    fn default() -> Self {
+        ClientTimeouts { net: Timeouts::default(), reply: Duration::from_secs(30) }
+    }
+}
+
+/// What the payer asks for when opening a channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenRequest {
+    /// The capacity.
+    pub capacity: Amount,
+    /// Blocks from the tip to the refund's locktime `R`.
+    pub lifetime: u32,
+    /// Blocks between commitment locktimes.
+    pub step: u32,
+    /// The fee rate of the funding and of every channel transaction, sat/vB.
+    pub feerate_sat_per_vb: u64,
+    /// The payer's margin: it signs no commitment final within this many blocks of the tip.
+    pub margin: u32,
+}
+
+/// Errors of the payer's client.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The payee could not be reached: nothing was signed or sent.
+    #[error("cannot reach the payee, nothing was sent: {0}")]
+    Unreachable(#[source] NetError),
+    /// A payment was sent and not acknowledged; it stays in flight.
+    #[error(
+        "the payee did not acknowledge the payment of update {update} (total {total}): {reason}; \
+         it stays in flight and is offered again the next time the payee is reached"
+    )]
+    InFlight {
+        /// The update number.
+        update: u64,
+        /// The total it pays.
+        total: Amount,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The payee answered with an error.
+    #[error("the payee refused: {0}")]
+    Refused(String),
+    /// The connection failed after the handshake.
+    #[error("connection to the payee failed: {0}")]
+    Connection(#[source] NetError),
+    /// The payee did not answer in time.
+    #[error("no answer from the payee within {secs} s while waiting for {waiting_for}")]
+    Timeout {
+        /// What was awaited.
+        waiting_for: &'static str,
+        /// The timeout.
+        secs: u64,
+    },
+    /// No such channel in the data directory.
+    #[error("no channel {0} in this data directory (see: paychan list)")]
+    UnknownChannel(ChannelId),
+    /// The channel is one this data directory is paid on.
+    #[error("channel {0} is one we are paid on; only its payer can do this")]
+    NotPayer(ChannelId),
+    /// The channel never got its funding: nothing is at stake, nothing can be done with it.
+    #[error("channel {0} was never funded ({1}); open a new one")]
+    NeverFunded(ChannelId, &'static str),
+    /// The wallet's spendable coins are short of the capacity.
+    #[error("insufficient funds: {available} spendable, {capacity} asked for the channel (plus its fee)")]
+    InsufficientFunds {
+        /// The spendable balance.
+        available: Amount,
+        /// The capacity asked for.
+        capacity: Amount,
+    },
+    /// The channel state machine refused.
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The wallet failed.
+    #[error(transparent)]
+    Wallet(#[from] WalletError),
+    /// The node failed or refused a transaction.
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+    /// The stored peer does not parse.
+    #[error("stored peer of channel {0} is corrupt")]
+    CorruptPeer(ChannelId),
+}
+
+/// A payer channel with a live connection to its payee.
+pub struct PayerClient<'a, C> {
+    datadir: &'a mut DataDir,
+    chain: &'a C,
+    conn: Connection,
+    payer: Payer,
+    key_index: u32,
+    peer: PeerAddr,
+    timeouts: ClientTimeouts,
+    shutdown_requested: bool,
+}
+
+impl<'a, C: Chain> PayerClient<'a, C> {
+    /// Opens a channel with `peer` and returns once the payee has signed the refund and the
+    /// funding is broadcast; [`PayerClient::wait_ready`] then waits for its confirmations.
+    ///
+    /// Connects before anything is created: if the payee cannot be reached, nothing changes.
+    ///
+    /// # Errors
+    /// [`ClientError::Unreachable`], [`ClientError::InsufficientFunds`], [`ClientError::Refused`],
+    /// and the others.
+    pub async fn open(
+        datadir: &'a mut DataDir,
+        chain: &'a C,
+        peer: PeerAddr,
+        request: &OpenRequest,
+        timeouts: ClientTimeouts,
+    ) -> Result<PayerClient<'a, C>, ClientError> {
+        let available = datadir.wallet.balance(chain)?;
+        if available < request.capacity {
+            return Err(ClientError::InsufficientFunds { available, capacity: request.capacity });
+        }
+        let conn =
+            Connection::connect(&peer, timeouts.net).await.map_err(ClientError::Unreachable)?;
+        let tip = chain.tip()?.height;
+        let key_index = datadir.store.reserve_key_index()?;
+        let signer = datadir.wallet.channel_signer(key_index)?;
+        let config = PayerConfig {
+            network: datadir.wallet.network(),
+            capacity: request.capacity,
+            feerate_sat_per_vb: request.feerate_sat_per_vb,
+            refund_locktime: tip.saturating_add(request.lifetime),
+            step: request.step,
+            margin: request.margin,
+            payout: datadir.wallet.new_address()?,
+        };
+        let (payer, actions) = Payer::open(config, signer, ChannelId::random(), tip)?;
+        let mut client = PayerClient {
+            datadir,
+            chain,
+            conn,
+            payer,
+            key_index,
+            peer,
+            timeouts,
+            shutdown_requested: false,
+        };
+        client.apply(actions).await?;
+        let reply = client.timeouts.reply;
+        client.until("the refund signature", reply, |p| p.funded().is_some()).await?;
+        info!(channel_id = %client.channel_id(), "funding broadcast");
+        Ok(client)
+    }
+
+    /// Reconnects to the payee of channel `id` and picks up where the channel was: a message
+    /// left unanswered is sent again and its answer awaited.
+    ///
+    /// # Errors
+    /// [`ClientError::UnknownChannel`], [`ClientError::NotPayer`], [`ClientError::NeverFunded`],
+    /// [`ClientError::Unreachable`], and the others.
+    pub async fn resume(
+        datadir: &'a mut DataDir,
+        chain: &'a C,
+        id: ChannelId,
+        timeouts: ClientTimeouts,
+    ) -> Result<PayerClient<'a, C>, ClientError> {
+        let record = datadir.store.channel(id)?.ok_or(ClientError::UnknownChannel(id))?;
+        let ChannelState::Payer(state) = record.state else {
+            return Err(ClientError::NotPayer(id));
+        };
+        match state.stage {
+            PayerStage::AwaitingAccept => return Err(ClientError::NeverFunded(id, "not accepted")),
+            PayerStage::AwaitingFunding { .. } => {
+                return Err(ClientError::NeverFunded(id, "no funding built"))
+            }
+            _ => {}
+        }
+        let peer: PeerAddr = record
+            .peer
+            .as_deref()
+            .and_then(|p| p.parse().ok())
+            .ok_or(ClientError::CorruptPeer(id))?;
+        let signer = datadir.wallet.channel_signer(record.key_index)?;
+        let payer = Payer::restore(signer, state)?;
+        let conn =
+            Connection::connect(&peer, timeouts.net).await.map_err(ClientError::Unreachable)?;
+        let mut client = PayerClient {
+            datadir,
+            chain,
+            conn,
+            payer,
+            key_index: record.key_index,
+            peer,
+            timeouts,
+            shutdown_requested: false,
+        };
+        client.reestablish().await?;
+        Ok(client)
+    }
+
+    async fn reestablish(&mut self) -> Result<(), ClientError> {
+        let pending = self.payer.funded().and_then(|f| f.pending.clone());
+        if let Err(e) = self.apply(self.payer.reestablish()).await {
+            return Err(match pending {
+                Some(p) => in_flight(&p, e),
+                None => e,
+            });
+        }
+        let reply = self.timeouts.reply;
+        if matches!(self.payer.state().stage, PayerStage::AwaitingRefund { .. }) {
+            self.until("the refund signature", reply, |p| p.funded().is_some()).await?;
+        }
+        if let Some(p) = pending {
+            let waiting = self.until("a payment acknowledgement", reply, |p| {
+                p.funded().is_some_and(|f| f.pending.is_none())
+            });
+            match waiting.await {
+                Ok(()) => info!(update = p.number, "payment in flight acknowledged"),
+                Err(ClientError::Refused(reason)) => {
+                    self.abandon(reason.clone())?;
+                    return Err(ClientError::Refused(reason));
+                }
+                Err(e) => return Err(in_flight(&p, e)),
+            }
+        }
+        if self
+            .payer
+            .funded()
+            .is_some_and(|f| f.closing_sig.is_some() && f.funded.settlement.is_none())
+        {
+            self.until("the settlement signature", reply, |p| {
+                p.funded().is_some_and(|f| f.funded.settlement.is_some())
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Waits until the payee says the funding has its confirmations, for as long as it takes
+    /// (someone must mine); every `reply` timeout it asks again, which also keeps the connection
+    /// alive.
+    ///
+    /// # Errors
+    /// [`ClientError::Connection`], [`ClientError::Refused`], and the others.
+    pub async fn wait_ready(&mut self) -> Result<(), ClientError> {
+        let id = self.channel_id();
+        while !self.payer.funded().is_some_and(|f| f.funded.ready) {
+            match self
+                .until("channel_ready", self.timeouts.reply, |p| {
+                    p.funded().is_some_and(|f| f.funded.ready)
+                })
+                .await
+            {
+                Ok(()) => break,
+                Err(ClientError::Timeout { .. }) => {
+                    debug!(channel_id = %id, "still waiting for the funding's confirmations");
+                    let msg = Message::Reestablish(wire::Reestablish { channel_id: id });
+                    self.conn.send(&msg).await.map_err(ClientError::Connection)?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Pays `amount` more and returns once the payee acknowledged it.
+    ///
+    /// # Errors
+    /// [`ClientError::Channel`] (not open, not ready, balance, ladder exhausted) with nothing
+    /// sent; [`ClientError::InFlight`] once sent; [`ClientError::Refused`] if the payee refused
+    /// it (then it is forgotten).
+    pub async fn pay(&mut self, amount: Amount) -> Result<(), ClientError> {
+        let tip = self.chain.tip()?.height;
+        let actions = self.payer.pay(amount, tip)?;
+        let pending = self.payer.funded().and_then(|f| f.pending.clone()).expect("just signed");
+        let sent = async {
+            self.apply(actions).await?;
+            self.until("a payment acknowledgement", self.timeouts.reply, |p| {
+                p.funded().is_some_and(|f| f.pending.is_none())
+            })
+            .await
+        };
+        match sent.await {
+            Ok(()) => Ok(()),
+            Err(ClientError::Refused(reason)) => {
+                self.abandon(reason.clone())?;
+                Err(ClientError::Refused(reason))
+            }
+            Err(e @ ClientError::Store(_)) => Err(e),
+            Err(e) => Err(in_flight(&pending, e)),
+        }
+    }
+
+    /// Settles cooperatively: signs the settlement for the total acknowledged, gets the payee's
+    /// signature, broadcasts it and returns it. Repeating it on a settled channel broadcasts the
+    /// same settlement again.
+    ///
+    /// # Errors
+    /// [`ClientError::Channel`] (not open, a payment in flight), [`ClientError::Refused`],
+    /// [`ClientError::Chain`] if the node refuses the settlement.
+    pub async fn close(&mut self) -> Result<Transaction, ClientError> {
+        if self.payer.funded().is_some_and(|f| f.funded.settlement.is_none()) {
+            let actions = self.payer.close()?;
+            self.apply(actions).await?;
+            self.until("the settlement signature", self.timeouts.reply, |p| {
+                p.funded().is_some_and(|f| f.funded.settlement.is_some())
+            })
+            .await?;
+        }
+        let f =
+            self.payer.funded().ok_or(ClientError::NeverFunded(self.channel_id(), "not funded"))?;
+        let tx = f.funded.settlement_tx()?.expect("settled above");
+        broadcast(self.chain, &tx)?;
+        Ok(tx)
+    }
+
+    /// Returns the channel's id.
+    pub fn channel_id(&self) -> ChannelId {
+        self.payer.state().terms.channel_id
+    }
+
+    /// Returns the state machine.
+    pub fn payer(&self) -> &Payer {
+        &self.payer
+    }
+
+    /// Whether the payee asked to settle (`shutdown`) during this connection.
+    pub fn shutdown_requested(&self) -> bool {
+        self.shutdown_requested
+    }
+
+    fn abandon(&mut self, reason: String) -> Result<(), ClientError> {
+        if let Some(p) = self.payer.abandon_pending() {
+            info!(update = p.number, "payee refused the payment ({reason}); forgotten");
+            self.persist()?;
+        }
+        Ok(())
+    }
+
+    /// Receives and handles messages until `done`, waiting at most `wait` for each.
+    async fn until(
+        &mut self,
+        waiting_for: &'static str,
+        wait: Duration,
+        done: impl Fn(&Payer) -> bool,
+    ) -> Result<(), ClientError> {
+        while !done(&self.payer) {
+            let msg = match self.conn.recv(wait).await {
+                Ok(msg) => msg,
+                Err(NetError::Frame(FrameError::Idle { .. })) => {
+                    return Err(ClientError::Timeout { waiting_for, secs: wait.as_secs() })
+                }
+                Err(e) => return Err(ClientError::Connection(e)),
+            };
+            match msg {
+                Message::Error(e) => return Err(ClientError::Refused(e.message)),
+                // Answered by the close command; a payment in progress goes on.
+                Message::Shutdown(_) => self.shutdown_requested = true,
+                msg => {
+                    let actions = self.payer.handle_message(&msg)?;
+                    self.apply(actions).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Carries out `actions` in order; a persist that fails stops everything after it.
+    async fn apply(&mut self, actions: Vec<Action>) -> Result<(), ClientError> {
+        let mut queue = VecDeque::from(actions);
+        while let Some(action) = queue.pop_front() {
+            match action {
+                Action::Persist => self.persist()?,
+                Action::Send(msg) => self.conn.send(&msg).await.map_err(ClientError::Connection)?,
+                Action::Broadcast(tx) => {
+                    let txid = broadcast(self.chain, &tx)?;
+                    info!(%txid, "broadcast");
+                }
+                Action::FundChannel { address, amount } => {
+                    let feerate = self.payer.state().terms.feerate;
+                    let tx = self.fund(&address.script_pubkey(), amount, feerate)?;
+                    let more = self.payer.funding_signed(tx)?;
+                    more.into_iter().rev().for_each(|a| queue.push_front(a));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn fund(
+        &mut self,
+        script: &bitcoin::ScriptBuf,
+        amount: Amount,
+        feerate: FeeRate,
+    ) -> Result<Transaction, ClientError> {
+        Ok(self.datadir.wallet.fund(self.chain, script, amount, feerate)?)
+    }
+
+    fn persist(&mut self) -> Result<(), ClientError> {
+        let record = ChannelRecord {
+            key_index: self.key_index,
+            peer: Some(self.peer.to_string()),
+            state: ChannelState::Payer(self.payer.state().clone()),
+        };
+        Ok(self.datadir.store.save_channel(&record)?)
+    }
+}
+
+/// Broadcasts `tx`; one the node already has (in its mempool or a block) counts as sent.
+///
+/// # Errors
+/// [`ClientError::Chain`] with the node's refusal.
+pub fn broadcast(chain: &impl Chain, tx: &Transaction) -> Result<Txid, ClientError> {
+    match chain.broadcast(tx) {
+        Ok(txid) => Ok(txid),
+        Err(e) if matches!(e.rejection(), Some(Rejection::AlreadyConfirmed { .. })) => {
+            Ok(tx.compute_txid())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn in_flight(p: &crate::channel::PendingUpdate, e: ClientError) -> ClientError {
+    ClientError::InFlight { update: p.number, total: p.paid, reason: e.to_string() }
+}

@@ -1,0 +1,81 @@
+//! The daemon's view of the chain: it polls the node for the tip (there is no ZMQ in this
+//! build), tells every channel of a new block, and tells channels waiting for their funding how
+//! many confirmations it has.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tracing::{info, warn};
+
+use super::{Shared, Slot};
+use crate::chain::{Chain, OutputStatus};
+
+/// Polls until aborted.
+pub(super) async fn run<C: Chain + Send + Sync + 'static>(shared: Arc<Shared<C>>) {
+    let mut interval = tokio::time::interval(shared.config.poll_interval);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_tip = None;
+    loop {
+        interval.tick().await;
+        let tip = match shared.blocking(|chain| chain.tip()).await {
+            Ok(tip) => tip.height,
+            Err(e) => {
+                warn!("cannot reach the node: {e}");
+                continue;
+            }
+        };
+        shared.tip.store(tip, Ordering::SeqCst);
+        let new_block = last_tip != Some(tip);
+        last_tip = Some(tip);
+        let slots: Vec<_> = shared.slots().values().cloned().collect();
+        for slot in slots {
+            let mut slot = slot.lock().await;
+            if let Err(e) = check_funding(&shared, &mut slot).await {
+                warn!("funding check: {e}");
+            }
+            if new_block {
+                tip_changed(&shared, &mut slot, tip).await;
+            }
+        }
+    }
+}
+
+/// Asks the node about the funding of a channel that is not ready yet.
+async fn check_funding<C: Chain + Send + Sync + 'static>(
+    shared: &Shared<C>,
+    slot: &mut Slot,
+) -> Result<(), super::DaemonError> {
+    let Some(outpoint) =
+        slot.payee.funded().filter(|f| !f.ready).map(|_| ()).and(slot.payee.funding_outpoint())
+    else {
+        return Ok(());
+    };
+    let status = shared.blocking(move |chain| chain.output_status(outpoint)).await?;
+    let OutputStatus::Unspent { txout, confirmations } = status else { return Ok(()) };
+    let channel_id = slot.payee.state().terms.channel_id;
+    match slot.payee.funding_confirmed(outpoint, &txout, confirmations) {
+        Ok(actions) if !actions.is_empty() => {
+            info!(%channel_id, confirmations, "funding confirmed; channel ready");
+            shared.carry_out(slot, actions).await?;
+        }
+        Ok(_) => {}
+        Err(e) => warn!(%channel_id, "funding output: {e}"),
+    }
+    Ok(())
+}
+
+async fn tip_changed<C: Chain + Send + Sync + 'static>(
+    shared: &Shared<C>,
+    slot: &mut Slot,
+    tip: u32,
+) {
+    let channel_id = slot.payee.state().terms.channel_id;
+    match slot.payee.tip_changed(tip) {
+        Ok(actions) => {
+            if let Err(e) = shared.carry_out(slot, actions).await {
+                warn!(%channel_id, "{e}");
+            }
+        }
+        Err(e) => warn!(%channel_id, "{e}"),
+    }
+}

@@ -1,0 +1,417 @@
+//! The payee daemon: accepts channels over TCP, watches their funding on chain, and takes
+//! payments, for many channels and connections at once.
+//!
+//! It is the I/O around [`Payee`]: messages come from [`crate::net`] connections, states go to
+//! SQLite through the group-commit [`StoreWriter`], transactions go to the node. Each channel
+//! sits behind its own lock, so a slow or hostile connection holds up only the channel it talks
+//! about, and a connection that misbehaves (a malformed or oversized frame, a stalled message,
+//! no handshake) is closed without touching any other.
+//!
+//! Every [`Action::Persist`] is awaited before the actions after it: an acknowledgement never
+//! leaves before the commitment it acknowledges is on disk.
+
+mod chain_watch;
+
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bitcoin::secp256k1::{Secp256k1, SecretKey};
+use bitcoin::{Network, PublicKey, Transaction};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
+use tracing::{debug, info, warn};
+
+use crate::chain::{Chain, ChainError};
+use crate::channel::{Action, ChannelError, Payee, PayeeConfig};
+use crate::datadir::DataDir;
+use crate::net::{Connection, NetError, Timeouts};
+use crate::store::{ChannelRecord, ChannelState, StoreError, StoreWriter};
+use crate::wallet::{Wallet, WalletError};
+use crate::wire::{ChannelId, ErrorMessage, Message, OpenChannel};
+
+/// What the daemon accepts and how patient it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonConfig {
+    /// The chain.
+    pub network: Network,
+    /// Funding confirmations required before payments.
+    pub min_conf: u32,
+    /// See [`PayeeConfig::margin`].
+    pub margin: u32,
+    /// See [`PayeeConfig::min_step`].
+    pub min_step: u32,
+    /// See [`PayeeConfig::min_feerate_sat_per_vb`].
+    pub min_feerate_sat_per_vb: u64,
+    /// Connection timeouts.
+    pub timeouts: Timeouts,
+    /// How often the node is asked for the tip and the fundings' confirmations.
+    pub poll_interval: Duration,
+    /// Connections served at once; more are closed at once.
+    pub max_connections: usize,
+}
+
+impl DaemonConfig {
+    /// Returns the defaults for `network`: [`PayeeConfig::default_min_conf`], a margin of 2
+    /// blocks, a step of at least 1 block, 1 sat/vB, the default [`Timeouts`], a poll each
+    /// second, and 1024 connections.
+    pub fn new(network: Network) -> DaemonConfig {
+        DaemonConfig {
+            network,
+            min_conf: PayeeConfig::default_min_conf(network),
+            margin: 2,
+            min_step: 1,
+            min_feerate_sat_per_vb: 1,
+            timeouts: Timeouts::default(),
+            poll_interval: Duration::from_secs(1),
+            max_connections: 1024,
+        }
+    }
+}
+
+/// Errors of the daemon.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DaemonError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The wallet failed (a payout address or a channel key).
+    #[error(transparent)]
+    Wallet(#[from] WalletError),
+    /// The node failed.
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+    /// A stored channel does not restore.
+    #[error("channel {channel_id}: {source}")]
+    Restore {
+        /// The channel.
+        channel_id: ChannelId,
+        /// Why.
+        #[source]
+        source: ChannelError,
+    },
+    /// Listening failed.
+    #[error("cannot listen: {0}")]
+    Listen(#[source] std::io::Error),
+}
+
+/// Why a message was refused; sent back to the payer in an `error` message.
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    #[error("unknown channel")]
+    UnknownChannel,
+    #[error("payer messages only: {0} is not one")]
+    NotFromPayer(&'static str),
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
+    #[error("the payee could not save the channel: {0}")]
+    Store(#[from] StoreError),
+    #[error("the payee's wallet failed: {0}")]
+    Wallet(#[from] WalletError),
+}
+
+/// One channel, behind its own lock.
+struct Slot {
+    payee: Payee,
+    key_index: u32,
+    /// The connection the payer last spoke on, for what the daemon sends unasked.
+    peer: Option<mpsc::Sender<Message>>,
+}
+
+type Slots = HashMap<ChannelId, Arc<tokio::sync::Mutex<Slot>>>;
+
+struct Shared<C> {
+    config: DaemonConfig,
+    node_secret: SecretKey,
+    wallet: Mutex<Wallet>,
+    store: StoreWriter,
+    chain: Arc<C>,
+    tip: AtomicU32,
+    channels: Mutex<Slots>,
+}
+
+/// The payee daemon. See the [module docs](self).
+pub struct Daemon<C> {
+    shared: Arc<Shared<C>>,
+}
+
+impl<C: Chain + Send + Sync + 'static> Daemon<C> {
+    /// Loads the payee channels of `datadir` and prepares to serve them.
+    ///
+    /// # Errors
+    /// [`DaemonError::Store`], [`DaemonError::Wallet`], [`DaemonError::Restore`].
+    pub fn new(datadir: DataDir, chain: C, config: DaemonConfig) -> Result<Daemon<C>, DaemonError> {
+        let DataDir { wallet, store, .. } = datadir;
+        let mut channels = Slots::new();
+        for record in store.channels()? {
+            let ChannelState::Payee(state) = record.state else { continue };
+            let channel_id = state.terms.channel_id;
+            let signer = wallet.channel_signer(record.key_index)?;
+            let payee = Payee::restore(signer, state)
+                .map_err(|source| DaemonError::Restore { channel_id, source })?;
+            let slot = Slot { payee, key_index: record.key_index, peer: None };
+            channels.insert(channel_id, Arc::new(tokio::sync::Mutex::new(slot)));
+        }
+        let shared = Shared {
+            config,
+            node_secret: wallet.node_secret()?,
+            wallet: Mutex::new(wallet),
+            store: StoreWriter::spawn(store),
+            chain: Arc::new(chain),
+            tip: AtomicU32::new(0),
+            channels: Mutex::new(channels),
+        };
+        Ok(Daemon { shared: Arc::new(shared) })
+    }
+
+    /// Returns the node key payers connect to.
+    pub fn node_id(&self) -> PublicKey {
+        PublicKey::new(self.shared.node_secret.public_key(&Secp256k1::signing_only()))
+    }
+
+    /// Returns how many channels the daemon serves.
+    pub fn channel_count(&self) -> usize {
+        self.shared.slots().len()
+    }
+
+    /// Serves `listener` until `shutdown` completes.
+    ///
+    /// # Errors
+    /// [`DaemonError::Chain`] if the node cannot tell the tip at start.
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), DaemonError> {
+        let shared = self.shared;
+        let tip = shared.blocking(|chain| chain.tip()).await?.height;
+        shared.tip.store(tip, Ordering::SeqCst);
+        let watcher = tokio::spawn(chain_watch::run(Arc::clone(&shared)));
+        let permits = Arc::new(Semaphore::new(shared.config.max_connections));
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                accepted = listener.accept() => {
+                    let (stream, addr) = match accepted {
+                        Ok(a) => a,
+                        Err(e) => {
+                            warn!("accept failed: {e}");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+                        warn!(%addr, "too many connections; closing this one");
+                        continue;
+                    };
+                    let shared = Arc::clone(&shared);
+                    tokio::spawn(async move {
+                        shared.connection(stream, addr).await;
+                        drop(permit);
+                    });
+                }
+            }
+        }
+        watcher.abort();
+        info!("stopped");
+        Ok(())
+    }
+}
+
+impl<C: Chain + Send + Sync + 'static> Shared<C> {
+    fn slots(&self) -> std::sync::MutexGuard<'_, Slots> {
+        self.channels.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn slot(&self, id: ChannelId) -> Option<Arc<tokio::sync::Mutex<Slot>>> {
+        self.slots().get(&id).cloned()
+    }
+
+    /// Runs a node call on the blocking pool.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(&C) -> Result<T, ChainError> + Send + 'static,
+    ) -> Result<T, ChainError> {
+        let chain = Arc::clone(&self.chain);
+        tokio::task::spawn_blocking(move || call(&chain)).await.expect("node calls do not panic")
+    }
+
+    async fn connection(self: Arc<Self>, stream: TcpStream, addr: SocketAddr) {
+        let conn = match Connection::accept(stream, &self.node_secret, self.config.timeouts).await {
+            Ok(conn) => conn,
+            Err(e) => {
+                info!(%addr, "handshake failed: {e}");
+                return;
+            }
+        };
+        debug!(%addr, "payer connected");
+        let Connection { mut reader, mut writer } = conn;
+        let (outbox, mut outgoing) = mpsc::channel::<Message>(64);
+        let writing = tokio::spawn(async move {
+            while let Some(msg) = outgoing.recv().await {
+                if let Err(e) = writer.send(&msg).await {
+                    debug!(%addr, "send failed: {e}");
+                    break;
+                }
+            }
+        });
+        loop {
+            match reader.recv_idle().await {
+                Ok(msg) => self.on_message(msg, &outbox).await,
+                Err(NetError::Closed) => break,
+                Err(e) => {
+                    info!(%addr, "closing connection: {e}");
+                    break;
+                }
+            }
+        }
+        drop(outbox);
+        // Let queued answers go out, but not wait on a peer that does not read.
+        let _ = tokio::time::timeout(self.config.timeouts.frame, writing).await;
+        debug!(%addr, "connection closed");
+    }
+
+    async fn on_message(&self, msg: Message, peer: &mpsc::Sender<Message>) {
+        let channel_id = msg.channel_id();
+        let kind = msg.name();
+        let result = match &msg {
+            Message::OpenChannel(open) if self.slot(channel_id).is_none() => {
+                self.open_channel(open, peer).await
+            }
+            _ => self.channel_message(&msg, peer).await,
+        };
+        if let Err(e) = result {
+            info!(%channel_id, "refused {kind}: {e}");
+            let message = e.to_string();
+            let _ = peer.try_send(Message::Error(ErrorMessage { channel_id, message }));
+        }
+    }
+
+    async fn open_channel(
+        &self,
+        open: &OpenChannel,
+        peer: &mpsc::Sender<Message>,
+    ) -> Result<(), Refusal> {
+        // A fresh key per channel: the funding script must be new (see `Payee::accept`).
+        let key_index = self.store.reserve_key_index().await?;
+        let (signer, payout) = {
+            let mut wallet = self.wallet.lock().unwrap_or_else(|e| e.into_inner());
+            (wallet.channel_signer(key_index)?, wallet.new_address()?)
+        };
+        let c = &self.config;
+        let config = PayeeConfig {
+            network: c.network,
+            payout,
+            margin: c.margin,
+            min_step: c.min_step,
+            min_feerate_sat_per_vb: c.min_feerate_sat_per_vb,
+            min_conf: c.min_conf,
+        };
+        let tip = self.tip.load(Ordering::SeqCst);
+        let (payee, actions) = Payee::accept(open, &config, signer, tip)?;
+        let slot = Slot { payee, key_index, peer: Some(peer.clone()) };
+        let slot = Arc::new(tokio::sync::Mutex::new(slot));
+        let mut guard = Arc::clone(&slot).lock_owned().await;
+        match self.slots().entry(open.channel_id) {
+            Entry::Vacant(v) => v.insert(slot),
+            // Two opens of one id raced and the other one won.
+            Entry::Occupied(_) => {
+                let e = ChannelError::Unexpected { what: "open_channel", state: "already open" };
+                return Err(e.into());
+            }
+        };
+        info!(channel_id = %open.channel_id, capacity_sat = open.capacity_sat, "channel proposed");
+        if let Err(e) = self.carry_out(&mut guard, actions).await {
+            self.slots().remove(&open.channel_id);
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    async fn channel_message(
+        &self,
+        msg: &Message,
+        peer: &mpsc::Sender<Message>,
+    ) -> Result<(), Refusal> {
+        if matches!(msg, Message::Error(_)) {
+            // The payer refused something we sent; it has said why, and our state stands.
+            return Ok(());
+        }
+        let slot = self.slot(msg.channel_id()).ok_or(Refusal::UnknownChannel)?;
+        let mut slot = slot.lock().await;
+        slot.peer = Some(peer.clone());
+        let tip = self.tip.load(Ordering::SeqCst);
+        let before = slot.payee.state().clone();
+        let actions = slot.payee.handle_message(msg, tip).map_err(|e| match e {
+            ChannelError::Unexpected { what, .. } if is_payee_message(msg) => {
+                Refusal::NotFromPayer(what)
+            }
+            e => Refusal::Channel(e),
+        })?;
+        if let Err(e) = self.carry_out(&mut slot, actions).await {
+            // Not on disk, so not done: go back to what is.
+            let signer = self
+                .wallet
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .channel_signer(slot.key_index)?;
+            slot.payee = Payee::restore(signer, before).expect("restoring the state it had");
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// Carries out `actions` in order. Fails only if a persist fails, and then does nothing
+    /// after it.
+    async fn carry_out(&self, slot: &mut Slot, actions: Vec<Action>) -> Result<(), StoreError> {
+        for action in actions {
+            match action {
+                Action::Persist => {
+                    let state = ChannelState::Payee(slot.payee.state().clone());
+                    let record = ChannelRecord { key_index: slot.key_index, peer: None, state };
+                    self.store.save(record).await?;
+                }
+                Action::Send(msg) => {
+                    if let Some(peer) = &slot.peer {
+                        if peer.try_send(msg).is_err() {
+                            // Gone, or not reading: the payer asks again when it reconnects.
+                            slot.peer = None;
+                        }
+                    }
+                }
+                Action::Broadcast(tx) => self.broadcast(tx),
+                Action::FundChannel { .. } => unreachable!("only the payer funds"),
+            }
+        }
+        Ok(())
+    }
+
+    fn broadcast(&self, tx: Transaction) {
+        let chain = Arc::clone(&self.chain);
+        tokio::task::spawn_blocking(move || {
+            let txid = tx.compute_txid();
+            match chain.broadcast(&tx) {
+                Ok(_) => info!(%txid, "broadcast"),
+                Err(e) => warn!(%txid, "broadcast refused: {e}"),
+            }
+        });
+    }
+}
+
+/// Whether `msg` is one the payee sends (and so never takes).
+fn is_payee_message(msg: &Message) -> bool {
+    matches!(
+        msg,
+        Message::AcceptChannel(_)
+            | Message::RefundSigned(_)
+            | Message::ChannelReady(_)
+            | Message::PayAck(_)
+            | Message::Shutdown(_)
+            | Message::ClosingAck(_)
+    )
+}

@@ -1,0 +1,280 @@
+//! The transport: wire messages over TCP, in length-prefixed frames, after a handshake in which
+//! the payee proves its node key.
+//!
+//! - [`frame`]: the framing, with its size limit and timeouts;
+//! - [`handshake`]: the first frame each way;
+//! - [`Connection`]: a TCP connection past the handshake, sending and receiving
+//!   [`Message`]s.
+
+pub mod frame;
+pub mod handshake;
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use bitcoin::secp256k1::SecretKey;
+use bitcoin::PublicKey;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+use crate::wire::{Message, WireError};
+pub use frame::{FrameError, MAX_FRAME};
+pub use handshake::HandshakeError;
+
+/// Errors of the transport.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NetError {
+    /// Connecting failed.
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        /// The address.
+        addr: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The handshake did not finish in time.
+    #[error("handshake timed out after {secs} s")]
+    HandshakeTimeout {
+        /// The timeout.
+        secs: f64,
+    },
+    /// The handshake failed.
+    #[error(transparent)]
+    Handshake(#[from] HandshakeError),
+    /// Framing failed (size, truncation, timeouts, I/O).
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// A frame is not a message.
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    /// The peer closed the connection.
+    #[error("the peer closed the connection")]
+    Closed,
+}
+
+/// A payee's address: `PUBKEY@HOST:PORT`, its node key and where it listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerAddr {
+    /// The node key the payee must prove.
+    pub node_id: PublicKey,
+    /// `HOST:PORT`.
+    pub addr: String,
+}
+
+/// Errors from parsing a [`PeerAddr`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed peer {input:?}: {reason} (expected PUBKEY@HOST:PORT, PUBKEY being the 66 hex digits `paychan init` prints)")]
+pub struct PeerAddrError {
+    input: String,
+    reason: &'static str,
+}
+
+impl FromStr for PeerAddr {
+    type Err = PeerAddrError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = |reason| PeerAddrError { input: s.to_owned(), reason };
+        let (key, addr) = s.split_once('@').ok_or_else(|| err("no '@'"))?;
+        let node_id = PublicKey::from_str(key).map_err(|_| err("not a public key"))?;
+        if !node_id.compressed {
+            return Err(err("not a compressed public key"));
+        }
+        let (host, port) = addr.rsplit_once(':').ok_or_else(|| err("no ':PORT'"))?;
+        if host.is_empty() {
+            return Err(err("no host"));
+        }
+        port.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| err("bad port"))?;
+        Ok(PeerAddr { node_id, addr: addr.to_owned() })
+    }
+}
+
+impl fmt::Display for PeerAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.node_id, self.addr)
+    }
+}
+
+/// How long a connection may take at each point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// To connect and finish the handshake.
+    pub handshake: Duration,
+    /// Between messages.
+    pub idle: Duration,
+    /// For a message, once its first byte arrived.
+    pub frame: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            handshake: Duration::from_secs(10),
+            idle: Duration::from_secs(300),
+            frame: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A TCP connection past the handshake.
+pub struct Connection {
+    /// Receives messages.
+    pub reader: MessageReader,
+    /// Sends messages.
+    pub writer: MessageWriter,
+}
+
+/// The receiving half of a [`Connection`].
+pub struct MessageReader {
+    read: OwnedReadHalf,
+    timeouts: Timeouts,
+}
+
+/// The sending half of a [`Connection`].
+pub struct MessageWriter {
+    write: OwnedWriteHalf,
+}
+
+impl Connection {
+    /// Connects to the payee `peer` and checks that it proves its node key.
+    ///
+    /// # Errors
+    /// [`NetError::Connect`], [`NetError::HandshakeTimeout`], [`NetError::Handshake`],
+    /// [`NetError::Frame`].
+    pub async fn connect(peer: &PeerAddr, timeouts: Timeouts) -> Result<Connection, NetError> {
+        let work = async {
+            let stream = TcpStream::connect(&peer.addr)
+                .await
+                .map_err(|source| NetError::Connect { addr: peer.addr.clone(), source })?;
+            let mut conn = Connection::new(stream, timeouts);
+            let (hello, nonce) = handshake::hello();
+            conn.writer.send_json(&hello).await?;
+            let reply =
+                conn.reader.recv_frame(timeouts.handshake).await?.ok_or(NetError::Closed)?;
+            handshake::check_reply(&reply, &nonce, &peer.node_id)?;
+            Ok(conn)
+        };
+        tokio::time::timeout(timeouts.handshake, work)
+            .await
+            .map_err(|_| NetError::HandshakeTimeout { secs: timeouts.handshake.as_secs_f64() })?
+    }
+
+    /// Takes an incoming connection: answers the payer's hello with proof of `node_secret`.
+    ///
+    /// # Errors
+    /// [`NetError::HandshakeTimeout`], [`NetError::Handshake`], [`NetError::Frame`].
+    pub async fn accept(
+        stream: TcpStream,
+        node_secret: &SecretKey,
+        timeouts: Timeouts,
+    ) -> Result<Connection, NetError> {
+        let work = async {
+            let mut conn = Connection::new(stream, timeouts);
+            let hello =
+                conn.reader.recv_frame(timeouts.handshake).await?.ok_or(NetError::Closed)?;
+            match handshake::answer(&hello, node_secret) {
+                Ok(reply) => {
+                    conn.writer.send_json(&reply).await?;
+                    Ok(conn)
+                }
+                Err((err, reply)) => {
+                    if let Some(reply) = reply {
+                        // Best effort: the peer learns why before the connection closes.
+                        let _ = conn.writer.send_json(&reply).await;
+                    }
+                    Err(err.into())
+                }
+            }
+        };
+        tokio::time::timeout(timeouts.handshake, work)
+            .await
+            .map_err(|_| NetError::HandshakeTimeout { secs: timeouts.handshake.as_secs_f64() })?
+    }
+
+    fn new(stream: TcpStream, timeouts: Timeouts) -> Connection {
+        // Messages are small and each waits for an answer: send them at once.
+        let _ = stream.set_nodelay(true);
+        let (read, write) = stream.into_split();
+        Connection { reader: MessageReader { read, timeouts }, writer: MessageWriter { write } }
+    }
+
+    /// Sends `msg`.
+    ///
+    /// # Errors
+    /// [`NetError::Frame`].
+    pub async fn send(&mut self, msg: &Message) -> Result<(), NetError> {
+        self.writer.send(msg).await
+    }
+
+    /// Receives the next message, waiting at most `wait` for it to start.
+    ///
+    /// # Errors
+    /// [`NetError::Closed`], [`NetError::Frame`], [`NetError::Wire`].
+    pub async fn recv(&mut self, wait: Duration) -> Result<Message, NetError> {
+        self.reader.recv(wait).await
+    }
+}
+
+impl MessageReader {
+    /// Receives the next message, waiting at most `wait` for it to start.
+    ///
+    /// # Errors
+    /// [`NetError::Closed`], [`NetError::Frame`], [`NetError::Wire`].
+    pub async fn recv(&mut self, wait: Duration) -> Result<Message, NetError> {
+        let frame = self.recv_frame(wait).await?.ok_or(NetError::Closed)?;
+        Ok(Message::decode(&frame)?)
+    }
+
+    /// Receives the next message, waiting at most the idle timeout for it to start.
+    ///
+    /// # Errors
+    /// As [`MessageReader::recv`].
+    pub async fn recv_idle(&mut self) -> Result<Message, NetError> {
+        self.recv(self.timeouts.idle).await
+    }
+
+    async fn recv_frame(&mut self, wait: Duration) -> Result<Option<Vec<u8>>, NetError> {
+        Ok(frame::read_frame(&mut self.read, wait, self.timeouts.frame).await?)
+    }
+}
+
+impl MessageWriter {
+    /// Sends `msg`.
+    ///
+    /// # Errors
+    /// [`NetError::Frame`].
+    pub async fn send(&mut self, msg: &Message) -> Result<(), NetError> {
+        Ok(frame::write_frame(&mut self.write, &msg.encode()).await?)
+    }
+
+    async fn send_json(&mut self, value: &impl serde::Serialize) -> Result<(), NetError> {
+        let bytes = serde_json::to_vec(value).expect("handshake messages serialize");
+        Ok(frame::write_frame(&mut self.write, &bytes).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_parse_and_print_back() {
+        let key = "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798";
+        for input in [format!("{key}@127.0.0.1:9735"), format!("{key}@[::1]:9735")] {
+            let peer: PeerAddr = input.parse().unwrap();
+            assert_eq!(peer.to_string(), input);
+        }
+        for bad in [
+            "127.0.0.1:9735".to_owned(),
+            format!("{key}@127.0.0.1"),
+            format!("{key}@:9735"),
+            format!("{key}@host:0"),
+            format!("{key}@host:99999"),
+            format!("02{}@host:1", &key[2..10]),
+        ] {
+            let err = bad.parse::<PeerAddr>().unwrap_err();
+            assert!(err.to_string().contains("PUBKEY@HOST:PORT"), "{bad}: {err}");
+        }
+    }
+}

@@ -1,0 +1,353 @@
+//! The channel store: SQLite in the data directory.
+//!
+//! The database runs in WAL mode with `synchronous=FULL`, so a commit is on disk when it returns
+//! and a crash (even `kill -9` or a power cut) leaves the last committed state. Every change is
+//! one transaction. The schema carries its version in `PRAGMA user_version` and is brought up to
+//! date by [`MIGRATIONS`] when the store opens; a database from a newer build is refused.
+//!
+//! A channel's state machine state is stored as JSON, next to the columns a listing needs.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bitcoin::Network;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+mod writer;
+
+pub use writer::StoreWriter;
+
+use crate::channel::{PayeeState, PayerState};
+use crate::wire::ChannelId;
+
+/// The store's file name in the data directory.
+pub const STORE_FILE: &str = "paychan.sqlite";
+
+/// The schema, one migration per version: migration `i` takes the schema from version `i` to
+/// `i + 1`. Append only.
+const MIGRATIONS: &[&str] = &["
+    CREATE TABLE settings (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    CREATE TABLE channels (
+        id TEXT PRIMARY KEY,
+        role TEXT NOT NULL CHECK (role IN ('payer', 'payee')),
+        key_index INTEGER NOT NULL UNIQUE,
+        peer TEXT,
+        state TEXT NOT NULL,
+        created INTEGER NOT NULL,
+        updated INTEGER NOT NULL
+    );
+"];
+
+/// Errors from the store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// SQLite failed.
+    #[error("store {path}: {source}")]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The database was written by a newer paychan.
+    #[error("store {path} has schema version {found}; this build knows up to {supported}")]
+    NewerSchema {
+        /// The database file.
+        path: PathBuf,
+        /// Its schema version.
+        found: u32,
+        /// The newest this build knows.
+        supported: u32,
+    },
+    /// The data directory belongs to another chain.
+    #[error("this data directory is for {stored}, not {requested}")]
+    WrongNetwork {
+        /// The network it was created for.
+        stored: Network,
+        /// The network asked for.
+        requested: Network,
+    },
+    /// The daemon's writer thread has stopped (it panicked): nothing more can be saved.
+    #[error("the store's writer thread has stopped")]
+    WriterStopped,
+    /// A stored value does not parse.
+    #[error("store {path} is corrupt: {reason}")]
+    Corrupt {
+        /// The database file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// A channel's side and state machine state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // one per channel
+pub enum ChannelState {
+    /// We pay.
+    Payer(PayerState),
+    /// We are paid.
+    Payee(PayeeState),
+}
+
+impl ChannelState {
+    /// Returns `"payer"` or `"payee"`.
+    pub fn role(&self) -> &'static str {
+        match self {
+            ChannelState::Payer(_) => "payer",
+            ChannelState::Payee(_) => "payee",
+        }
+    }
+
+    /// Returns the channel id.
+    pub fn channel_id(&self) -> ChannelId {
+        match self {
+            ChannelState::Payer(s) => s.terms.channel_id,
+            ChannelState::Payee(s) => s.terms.channel_id,
+        }
+    }
+}
+
+/// A stored channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelRecord {
+    /// The index of its key ([`crate::wallet::Wallet::channel_signer`]).
+    pub key_index: u32,
+    /// The payee, as `PUBKEY@HOST:PORT` (payer side only).
+    pub peer: Option<String>,
+    /// The state machine's state.
+    pub state: ChannelState,
+}
+
+/// The SQLite store. See the [module docs](self).
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path` and migrates it to the current schema.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`], [`StoreError::NewerSchema`].
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let conn = Connection::open(path).map_err(sqlite_err(path))?;
+        let mut store = Store { conn, path: path.to_owned() };
+        store.configure().map_err(sqlite_err(path))?;
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn configure(&self) -> rusqlite::Result<()> {
+        // Another process (a CLI reading while the daemon writes) waits rather than fails.
+        self.conn.busy_timeout(Duration::from_secs(10))?;
+        self.conn.pragma_update(None, "journal_mode", "WAL")?;
+        self.conn.pragma_update(None, "synchronous", "FULL")?;
+        Ok(())
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sqlite_err(&path))?;
+        let version: u32 =
+            tx.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(sqlite_err(&path))?;
+        let supported = MIGRATIONS.len() as u32;
+        if version > supported {
+            return Err(StoreError::NewerSchema { path, found: version, supported });
+        }
+        for migration in &MIGRATIONS[version as usize..] {
+            tx.execute_batch(migration).map_err(sqlite_err(&path))?;
+        }
+        tx.pragma_update(None, "user_version", supported).map_err(sqlite_err(&path))?;
+        tx.commit().map_err(sqlite_err(&path))
+    }
+
+    /// Checks that the store is for `network`, recording it on first use.
+    ///
+    /// # Errors
+    /// [`StoreError::WrongNetwork`] if it was created for another network.
+    pub fn check_network(&mut self, network: Network) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sqlite_err(&path))?;
+        let stored: Option<String> = tx
+            .query_row("SELECT value FROM settings WHERE name = 'network'", [], |r| r.get(0))
+            .optional()
+            .map_err(sqlite_err(&path))?;
+        match stored {
+            None => {
+                tx.execute(
+                    "INSERT INTO settings (name, value) VALUES ('network', ?1)",
+                    [network.to_core_arg()],
+                )
+                .map_err(sqlite_err(&path))?;
+                tx.commit().map_err(sqlite_err(&path))
+            }
+            Some(s) => {
+                let stored = Network::from_core_arg(&s).map_err(|e| StoreError::Corrupt {
+                    path: path.clone(),
+                    reason: format!("network {s:?}: {e}"),
+                })?;
+                if stored == network {
+                    Ok(())
+                } else {
+                    Err(StoreError::WrongNetwork { stored, requested: network })
+                }
+            }
+        }
+    }
+
+    /// Hands out the next channel key index, durably: an index is never handed out twice, even
+    /// if the channel it was for is never saved.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`].
+    pub fn reserve_key_index(&mut self) -> Result<u32, StoreError> {
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sqlite_err(&path))?;
+        let next: Option<String> = tx
+            .query_row("SELECT value FROM settings WHERE name = 'next_key_index'", [], |r| r.get(0))
+            .optional()
+            .map_err(sqlite_err(&path))?;
+        let index = match next {
+            None => 0,
+            Some(s) => s.parse::<u32>().map_err(|e| StoreError::Corrupt {
+                path: path.clone(),
+                reason: format!("next_key_index {s:?}: {e}"),
+            })?,
+        };
+        let bumped = index.checked_add(1).filter(|i| *i < 1 << 31).ok_or(StoreError::Corrupt {
+            path: path.clone(),
+            reason: "channel key indexes exhausted".into(),
+        })?;
+        tx.execute(
+            "INSERT INTO settings (name, value) VALUES ('next_key_index', ?1)
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            [bumped.to_string()],
+        )
+        .map_err(sqlite_err(&path))?;
+        tx.commit().map_err(sqlite_err(&path))?;
+        Ok(index)
+    }
+
+    /// Saves one channel (insert or update) in one transaction.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`].
+    pub fn save_channel(&mut self, record: &ChannelRecord) -> Result<(), StoreError> {
+        self.save_channels(std::slice::from_ref(record))
+    }
+
+    /// Saves several channels in one transaction: one commit, one disk flush, for all of them.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`]; then none of them is saved.
+    pub fn save_channels(&mut self, records: &[ChannelRecord]) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sqlite_err(&path))?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO channels (id, role, key_index, peer, state, created, updated)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
+                     ON CONFLICT (id) DO UPDATE SET state = excluded.state,
+                         peer = excluded.peer, updated = excluded.updated",
+                )
+                .map_err(sqlite_err(&path))?;
+            for r in records {
+                let state = match &r.state {
+                    ChannelState::Payer(s) => serde_json::to_string(s),
+                    ChannelState::Payee(s) => serde_json::to_string(s),
+                }
+                .expect("channel states hold only JSON-representable values");
+                let id = r.state.channel_id().to_string();
+                stmt.execute(params![id, r.state.role(), r.key_index, r.peer, state, now])
+                    .map_err(sqlite_err(&path))?;
+            }
+        }
+        tx.commit().map_err(sqlite_err(&path))
+    }
+
+    /// Returns the channel `id`, if stored.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`], [`StoreError::Corrupt`].
+    pub fn channel(&self, id: ChannelId) -> Result<Option<ChannelRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT role, key_index, peer, state FROM channels WHERE id = ?1")
+            .map_err(sqlite_err(&self.path))?;
+        let row = stmt
+            .query_row([id.to_string()], row_fields)
+            .optional()
+            .map_err(sqlite_err(&self.path))?;
+        row.map(|fields| self.record(fields)).transpose()
+    }
+
+    /// Returns every channel, oldest first.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`], [`StoreError::Corrupt`].
+    pub fn channels(&self) -> Result<Vec<ChannelRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT role, key_index, peer, state FROM channels ORDER BY rowid")
+            .map_err(sqlite_err(&self.path))?;
+        let rows = stmt
+            .query_map([], row_fields)
+            .map_err(sqlite_err(&self.path))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(sqlite_err(&self.path))?;
+        rows.into_iter().map(|fields| self.record(fields)).collect()
+    }
+
+    fn record(
+        &self,
+        (role, key_index, peer, state): RowFields,
+    ) -> Result<ChannelRecord, StoreError> {
+        let corrupt = |e: serde_json::Error| StoreError::Corrupt {
+            path: self.path.clone(),
+            reason: format!("{role} channel state: {e}"),
+        };
+        let state = match role.as_str() {
+            "payer" => ChannelState::Payer(serde_json::from_str(&state).map_err(corrupt)?),
+            "payee" => ChannelState::Payee(serde_json::from_str(&state).map_err(corrupt)?),
+            other => {
+                return Err(StoreError::Corrupt {
+                    path: self.path.clone(),
+                    reason: format!("unknown role {other:?}"),
+                })
+            }
+        };
+        Ok(ChannelRecord { key_index, peer, state })
+    }
+}
+
+type RowFields = (String, u32, Option<String>, String);
+
+fn row_fields(row: &rusqlite::Row<'_>) -> rusqlite::Result<RowFields> {
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+}
+
+fn sqlite_err(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+    move |source| StoreError::Sqlite { path: path.to_owned(), source }
+}
