@@ -26,7 +26,12 @@ fn main() -> ExitCode {
     let default_level = if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" };
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .init();
     let json = cli.global.json;
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
