@@ -2,6 +2,7 @@
 //! to each other in one process.
 #![allow(dead_code)] // each test file uses a different part
 
+pub mod cli;
 pub mod node;
 pub mod regtest;
 

@@ -40,6 +40,10 @@ pub struct Node {
     child: Child,
     _dir: tempfile::TempDir,
     pub chain: RpcChain,
+    /// The RPC address, `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// The RPC cookie file.
+    pub cookie: PathBuf,
     /// An address no test key owns, for mining blocks whose coinbase nobody needs.
     burn: Address,
 }
@@ -92,7 +96,7 @@ impl Node {
                         );
                         let burn =
                             Address::p2wsh(&bitcoin::ScriptBuf::new(), bitcoin::Network::Regtest);
-                        return Node { child, _dir: dir, chain, burn };
+                        return Node { child, _dir: dir, chain, url, cookie, burn };
                     }
                 }
                 std::thread::sleep(Duration::from_millis(50));
@@ -116,6 +120,11 @@ impl Node {
     /// Mines `n` blocks to an address nobody uses; returns the new height.
     pub fn mine(&self, n: u32) -> u32 {
         self.chain.mine(n, &self.burn).expect("generatetoaddress")
+    }
+
+    /// Mines `n` blocks paying their coinbase to `address`.
+    pub fn mine_to_address(&self, n: u32, address: &Address) -> u32 {
+        self.chain.mine(n, address).expect("generatetoaddress")
     }
 
     /// Mines until the tip is `height`.

@@ -1,0 +1,94 @@
+//! Bad input on the command line: each gets a clear `error: ...`, exit status 1, nothing on
+//! stdout, and changes nothing.
+
+mod common;
+
+use common::cli::{Daemon, Party, PAYCHAN};
+use common::node::Node;
+
+#[test]
+fn bad_commands_fail_clearly_and_change_nothing() {
+    let node = Node::start();
+    let payee = Party::new(&node);
+    let payer = Party::new(&node);
+    payer.fund(&node);
+    let daemon = Daemon::start(&payee, None, &[]);
+    let open = payer.open(&node, &daemon, 100_000, &["--lifetime", "60", "--step", "2"]);
+    let channel = open["channel_id"].as_str().unwrap().to_owned();
+    payer.json(&["pay", &channel, "2000"]);
+    let before = (payer.json(&["list"]), payee.json(&["list"]));
+    let balance = payer.json(&["balance"])["confirmed_sat"].as_u64().unwrap();
+
+    let unknown = "11".repeat(32);
+    for args in [
+        vec!["pay", &unknown, "5"],
+        vec!["close", &unknown],
+        vec!["show", &unknown],
+        vec!["force-close", &unknown],
+        vec!["refund", &unknown],
+    ] {
+        let err = payer.fails(&args);
+        assert!(err.contains(&format!("no channel {unknown}")), "{args:?}: {err}");
+    }
+    for (args, expected) in [
+        (vec!["pay", "nothex", "5"], "invalid value 'nothex'"),
+        (vec!["pay", &channel, "-5"], "unexpected argument"),
+        (vec!["pay", &channel, "lots"], "invalid value 'lots'"),
+        (vec!["pay", &channel, "0"], "zero"),
+        (vec!["pay", &channel, "99000"], "insufficient"),
+        (vec!["open", "nobody@127.0.0.1:1", "--capacity", "1000"], "PUBKEY@HOST:PORT"),
+        (vec!["open", &daemon.node_id, "--capacity", "1000"], "PUBKEY@HOST:PORT"),
+        (
+            vec!["open", &daemon.peer(), "--capacity", &(balance + 1).to_string()],
+            "insufficient funds",
+        ),
+        (vec!["close", &channel, "extra"], "unexpected argument"),
+        (vec!["frobnicate"], "unrecognized subcommand"),
+    ] {
+        let err = payer.fails(&args);
+        assert!(err.to_lowercase().contains(&expected.to_lowercase()), "{args:?}: {err}");
+    }
+    // A payee that is not there: nothing is created.
+    let nobody = format!("{}@127.0.0.1:1", payee.node_id);
+    let err = payer.fails(&["open", &nobody, "--capacity", "1000"]);
+    assert!(err.contains("cannot reach the payee"), "{err}");
+    // A payee that is not who we asked for: nothing is created.
+    let impostor = format!("{}@{}", payer.node_id, daemon.listen);
+    let err = payer.fails(&["open", &impostor, "--capacity", "1000"]);
+    assert!(err.contains(&format!("not {}", payer.node_id)), "{err}");
+    // The payee's side cannot pay or refund.
+    assert!(payee.fails(&["pay", &channel, "5"]).contains("only its payer"));
+    assert!(payee.fails(&["refund", &channel]).contains("the refund is the payer's"));
+
+    assert_eq!((payer.json(&["list"]), payee.json(&["list"])), before);
+    assert_eq!(payer.json(&["balance"])["confirmed_sat"], balance);
+    // And the channel still works.
+    assert_eq!(payer.json(&["pay", &channel, "1"])["paid_total_sat"], 2001);
+}
+
+#[test]
+fn a_missing_data_directory_or_node_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let datadir = dir.path().join("none");
+    let run = |args: &[&str]| {
+        let out = assert_cmd::Command::new(PAYCHAN)
+            .env("PAYCHAN_DATADIR", &datadir)
+            .env("PAYCHAN_RPC_URL", "http://127.0.0.1:1")
+            .env("PAYCHAN_RPC_COOKIE", dir.path().join("cookie"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(out.stdout.is_empty());
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let err = run(&["--json", "list"]);
+    assert!(err.starts_with("error: ") && err.contains("paychan --datadir"), "{err}");
+    assert!(!datadir.exists(), "a failed command creates nothing");
+    let err = run(&["--network", "nonsense", "list"]);
+    assert!(err.contains("unknown network"), "{err}");
+    let init = assert_cmd::Command::new(PAYCHAN).args(["--datadir"]).arg(&datadir).arg("init").ok();
+    assert!(init.is_ok() && datadir.exists(), "{init:?}");
+    let err = run(&["balance"]);
+    assert!(err.starts_with("error: bitcoin node:"), "{err}");
+}

@@ -1,0 +1,50 @@
+//! `kill -9` of the payer's `pay` at random moments: whatever the moment, the next command picks
+//! up where the channel was, both sides agree on the total, and the settlement pays it.
+
+mod common;
+
+use std::time::Duration;
+
+use common::cli::{Daemon, Party};
+use common::node::Node;
+
+const SAT: u64 = 1_000;
+const KILLS: u64 = 40;
+
+#[test]
+fn payer_killed_at_random_moments_agrees_with_the_payee_after() {
+    let node = Node::start();
+    let payee = Party::new(&node);
+    let payer = Party::new(&node);
+    payer.fund(&node);
+    let daemon = Daemon::start(&payee, None, &[]);
+    let terms = ["--lifetime", "400", "--step", "1", "--feerate", "2"];
+    let open = payer.open(&node, &daemon, 1_000_000, &terms);
+    let channel = open["channel_id"].as_str().unwrap().to_owned();
+
+    // Kill each `pay` after 0 to 19.5 ms, spread over the whole life of the process (a `pay`
+    // takes a few ms here): before it connects, while it signs and persists, while it waits for
+    // the acknowledgement, after.
+    for k in 0..KILLS {
+        let mut child = payer
+            .command()
+            .args(["--json", "pay", &channel, &SAT.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("run pay");
+        std::thread::sleep(Duration::from_micros(k * 500));
+        let _ = child.kill();
+        child.wait().expect("wait");
+    }
+    // One more, left alone: it first completes anything left in flight.
+    let paid = payer.json(&["pay", &channel, "1"]);
+    let total = paid["paid_total_sat"].as_u64().unwrap();
+    eprintln!("{} of {KILLS} killed payments went through", (total - 1) / SAT);
+    assert_eq!((total - 1) % SAT, 0, "only whole payments count: {total}");
+    assert!(total <= KILLS * SAT + 1);
+    assert_eq!(payee.channel(&channel)["paid_total_sat"], total);
+    assert_eq!(payer.channel(&channel)["paid_total_sat"], total);
+    let close = payer.json(&["close", &channel]);
+    assert_eq!(close["payee_sat"], total);
+}

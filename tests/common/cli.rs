@@ -1,0 +1,210 @@
+//! Runs the real `paychan` binary against a test's own regtest node: one data directory per
+//! party, `serve` as a child process, every other command through assert_cmd with `--json`.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bitcoin::Address;
+use serde_json::Value;
+
+use super::node::Node;
+
+/// The binary under test.
+pub const PAYCHAN: &str = env!("CARGO_BIN_EXE_paychan");
+
+/// One party: a data directory and the node it talks to.
+pub struct Party {
+    dir: tempfile::TempDir,
+    url: String,
+    cookie: PathBuf,
+    /// The node id `init` printed.
+    pub node_id: String,
+}
+
+impl Party {
+    /// Creates a party and runs `init`.
+    pub fn new(node: &Node) -> Party {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut party = Party {
+            dir,
+            url: node.url.clone(),
+            cookie: node.cookie.clone(),
+            node_id: String::new(),
+        };
+        let init = party.json(&["init"]);
+        assert_eq!(init["datadir"], party.datadir().display().to_string());
+        party.node_id = init["node_id"].as_str().expect("node_id").to_owned();
+        party
+    }
+
+    /// Its data directory.
+    pub fn datadir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A `paychan` command for this party, with its data directory and the node's RPC.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(PAYCHAN);
+        cmd.env("PAYCHAN_DATADIR", self.datadir())
+            .env("PAYCHAN_RPC_URL", &self.url)
+            .env("PAYCHAN_RPC_COOKIE", &self.cookie)
+            .env_remove("PAYCHAN_NETWORK")
+            .env_remove("RUST_LOG");
+        cmd
+    }
+
+    /// The same, through assert_cmd.
+    pub fn cmd(&self) -> assert_cmd::Command {
+        assert_cmd::Command::from_std(self.command())
+    }
+
+    /// Runs `paychan --json ARGS`, checks it succeeds with exactly one JSON object on stdout, and
+    /// returns it.
+    pub fn json(&self, args: &[&str]) -> Value {
+        let out = self.cmd().arg("--json").args(args).output().expect("run paychan");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "paychan {args:?} failed: {stderr}");
+        one_json_object(&stdout)
+    }
+
+    /// Runs `paychan --json ARGS`, checks it fails with status 1, nothing on stdout and
+    /// `error: ...` on stderr, and returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.cmd().arg("--json").args(args).output().expect("run paychan");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "paychan {args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "paychan {args:?} printed {:?}", out.stdout);
+        assert!(stderr.starts_with("error: "), "paychan {args:?}: {stderr}");
+        stderr
+    }
+
+    /// Hands out an address and mines 101 blocks to it: one spendable coinbase.
+    pub fn fund(&self, node: &Node) {
+        let address = self.json(&["address"]);
+        let address: Address<_> = address["address"].as_str().unwrap().parse().unwrap();
+        node.mine_to_address(101, &address.assume_checked());
+    }
+
+    /// Opens a channel to `daemon`, mining a block every 100 ms until `open` returns, and
+    /// returns its JSON.
+    pub fn open(&self, node: &Node, daemon: &Daemon, capacity: u64, extra: &[&str]) -> Value {
+        let mut cmd = self.command();
+        cmd.args(["--json", "open", &daemon.peer(), "--capacity", &capacity.to_string()])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let child = cmd.spawn().expect("run paychan open");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut child = child;
+        while child.try_wait().expect("wait").is_none() {
+            assert!(Instant::now() < deadline, "open did not return within 60 s");
+            std::thread::sleep(Duration::from_millis(100));
+            node.mine(1);
+        }
+        let out = child.wait_with_output().expect("open output");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "open failed: {stderr}");
+        one_json_object(&String::from_utf8_lossy(&out.stdout))
+    }
+
+    /// `show CHANNEL`.
+    pub fn channel(&self, channel: &str) -> Value {
+        let show = self.json(&["show", channel]);
+        assert_eq!(show["channel_id"], channel);
+        show
+    }
+}
+
+fn one_json_object(stdout: &str) -> Value {
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one line of JSON, got {stdout:?}");
+    let value: Value = serde_json::from_str(lines[0]).expect("stdout is JSON");
+    assert!(value.is_object(), "{value}");
+    value
+}
+
+/// A running `paychan serve`.
+pub struct Daemon {
+    child: Child,
+    /// Where it listens.
+    pub listen: String,
+    /// Its node id.
+    pub node_id: String,
+    /// Its stderr log, a file.
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `paychan serve` for `party` on a free loopback port (or `listen`), with a fast
+    /// poll, and waits for its announcement.
+    pub fn start(party: &Party, listen: Option<&str>, extra: &[&str]) -> Daemon {
+        let log = unique(party.datadir().join("serve"));
+        let mut child = party
+            .command()
+            .args([
+                "--json",
+                "serve",
+                "--listen",
+                listen.unwrap_or("127.0.0.1:0"),
+                "--poll-ms",
+                "100",
+            ])
+            .args(extra)
+            .env("RUST_LOG", "paychan=debug")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("run paychan serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("read");
+        let announced: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
+            panic!(
+                "serve announced {line:?} ({e}); log: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            )
+        });
+        Daemon {
+            child,
+            listen: announced["listen"].as_str().expect("listen").to_owned(),
+            node_id: announced["node_id"].as_str().expect("node_id").to_owned(),
+            log,
+        }
+    }
+
+    /// `NODE_ID@HOST:PORT`.
+    pub fn peer(&self) -> String {
+        format!("{}@{}", self.node_id, self.listen)
+    }
+
+    /// `kill -9`.
+    pub fn kill9(&mut self) {
+        self.child.kill().expect("kill");
+        self.child.wait().expect("wait");
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn unique(path: PathBuf) -> PathBuf {
+    let mut n = 0;
+    loop {
+        let candidate = path.with_extension(format!("{n}.log"));
+        if !candidate.exists() {
+            return candidate;
+        }
+        n += 1;
+    }
+}
