@@ -46,7 +46,7 @@ pub enum CliError {
     DataDir(#[from] DataDirError),
     /// Talking to the payee.
     #[error(transparent)]
-    Client(#[from] ClientError),
+    Client(Box<ClientError>),
     /// The node.
     #[error("bitcoin node: {0}")]
     Chain(#[from] ChainError),
@@ -78,6 +78,12 @@ pub enum CliError {
     /// The command does not apply to this channel now.
     #[error("{0}")]
     NotApplicable(String),
+}
+
+impl From<ClientError> for CliError {
+    fn from(e: ClientError) -> Self {
+        CliError::Client(Box::new(e))
+    }
 }
 
 /// Carries out `cli`. `announce` receives what a long-running command (`serve`) prints once it

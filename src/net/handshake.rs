@@ -77,16 +77,16 @@ pub enum HandshakeError {
     /// The payee is not the node asked for.
     #[error("peer is node {got}, not {expected}")]
     WrongNode {
-        /// The node key asked for.
-        expected: PublicKey,
-        /// The node key it presented.
-        got: PublicKey,
+        /// The node key asked for, in hex.
+        expected: String,
+        /// The node key it presented, in hex.
+        got: String,
     },
     /// The signature does not prove the node key.
     #[error("peer failed to prove node key {node_id}")]
     BadProof {
-        /// The key it claimed.
-        node_id: PublicKey,
+        /// The key it claimed, in hex.
+        node_id: String,
     },
 }
 
@@ -98,28 +98,44 @@ pub fn hello() -> (Hello, [u8; 32]) {
     (Hello { protocol_version: PROTOCOL_VERSION, nonce: nonce.as_hex().to_string() }, nonce)
 }
 
-/// The payee's side: answers the first frame `bytes` with the reply to send. Returns an error
-/// (and the reply saying why, if any is owed) when the connection must close.
-pub fn answer(
-    bytes: &[u8],
-    node_secret: &SecretKey,
-) -> Result<HelloReply, (HandshakeError, Option<HelloReply>)> {
-    let hello: Hello = serde_json::from_slice(bytes)
-        .map_err(|e| (HandshakeError::Malformed(e.to_string()), None))?;
+/// The payee's answer to a payer's first frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// Send this proof; channel messages may follow.
+    Welcome(HelloReply),
+    /// Close the connection, after sending `reply` if there is one.
+    Refuse {
+        /// Why.
+        error: HandshakeError,
+        /// What to tell the payer first, if anything.
+        reply: Option<HelloReply>,
+    },
+}
+
+/// The payee's side: answers the first frame `bytes`.
+pub fn answer(bytes: &[u8], node_secret: &SecretKey) -> Answer {
+    let malformed =
+        |reason: String| Answer::Refuse { error: HandshakeError::Malformed(reason), reply: None };
+    let hello: Hello = match serde_json::from_slice(bytes) {
+        Ok(hello) => hello,
+        Err(e) => return malformed(e.to_string()),
+    };
     if hello.protocol_version != PROTOCOL_VERSION {
-        let err = HandshakeError::UnsupportedVersion {
+        let error = HandshakeError::UnsupportedVersion {
             got: hello.protocol_version,
             supported: PROTOCOL_VERSION,
         };
-        let reply = HelloReply::Refused { reason: err.to_string() };
-        return Err((err, Some(reply)));
+        let reply = Some(HelloReply::Refused { reason: error.to_string() });
+        return Answer::Refuse { error, reply };
     }
-    let nonce = <[u8; 32]>::from_hex(&hello.nonce)
-        .map_err(|e| (HandshakeError::Malformed(format!("nonce: {e}")), None))?;
+    let nonce = match <[u8; 32]>::from_hex(&hello.nonce) {
+        Ok(nonce) => nonce,
+        Err(e) => return malformed(format!("nonce: {e}")),
+    };
     let secp = Secp256k1::signing_only();
     let node_id = PublicKey::new(node_secret.public_key(&secp));
     let signature = secp.sign_ecdsa(&digest(&nonce, &node_id), node_secret);
-    Ok(HelloReply::Welcome(Welcome {
+    Answer::Welcome(HelloReply::Welcome(Welcome {
         protocol_version: PROTOCOL_VERSION,
         node_id,
         signature: signature.serialize_der().as_hex().to_string(),
@@ -148,9 +164,10 @@ pub fn check_reply(
         });
     }
     if welcome.node_id != *expected {
-        return Err(HandshakeError::WrongNode { expected: *expected, got: welcome.node_id });
+        let (expected, got) = (expected.to_string(), welcome.node_id.to_string());
+        return Err(HandshakeError::WrongNode { expected, got });
     }
-    let bad = || HandshakeError::BadProof { node_id: welcome.node_id };
+    let bad = || HandshakeError::BadProof { node_id: welcome.node_id.to_string() };
     let der = Vec::<u8>::from_hex(&welcome.signature).map_err(|_| bad())?;
     let sig = ecdsa::Signature::from_der(&der).map_err(|_| bad())?;
     Secp256k1::verification_only()
@@ -176,7 +193,9 @@ mod tests {
     }
 
     fn reply_bytes(hello: &Hello, secret: &SecretKey) -> Vec<u8> {
-        let reply = answer(&serde_json::to_vec(hello).unwrap(), secret).unwrap();
+        let Answer::Welcome(reply) = answer(&serde_json::to_vec(hello).unwrap(), secret) else {
+            panic!("refused a good hello");
+        };
         serde_json::to_vec(&reply).unwrap()
     }
 
@@ -207,9 +226,13 @@ mod tests {
         let (secret, _) = key(1);
         let (mut hello, _) = hello();
         hello.protocol_version = PROTOCOL_VERSION + 1;
-        let (err, reply) = answer(&serde_json::to_vec(&hello).unwrap(), &secret).unwrap_err();
-        assert!(matches!(err, HandshakeError::UnsupportedVersion { .. }));
+        let Answer::Refuse { error, reply } = answer(&serde_json::to_vec(&hello).unwrap(), &secret)
+        else {
+            panic!("took another version");
+        };
+        assert!(matches!(error, HandshakeError::UnsupportedVersion { .. }));
         assert!(matches!(reply, Some(HelloReply::Refused { .. })));
-        assert!(answer(b"\xff garbage", &secret).is_err());
+        let garbage = answer(b"\xff garbage", &secret);
+        assert!(matches!(garbage, Answer::Refuse { reply: None, .. }), "{garbage:?}");
     }
 }

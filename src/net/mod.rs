@@ -174,16 +174,16 @@ impl Connection {
             let hello =
                 conn.reader.recv_frame(timeouts.handshake).await?.ok_or(NetError::Closed)?;
             match handshake::answer(&hello, node_secret) {
-                Ok(reply) => {
+                handshake::Answer::Welcome(reply) => {
                     conn.writer.send_json(&reply).await?;
                     Ok(conn)
                 }
-                Err((err, reply)) => {
+                handshake::Answer::Refuse { error, reply } => {
                     if let Some(reply) = reply {
                         // Best effort: the peer learns why before the connection closes.
                         let _ = conn.writer.send_json(&reply).await;
                     }
-                    Err(err.into())
+                    Err(error.into())
                 }
             }
         };

@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 use super::{ChannelRecord, Store, StoreError};
 
 enum Request {
-    Save(ChannelRecord, oneshot::Sender<Result<(), StoreError>>),
+    Save(Box<ChannelRecord>, oneshot::Sender<Result<(), StoreError>>),
     ReserveKeyIndex(oneshot::Sender<Result<u32, StoreError>>),
 }
 
@@ -46,7 +46,9 @@ impl StoreWriter {
     /// The store's error, or [`StoreError::WriterStopped`].
     pub async fn save(&self, record: ChannelRecord) -> Result<(), StoreError> {
         let (done, answer) = oneshot::channel();
-        self.requests.send(Request::Save(record, done)).map_err(|_| StoreError::WriterStopped)?;
+        self.requests
+            .send(Request::Save(Box::new(record), done))
+            .map_err(|_| StoreError::WriterStopped)?;
         answer.await.map_err(|_| StoreError::WriterStopped)?
     }
 
@@ -66,7 +68,7 @@ fn write_batch(store: &mut Store, batch: Vec<Request>) {
     let mut saves = Vec::new();
     for request in batch {
         match request {
-            Request::Save(record, done) => saves.push((record, done)),
+            Request::Save(record, done) => saves.push((*record, done)),
             Request::ReserveKeyIndex(done) => {
                 let _ = done.send(store.reserve_key_index());
             }
