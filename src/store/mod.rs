@@ -351,3 +351,94 @@ fn row_fields(row: &rusqlite::Row<'_>) -> rusqlite::Result<RowFields> {
 fn sqlite_err(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
     move |source| StoreError::Sqlite { path: path.to_owned(), source }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channel::{Payer, PayerConfig};
+    use crate::keys::ChannelSigner;
+    use bitcoin::{Address, Amount, CompressedPublicKey};
+
+    fn payer_record(key_index: u32) -> ChannelRecord {
+        let signer = ChannelSigner::from_slice(&[key_index as u8 + 1; 32]).unwrap();
+        let key = CompressedPublicKey(signer.public_key().inner);
+        let config = PayerConfig {
+            network: Network::Regtest,
+            capacity: Amount::from_sat(100_000),
+            feerate_sat_per_vb: 2,
+            refund_locktime: 1_000,
+            step: 2,
+            margin: 6,
+            payout: Address::p2wpkh(&key, Network::Regtest),
+        };
+        let (payer, _) =
+            Payer::open(config, signer, ChannelId([key_index as u8; 32]), 500).unwrap();
+        ChannelRecord {
+            key_index,
+            peer: Some("peer".into()),
+            state: ChannelState::Payer(payer.state().clone()),
+        }
+    }
+
+    #[test]
+    fn channels_round_trip_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STORE_FILE);
+        let mut store = Store::open(&path).unwrap();
+        let (a, b) = (payer_record(0), payer_record(1));
+        store.save_channels(&[a.clone(), b.clone()]).unwrap();
+        let mut a2 = a.clone();
+        a2.peer = Some("moved".into());
+        store.save_channel(&a2).unwrap();
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.channels().unwrap(), vec![a2.clone(), b]);
+        assert_eq!(store.channel(a.state.channel_id()).unwrap(), Some(a2));
+        assert_eq!(store.channel(ChannelId([9; 32])).unwrap(), None);
+    }
+
+    #[test]
+    fn key_indexes_are_never_handed_out_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STORE_FILE);
+        let mut store = Store::open(&path).unwrap();
+        assert_eq!(store.reserve_key_index().unwrap(), 0);
+        assert_eq!(store.reserve_key_index().unwrap(), 1);
+        drop(store);
+        assert_eq!(Store::open(&path).unwrap().reserve_key_index().unwrap(), 2);
+    }
+
+    #[test]
+    fn the_network_is_fixed_at_first_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join(STORE_FILE)).unwrap();
+        store.check_network(Network::Regtest).unwrap();
+        store.check_network(Network::Regtest).unwrap();
+        let err = store.check_network(Network::Bitcoin).unwrap_err();
+        assert!(matches!(
+            err,
+            StoreError::WrongNetwork { stored: Network::Regtest, requested: Network::Bitcoin }
+        ));
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused_and_wal_and_full_sync_are_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STORE_FILE);
+        let store = Store::open(&path).unwrap();
+        let pragma = |name| -> String {
+            store
+                .conn
+                .pragma_query_value(None, name, |r| r.get::<_, rusqlite::types::Value>(0))
+                .map(|v| format!("{v:?}"))
+                .unwrap()
+        };
+        assert_eq!(pragma("journal_mode"), "Text(\"wal\")");
+        assert_eq!(pragma("synchronous"), "Integer(2)"); // FULL
+        assert_eq!(pragma("user_version"), format!("Integer({})", MIGRATIONS.len()));
+        store.conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(store);
+        let err = Store::open(&path).err().expect("newer schema refused");
+        assert!(matches!(err, StoreError::NewerSchema { found: 99, .. }), "{err}");
+    }
+}
