@@ -13,8 +13,13 @@
 //! The core is sans-IO: [`channel::Payer`] and [`channel::Payee`] take messages
 //! ([`wire::Message`]) and chain facts (the tip height through `tip_changed`, the funding's
 //! confirmations through [`channel::Payee::funding_confirmed`]) and return [`channel::Action`]s
-//! for the caller to carry out (persist, send, broadcast). Nothing in this crate opens a socket, a
-//! file or an RPC connection.
+//! for the caller to carry out (persist, send, broadcast). The core (`channel`, `tx`, `funding`,
+//! `ladder`, `keys`, `wire`) opens no socket, file or RPC connection.
+//!
+//! Around it sit the adapters: [`chain`] (Bitcoin Core over RPC), [`wallet`] (keys and coins),
+//! [`store`] (SQLite), [`datadir`] (the two, locked), [`net`] (TCP frames and handshake),
+//! [`daemon`] (the payee, serving many channels), [`client`] (the payer, one channel at a time)
+//! and [`cli`] (the `paychan` command line).
 //!
 //! Every transaction a peer asks us to sign or accept is rebuilt locally from the channel
 //! parameters; only a signature travels, and it is checked against our own copy.

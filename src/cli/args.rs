@@ -37,10 +37,12 @@ pub struct Global {
     /// The chain: regtest, signet, testnet, testnet4 or bitcoin.
     #[arg(long, env = "PAYCHAN_NETWORK", global = true, default_value = "regtest", value_parser = parse_network)]
     pub network: Network,
-    /// Bitcoin Core's RPC address [default: http://127.0.0.1:<the network's RPC port>].
+    /// Bitcoin Core's RPC address [default: http://127.0.0.1:PORT, PORT being the network's
+    /// default RPC port: 18443 on regtest].
     #[arg(long, env = "PAYCHAN_RPC_URL", global = true)]
     pub rpc_url: Option<String>,
-    /// Bitcoin Core's RPC cookie file [default: ~/.bitcoin/<network dir>/.cookie].
+    /// Bitcoin Core's RPC cookie file [default: ~/.bitcoin/regtest/.cookie, or the network's
+    /// directory].
     #[arg(long, env = "PAYCHAN_RPC_COOKIE", global = true, conflicts_with = "rpc_user")]
     pub rpc_cookie: Option<PathBuf>,
     /// RPC user name (instead of the cookie).

@@ -3,7 +3,7 @@
 //! The database runs in WAL mode with `synchronous=FULL`, so a commit is on disk when it returns
 //! and a crash (even `kill -9` or a power cut) leaves the last committed state. Every change is
 //! one transaction. The schema carries its version in `PRAGMA user_version` and is brought up to
-//! date by [`MIGRATIONS`] when the store opens; a database from a newer build is refused.
+//! date by its numbered migrations when the store opens; a database from a newer build is refused.
 //!
 //! A channel's state machine state is stored as JSON, next to the columns a listing needs.
 
