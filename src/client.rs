@@ -99,6 +99,11 @@ pub enum ClientError {
     /// The channel never got its funding: nothing is at stake, nothing can be done with it.
     #[error("channel {0} was never funded ({1}); open a new one")]
     NeverFunded(ChannelId, &'static str),
+    /// The payee has not seen the funding's confirmations yet.
+    #[error(
+        "channel {0} is not ready: the payee is still waiting for the funding's confirmations"
+    )]
+    NotReady(ChannelId),
     /// The wallet's spendable coins are short of the capacity.
     #[error("insufficient funds: {available} spendable, {capacity} asked for the channel (plus its fee)")]
     InsufficientFunds {
@@ -245,6 +250,16 @@ impl<'a, C: Chain> PayerClient<'a, C> {
         let reply = self.timeouts.reply;
         if matches!(self.payer.state().stage, PayerStage::AwaitingRefund { .. }) {
             self.until("the refund signature", reply, |p| p.funded().is_some()).await?;
+        }
+        if self.payer.funded().is_some_and(|f| !f.funded.ready) {
+            // The payee answers `reestablish` with `channel_ready` at once if it is.
+            let ready = |p: &Payer| p.funded().is_some_and(|f| f.funded.ready);
+            match self.until("channel_ready", reply, ready).await {
+                Err(ClientError::Timeout { .. }) => {
+                    return Err(ClientError::NotReady(self.channel_id()))
+                }
+                other => other?,
+            }
         }
         if let Some(p) = pending {
             let waiting = self.until("a payment acknowledgement", reply, |p| {

@@ -48,3 +48,38 @@ fn payer_killed_at_random_moments_agrees_with_the_payee_after() {
     let close = payer.json(&["close", &channel]);
     assert_eq!(close["payee_sat"], total);
 }
+
+#[test]
+fn an_open_killed_before_the_confirmation_resumes_on_the_next_pay() {
+    let node = Node::start();
+    let payee = Party::new(&node);
+    let payer = Party::new(&node);
+    payer.fund(&node);
+    let daemon = Daemon::start(&payee, None, &[]);
+    let mut open = payer
+        .command()
+        .args(["--json", "open", &daemon.peer(), "--capacity", "100000", "--lifetime", "60"])
+        .args(["--step", "2", "--feerate", "2"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("run open");
+    // Wait until the funding is out, then kill `open` while it waits for the confirmation.
+    let channel = loop {
+        let list = payer.json(&["list"]);
+        if list["channels"][0]["state"] == "awaiting channel ready" {
+            break list["channels"][0]["channel_id"].as_str().unwrap().to_owned();
+        }
+        assert!(open.try_wait().unwrap().is_none(), "open returned without a block mined");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    open.kill().unwrap();
+    open.wait().unwrap();
+    let err = payer.fails(&["--timeout", "1", "pay", &channel, "1000"]);
+    assert!(err.contains("is not ready"), "{err}");
+    node.mine(1);
+    while payee.channel(&channel)["state"] != "open" {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(payer.json(&["pay", &channel, "1000"])["paid_total_sat"], 1000);
+    assert_eq!(payer.channel(&channel)["state"], "open");
+}

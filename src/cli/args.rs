@@ -51,6 +51,9 @@ pub struct Global {
     /// RPC password.
     #[arg(long, env = "PAYCHAN_RPC_PASSWORD", global = true, requires = "rpc_user")]
     pub rpc_password: Option<String>,
+    /// Seconds to wait for each answer from the payee (payer commands).
+    #[arg(long, env = "PAYCHAN_TIMEOUT", global = true, default_value_t = 30)]
+    pub timeout: u64,
     /// Print exactly one JSON object on stdout, for scripts.
     #[arg(long, global = true)]
     pub json: bool,

@@ -28,7 +28,7 @@ pub(super) async fn open(g: &Global, a: &OpenArgs) -> Result<Output, CliError> {
         feerate_sat_per_vb: feerate,
         margin: a.margin,
     };
-    let timeouts = ClientTimeouts::default();
+    let timeouts = client_timeouts(g);
     let mut client =
         PayerClient::open(&mut datadir, &chain, a.peer.clone(), &request, timeouts).await?;
     client.wait_ready().await?;
@@ -53,6 +53,10 @@ pub(super) async fn open(g: &Global, a: &OpenArgs) -> Result<Output, CliError> {
     })
 }
 
+fn client_timeouts(g: &Global) -> ClientTimeouts {
+    ClientTimeouts { reply: Duration::from_secs(g.timeout.max(1)), ..ClientTimeouts::default() }
+}
+
 /// Waits until `txid` has `min_conf` confirmations.
 async fn wait_confirmations(
     chain: &impl Chain,
@@ -75,7 +79,7 @@ pub(super) async fn pay(g: &Global, a: &PayArgs) -> Result<Output, CliError> {
     let mut datadir = open_datadir(g)?;
     datadir.lock()?;
     let chain = connect_node(g)?;
-    let timeouts = ClientTimeouts::default();
+    let timeouts = client_timeouts(g);
     let mut client = PayerClient::resume(&mut datadir, &chain, a.channel, timeouts).await?;
     client.pay(Amount::from_sat(a.sat)).await?;
     let f = client.payer().funded().expect("paid on a funded channel");
@@ -104,7 +108,7 @@ pub(super) async fn close(g: &Global, id: ChannelId) -> Result<Output, CliError>
     let mut datadir = open_datadir(g)?;
     datadir.lock()?;
     let chain = connect_node(g)?;
-    let timeouts = ClientTimeouts::default();
+    let timeouts = client_timeouts(g);
     let mut client = PayerClient::resume(&mut datadir, &chain, id, timeouts).await?;
     let tx = client.close().await?;
     let terms = &client.payer().state().terms;
