@@ -186,9 +186,22 @@ impl<'a, C: Chain> PayerClient<'a, C> {
             timeouts,
             shutdown_requested: false,
         };
-        client.apply(actions).await?;
         let reply = client.timeouts.reply;
-        client.until("the refund signature", reply, |p| p.funded().is_some()).await?;
+        let opening = async {
+            client.apply(actions).await?;
+            client.until("the refund signature", reply, |p| p.funded().is_some()).await
+        };
+        if let Err(e) = opening.await {
+            if matches!(
+                client.payer.state().stage,
+                PayerStage::AwaitingAccept | PayerStage::AwaitingFunding { .. }
+            ) {
+                // Refused, or failed, before any funding was signed: nothing is at stake, so
+                // the channel goes as if it had never been.
+                client.datadir.store.delete_channel(client.channel_id())?;
+            }
+            return Err(e);
+        }
         info!(channel_id = %client.channel_id(), "funding broadcast");
         Ok(client)
     }

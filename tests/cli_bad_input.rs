@@ -12,7 +12,7 @@ fn bad_commands_fail_clearly_and_change_nothing() {
     let payee = Party::new(&node);
     let payer = Party::new(&node);
     payer.fund(&node);
-    let daemon = Daemon::start(&payee, None, &[]);
+    let daemon = Daemon::start(&payee, None, &["--min-step", "2"]);
     let open = payer.open(&node, &daemon, 100_000, &["--lifetime", "60", "--step", "2"]);
     let channel = open["channel_id"].as_str().unwrap().to_owned();
     payer.json(&["pay", &channel, "2000"]);
@@ -56,6 +56,9 @@ fn bad_commands_fail_clearly_and_change_nothing() {
     let impostor = format!("{}@{}", payer.node_id, daemon.listen);
     let err = payer.fails(&["open", &impostor, "--capacity", "1000"]);
     assert!(err.contains(&format!("not {}", payer.node_id)), "{err}");
+    // A payee that refuses the terms (a step below its minimum): nothing is created.
+    let err = payer.fails(&["open", &daemon.peer(), "--capacity", "1000", "--step", "1"]);
+    assert!(err.contains("the payee refused") && err.contains("step"), "{err}");
     // The payee's side cannot pay or refund.
     assert!(payee.fails(&["pay", &channel, "5"]).contains("only its payer"));
     assert!(payee.fails(&["refund", &channel]).contains("the refund is the payer's"));

@@ -287,6 +287,17 @@ impl Store {
         tx.commit().map_err(sqlite_err(&path))
     }
 
+    /// Deletes the channel `id` (one that never got a funding: nothing is at stake in it).
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`].
+    pub fn delete_channel(&mut self, id: ChannelId) -> Result<(), StoreError> {
+        self.conn
+            .execute("DELETE FROM channels WHERE id = ?1", [id.to_string()])
+            .map_err(sqlite_err(&self.path))?;
+        Ok(())
+    }
+
     /// Returns the channel `id`, if stored.
     ///
     /// # Errors
