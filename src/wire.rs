@@ -248,7 +248,8 @@ pub struct Reestablish {
 }
 
 /// Either way: the peer refused the last message about this channel, and why. The state of the
-/// side that sends it is unchanged.
+/// side that sends it is unchanged. With the all-zero channel id it is about the connection (a
+/// malformed or oversized frame, a timeout), which the sender then closes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ErrorMessage {

@@ -118,8 +118,9 @@ enum Refusal {
 struct Slot {
     payee: Payee,
     key_index: u32,
-    /// The connection the payer last spoke on, for what the daemon sends unasked.
-    peer: Option<mpsc::Sender<Message>>,
+    /// The connection the payer last spoke on, for what the daemon sends unasked. Weak, so
+    /// that the connection closes when its task ends, whatever the channel still points at.
+    peer: Option<mpsc::WeakSender<Message>>,
 }
 
 type Slots = HashMap<ChannelId, Arc<tokio::sync::Mutex<Slot>>>;
@@ -266,13 +267,20 @@ impl<C: Chain + Send + Sync + 'static> Shared<C> {
                 Err(NetError::Closed) => break,
                 Err(e) => {
                     info!(%addr, "closing connection: {e}");
+                    // The all-zero channel id: about the connection, not a channel.
+                    let message = e.to_string();
+                    let error = ErrorMessage { channel_id: ChannelId([0; 32]), message };
+                    let _ = outbox.try_send(Message::Error(error));
                     break;
                 }
             }
         }
         drop(outbox);
         // Let queued answers go out, but not wait on a peer that does not read.
-        let _ = tokio::time::timeout(self.config.timeouts.frame, writing).await;
+        let mut writing = writing;
+        if tokio::time::timeout(self.config.timeouts.frame, &mut writing).await.is_err() {
+            writing.abort();
+        }
         debug!(%addr, "connection closed");
     }
 
@@ -314,7 +322,7 @@ impl<C: Chain + Send + Sync + 'static> Shared<C> {
         };
         let tip = self.tip.load(Ordering::SeqCst);
         let (payee, actions) = Payee::accept(open, &config, signer, tip)?;
-        let slot = Slot { payee, key_index, peer: Some(peer.clone()) };
+        let slot = Slot { payee, key_index, peer: Some(peer.downgrade()) };
         let slot = Arc::new(tokio::sync::Mutex::new(slot));
         let mut guard = Arc::clone(&slot).lock_owned().await;
         match self.slots().entry(open.channel_id) {
@@ -344,7 +352,6 @@ impl<C: Chain + Send + Sync + 'static> Shared<C> {
         }
         let slot = self.slot(msg.channel_id()).ok_or(Refusal::UnknownChannel)?;
         let mut slot = slot.lock().await;
-        slot.peer = Some(peer.clone());
         let tip = self.tip.load(Ordering::SeqCst);
         let before = slot.payee.state().clone();
         let actions = slot.payee.handle_message(msg, tip).map_err(|e| match e {
@@ -353,6 +360,8 @@ impl<C: Chain + Send + Sync + 'static> Shared<C> {
             }
             e => Refusal::Channel(e),
         })?;
+        // A message the channel took: this connection is now where its payer is.
+        slot.peer = Some(peer.downgrade());
         if let Err(e) = self.carry_out(&mut slot, actions).await {
             // Not on disk, so not done: go back to what is.
             let signer = self
@@ -377,11 +386,10 @@ impl<C: Chain + Send + Sync + 'static> Shared<C> {
                     self.store.save(record).await?;
                 }
                 Action::Send(msg) => {
-                    if let Some(peer) = &slot.peer {
-                        if peer.try_send(msg).is_err() {
-                            // Gone, or not reading: the payer asks again when it reconnects.
-                            slot.peer = None;
-                        }
+                    let peer = slot.peer.as_ref().and_then(mpsc::WeakSender::upgrade);
+                    if peer.is_none_or(|p| p.try_send(msg).is_err()) {
+                        // Gone, or not reading: the payer asks again when it reconnects.
+                        slot.peer = None;
                     }
                 }
                 Action::Broadcast(tx) => self.broadcast(tx),

@@ -160,7 +160,9 @@ impl Connection {
             .map_err(|_| NetError::HandshakeTimeout { secs: timeouts.handshake.as_secs_f64() })?
     }
 
-    /// Takes an incoming connection: answers the payer's hello with proof of `node_secret`.
+    /// Takes an incoming connection: answers the payer's hello with proof of `node_secret`. A
+    /// connection that fails the handshake is told why (a `refused` answer, best effort) before
+    /// it is dropped.
     ///
     /// # Errors
     /// [`NetError::HandshakeTimeout`], [`NetError::Handshake`], [`NetError::Frame`].
@@ -169,27 +171,28 @@ impl Connection {
         node_secret: &SecretKey,
         timeouts: Timeouts,
     ) -> Result<Connection, NetError> {
-        let work = async {
-            let mut conn = Connection::new(stream, timeouts);
-            let hello =
-                conn.reader.recv_frame(timeouts.handshake).await?.ok_or(NetError::Closed)?;
-            match handshake::answer(&hello, node_secret) {
+        let mut conn = Connection::new(stream, timeouts);
+        let limit = timeouts.handshake;
+        let read = frame::read_frame(&mut conn.reader.read, limit, limit).await;
+        let (error, reply) = match read {
+            Ok(Some(hello)) => match handshake::answer(&hello, node_secret) {
                 handshake::Answer::Welcome(reply) => {
-                    conn.writer.send_json(&reply).await?;
-                    Ok(conn)
+                    let sent = tokio::time::timeout(limit, conn.writer.send_json(&reply)).await;
+                    sent.map_err(|_| NetError::HandshakeTimeout { secs: limit.as_secs_f64() })??;
+                    return Ok(conn);
                 }
-                handshake::Answer::Refuse { error, reply } => {
-                    if let Some(reply) = reply {
-                        // Best effort: the peer learns why before the connection closes.
-                        let _ = conn.writer.send_json(&reply).await;
-                    }
-                    Err(error.into())
-                }
+                handshake::Answer::Refuse { error, reply } => (error.into(), reply),
+            },
+            Ok(None) => return Err(NetError::Closed),
+            Err(FrameError::Idle { .. } | FrameError::Stalled { .. }) => {
+                (NetError::HandshakeTimeout { secs: limit.as_secs_f64() }, None)
             }
+            Err(e) => (e.into(), None),
         };
-        tokio::time::timeout(timeouts.handshake, work)
-            .await
-            .map_err(|_| NetError::HandshakeTimeout { secs: timeouts.handshake.as_secs_f64() })?
+        let reply = reply.unwrap_or(handshake::HelloReply::Refused { reason: error.to_string() });
+        // Best effort, and briefly: the peer may not be reading.
+        let _ = tokio::time::timeout(timeouts.frame, conn.writer.send_json(&reply)).await;
+        Err(error)
     }
 
     fn new(stream: TcpStream, timeouts: Timeouts) -> Connection {

@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod node;
+pub mod raw_peer;
 pub mod regtest;
 
 use bitcoin::hashes::Hash;
