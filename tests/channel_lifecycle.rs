@@ -242,7 +242,8 @@ fn lost_messages_are_recovered_by_resending() {
     assert_eq!(pair.payer.paid(), sat(1000));
     assert!(pair.payer.resend_pending().is_empty());
 
-    // The same for the close: the closing_ack is lost, the payee answers the repeat.
+    // The same for the close: the closing_ack is lost, the payee answers the repeat, and
+    // broadcasts the same settlement again (its first broadcast may have been lost too).
     let closing = route(pair.payer.close().unwrap(), &mut pair.out).remove(0);
     let ack = route(pair.payee.handle_message(&closing, TIP).unwrap(), &mut pair.out).remove(0);
     let broadcasts = pair.out.broadcasts.len();
@@ -252,7 +253,8 @@ fn lost_messages_are_recovered_by_resending() {
     let ack_again = route(pair.payee.handle_message(&closing_again, TIP).unwrap(), &mut pair.out);
     assert_eq!(ack_again, vec![ack]);
     assert_eq!(pair.payee.state(), &before);
-    assert_eq!(pair.out.broadcasts.len(), broadcasts, "no second broadcast");
+    assert_eq!(pair.out.broadcasts.len(), broadcasts + 1);
+    assert_eq!(pair.out.broadcasts[broadcasts], pair.out.broadcasts[broadcasts - 1]);
     route(pair.payer.handle_message(&ack_again[0]).unwrap(), &mut pair.out);
     assert!(pair.payer.funded().unwrap().funded.settlement.is_some());
 }
@@ -277,9 +279,9 @@ fn payee_asks_to_settle_near_the_end_and_broadcasts_the_newest_commitment_once_f
     assert_eq!(pair.payee.tip_changed(l2 - 1).unwrap(), vec![shutdown.clone()]);
     // The newest commitment is final: broadcast it (and keep asking).
     assert_eq!(pair.payee.tip_changed(l2).unwrap(), vec![Action::Broadcast(newest), shutdown]);
-    // Settled: nothing more to do on any tip.
-    pair.close();
-    assert_eq!(pair.payee.tip_changed(l2 + 100).unwrap(), vec![]);
+    // Settled: only the settlement, again, until the caller sees it confirmed.
+    let settlement = pair.close();
+    assert_eq!(pair.payee.tip_changed(l2 + 100).unwrap(), vec![Action::Broadcast(settlement)]);
 }
 
 #[test]

@@ -64,6 +64,8 @@ fn open_pay_close_through_the_command_line() {
     for party in [&payer, &payee] {
         assert_eq!(party.channel(&channel)["state"], "settled");
     }
-    // Closing again broadcasts the same settlement: a script may retry.
+    // Closing again broadcasts the same settlement: a script may retry. So may the payee's
+    // force-close, the settlement being the newest state.
     assert_eq!(payer.json(&["close", &channel])["settlement_txid"], txid.to_string());
+    assert_eq!(payee.json(&["force-close", &channel])["txid"], txid.to_string());
 }

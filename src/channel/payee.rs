@@ -284,17 +284,23 @@ impl Payee {
     /// Tells the payee the chain tip is now `tip` (call it on every new block) and returns what
     /// that calls for. Changes no state.
     ///
+    /// - Settled: broadcast the settlement again. The first broadcast may have failed or been
+    ///   lost in a crash, and until it confirms the payer could still use the refund at `R`.
+    ///   Stop calling once a transaction spending the funding is confirmed.
     /// - The newest commitment is final (`tip >= L_k`) and the channel is not settled: broadcast
     ///   it. The payer has not settled in time and may have vanished; every block of delay brings
     ///   the older, cheaper commitments closer to final. Repeating the broadcast is harmless.
     /// - The next payment would fall inside the margin: ask the payer to settle (`shutdown`).
     ///
     /// # Errors
-    /// [`ChannelError::Tx`] if the commitment cannot be rebuilt (corrupted state).
+    /// [`ChannelError::Tx`] if a transaction cannot be rebuilt (corrupted state).
     pub fn tip_changed(&self, tip: u32) -> Result<Vec<Action>, ChannelError> {
-        let Some(f) = self.funded().filter(|f| f.ready && f.settlement.is_none()) else {
+        let Some(f) = self.funded().filter(|f| f.ready) else {
             return Ok(Vec::new());
         };
+        if f.settlement.is_some() {
+            return Ok(f.settlement_tx()?.map(Action::Broadcast).into_iter().collect());
+        }
         let mut actions = Vec::new();
         if f.latest.as_ref().is_some_and(|u| tip >= u.locktime) {
             if let Some(tx) = f.newest_commitment()? {
@@ -415,12 +421,14 @@ impl Payee {
             if let Some(s) = f.settlement.as_ref().filter(|s| {
                 s.paid.to_sat() == m.paid_total_sat && s.payer_sig.to_vec() == m.signature.0
             }) {
-                // Already settled with exactly this: acknowledge again, change nothing.
+                // Already settled with exactly this: broadcast and acknowledge again, change
+                // nothing.
                 let ack = Message::ClosingAck(wire::ClosingAck {
                     channel_id: self.state.terms.channel_id,
                     signature: s.payee_sig.into(),
                 });
-                return Ok(vec![Action::Send(ack)]);
+                let settlement = f.settlement_tx()?.expect("settled");
+                return Ok(vec![Action::Broadcast(settlement), Action::Send(ack)]);
             }
         }
         let f = self.open_channel("closing_signed")?;

@@ -31,11 +31,18 @@ pub(super) async fn open(g: &Global, a: &OpenArgs) -> Result<Output, CliError> {
     let timeouts = client_timeouts(g);
     let mut client =
         PayerClient::open(&mut datadir, &chain, a.peer.clone(), &request, timeouts).await?;
-    client.wait_ready().await?;
+    let channel_id = client.channel_id();
+    if let Err(e) = client.wait_ready().await {
+        // The funding is out: the channel exists. Say which, so the user resumes it rather
+        // than opening another.
+        return Err(CliError::NotApplicable(format!(
+            "channel {channel_id} is funded but not ready yet ({e}); `paychan pay` or \
+             `paychan close` on it picks up from here once the funding is confirmed"
+        )));
+    }
     let f = client.payer().funded().expect("funded once ready");
     let funding_txid = f.funding_tx.compute_txid();
     let refund_locktime = f.funded.channel.ladder().refund();
-    let channel_id = client.channel_id();
     drop(client);
     let min_conf = a.min_conf.unwrap_or_else(|| PayeeConfig::default_min_conf(g.network));
     wait_confirmations(&chain, funding_txid, min_conf).await?;

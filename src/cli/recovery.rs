@@ -22,11 +22,10 @@ pub(super) fn force_close(g: &Global, id: ChannelId) -> Result<Output, CliError>
         ChannelState::Payee(state) => Payee::restore(signer, state)?.funded().cloned(),
     };
     let funded = funded.ok_or_else(|| not_applicable(id, "was never funded: nothing to close"))?;
-    if funded.settlement.is_some() {
-        return Err(not_applicable(
-            id,
-            "is settled cooperatively: run paychan close to broadcast the settlement again",
-        ));
+    if let Some(settlement) = funded.settlement_tx()? {
+        // Settled cooperatively: the settlement is the newest state, final at once.
+        let what = format!("settlement ({} sat to the payee)", funded.paid().to_sat());
+        return broadcast_when_final(g, settlement, 0, &what);
     }
     let latest = funded.latest.as_ref().ok_or_else(|| {
         not_applicable(id, "has no payment yet, so no commitment: the payer's refund is the only way out (paychan refund)")

@@ -7,6 +7,7 @@ use tokio::net::TcpListener;
 
 use super::args::{Global, ServeArgs};
 use super::{connect_node, open_datadir, CliError, Output};
+use crate::chain::Chain;
 use crate::daemon::{Daemon, DaemonConfig, DaemonError};
 
 pub(super) async fn serve(
@@ -17,6 +18,8 @@ pub(super) async fn serve(
     let mut datadir = open_datadir(g)?;
     datadir.lock()?;
     let chain = connect_node(g)?;
+    // Fail here, before announcing anything, if the node cannot tell its tip.
+    chain.tip()?;
     let mut config = DaemonConfig::new(g.network);
     if let Some(n) = a.min_conf {
         config.min_conf = n;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tracing::{info, warn};
 
 use super::{Shared, Slot};
-use crate::chain::{Chain, OutputStatus};
+use crate::chain::{Chain, OutputStatus, TxStatus};
 
 /// Polls until aborted.
 pub(super) async fn run<C: Chain + Send + Sync + 'static>(shared: Arc<Shared<C>>) {
@@ -30,10 +30,16 @@ pub(super) async fn run<C: Chain + Send + Sync + 'static>(shared: Arc<Shared<C>>
         let slots: Vec<_> = shared.slots().values().cloned().collect();
         for slot in slots {
             let mut slot = slot.lock().await;
+            if slot.closed_on_chain {
+                continue;
+            }
             if let Err(e) = check_funding(&shared, &mut slot).await {
                 warn!("funding check: {e}");
             }
             if new_block {
+                if let Err(e) = check_settled(&shared, &mut slot).await {
+                    warn!("settlement check: {e}");
+                }
                 tip_changed(&shared, &mut slot, tip).await;
             }
         }
@@ -53,13 +59,35 @@ async fn check_funding<C: Chain + Send + Sync + 'static>(
     let status = shared.blocking(move |chain| chain.output_status(outpoint)).await?;
     let OutputStatus::Unspent { txout, confirmations } = status else { return Ok(()) };
     let channel_id = slot.payee.state().terms.channel_id;
+    let before = slot.payee.clone();
     match slot.payee.funding_confirmed(outpoint, &txout, confirmations) {
         Ok(actions) if !actions.is_empty() => {
             info!(%channel_id, confirmations, "funding confirmed; channel ready");
-            shared.carry_out(slot, actions).await?;
+            if let Err(e) = shared.carry_out(slot, actions).await {
+                // Not on disk: not ready yet; the next poll tries again.
+                slot.payee = before;
+                return Err(e.into());
+            }
         }
         Ok(_) => {}
         Err(e) => warn!(%channel_id, "funding output: {e}"),
+    }
+    Ok(())
+}
+
+/// Marks a settled channel closed once its settlement is confirmed: nothing more to watch.
+async fn check_settled<C: Chain + Send + Sync + 'static>(
+    shared: &Shared<C>,
+    slot: &mut Slot,
+) -> Result<(), super::DaemonError> {
+    let settlement = match slot.payee.funded().map(|f| f.settlement_tx()) {
+        Some(Ok(Some(tx))) => tx.compute_txid(),
+        _ => return Ok(()),
+    };
+    if let TxStatus::Confirmed(_) = shared.blocking(move |c| c.tx_status(settlement)).await? {
+        let channel_id = slot.payee.state().terms.channel_id;
+        info!(%channel_id, %settlement, "settlement confirmed: channel closed on chain");
+        slot.closed_on_chain = true;
     }
     Ok(())
 }

@@ -57,7 +57,7 @@ pub struct DaemonConfig {
 impl DaemonConfig {
     /// Returns the defaults for `network`: [`PayeeConfig::default_min_conf`], a margin of 2
     /// blocks, a step of at least 1 block, 1 sat/vB, the default [`Timeouts`], a poll each
-    /// second, and 1024 connections.
+    /// second, and 512 connections (below the usual limit of 1024 open files).
     pub fn new(network: Network) -> DaemonConfig {
         DaemonConfig {
             network,
@@ -67,7 +67,7 @@ impl DaemonConfig {
             min_feerate_sat_per_vb: 1,
             timeouts: Timeouts::default(),
             poll_interval: Duration::from_secs(1),
-            max_connections: 1024,
+            max_connections: 512,
         }
     }
 }
@@ -97,6 +97,10 @@ pub enum DaemonError {
     /// Listening failed.
     #[error("cannot listen: {0}")]
     Listen(#[source] std::io::Error),
+    /// The task that follows the chain stopped (it panicked): without it no commitment would be
+    /// broadcast in time, so the daemon stops too.
+    #[error("the chain watcher stopped")]
+    WatcherStopped,
 }
 
 /// Why a message was refused; sent back to the payer in an `error` message.
@@ -108,9 +112,10 @@ enum Refusal {
     NotFromPayer(&'static str),
     #[error(transparent)]
     Channel(#[from] ChannelError),
-    #[error("the payee could not save the channel: {0}")]
+    // The details stay in the payee's log: they name its files.
+    #[error("the payee could not save the channel")]
     Store(#[from] StoreError),
-    #[error("the payee's wallet failed: {0}")]
+    #[error("the payee's wallet failed")]
     Wallet(#[from] WalletError),
 }
 
@@ -121,6 +126,8 @@ struct Slot {
     /// The connection the payer last spoke on, for what the daemon sends unasked. Weak, so
     /// that the connection closes when its task ends, whatever the channel still points at.
     peer: Option<mpsc::WeakSender<Message>>,
+    /// A transaction spending the funding is confirmed: nothing more to watch.
+    closed_on_chain: bool,
 }
 
 type Slots = HashMap<ChannelId, Arc<tokio::sync::Mutex<Slot>>>;
@@ -154,7 +161,8 @@ impl<C: Chain + Send + Sync + 'static> Daemon<C> {
             let signer = wallet.channel_signer(record.key_index)?;
             let payee = Payee::restore(signer, state)
                 .map_err(|source| DaemonError::Restore { channel_id, source })?;
-            let slot = Slot { payee, key_index: record.key_index, peer: None };
+            let slot =
+                Slot { payee, key_index: record.key_index, peer: None, closed_on_chain: false };
             channels.insert(channel_id, Arc::new(tokio::sync::Mutex::new(slot)));
         }
         let shared = Shared {
@@ -191,12 +199,13 @@ impl<C: Chain + Send + Sync + 'static> Daemon<C> {
         let shared = self.shared;
         let tip = shared.blocking(|chain| chain.tip()).await?.height;
         shared.tip.store(tip, Ordering::SeqCst);
-        let watcher = tokio::spawn(chain_watch::run(Arc::clone(&shared)));
+        let mut watcher = tokio::spawn(chain_watch::run(Arc::clone(&shared)));
         let permits = Arc::new(Semaphore::new(shared.config.max_connections));
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
+                _ = &mut watcher => return Err(DaemonError::WatcherStopped),
                 accepted = listener.accept() => {
                     let (stream, addr) = match accepted {
                         Ok(a) => a,
@@ -276,7 +285,8 @@ impl<C: Chain + Send + Sync + 'static> Shared<C> {
             }
         }
         drop(outbox);
-        // Let queued answers go out, but not wait on a peer that does not read.
+        // Let queued answers go out (the writer ends once they are), but do not wait on a peer
+        // that does not read.
         let mut writing = writing;
         if tokio::time::timeout(self.config.timeouts.frame, &mut writing).await.is_err() {
             writing.abort();
@@ -322,7 +332,7 @@ impl<C: Chain + Send + Sync + 'static> Shared<C> {
         };
         let tip = self.tip.load(Ordering::SeqCst);
         let (payee, actions) = Payee::accept(open, &config, signer, tip)?;
-        let slot = Slot { payee, key_index, peer: Some(peer.downgrade()) };
+        let slot = Slot { payee, key_index, peer: Some(peer.downgrade()), closed_on_chain: false };
         let slot = Arc::new(tokio::sync::Mutex::new(slot));
         let mut guard = Arc::clone(&slot).lock_owned().await;
         match self.slots().entry(open.channel_id) {
@@ -350,10 +360,16 @@ impl<C: Chain + Send + Sync + 'static> Shared<C> {
             // The payer refused something we sent; it has said why, and our state stands.
             return Ok(());
         }
-        let slot = self.slot(msg.channel_id()).ok_or(Refusal::UnknownChannel)?;
-        let mut slot = slot.lock().await;
+        let id = msg.channel_id();
+        let slot = self.slot(id).ok_or(Refusal::UnknownChannel)?;
+        let mut guard = slot.lock().await;
+        if !self.slot(id).is_some_and(|s| Arc::ptr_eq(&s, &slot)) {
+            // Its open failed to save while we waited: it is gone.
+            return Err(Refusal::UnknownChannel);
+        }
+        let slot = &mut *guard;
         let tip = self.tip.load(Ordering::SeqCst);
-        let before = slot.payee.state().clone();
+        let before = slot.payee.clone();
         let actions = slot.payee.handle_message(msg, tip).map_err(|e| match e {
             ChannelError::Unexpected { what, .. } if is_payee_message(msg) => {
                 Refusal::NotFromPayer(what)
@@ -362,14 +378,10 @@ impl<C: Chain + Send + Sync + 'static> Shared<C> {
         })?;
         // A message the channel took: this connection is now where its payer is.
         slot.peer = Some(peer.downgrade());
-        if let Err(e) = self.carry_out(&mut slot, actions).await {
+        if let Err(e) = self.carry_out(slot, actions).await {
             // Not on disk, so not done: go back to what is.
-            let signer = self
-                .wallet
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .channel_signer(slot.key_index)?;
-            slot.payee = Payee::restore(signer, before).expect("restoring the state it had");
+            warn!(channel_id = %id, "cannot save: {e}");
+            slot.payee = before;
             return Err(e.into());
         }
         Ok(())
