@@ -115,6 +115,16 @@ pub struct ServeArgs {
     /// Milliseconds between polls of the node for new blocks and confirmations.
     #[arg(long, default_value_t = 1000)]
     pub poll_ms: u64,
+    /// Connections served at once from one IP address.
+    #[arg(long, default_value_t = 100)]
+    pub max_connections_per_ip: usize,
+    /// Channels accepted and waiting for their funding at once; more opens are refused.
+    #[arg(long, default_value_t = 100)]
+    pub max_unfunded: usize,
+    /// Seconds an accepted channel may wait for its funding before it is forgotten (nothing
+    /// is signed for it yet).
+    #[arg(long, default_value_t = 600)]
+    pub unfunded_expiry: u64,
 }
 
 /// `open`.

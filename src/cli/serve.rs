@@ -29,6 +29,9 @@ pub(super) async fn serve(
     config.timeouts.handshake = Duration::from_secs(a.handshake_timeout);
     config.timeouts.idle = Duration::from_secs(a.idle_timeout);
     config.poll_interval = Duration::from_millis(a.poll_ms.max(10));
+    config.max_connections_per_ip = a.max_connections_per_ip;
+    config.max_unfunded = a.max_unfunded;
+    config.unfunded_expiry = Duration::from_secs(a.unfunded_expiry);
     let min_conf = config.min_conf;
     let daemon = Daemon::new(datadir, chain, config)?;
     let listener = TcpListener::bind(&a.listen).await.map_err(DaemonError::Listen)?;

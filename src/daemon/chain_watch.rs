@@ -9,6 +9,7 @@ use tracing::{info, warn};
 
 use super::{Shared, Slot};
 use crate::chain::{Chain, OutputStatus, TxStatus};
+use crate::wire::ChannelId;
 
 /// Polls until aborted.
 pub(super) async fn run<C: Chain + Send + Sync + 'static>(shared: Arc<Shared<C>>) {
@@ -24,13 +25,22 @@ pub(super) async fn run<C: Chain + Send + Sync + 'static>(shared: Arc<Shared<C>>
                 continue;
             }
         };
-        shared.tip.store(tip, Ordering::SeqCst);
+        shared.set_tip(tip);
         let new_block = last_tip != Some(tip);
         last_tip = Some(tip);
-        let slots: Vec<_> = shared.slots().values().cloned().collect();
-        for slot in slots {
+        let slots: Vec<_> = shared.slots().iter().map(|(id, s)| (*id, s.clone())).collect();
+        let mut unfunded = 0;
+        for (id, slot) in slots {
             let mut slot = slot.lock().await;
             if slot.closed_on_chain {
+                continue;
+            }
+            if slot.payee.funded().is_none() {
+                if slot.since.elapsed() > shared.config.unfunded_expiry {
+                    forget_unfunded(&shared, id).await;
+                } else {
+                    unfunded += 1;
+                }
                 continue;
             }
             if let Err(e) = check_funding(&shared, &mut slot).await {
@@ -43,6 +53,18 @@ pub(super) async fn run<C: Chain + Send + Sync + 'static>(shared: Arc<Shared<C>>
                 tip_changed(&shared, &mut slot, tip).await;
             }
         }
+        shared.unfunded.store(unfunded, Ordering::SeqCst);
+    }
+}
+
+/// Forgets a channel whose payer never sent the funding: the payee signed nothing for it.
+async fn forget_unfunded<C: Chain + Send + Sync + 'static>(shared: &Shared<C>, id: ChannelId) {
+    match shared.store.delete(id).await {
+        Ok(()) => {
+            shared.slots().remove(&id);
+            info!(channel_id = %id, "no funding came: channel forgotten");
+        }
+        Err(e) => warn!(channel_id = %id, "cannot forget an unfunded channel: {e}"),
     }
 }
 

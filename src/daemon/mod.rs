@@ -14,10 +14,11 @@ mod chain_watch;
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bitcoin::secp256k1::{Secp256k1, SecretKey};
 use bitcoin::{Network, PublicKey, Transaction};
@@ -28,9 +29,10 @@ use tracing::{debug, info, warn};
 use crate::chain::{Chain, ChainError};
 use crate::channel::{Action, ChannelError, Payee, PayeeConfig};
 use crate::datadir::DataDir;
+use crate::keys::ChannelSigner;
 use crate::net::{Connection, NetError, Timeouts};
 use crate::store::{ChannelRecord, ChannelState, StoreError, StoreWriter};
-use crate::wallet::{Wallet, WalletError};
+use crate::wallet::{Branch, Wallet, WalletError};
 use crate::wire::{ChannelId, ErrorMessage, Message, OpenChannel};
 
 /// What the daemon accepts and how patient it is.
@@ -52,12 +54,21 @@ pub struct DaemonConfig {
     pub poll_interval: Duration,
     /// Connections served at once; more are closed at once.
     pub max_connections: usize,
+    /// Connections served at once from one IP address.
+    pub max_connections_per_ip: usize,
+    /// Channels accepted but not yet funded (`funding_created` not received) at once; more
+    /// opens are refused until some are funded or expire.
+    pub max_unfunded: usize,
+    /// How long an accepted channel may wait for its `funding_created` before it is forgotten.
+    /// The payee has signed nothing for it yet, so nothing is at stake.
+    pub unfunded_expiry: Duration,
 }
 
 impl DaemonConfig {
     /// Returns the defaults for `network`: [`PayeeConfig::default_min_conf`], a margin of 2
     /// blocks, a step of at least 1 block, 1 sat/vB, the default [`Timeouts`], a poll each
-    /// second, and 512 connections (below the usual limit of 1024 open files).
+    /// second, 512 connections (below the usual limit of 1024 open files) and 100 per IP
+    /// address, 100 channels awaiting their funding, forgotten after 10 minutes.
     pub fn new(network: Network) -> DaemonConfig {
         DaemonConfig {
             network,
@@ -68,6 +79,9 @@ impl DaemonConfig {
             timeouts: Timeouts::default(),
             poll_interval: Duration::from_secs(1),
             max_connections: 512,
+            max_connections_per_ip: 100,
+            max_unfunded: 100,
+            unfunded_expiry: Duration::from_secs(600),
         }
     }
 }
@@ -108,6 +122,10 @@ pub enum DaemonError {
 enum Refusal {
     #[error("unknown channel")]
     UnknownChannel,
+    #[error("too many channels are waiting for their funding; try again later")]
+    TooManyUnfunded,
+    #[error("the payee cannot reach its bitcoin node; try again later")]
+    StaleTip,
     #[error("payer messages only: {0} is not one")]
     NotFromPayer(&'static str),
     #[error(transparent)]
@@ -128,6 +146,8 @@ struct Slot {
     peer: Option<mpsc::WeakSender<Message>>,
     /// A transaction spending the funding is confirmed: nothing more to watch.
     closed_on_chain: bool,
+    /// When this process accepted or loaded it.
+    since: Instant,
 }
 
 type Slots = HashMap<ChannelId, Arc<tokio::sync::Mutex<Slot>>>;
@@ -139,6 +159,10 @@ struct Shared<C> {
     store: StoreWriter,
     chain: Arc<C>,
     tip: AtomicU32,
+    /// When the node last told the tip.
+    tip_read: Mutex<Instant>,
+    /// Channels awaiting their funding, as of the last poll plus opens since.
+    unfunded: AtomicUsize,
     channels: Mutex<Slots>,
 }
 
@@ -161,8 +185,13 @@ impl<C: Chain + Send + Sync + 'static> Daemon<C> {
             let signer = wallet.channel_signer(record.key_index)?;
             let payee = Payee::restore(signer, state)
                 .map_err(|source| DaemonError::Restore { channel_id, source })?;
-            let slot =
-                Slot { payee, key_index: record.key_index, peer: None, closed_on_chain: false };
+            let slot = Slot {
+                payee,
+                key_index: record.key_index,
+                peer: None,
+                closed_on_chain: false,
+                since: Instant::now(),
+            };
             channels.insert(channel_id, Arc::new(tokio::sync::Mutex::new(slot)));
         }
         let shared = Shared {
@@ -172,6 +201,8 @@ impl<C: Chain + Send + Sync + 'static> Daemon<C> {
             store: StoreWriter::spawn(store),
             chain: Arc::new(chain),
             tip: AtomicU32::new(0),
+            tip_read: Mutex::new(Instant::now()),
+            unfunded: AtomicUsize::new(0),
             channels: Mutex::new(channels),
         };
         Ok(Daemon { shared: Arc::new(shared) })
@@ -198,9 +229,10 @@ impl<C: Chain + Send + Sync + 'static> Daemon<C> {
     ) -> Result<(), DaemonError> {
         let shared = self.shared;
         let tip = shared.blocking(|chain| chain.tip()).await?.height;
-        shared.tip.store(tip, Ordering::SeqCst);
+        shared.set_tip(tip);
         let mut watcher = tokio::spawn(chain_watch::run(Arc::clone(&shared)));
         let permits = Arc::new(Semaphore::new(shared.config.max_connections));
+        let per_ip = Arc::new(Mutex::new(HashMap::new()));
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -219,10 +251,15 @@ impl<C: Chain + Send + Sync + 'static> Daemon<C> {
                         warn!(%addr, "too many connections; closing this one");
                         continue;
                     };
+                    let limit = shared.config.max_connections_per_ip;
+                    let Some(per_ip) = PerIp::take(&per_ip, addr.ip(), limit) else {
+                        warn!(%addr, "too many connections from this address; closing this one");
+                        continue;
+                    };
                     let shared = Arc::clone(&shared);
                     tokio::spawn(async move {
                         shared.connection(stream, addr).await;
-                        drop(permit);
+                        drop((permit, per_ip));
                     });
                 }
             }
@@ -234,6 +271,26 @@ impl<C: Chain + Send + Sync + 'static> Daemon<C> {
 }
 
 impl<C: Chain + Send + Sync + 'static> Shared<C> {
+    fn set_tip(&self, tip: u32) {
+        self.tip.store(tip, Ordering::SeqCst);
+        *self.tip_read.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+
+    /// Returns the tip, if the node told it recently enough to check a payment against: within
+    /// ten polls, and at least 30 s.
+    fn fresh_tip(&self) -> Result<u32, Refusal> {
+        let read = *self.tip_read.lock().unwrap_or_else(|e| e.into_inner());
+        let limit = (self.config.poll_interval * 10).max(Duration::from_secs(30));
+        if read.elapsed() > limit {
+            return Err(Refusal::StaleTip);
+        }
+        Ok(self.tip.load(Ordering::SeqCst))
+    }
+
+    fn wallet(&self) -> std::sync::MutexGuard<'_, Wallet> {
+        self.wallet.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn slots(&self) -> std::sync::MutexGuard<'_, Slots> {
         self.channels.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -315,24 +372,33 @@ impl<C: Chain + Send + Sync + 'static> Shared<C> {
         open: &OpenChannel,
         peer: &mpsc::Sender<Message>,
     ) -> Result<(), Refusal> {
-        // A fresh key per channel: the funding script must be new (see `Payee::accept`).
-        let key_index = self.store.reserve_key_index().await?;
-        let (signer, payout) = {
-            let mut wallet = self.wallet.lock().unwrap_or_else(|e| e.into_inner());
-            (wallet.channel_signer(key_index)?, wallet.new_address()?)
-        };
+        if self.unfunded.load(Ordering::SeqCst) >= self.config.max_unfunded {
+            return Err(Refusal::TooManyUnfunded);
+        }
+        let tip = self.fresh_tip()?;
         let c = &self.config;
-        let config = PayeeConfig {
+        let mut config = PayeeConfig {
             network: c.network,
-            payout,
+            payout: self.wallet().address(Branch::Receive, 0)?,
             margin: c.margin,
             min_step: c.min_step,
             min_feerate_sat_per_vb: c.min_feerate_sat_per_vb,
             min_conf: c.min_conf,
         };
-        let tip = self.tip.load(Ordering::SeqCst);
+        // Check the terms with a stand-in key and address first: a refused open uses up
+        // neither a key index nor an address.
+        Payee::accept(open, &config, ChannelSigner::random(), tip)?;
+        // A fresh key per channel: the funding script must be new (see `Payee::accept`).
+        let key_index = self.store.reserve_key_index().await?;
+        let signer = {
+            let mut wallet = self.wallet();
+            config.payout = wallet.new_address()?;
+            wallet.channel_signer(key_index)?
+        };
         let (payee, actions) = Payee::accept(open, &config, signer, tip)?;
-        let slot = Slot { payee, key_index, peer: Some(peer.downgrade()), closed_on_chain: false };
+        self.unfunded.fetch_add(1, Ordering::SeqCst);
+        let peer = Some(peer.downgrade());
+        let slot = Slot { payee, key_index, peer, closed_on_chain: false, since: Instant::now() };
         let slot = Arc::new(tokio::sync::Mutex::new(slot));
         let mut guard = Arc::clone(&slot).lock_owned().await;
         match self.slots().entry(open.channel_id) {
@@ -368,7 +434,10 @@ impl<C: Chain + Send + Sync + 'static> Shared<C> {
             return Err(Refusal::UnknownChannel);
         }
         let slot = &mut *guard;
-        let tip = self.tip.load(Ordering::SeqCst);
+        let tip = match msg {
+            Message::Pay(_) => self.fresh_tip()?,
+            _ => self.tip.load(Ordering::SeqCst),
+        };
         let before = slot.payee.clone();
         let actions = slot.payee.handle_message(msg, tip).map_err(|e| match e {
             ChannelError::Unexpected { what, .. } if is_payee_message(msg) => {
@@ -420,6 +489,36 @@ impl<C: Chain + Send + Sync + 'static> Shared<C> {
                 Err(e) => warn!(%txid, "broadcast refused: {e}"),
             }
         });
+    }
+}
+
+/// A connection counted against its IP address's limit, for as long as it lives.
+struct PerIp {
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl PerIp {
+    fn take(counts: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr, max: usize) -> Option<PerIp> {
+        let mut map = counts.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(PerIp { counts: Arc::clone(counts), ip })
+    }
+}
+
+impl Drop for PerIp {
+    fn drop(&mut self) {
+        let mut map = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
     }
 }
 

@@ -11,9 +11,11 @@ use std::thread;
 use tokio::sync::oneshot;
 
 use super::{ChannelRecord, Store, StoreError};
+use crate::wire::ChannelId;
 
 enum Request {
     Save(Box<ChannelRecord>, oneshot::Sender<Result<(), StoreError>>),
+    Delete(ChannelId, oneshot::Sender<Result<(), StoreError>>),
     ReserveKeyIndex(oneshot::Sender<Result<u32, StoreError>>),
 }
 
@@ -52,6 +54,16 @@ impl StoreWriter {
         answer.await.map_err(|_| StoreError::WriterStopped)?
     }
 
+    /// Deletes channel `id` ([`Store::delete_channel`]).
+    ///
+    /// # Errors
+    /// As [`StoreWriter::save`].
+    pub async fn delete(&self, id: ChannelId) -> Result<(), StoreError> {
+        let (done, answer) = oneshot::channel();
+        self.requests.send(Request::Delete(id, done)).map_err(|_| StoreError::WriterStopped)?;
+        answer.await.map_err(|_| StoreError::WriterStopped)?
+    }
+
     /// Hands out the next channel key index ([`Store::reserve_key_index`]).
     ///
     /// # Errors
@@ -71,6 +83,9 @@ fn write_batch(store: &mut Store, batch: Vec<Request>) {
             Request::Save(record, done) => saves.push((*record, done)),
             Request::ReserveKeyIndex(done) => {
                 let _ = done.send(store.reserve_key_index());
+            }
+            Request::Delete(id, done) => {
+                let _ = done.send(store.delete_channel(id));
             }
         }
     }
