@@ -93,5 +93,8 @@ fn a_missing_data_directory_or_node_is_a_clear_error() {
     let init = assert_cmd::Command::new(PAYCHAN).args(["--datadir"]).arg(&datadir).arg("init").ok();
     assert!(init.is_ok() && datadir.exists(), "{init:?}");
     let err = run(&["balance"]);
-    assert!(err.starts_with("error: bitcoin node:"), "{err}");
+    assert!(err.starts_with("error: no RPC cookie at"), "{err}");
+    std::fs::write(dir.path().join("cookie"), "__cookie__:secret").unwrap();
+    let err = run(&["balance"]);
+    assert!(err.starts_with("error: bitcoin node:") && err.contains("connect"), "{err}");
 }

@@ -207,6 +207,7 @@ fn summary(record: &ChannelRecord, tip: u32) -> Value {
         }
     };
     let refund = terms.ladder.refund();
+    let settled = funded.is_some_and(|f| f.settlement.is_some());
     let current = funded.map_or(refund, |f| f.current_locktime());
     let done = funded.map_or(0, |f| f.update_number());
     json!({
@@ -218,8 +219,9 @@ fn summary(record: &ChannelRecord, tip: u32) -> Value {
         "updates": done,
         "current_locktime": current,
         "refund_locktime": refund,
-        "blocks_left": current.saturating_sub(tip),
-        "updates_left": terms.ladder.remaining_updates(done, tip, margin),
+        // Nothing is left of a settled channel.
+        "blocks_left": if settled { 0 } else { current.saturating_sub(tip) },
+        "updates_left": if settled { 0 } else { terms.ladder.remaining_updates(done, tip, margin) },
         "funding_outpoint": funded.map(|f| f.channel.params().funding_outpoint.to_string()),
     })
 }

@@ -50,6 +50,15 @@ pub enum CliError {
     /// The node.
     #[error("bitcoin node: {0}")]
     Chain(#[from] ChainError),
+    /// The node's RPC cookie file is not there.
+    #[error(
+        "no RPC cookie at {} (is bitcoind running? give --rpc-cookie, or --rpc-user and --rpc-password)",
+        path.display()
+    )]
+    NoCookie {
+        /// Where it was looked for.
+        path: PathBuf,
+    },
     /// The node is on another chain.
     #[error("the node at {url} is on {node}, not {requested} (use --network or --rpc-url)")]
     NodeNetwork {
@@ -130,6 +139,11 @@ fn connect_node(g: &Global) -> Result<RpcChain, CliError> {
         (_, _, Some(cookie)) => Auth::CookieFile(cookie.clone()),
         _ => Auth::CookieFile(default_cookie(g.network)),
     };
+    if let Auth::CookieFile(path) = &auth {
+        if !path.exists() {
+            return Err(CliError::NoCookie { path: path.clone() });
+        }
+    }
     let chain = RpcChain::new(&url, auth)?;
     if chain.network() != g.network {
         return Err(CliError::NodeNetwork { url, node: chain.network(), requested: g.network });
