@@ -94,6 +94,12 @@ impl DataDir {
         Ok(DataDir { path: path.to_owned(), wallet, store, lock: None })
     }
 
+    /// Splits the directory into its wallet, its store, and its lock (held for as long as the
+    /// returned [`DirLock`] lives).
+    pub fn into_parts(self) -> (Wallet, Store, DirLock) {
+        (self.wallet, self.store, DirLock { _file: self.lock })
+    }
+
     /// Takes the directory's exclusive lock for the life of this value, without waiting.
     ///
     /// # Errors
@@ -117,4 +123,10 @@ impl DataDir {
             Err(fs::TryLockError::Error(source)) => Err(DataDirError::Io { path, source }),
         }
     }
+}
+
+/// The data directory's lock, once the directory is split up ([`DataDir::into_parts`]): the OS
+/// releases it when this is dropped or the process dies.
+pub struct DirLock {
+    _file: Option<File>,
 }

@@ -59,6 +59,11 @@ fn bad_commands_fail_clearly_and_change_nothing() {
     // A payee that refuses the terms (a step below its minimum): nothing is created.
     let err = payer.fails(&["open", &daemon.peer(), "--capacity", "1000", "--step", "1"]);
     assert!(err.contains("the payee refused") && err.contains("step"), "{err}");
+    // One daemon per data directory, and nothing else writes to it while it runs.
+    for args in [&["serve", "--listen", "127.0.0.1:0"][..], &["address"]] {
+        let err = payee.fails(args);
+        assert!(err.contains("in use by another paychan process"), "{args:?}: {err}");
+    }
     // The payee's side cannot pay or refund.
     assert!(payee.fails(&["pay", &channel, "5"]).contains("only its payer"));
     assert!(payee.fails(&["refund", &channel]).contains("the refund is the payer's"));

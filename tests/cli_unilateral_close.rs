@@ -39,9 +39,13 @@ fn refund_after_the_payee_is_killed() {
     let back: u64 = tx.output.iter().map(|o| o.value.to_sat()).sum();
     assert!(back > 300_000 - 1_000 && back < 300_000, "{back}");
     assert_eq!(tx.output.len(), 1);
-    // The payee's side cannot close any more: the funding is spent.
+    // The payee's side cannot close any more, and both see the channel over.
     let err = payee.fails(&["force-close", &channel]);
-    assert!(err.contains("refused") || err.contains("spent"), "{err}");
+    assert!(err.contains("closed on chain already"), "{err}");
+    assert_eq!(payee.channel(&channel)["state"], "closed on chain");
+    assert_eq!(payee.channel(&channel)["blocks_left"], 0);
+    // The payer's refund is its own: asking again says it is confirmed.
+    assert_eq!(payer.json(&["refund", &channel])["txid"], txid.to_string());
 }
 
 #[test]
@@ -70,4 +74,8 @@ fn either_side_force_closes_the_newest_commitment_once_final() {
     assert_eq!(confirmations, 1);
     assert_eq!(tx.lock_time.to_consensus_u32(), locktime);
     assert!(tx.output.iter().any(|o| o.value.to_sat() == 21_000), "{tx:?}");
+    for party in [&payer, &payee] {
+        assert_eq!(party.channel(&channel)["state"], "closed on chain");
+        assert_eq!(party.json(&["force-close", &channel])["txid"], txid.to_string());
+    }
 }

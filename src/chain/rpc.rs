@@ -12,6 +12,7 @@ use miniscript::descriptor::{Descriptor, DescriptorPublicKey};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::sync::{Arc, RwLock};
 
 use super::{Chain, ChainError, OutputStatus, Rejection, Tip, TxStatus, Utxo};
 
@@ -31,7 +32,10 @@ const RPC_TRANSACTION_REFUSED: [i32; 3] = [-25, -26, -27];
 /// Confirmations of arbitrary transactions come from `getrawtransaction`, so the node must run
 /// with `-txindex=1`.
 pub struct RpcChain {
-    client: Client,
+    /// Replaced when the node refuses our credentials: a restarted node writes a new cookie.
+    client: RwLock<Arc<Client>>,
+    url: String,
+    auth: Auth,
     network: Network,
 }
 
@@ -43,9 +47,9 @@ impl RpcChain {
     /// [`ChainError::Rpc`] if the node cannot be reached or the credentials are refused;
     /// [`ChainError::NoTxIndex`].
     pub fn new(url: &str, auth: Auth) -> Result<RpcChain, ChainError> {
-        let client = Client::new(url, auth)
-            .map_err(|source| ChainError::Rpc { method: "connect", source })?;
-        let mut chain = RpcChain { client, network: Network::Regtest };
+        let client = connect(url, auth.clone())?;
+        let client = RwLock::new(Arc::new(client));
+        let mut chain = RpcChain { client, url: url.to_owned(), auth, network: Network::Regtest };
         let info: BlockchainInfo = chain.call("getblockchaininfo", &[])?;
         chain.network = Network::from_core_arg(&info.chain).map_err(|e| {
             ChainError::UnexpectedAnswer { method: "getblockchaininfo", detail: e.to_string() }
@@ -90,8 +94,8 @@ impl RpcChain {
     }
 
     /// Returns the underlying RPC client, for calls this type does not wrap.
-    pub fn client(&self) -> &Client {
-        &self.client
+    pub fn client(&self) -> Arc<Client> {
+        Arc::clone(&self.client.read().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Reports `tx` refused for `rejection`. Core reports a repeated broadcast of a transaction
@@ -114,8 +118,25 @@ impl RpcChain {
         method: &'static str,
         args: &[Value],
     ) -> Result<T, ChainError> {
-        self.client.call(method, args).map_err(|source| ChainError::Rpc { method, source })
+        match self.client().call(method, args) {
+            Err(e) if is_unauthorized(&e) => {
+                // The node restarted with a new cookie: read it again, once.
+                let fresh = Arc::new(connect(&self.url, self.auth.clone())?);
+                *self.client.write().unwrap_or_else(|e| e.into_inner()) = Arc::clone(&fresh);
+                fresh.call(method, args).map_err(|source| ChainError::Rpc { method, source })
+            }
+            result => result.map_err(|source| ChainError::Rpc { method, source }),
+        }
     }
+}
+
+fn connect(url: &str, auth: Auth) -> Result<Client, ChainError> {
+    Client::new(url, auth).map_err(|source| ChainError::Rpc { method: "connect", source })
+}
+
+/// Whether the node refused our credentials (HTTP 401).
+fn is_unauthorized(e: &bitcoincore_rpc::Error) -> bool {
+    matches!(e, bitcoincore_rpc::Error::JsonRpc(jsonrpc::Error::Transport(t)) if t.to_string().contains("401"))
 }
 
 /// The RPC error's code and message, if the node answered with one.

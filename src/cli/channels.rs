@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use super::args::{Global, OpenArgs, PayArgs};
 use super::{connect_node, open_datadir, CliError, Output};
-use crate::chain::{Chain, TxStatus};
+use crate::chain::{Chain, RpcChain, TxStatus};
 use crate::channel::{PayeeConfig, PayerStage};
 use crate::client::{ClientTimeouts, OpenRequest, PayerClient};
 use crate::store::{ChannelRecord, ChannelState};
@@ -141,55 +141,105 @@ fn paid_to(tx: &Transaction, script: &bitcoin::ScriptBuf) -> u64 {
 
 pub(super) fn list(g: &Global) -> Result<Output, CliError> {
     let datadir = open_datadir(g)?;
-    let chain = connect_node(g)?;
-    let tip = chain.tip()?.height;
-    let channels: Vec<Value> = datadir.store.channels()?.iter().map(|r| summary(r, tip)).collect();
+    let view = ChainView::connect(g);
+    let channels: Vec<Value> =
+        datadir.store.channels()?.iter().map(|r| summary(r, &view)).collect();
     let mut text = String::new();
     for c in &channels {
         text.push_str(&format!(
-            "{} {} {}: {} sat capacity, {} sat paid, {} blocks left\n",
+            "{} {} {}: {} sat capacity, {} sat paid, locktime {} (refund {}), {} blocks left\n",
             c["channel_id"].as_str().unwrap_or_default(),
             c["role"].as_str().unwrap_or_default(),
             c["state"].as_str().unwrap_or_default(),
             c["capacity_sat"],
             c["paid_total_sat"],
+            c["current_locktime"],
+            c["refund_locktime"],
             c["blocks_left"],
         ));
     }
     if channels.is_empty() {
         text.push_str("no channels\n");
     }
-    Ok(Output { json: json!({ "tip": tip, "channels": channels }), text })
+    text.push_str(&view.note());
+    let mut json = json!({ "tip": view.tip, "channels": channels });
+    view.warn(&mut json);
+    Ok(Output { json, text })
 }
 
 pub(super) fn show(g: &Global, id: ChannelId) -> Result<Output, CliError> {
     let datadir = open_datadir(g)?;
     let record = datadir.store.channel(id)?.ok_or(CliError::UnknownChannel(id))?;
-    let chain = connect_node(g)?;
-    let tip = chain.tip()?.height;
-    let mut json = summary(&record, tip);
-    json["tip"] = tip.into();
+    let view = ChainView::connect(g);
+    let mut json = summary(&record, &view);
+    json["tip"] = view.tip.into();
     json["peer"] = record.peer.clone().into();
+    view.warn(&mut json);
+    let field = |name: &str| match &json[name] {
+        Value::String(s) => s.clone(),
+        Value::Null => "unknown".into(),
+        other => other.to_string(),
+    };
     let text = format!(
-        "channel {}\n  role: {}\n  state: {}\n  capacity: {} sat\n  paid: {} sat\n  \
-         current locktime: {}\n  refund locktime: {}\n  tip: {tip}\n  blocks left: {}\n  \
-         updates left: {}\n  funding: {}\n",
-        id,
-        json["role"].as_str().unwrap_or_default(),
-        json["state"].as_str().unwrap_or_default(),
-        json["capacity_sat"],
-        json["paid_total_sat"],
-        json["current_locktime"],
-        json["refund_locktime"],
-        json["blocks_left"],
-        json["updates_left"],
+        "channel {id}\n  role: {}\n  state: {}\n  capacity: {} sat\n  paid: {} sat in {} \
+         update(s)\n  current locktime: {}\n  refund locktime: {}\n  tip: {}\n  blocks left: \
+         {}\n  updates left: {}\n  funding: {}\n  peer: {}\n{}",
+        field("role"),
+        field("state"),
+        field("capacity_sat"),
+        field("paid_total_sat"),
+        field("updates"),
+        field("current_locktime"),
+        field("refund_locktime"),
+        field("tip"),
+        field("blocks_left"),
+        field("updates_left"),
         json["funding_outpoint"].as_str().unwrap_or("none yet"),
+        json["peer"].as_str().unwrap_or("(we are the payee)"),
+        view.note(),
     );
     Ok(Output { json, text })
 }
 
-/// The fields `list` and `show` print for a channel at `tip`.
-fn summary(record: &ChannelRecord, tip: u32) -> Value {
+/// What `list` and `show` learn from the node, if it answers: they read local state and still
+/// work without it, leaving out what depends on the chain.
+struct ChainView {
+    chain: Option<RpcChain>,
+    tip: Option<u32>,
+    error: Option<String>,
+}
+
+impl ChainView {
+    fn connect(g: &Global) -> ChainView {
+        match connect_node(g).and_then(|chain| Ok((chain.tip()?.height, chain))) {
+            Ok((tip, chain)) => ChainView { chain: Some(chain), tip: Some(tip), error: None },
+            Err(e) => ChainView { chain: None, tip: None, error: Some(e.to_string()) },
+        }
+    }
+
+    /// Whether the funding output `outpoint` is spent, if the node can tell.
+    fn spent(&self, outpoint: bitcoin::OutPoint) -> Option<bool> {
+        let status = self.chain.as_ref()?.output_status(outpoint).ok()?;
+        Some(matches!(status, crate::chain::OutputStatus::SpentOrMissing))
+    }
+
+    fn note(&self) -> String {
+        self.error.as_ref().map_or_else(String::new, |e| {
+            format!(
+                "(the bitcoin node did not answer, so what depends on the tip is unknown: {e})\n"
+            )
+        })
+    }
+
+    fn warn(&self, json: &mut Value) {
+        if let Some(e) = &self.error {
+            json["node_error"] = e.clone().into();
+        }
+    }
+}
+
+/// The fields `list` and `show` print for a channel.
+fn summary(record: &ChannelRecord, view: &ChainView) -> Value {
     let (terms, stage, funded, margin) = match &record.state {
         ChannelState::Payer(s) => {
             let funded = match &s.stage {
@@ -207,21 +257,32 @@ fn summary(record: &ChannelRecord, tip: u32) -> Value {
         }
     };
     let refund = terms.ladder.refund();
+    let ready = funded.filter(|f| f.ready);
+    // A ready channel whose funding is spent is over, whatever closed it.
+    let closed = ready.and_then(|f| view.spent(f.channel.params().funding_outpoint)) == Some(true);
     let settled = funded.is_some_and(|f| f.settlement.is_some());
+    let over = closed || settled;
     let current = funded.map_or(refund, |f| f.current_locktime());
     let done = funded.map_or(0, |f| f.update_number());
+    let left = |tip: u32| {
+        if over {
+            (0, 0)
+        } else {
+            (current.saturating_sub(tip), terms.ladder.remaining_updates(done, tip, margin))
+        }
+    };
+    let (blocks_left, updates_left) = view.tip.map(left).unzip();
     json!({
         "channel_id": terms.channel_id.to_string(),
         "role": record.state.role(),
-        "state": stage,
+        "state": if closed && !settled { "closed on chain" } else { stage },
         "capacity_sat": terms.capacity.to_sat(),
         "paid_total_sat": funded.map_or(0, |f| f.paid().to_sat()),
         "updates": done,
         "current_locktime": current,
         "refund_locktime": refund,
-        // Nothing is left of a settled channel.
-        "blocks_left": if settled { 0 } else { current.saturating_sub(tip) },
-        "updates_left": if settled { 0 } else { terms.ladder.remaining_updates(done, tip, margin) },
+        "blocks_left": blocks_left,
+        "updates_left": updates_left,
         "funding_outpoint": funded.map(|f| f.channel.params().funding_outpoint.to_string()),
     })
 }

@@ -5,7 +5,7 @@ use serde_json::json;
 
 use super::args::Global;
 use super::{connect_node, open_datadir, CliError, Output};
-use crate::chain::Chain;
+use crate::chain::{Chain, OutputStatus, TxStatus};
 use crate::channel::{Payee, Payer};
 use crate::client::broadcast;
 use crate::store::ChannelState;
@@ -25,14 +25,14 @@ pub(super) fn force_close(g: &Global, id: ChannelId) -> Result<Output, CliError>
     if let Some(settlement) = funded.settlement_tx()? {
         // Settled cooperatively: the settlement is the newest state, final at once.
         let what = format!("settlement ({} sat to the payee)", funded.paid().to_sat());
-        return broadcast_when_final(g, settlement, 0, &what);
+        return broadcast_when_final(g, id, settlement, 0, &what);
     }
     let latest = funded.latest.as_ref().ok_or_else(|| {
         not_applicable(id, "has no payment yet, so no commitment: the payer's refund is the only way out (paychan refund)")
     })?;
     let tx = funded.newest_commitment()?.expect("a payment was made");
     let what = format!("commitment {} ({} sat to the payee)", latest.number, latest.paid.to_sat());
-    broadcast_when_final(g, tx, latest.locktime, &what)
+    broadcast_when_final(g, id, tx, latest.locktime, &what)
 }
 
 pub(super) fn refund(g: &Global, id: ChannelId) -> Result<Output, CliError> {
@@ -52,18 +52,40 @@ pub(super) fn refund(g: &Global, id: ChannelId) -> Result<Output, CliError> {
         "refund ({} sat back to the payer before fees)",
         f.funded.channel.params().terms.capacity.to_sat()
     );
-    broadcast_when_final(g, payer.refund_tx()?, locktime, &what)
+    broadcast_when_final(g, id, payer.refund_tx()?, locktime, &what)
 }
 
 /// Broadcasts `tx` if the tip has reached `locktime` (the node accepts a transaction whose
 /// `nLockTime` equals the tip), else says from which tip height it will be accepted.
 fn broadcast_when_final(
     g: &Global,
+    id: ChannelId,
     tx: Transaction,
     locktime: u32,
     what: &str,
 ) -> Result<Output, CliError> {
     let chain = connect_node(g)?;
+    let txid = tx.compute_txid();
+    let told = |text: String| Ok(Output { json: json!({ "txid": txid.to_string() }), text });
+    match chain.tx_status(txid)? {
+        TxStatus::Confirmed(n) => {
+            return told(format!("the {what} {txid} is already confirmed ({n} confirmations)\n"))
+        }
+        TxStatus::InMempool => {
+            return told(format!(
+                "the {what} {txid} is already in the mempool, waiting for a block\n"
+            ))
+        }
+        TxStatus::Unknown => {}
+    }
+    let funding = tx.input[0].previous_output;
+    if chain.output_status(funding)? == OutputStatus::SpentOrMissing {
+        return Err(not_applicable(
+            id,
+            "is closed on chain already: another transaction spends its funding (or the \
+             funding never confirmed)",
+        ));
+    }
     let tip = chain.tip()?.height;
     if tip < locktime {
         return Ok(Output {

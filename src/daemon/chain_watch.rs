@@ -8,6 +8,8 @@ use std::sync::Arc;
 use tracing::{info, warn};
 
 use super::{Shared, Slot};
+use bitcoin::Txid;
+
 use crate::chain::{Chain, OutputStatus, TxStatus};
 use crate::wire::ChannelId;
 
@@ -16,15 +18,23 @@ pub(super) async fn run<C: Chain + Send + Sync + 'static>(shared: Arc<Shared<C>>
     let mut interval = tokio::time::interval(shared.config.poll_interval);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_tip = None;
+    let mut node_down = false;
     loop {
         interval.tick().await;
         let tip = match shared.blocking(|chain| chain.tip()).await {
             Ok(tip) => tip.height,
             Err(e) => {
-                warn!("cannot reach the node: {e}");
+                // Once per outage, not once per poll.
+                if !node_down {
+                    warn!("cannot reach the node (payments are refused until it answers): {e}");
+                    node_down = true;
+                }
                 continue;
             }
         };
+        if std::mem::take(&mut node_down) {
+            info!("the node answers again");
+        }
         shared.set_tip(tip);
         let new_block = last_tip != Some(tip);
         last_tip = Some(tip);
@@ -46,11 +56,24 @@ pub(super) async fn run<C: Chain + Send + Sync + 'static>(shared: Arc<Shared<C>>
             if let Err(e) = check_funding(&shared, &mut slot).await {
                 warn!("funding check: {e}");
             }
-            if new_block {
-                if let Err(e) = check_settled(&shared, &mut slot).await {
-                    warn!("settlement check: {e}");
+            if new_block && slot.payee.funded().is_some_and(|f| f.ready) {
+                match funding_spend(&shared, &slot).await {
+                    Ok(Spend::None) => tip_changed(&shared, &mut slot, tip).await,
+                    Ok(Spend::OursInMempool) => {}
+                    Ok(Spend::OursConfirmed(txid)) => {
+                        info!(channel_id = %id, %txid, "closed on chain");
+                        slot.closed_on_chain = true;
+                    }
+                    Ok(Spend::Other) => {
+                        warn!(
+                            channel_id = %id,
+                            "funding spent by a transaction other than the payee's newest \
+                             (the payer's refund or an older commitment): closed on chain"
+                        );
+                        slot.closed_on_chain = true;
+                    }
+                    Err(e) => warn!(channel_id = %id, "cannot check the funding: {e}"),
                 }
-                tip_changed(&shared, &mut slot, tip).await;
             }
         }
         shared.unfunded.store(unfunded, Ordering::SeqCst);
@@ -97,21 +120,38 @@ async fn check_funding<C: Chain + Send + Sync + 'static>(
     Ok(())
 }
 
-/// Marks a settled channel closed once its settlement is confirmed: nothing more to watch.
-async fn check_settled<C: Chain + Send + Sync + 'static>(
+/// What spends a ready channel's funding output.
+enum Spend {
+    /// Nothing yet.
+    None,
+    /// The payee's newest closing transaction (settlement or newest commitment), unconfirmed.
+    OursInMempool,
+    /// The same, confirmed.
+    OursConfirmed(Txid),
+    /// Something else: the payer's refund or an older commitment.
+    Other,
+}
+
+async fn funding_spend<C: Chain + Send + Sync + 'static>(
     shared: &Shared<C>,
-    slot: &mut Slot,
-) -> Result<(), super::DaemonError> {
-    let settlement = match slot.payee.funded().map(|f| f.settlement_tx()) {
-        Some(Ok(Some(tx))) => tx.compute_txid(),
-        _ => return Ok(()),
+    slot: &Slot,
+) -> Result<Spend, super::DaemonError> {
+    let (Some(f), Some(outpoint)) = (slot.payee.funded(), slot.payee.funding_outpoint()) else {
+        return Ok(Spend::None);
     };
-    if let TxStatus::Confirmed(_) = shared.blocking(move |c| c.tx_status(settlement)).await? {
-        let channel_id = slot.payee.state().terms.channel_id;
-        info!(%channel_id, %settlement, "settlement confirmed: channel closed on chain");
-        slot.closed_on_chain = true;
+    let status = shared.blocking(move |chain| chain.output_status(outpoint)).await?;
+    if let OutputStatus::Unspent { .. } = status {
+        return Ok(Spend::None);
     }
-    Ok(())
+    let ours = [f.settlement_tx().ok().flatten(), f.newest_commitment().ok().flatten()];
+    for txid in ours.into_iter().flatten().map(|tx| tx.compute_txid()) {
+        match shared.blocking(move |chain| chain.tx_status(txid)).await? {
+            TxStatus::Confirmed(_) => return Ok(Spend::OursConfirmed(txid)),
+            TxStatus::InMempool => return Ok(Spend::OursInMempool),
+            TxStatus::Unknown => {}
+        }
+    }
+    Ok(Spend::Other)
 }
 
 async fn tip_changed<C: Chain + Send + Sync + 'static>(

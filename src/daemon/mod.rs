@@ -28,7 +28,7 @@ use tracing::{debug, info, warn};
 
 use crate::chain::{Chain, ChainError};
 use crate::channel::{Action, ChannelError, Payee, PayeeConfig};
-use crate::datadir::DataDir;
+use crate::datadir::{DataDir, DirLock};
 use crate::keys::ChannelSigner;
 use crate::net::{Connection, NetError, Timeouts};
 use crate::store::{ChannelRecord, ChannelState, StoreError, StoreWriter};
@@ -169,6 +169,8 @@ struct Shared<C> {
 /// The payee daemon. See the [module docs](self).
 pub struct Daemon<C> {
     shared: Arc<Shared<C>>,
+    /// The data directory stays ours while the daemon lives.
+    _lock: DirLock,
 }
 
 impl<C: Chain + Send + Sync + 'static> Daemon<C> {
@@ -177,7 +179,7 @@ impl<C: Chain + Send + Sync + 'static> Daemon<C> {
     /// # Errors
     /// [`DaemonError::Store`], [`DaemonError::Wallet`], [`DaemonError::Restore`].
     pub fn new(datadir: DataDir, chain: C, config: DaemonConfig) -> Result<Daemon<C>, DaemonError> {
-        let DataDir { wallet, store, .. } = datadir;
+        let (wallet, store, lock) = datadir.into_parts();
         let mut channels = Slots::new();
         for record in store.channels()? {
             let ChannelState::Payee(state) = record.state else { continue };
@@ -205,7 +207,7 @@ impl<C: Chain + Send + Sync + 'static> Daemon<C> {
             unfunded: AtomicUsize::new(0),
             channels: Mutex::new(channels),
         };
-        Ok(Daemon { shared: Arc::new(shared) })
+        Ok(Daemon { shared: Arc::new(shared), _lock: lock })
     }
 
     /// Returns the node key payers connect to.
@@ -227,7 +229,7 @@ impl<C: Chain + Send + Sync + 'static> Daemon<C> {
         listener: TcpListener,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<(), DaemonError> {
-        let shared = self.shared;
+        let Daemon { shared, _lock } = self;
         let tip = shared.blocking(|chain| chain.tip()).await?.height;
         shared.set_tip(tip);
         let mut watcher = tokio::spawn(chain_watch::run(Arc::clone(&shared)));
