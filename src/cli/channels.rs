@@ -84,6 +84,7 @@ async fn wait_confirmations(
 
 pub(super) async fn pay(g: &Global, a: &PayArgs) -> Result<Output, CliError> {
     let mut datadir = open_datadir(g)?;
+    require_payer(&datadir, a.channel)?;
     datadir.lock()?;
     let chain = connect_node(g)?;
     let timeouts = client_timeouts(g);
@@ -113,6 +114,7 @@ pub(super) async fn pay(g: &Global, a: &PayArgs) -> Result<Output, CliError> {
 
 pub(super) async fn close(g: &Global, id: ChannelId) -> Result<Output, CliError> {
     let mut datadir = open_datadir(g)?;
+    require_payer(&datadir, id)?;
     datadir.lock()?;
     let chain = connect_node(g)?;
     let timeouts = client_timeouts(g);
@@ -133,6 +135,18 @@ pub(super) async fn close(g: &Global, id: ChannelId) -> Result<Output, CliError>
             "settlement {txid} broadcast: payer gets {payer_sat} sat, payee gets {payee_sat} sat\n"
         ),
     })
+}
+
+/// Checks that channel `id` is ours to pay on, before taking the lock: on the payee's side the
+/// daemon holds it, and "in use" would hide the real mistake.
+fn require_payer(datadir: &crate::datadir::DataDir, id: ChannelId) -> Result<(), CliError> {
+    match datadir.store.channel(id)? {
+        None => Err(CliError::UnknownChannel(id)),
+        Some(r) if matches!(r.state, ChannelState::Payee(_)) => {
+            Err(crate::client::ClientError::NotPayer(id).into())
+        }
+        Some(_) => Ok(()),
+    }
 }
 
 fn paid_to(tx: &Transaction, script: &bitcoin::ScriptBuf) -> u64 {
