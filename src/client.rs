@@ -65,8 +65,9 @@ pub enum ClientError {
     Unreachable(#[source] NetError),
     /// A payment was sent and not acknowledged; it stays in flight.
     #[error(
-        "the payee did not acknowledge the payment of update {update} (total {total}): {reason}; \
-         it stays in flight and is offered again the next time the payee is reached"
+        "the payee did not acknowledge the payment of update {update} ({} sat in total): \
+         {reason}; it stays in flight and is offered again the next time the payee is reached",
+        total.to_sat()
     )]
     InFlight {
         /// The update number.
@@ -99,13 +100,20 @@ pub enum ClientError {
     /// The channel never got its funding: nothing is at stake, nothing can be done with it.
     #[error("channel {0} was never funded ({1}); open a new one")]
     NeverFunded(ChannelId, &'static str),
+    /// The channel takes no more payments.
+    #[error("channel {0} is {1}: it takes no more payments (open a new channel to pay more)")]
+    NotOpen(ChannelId, &'static str),
     /// The payee has not seen the funding's confirmations yet.
     #[error(
         "channel {0} is not ready: the payee is still waiting for the funding's confirmations"
     )]
     NotReady(ChannelId),
     /// The wallet's spendable coins are short of the capacity.
-    #[error("insufficient funds: {available} spendable, {capacity} asked for the channel (plus its fee)")]
+    #[error(
+        "insufficient funds: {} sat spendable, {} sat asked for the channel (plus its fee)",
+        available.to_sat(),
+        capacity.to_sat()
+    )]
     InsufficientFunds {
         /// The spendable balance.
         available: Amount,
@@ -334,6 +342,9 @@ impl<'a, C: Chain> PayerClient<'a, C> {
     /// sent; [`ClientError::InFlight`] once sent; [`ClientError::Refused`] if the payee refused
     /// it (then it is forgotten).
     pub async fn pay(&mut self, amount: Amount) -> Result<(), ClientError> {
+        if let state @ ("closing" | "settled") = self.payer.state().stage.name() {
+            return Err(ClientError::NotOpen(self.channel_id(), state));
+        }
         let tip = self.chain.tip()?.height;
         let actions = self.payer.pay(amount, tip)?;
         let pending = self.payer.funded().and_then(|f| f.pending.clone()).expect("just signed");

@@ -37,8 +37,9 @@ pub enum LadderError {
     /// The next update's locktime would be at or within `margin` blocks of the tip (or below zero):
     /// no more updates; close the channel.
     #[error(
-        "locktime ladder exhausted: update {update} would have locktime {next:?}, \
-         tip is {tip} and the safety margin {margin} blocks"
+        "locktime ladder exhausted: update {update} would have {}, the tip being {tip} and the \
+         safety margin {margin} blocks; close the channel (and open a new one to pay more)",
+        next.map_or("no locktime left".to_owned(), |l| format!("locktime {l}"))
     )]
     Exhausted {
         /// The update number that was asked for.

@@ -41,7 +41,9 @@ fn main() -> ExitCode {
         }
     };
     let announce = move |out: &Output| print(out, json);
-    match runtime.block_on(cli::run(cli, &announce)) {
+    let progress = |note: &str| eprintln!("{note}");
+    let ui = cli::Ui { announce: &announce, progress: &progress };
+    match runtime.block_on(cli::run(cli, &ui)) {
         Ok(out) => {
             print(&out, json);
             ExitCode::SUCCESS

@@ -72,7 +72,11 @@ pub enum WalletError {
         mode: u32,
     },
     /// The spendable coins do not cover the amount and the fee.
-    #[error("insufficient funds: {available} spendable, {needed} needed (amount plus fee)")]
+    #[error(
+        "insufficient funds: {} sat spendable, {} sat needed (amount plus fee)",
+        available.to_sat(),
+        needed.to_sat()
+    )]
     InsufficientFunds {
         /// The coins considered, together.
         available: Amount,

@@ -36,8 +36,8 @@ fn bad_commands_fail_clearly_and_change_nothing() {
         (vec!["pay", &channel, "lots"], "invalid value 'lots'"),
         (vec!["pay", &channel, "0"], "zero"),
         (vec!["pay", &channel, "99000"], "insufficient"),
-        (vec!["open", "nobody@127.0.0.1:1", "--capacity", "1000"], "PUBKEY@HOST:PORT"),
-        (vec!["open", &daemon.node_id, "--capacity", "1000"], "PUBKEY@HOST:PORT"),
+        (vec!["open", "nobody@127.0.0.1:1", "--capacity", "1000"], "NODE_ID@HOST:PORT"),
+        (vec!["open", &daemon.node_id, "--capacity", "1000"], "NODE_ID@HOST:PORT"),
         (
             vec!["open", &daemon.peer(), "--capacity", &(balance + 1).to_string()],
             "insufficient funds",
@@ -101,5 +101,5 @@ fn a_missing_data_directory_or_node_is_a_clear_error() {
     assert!(err.starts_with("error: no RPC cookie at"), "{err}");
     std::fs::write(dir.path().join("cookie"), "__cookie__:secret").unwrap();
     let err = run(&["balance"]);
-    assert!(err.starts_with("error: bitcoin node:") && err.contains("connect"), "{err}");
+    assert!(err.starts_with("error: cannot reach bitcoind at http://127.0.0.1:1"), "{err}");
 }

@@ -89,7 +89,11 @@ pub enum ChannelError {
     #[error("funding output pays the wrong script")]
     FundingScriptMismatch,
     /// The funding output's value is not the agreed capacity.
-    #[error("funding output holds {got}, the channel capacity is {expected}")]
+    #[error(
+        "funding output holds {} sat, the channel capacity is {} sat",
+        got.to_sat(),
+        expected.to_sat()
+    )]
     FundingValueMismatch {
         /// The capacity.
         expected: Amount,
@@ -118,7 +122,7 @@ pub enum ChannelError {
     #[error("a payment must be more than zero")]
     ZeroPayment,
     /// Adding the payment to the total overflowed.
-    #[error("amount overflow: {paid} paid plus {amount}")]
+    #[error("amount overflow: {} sat paid plus {} sat", paid.to_sat(), amount.to_sat())]
     AmountOverflow {
         /// Paid so far.
         paid: Amount,
@@ -134,7 +138,11 @@ pub enum ChannelError {
         got: u64,
     },
     /// The new total does not exceed the previous one.
-    #[error("paid total {proposed} does not exceed the previous total {previous}")]
+    #[error(
+        "paid total {} sat does not exceed the previous total {} sat",
+        proposed.to_sat(),
+        previous.to_sat()
+    )]
     PaidNotIncreasing {
         /// The previous total.
         previous: Amount,
@@ -158,7 +166,11 @@ pub enum ChannelError {
         proposed: u32,
     },
     /// The settlement's total is not the newest commitment's.
-    #[error("settlement pays {proposed}, the newest commitment pays {expected}")]
+    #[error(
+        "settlement pays {} sat, the newest commitment pays {} sat",
+        proposed.to_sat(),
+        expected.to_sat()
+    )]
     PaidTotalMismatch {
         /// The newest commitment's total.
         expected: Amount,

@@ -131,6 +131,7 @@ pub struct ServeArgs {
 #[derive(Debug, Args)]
 pub struct OpenArgs {
     /// The payee, as NODE_ID@HOST:PORT (NODE_ID is what its `paychan init` printed).
+    #[arg(value_parser = parse_peer)]
     pub peer: PeerAddr,
     /// The channel's capacity in sat (the most it can pay, before fees).
     #[arg(long)]
@@ -141,7 +142,8 @@ pub struct OpenArgs {
     /// Blocks between commitment locktimes; each payment uses one step of the lifetime.
     #[arg(long, default_value_t = 6)]
     pub step: u32,
-    /// Fee rate of the funding and channel transactions, sat/vB [default: the node's estimate].
+    /// Fee rate of the funding and channel transactions, sat/vB [default: the node's estimate
+    /// for 6 blocks; 2 sat/vB on regtest without one].
     #[arg(long)]
     pub feerate: Option<u64>,
     /// Confirmations of the funding to wait for, besides the payee's [default: as `serve`].
@@ -156,6 +158,7 @@ pub struct OpenArgs {
 #[derive(Debug, Args)]
 pub struct PayArgs {
     /// The channel id (see: paychan list).
+    #[arg(value_parser = parse_channel_id)]
     pub channel: ChannelId,
     /// How much more to pay, in sat.
     pub sat: u64,
@@ -165,6 +168,7 @@ pub struct PayArgs {
 #[derive(Debug, Args)]
 pub struct ChannelArg {
     /// The channel id (see: paychan list).
+    #[arg(value_parser = parse_channel_id)]
     pub channel: ChannelId,
 }
 
@@ -172,6 +176,14 @@ fn default_datadir() -> PathBuf {
     std::env::var_os("HOME")
         .map(|h| PathBuf::from(h).join(".paychan"))
         .unwrap_or_else(|| PathBuf::from(".paychan"))
+}
+
+fn parse_peer(s: &str) -> Result<PeerAddr, String> {
+    s.parse().map_err(|e: crate::net::PeerAddrError| e.to_string())
+}
+
+fn parse_channel_id(s: &str) -> Result<ChannelId, String> {
+    s.parse().map_err(|_| "a channel id is 64 hex digits (see: paychan list)".to_owned())
 }
 
 fn parse_network(s: &str) -> Result<Network, String> {

@@ -13,7 +13,11 @@ use crate::client::{ClientTimeouts, OpenRequest, PayerClient};
 use crate::store::{ChannelRecord, ChannelState};
 use crate::wire::ChannelId;
 
-pub(super) async fn open(g: &Global, a: &OpenArgs) -> Result<Output, CliError> {
+pub(super) async fn open(
+    g: &Global,
+    a: &OpenArgs,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<Output, CliError> {
     let mut datadir = open_datadir(g)?;
     datadir.lock()?;
     let chain = connect_node(g)?;
@@ -32,6 +36,11 @@ pub(super) async fn open(g: &Global, a: &OpenArgs) -> Result<Output, CliError> {
     let mut client =
         PayerClient::open(&mut datadir, &chain, a.peer.clone(), &request, timeouts).await?;
     let channel_id = client.channel_id();
+    let funding_txid = client.payer().funded().expect("funded").funding_tx.compute_txid();
+    progress(&format!(
+        "channel {channel_id}: funding {funding_txid} broadcast; waiting for the payee to see \
+         it confirmed"
+    ));
     if let Err(e) = client.wait_ready().await {
         // The funding is out: the channel exists. Say which, so the user resumes it rather
         // than opening another.
@@ -41,7 +50,6 @@ pub(super) async fn open(g: &Global, a: &OpenArgs) -> Result<Output, CliError> {
         )));
     }
     let f = client.payer().funded().expect("funded once ready");
-    let funding_txid = f.funding_tx.compute_txid();
     let refund_locktime = f.funded.channel.ladder().refund();
     drop(client);
     let min_conf = a.min_conf.unwrap_or_else(|| PayeeConfig::default_min_conf(g.network));
@@ -61,7 +69,10 @@ pub(super) async fn open(g: &Global, a: &OpenArgs) -> Result<Output, CliError> {
 }
 
 fn client_timeouts(g: &Global) -> ClientTimeouts {
-    ClientTimeouts { reply: Duration::from_secs(g.timeout.max(1)), ..ClientTimeouts::default() }
+    let wait = Duration::from_secs(g.timeout.max(1));
+    let mut timeouts = ClientTimeouts { reply: wait, ..ClientTimeouts::default() };
+    timeouts.net.handshake = wait;
+    timeouts
 }
 
 /// Waits until `txid` has `min_conf` confirmations.

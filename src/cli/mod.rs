@@ -50,6 +50,17 @@ pub enum CliError {
     /// The node.
     #[error("bitcoin node: {0}")]
     Chain(#[from] ChainError),
+    /// The node does not answer, or refuses our credentials.
+    #[error(
+        "cannot reach bitcoind at {url} (is it running? are --rpc-url and --rpc-cookie or \
+         --rpc-user/--rpc-password right?): {source}"
+    )]
+    NodeUnreachable {
+        /// The RPC address.
+        url: String,
+        /// What failed.
+        source: ChainError,
+    },
     /// The node's RPC cookie file is not there.
     #[error(
         "no RPC cookie at {} (is bitcoind running? give --rpc-cookie, or --rpc-user and --rpc-password)",
@@ -95,19 +106,26 @@ impl From<ClientError> for CliError {
     }
 }
 
-/// Carries out `cli`. `announce` receives what a long-running command (`serve`) prints once it
-/// is up.
+/// Where a command reports while it runs, besides its final [`Output`].
+pub struct Ui<'a> {
+    /// What a long-running command (`serve`) prints once it is up (stdout).
+    pub announce: &'a (dyn Fn(&Output) + Sync),
+    /// Progress for the person waiting (stderr), e.g. while `open` waits for confirmations.
+    pub progress: &'a (dyn Fn(&str) + Sync),
+}
+
+/// Carries out `cli`, reporting through `ui` while it runs.
 ///
 /// # Errors
 /// Any [`CliError`]; nothing is printed then.
-pub async fn run(cli: Cli, announce: &(dyn Fn(&Output) + Sync)) -> Result<Output, CliError> {
+pub async fn run(cli: Cli, ui: &Ui<'_>) -> Result<Output, CliError> {
     let g = &cli.global;
     match cli.command {
         Command::Init => wallet::init(g),
         Command::Address => wallet::address(g),
         Command::Balance => wallet::balance(g),
-        Command::Serve(a) => serve::serve(g, &a, announce).await,
-        Command::Open(a) => channels::open(g, &a).await,
+        Command::Serve(a) => serve::serve(g, &a, ui.announce).await,
+        Command::Open(a) => channels::open(g, &a, ui.progress).await,
         Command::Pay(a) => channels::pay(g, &a).await,
         Command::Close(a) => channels::close(g, a.channel).await,
         Command::ForceClose(a) => recovery::force_close(g, a.channel),
@@ -144,7 +162,10 @@ fn connect_node(g: &Global) -> Result<RpcChain, CliError> {
             return Err(CliError::NoCookie { path: path.clone() });
         }
     }
-    let chain = RpcChain::new(&url, auth)?;
+    let chain = RpcChain::new(&url, auth).map_err(|e| match e {
+        ChainError::Rpc { .. } => CliError::NodeUnreachable { url: url.clone(), source: e },
+        other => other.into(),
+    })?;
     if chain.network() != g.network {
         return Err(CliError::NodeNetwork { url, node: chain.network(), requested: g.network });
     }

@@ -9,15 +9,17 @@ use super::{connect_node, open_datadir, CliError, Output};
 use crate::datadir::DataDir;
 
 pub(super) fn init(g: &Global) -> Result<Output, CliError> {
+    let created = !g.datadir.join(crate::wallet::SEED_FILE).exists();
     let datadir = DataDir::init(&g.datadir, g.network)?;
     let secret = datadir.wallet.node_secret()?;
     let node_id = PublicKey::new(secret.public_key(&Secp256k1::signing_only()));
     let path = datadir.path.display().to_string();
     Ok(Output {
-        json: json!({ "node_id": node_id.to_string(), "datadir": path }),
+        json: json!({ "node_id": node_id.to_string(), "datadir": path, "created": created }),
         text: format!(
-            "node id: {node_id}\ndata directory: {path}\n\
-             (payers connect to {node_id}@HOST:PORT once `paychan serve` runs)\n"
+            "node id: {node_id}\ndata directory: {path}{}\n\
+             (payers connect to {node_id}@HOST:PORT once `paychan serve` runs)\n",
+            if created { "" } else { " (already initialized: nothing changed)" }
         ),
     })
 }

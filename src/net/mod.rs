@@ -66,7 +66,7 @@ pub struct PeerAddr {
 
 /// Errors from parsing a [`PeerAddr`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("malformed peer {input:?}: {reason} (expected PUBKEY@HOST:PORT, PUBKEY being the 66 hex digits `paychan init` prints)")]
+#[error("malformed peer {input:?}: {reason} (expected NODE_ID@HOST:PORT, NODE_ID being the 66 hex digits the payee's `paychan init` prints)")]
 pub struct PeerAddrError {
     input: String,
     reason: &'static str,
@@ -277,7 +277,7 @@ mod tests {
             format!("02{}@host:1", &key[2..10]),
         ] {
             let err = bad.parse::<PeerAddr>().unwrap_err();
-            assert!(err.to_string().contains("PUBKEY@HOST:PORT"), "{bad}: {err}");
+            assert!(err.to_string().contains("NODE_ID@HOST:PORT"), "{bad}: {err}");
         }
     }
 }

@@ -18,7 +18,11 @@ use bitcoin::{Amount, OutPoint};
 #[non_exhaustive]
 pub enum TxError {
     /// The payer's side cannot cover the fee and the amount asked for.
-    #[error("insufficient balance: {available} available after fees, {requested} requested")]
+    #[error(
+        "insufficient channel balance: {} sat available after fees, {} sat requested",
+        available.to_sat(),
+        requested.to_sat()
+    )]
     InsufficientBalance {
         /// What the payer's side can still pay after the fee.
         available: Amount,
@@ -27,7 +31,11 @@ pub enum TxError {
     },
     /// A total paid to the payee that is not zero but below its dust limit: the output could not
     /// be created, so the payee would sign for money it would never receive.
-    #[error("paying {paid} is below the payee's dust limit {dust}")]
+    #[error(
+        "paying {} sat in total is below the payee's dust limit of {} sat",
+        paid.to_sat(),
+        dust.to_sat()
+    )]
     PaymentBelowDust {
         /// The proposed total.
         paid: Amount,
@@ -37,7 +45,9 @@ pub enum TxError {
     /// The capacity does not cover the refund's fee and a non-dust output, or cannot pay the
     /// payee a non-dust amount.
     #[error(
-        "capacity {capacity} is too small: covering the fees and the dust limits needs {needed}"
+        "capacity {} sat is too small: covering the fees and the dust limits needs {} sat",
+        capacity.to_sat(),
+        needed.to_sat()
     )]
     CapacityTooSmall {
         /// The channel capacity.
@@ -61,7 +71,11 @@ pub enum TxError {
         outpoint: OutPoint,
     },
     /// The funding inputs do not cover the capacity and the fee.
-    #[error("funding inputs hold {available}, need {needed} (capacity plus fee)")]
+    #[error(
+        "funding inputs hold {} sat, need {} sat (capacity plus fee)",
+        available.to_sat(),
+        needed.to_sat()
+    )]
     InsufficientFunds {
         /// The sum of the inputs.
         available: Amount,
