@@ -7,7 +7,8 @@
 //!
 //! What a failed payment means depends on where it failed, and the errors say which:
 //! - [`ClientError::Unreachable`]: the payee could not be reached, so nothing was signed or sent
-//!   and nothing will be charged;
+//!   and nothing will be charged ([`ClientError::UnreachableInFlight`]: the same, but an earlier
+//!   payment is still in flight);
 //! - [`ClientError::InFlight`]: the payment was signed and sent but not acknowledged. It stays
 //!   in flight: the next connection offers it again, and the payee takes it or has it already.
 //!   Nothing else can be paid until then.
@@ -63,6 +64,22 @@ pub enum ClientError {
     /// The payee could not be reached: nothing was signed or sent.
     #[error("cannot reach the payee, nothing was sent: {0}")]
     Unreachable(#[source] NetError),
+    /// The payee could not be reached: nothing new was signed or sent, but an earlier payment is
+    /// still in flight.
+    #[error(
+        "cannot reach the payee, nothing new was sent; the earlier payment of update {update} \
+         ({} sat in total) stays in flight: {source}",
+        total.to_sat()
+    )]
+    UnreachableInFlight {
+        /// The update in flight.
+        update: u64,
+        /// The total it pays.
+        total: Amount,
+        /// Why the payee could not be reached.
+        #[source]
+        source: NetError,
+    },
     /// A payment was sent and not acknowledged; it stays in flight.
     #[error(
         "the payee did not acknowledge the payment of update {update} ({} sat in total): \
@@ -244,8 +261,20 @@ impl<'a, C: Chain> PayerClient<'a, C> {
             .ok_or(ClientError::CorruptPeer(id))?;
         let signer = datadir.wallet.channel_signer(record.key_index)?;
         let payer = Payer::restore(signer, state)?;
-        let conn =
-            Connection::connect(&peer, timeouts.net).await.map_err(ClientError::Unreachable)?;
+        let conn = match Connection::connect(&peer, timeouts.net).await {
+            Ok(conn) => conn,
+            Err(e) => {
+                return Err(match payer.funded().and_then(|f| f.pending.as_ref()) {
+                    // Nothing new was sent, but an earlier payment is still out there.
+                    Some(p) => ClientError::UnreachableInFlight {
+                        update: p.number,
+                        total: p.paid,
+                        source: e,
+                    },
+                    None => ClientError::Unreachable(e),
+                });
+            }
+        };
         let mut client = PayerClient {
             datadir,
             chain,
@@ -338,9 +367,10 @@ impl<'a, C: Chain> PayerClient<'a, C> {
     /// Pays `amount` more and returns once the payee acknowledged it.
     ///
     /// # Errors
-    /// [`ClientError::Channel`] (not open, not ready, balance, ladder exhausted) with nothing
-    /// sent; [`ClientError::InFlight`] once sent; [`ClientError::Refused`] if the payee refused
-    /// it (then it is forgotten).
+    /// [`ClientError::NotOpen`] (closing or settled), [`ClientError::Channel`] (a payment in
+    /// flight, balance, ladder exhausted) or [`ClientError::Chain`] with nothing sent;
+    /// [`ClientError::InFlight`] once sent; [`ClientError::Refused`] if the payee refused it
+    /// (then it is forgotten); [`ClientError::Store`] if it cannot be saved.
     pub async fn pay(&mut self, amount: Amount) -> Result<(), ClientError> {
         if let state @ ("closing" | "settled") = self.payer.state().stage.name() {
             return Err(ClientError::NotOpen(self.channel_id(), state));

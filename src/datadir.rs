@@ -68,8 +68,8 @@ impl DataDir {
     /// Creates (or reopens) the data directory at `path` for `network`.
     ///
     /// # Errors
-    /// [`DataDirError::Wallet`], [`DataDirError::Store`] (including a directory made for another
-    /// network).
+    /// [`DataDirError::Io`], [`DataDirError::Wallet`], [`DataDirError::Store`] (including a
+    /// directory made for another network).
     pub fn init(path: &Path, network: Network) -> Result<DataDir, DataDirError> {
         fs::create_dir_all(path)
             .map_err(|source| DataDirError::Io { path: path.to_owned(), source })?;
@@ -94,10 +94,16 @@ impl DataDir {
         Ok(DataDir { path: path.to_owned(), wallet, store, lock: None })
     }
 
-    /// Splits the directory into its wallet, its store, and its lock (held for as long as the
-    /// returned [`DirLock`] lives).
-    pub fn into_parts(self) -> (Wallet, Store, DirLock) {
-        (self.wallet, self.store, DirLock { _file: self.lock })
+    /// Splits the directory into its wallet, its store, and its lock (taken now if this value
+    /// does not hold it yet, and held for as long as the returned [`DirLock`] lives).
+    ///
+    /// # Errors
+    /// [`DataDirError::Locked`] if another process holds it, [`DataDirError::Io`].
+    pub fn into_locked_parts(mut self) -> Result<(Wallet, Store, DirLock), DataDirError> {
+        if self.lock.is_none() {
+            self.lock()?;
+        }
+        Ok((self.wallet, self.store, DirLock { _file: self.lock }))
     }
 
     /// Takes the directory's exclusive lock for the life of this value, without waiting.
@@ -125,7 +131,7 @@ impl DataDir {
     }
 }
 
-/// The data directory's lock, once the directory is split up ([`DataDir::into_parts`]): the OS
+/// The data directory's lock, once the directory is split up ([`DataDir::into_locked_parts`]): the OS
 /// releases it when this is dropped or the process dies.
 pub struct DirLock {
     _file: Option<File>,

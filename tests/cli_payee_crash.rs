@@ -7,7 +7,7 @@ mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use common::cli::{Daemon, Party};
 use common::node::Node;
@@ -36,12 +36,13 @@ fn pay_stream(payer: &Party, channel: &str, stop: &AtomicBool, outcomes: &Mutex<
             let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
             o.acknowledged += 1;
             o.last_total = json["paid_total_sat"].as_u64().unwrap();
-        } else if stderr.contains("stays in flight") {
-            o.in_flight += 1;
         } else if stderr.contains("cannot reach the payee") {
+            // Nothing new sent (an earlier payment may still be in flight: counted then).
             o.unreachable += 1;
             drop(o);
             std::thread::sleep(Duration::from_millis(20));
+        } else if stderr.contains("stays in flight") {
+            o.in_flight += 1;
         } else {
             panic!("unexpected pay failure: {stderr}");
         }
@@ -74,6 +75,12 @@ fn payee_killed_mid_stream_restarts_and_settles_what_was_acknowledged() {
     let _daemon = std::thread::scope(|s| {
         s.spawn(|| pay_stream(&payer, &channel, &stop, &outcomes));
         wait_for("a few payments", &|o| o.acknowledged >= 5);
+        // Somewhere inside the next `pay` (each takes ~10 ms here): before it connects, while
+        // the payee stores it, or before the acknowledgement is read.
+        let jitter =
+            SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().subsec_nanos();
+        let jitter = u64::from(jitter) % 10_000;
+        std::thread::sleep(Duration::from_micros(jitter));
         daemon.kill9();
         wait_for("pays to find the payee gone", &|o| o.unreachable >= 3);
         let before_restart = outcomes.lock().unwrap().acknowledged;

@@ -1,5 +1,6 @@
-//! `kill -9` of the payer's `pay` at random moments: whatever the moment, the next command picks
-//! up where the channel was, both sides agree on the total, and the settlement pays it.
+//! `kill -9` of the payer at many moments: `pay` killed at 40 points spread over its life, and
+//! `open` killed while it waits for the confirmation. Whatever the moment, the next command
+//! picks up where the channel was, both sides agree on the total, and the settlement pays it.
 
 mod common;
 

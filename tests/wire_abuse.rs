@@ -1,8 +1,8 @@
 //! The payee daemon under attack over TCP, as a real `paychan serve` on a regtest node: garbage
-//! bytes, oversize lengths, truncated frames, a wrong node key, another protocol version,
-//! replayed and out-of-order payments, a payment below the previous total, messages only the
-//! payee sends, silent connections and fifty idle ones. Each is refused or timed out, no
-//! channel's state moves, and a legitimate payment on another channel still completes promptly;
+//! bytes, oversize lengths, truncated frames, another protocol version, replayed and
+//! out-of-order payments, a payment below the previous total, messages only the payee sends,
+//! silent connections and fifty idle ones. Each is refused or timed out, no channel's state
+//! moves (and a payer that expects another node key refuses the daemon), and a legitimate payment on another channel still completes promptly;
 //! at the end the same daemon process still serves both channels.
 //!
 //! One node and one daemon with two channels serve every step, set up once. The steps run one
@@ -331,7 +331,7 @@ fn frame(payload: &[u8]) -> Vec<u8> {
     encode_frame(payload).expect("a small payload")
 }
 
-/// Bytes that are not a hello: each closes the connection at once, unanswered.
+/// Bytes that are not a hello: each closes the connection at once, with a `refused` answer.
 fn garbage_instead_of_a_hello_is_cut_off(w: &World) {
     let (hello, _) = hello();
     let mut bad_nonce = serde_json::to_value(&hello).expect("hello");

@@ -207,6 +207,13 @@ pub trait Chain {
     /// [`ChainError::Rpc`] or [`ChainError::UnexpectedAnswer`].
     fn output_status(&self, outpoint: OutPoint) -> Result<OutputStatus, ChainError>;
 
+    /// Returns whether `outpoint` is unspent as of the best block: a spend waiting in the
+    /// mempool does not count (and an output of an unconfirmed transaction is missing).
+    ///
+    /// # Errors
+    /// [`ChainError::Rpc`] or [`ChainError::UnexpectedAnswer`].
+    fn output_status_in_blocks(&self, outpoint: OutPoint) -> Result<OutputStatus, ChainError>;
+
     /// Returns a fee rate for confirmation within `target_blocks`.
     ///
     /// # Errors

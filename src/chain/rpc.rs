@@ -113,6 +113,19 @@ impl RpcChain {
         Err(ChainError::Rejected { txid, rejection })
     }
 
+    /// `gettxout`, counting the mempool's spends and outputs or not.
+    fn txout(&self, outpoint: OutPoint, mempool: bool) -> Result<OutputStatus, ChainError> {
+        let args = [json!(outpoint.txid), json!(outpoint.vout), json!(mempool)];
+        let info: Option<TxOutInfo> = self.call("gettxout", &args)?;
+        Ok(match info {
+            Some(i) => OutputStatus::Unspent {
+                txout: TxOut { value: i.value, script_pubkey: i.script_pubkey.hex },
+                confirmations: i.confirmations,
+            },
+            None => OutputStatus::SpentOrMissing,
+        })
+    }
+
     fn call<T: DeserializeOwned>(
         &self,
         method: &'static str,
@@ -272,15 +285,11 @@ impl Chain for RpcChain {
     }
 
     fn output_status(&self, outpoint: OutPoint) -> Result<OutputStatus, ChainError> {
-        let args = [json!(outpoint.txid), json!(outpoint.vout), json!(true)];
-        let info: Option<TxOutInfo> = self.call("gettxout", &args)?;
-        Ok(match info {
-            Some(i) => OutputStatus::Unspent {
-                txout: TxOut { value: i.value, script_pubkey: i.script_pubkey.hex },
-                confirmations: i.confirmations,
-            },
-            None => OutputStatus::SpentOrMissing,
-        })
+        self.txout(outpoint, true)
+    }
+
+    fn output_status_in_blocks(&self, outpoint: OutPoint) -> Result<OutputStatus, ChainError> {
+        self.txout(outpoint, false)
     }
 
     fn fee_rate(&self, target_blocks: u16) -> Result<FeeRate, ChainError> {

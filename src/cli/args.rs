@@ -51,7 +51,8 @@ pub struct Global {
     /// RPC password.
     #[arg(long, env = "PAYCHAN_RPC_PASSWORD", global = true, requires = "rpc_user")]
     pub rpc_password: Option<String>,
-    /// Seconds to wait for each answer from the payee (payer commands).
+    /// Seconds to wait for each answer from the payee, and for the handshake (payer commands).
+    /// Keep it below the payee's idle timeout (300 s by default).
     #[arg(long, env = "PAYCHAN_TIMEOUT", global = true, default_value_t = 30)]
     pub timeout: u64,
     /// Print exactly one JSON object on stdout, for scripts.
@@ -112,6 +113,12 @@ pub struct ServeArgs {
     /// Seconds a connection may stay silent between messages.
     #[arg(long, default_value_t = 300)]
     pub idle_timeout: u64,
+    /// Seconds a message may take to arrive whole once its first byte came.
+    #[arg(long, default_value_t = 10)]
+    pub frame_timeout: u64,
+    /// Connections served at once (keep it below the process's open-file limit).
+    #[arg(long, default_value_t = 512)]
+    pub max_connections: usize,
     /// Milliseconds between polls of the node for new blocks and confirmations.
     #[arg(long, default_value_t = 1000)]
     pub poll_ms: u64,
@@ -146,7 +153,8 @@ pub struct OpenArgs {
     /// for 6 blocks; 2 sat/vB on regtest without one].
     #[arg(long)]
     pub feerate: Option<u64>,
-    /// Confirmations of the funding to wait for, besides the payee's [default: as `serve`].
+    /// Confirmations of the funding to wait for, besides the payee's [default: 1 on regtest, 3
+    /// on test networks, 6 on bitcoin].
     #[arg(long)]
     pub min_conf: Option<u32>,
     /// Refuse to sign a commitment final within this many blocks of the tip.

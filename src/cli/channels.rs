@@ -242,9 +242,9 @@ impl ChainView {
         }
     }
 
-    /// Whether the funding output `outpoint` is spent, if the node can tell.
+    /// Whether the funding output `outpoint` is spent in a block, if the node can tell.
     fn spent(&self, outpoint: bitcoin::OutPoint) -> Option<bool> {
-        let status = self.chain.as_ref()?.output_status(outpoint).ok()?;
+        let status = self.chain.as_ref()?.output_status_in_blocks(outpoint).ok()?;
         Some(matches!(status, crate::chain::OutputStatus::SpentOrMissing))
     }
 

@@ -1,8 +1,8 @@
 //! The `paychan` command line: parsing ([`args`]), the commands, and their output.
 //!
 //! [`run`] carries out a parsed command and returns its [`Output`]; the binary prints it (JSON
-//! with `--json`, text otherwise). Nothing here prints, except through `announce` for a
-//! command that runs until stopped (`serve`).
+//! with `--json`, text otherwise). Nothing here prints: a command that reports while it runs
+//! does so through [`Ui`] (`serve` announces itself once it listens, `open` notes progress).
 
 pub mod args;
 mod channels;
@@ -117,7 +117,8 @@ pub struct Ui<'a> {
 /// Carries out `cli`, reporting through `ui` while it runs.
 ///
 /// # Errors
-/// Any [`CliError`]; nothing is printed then.
+/// Any [`CliError`]. Only `serve` can fail after it announced itself (its node gone at start,
+/// or its chain watcher dead).
 pub async fn run(cli: Cli, ui: &Ui<'_>) -> Result<Output, CliError> {
     let g = &cli.global;
     match cli.command {

@@ -79,11 +79,17 @@ fn broadcast_when_final(
         TxStatus::Unknown => {}
     }
     let funding = tx.input[0].previous_output;
-    if chain.output_status(funding)? == OutputStatus::SpentOrMissing {
+    if chain.output_status_in_blocks(funding)? == OutputStatus::SpentOrMissing {
         return Err(not_applicable(
             id,
             "is closed on chain already: another transaction spends its funding (or the \
              funding never confirmed)",
+        ));
+    }
+    if chain.output_status(funding)? == OutputStatus::SpentOrMissing {
+        return Err(not_applicable(
+            id,
+            "is closing: another transaction spending its funding waits in the mempool",
         ));
     }
     let tip = chain.tip()?.height;

@@ -28,6 +28,8 @@ pub(super) async fn serve(
     config.min_step = a.min_step;
     config.timeouts.handshake = Duration::from_secs(a.handshake_timeout);
     config.timeouts.idle = Duration::from_secs(a.idle_timeout);
+    config.timeouts.frame = Duration::from_secs(a.frame_timeout);
+    config.max_connections = a.max_connections;
     config.poll_interval = Duration::from_millis(a.poll_ms.max(10));
     config.max_connections_per_ip = a.max_connections_per_ip;
     config.max_unfunded = a.max_unfunded;

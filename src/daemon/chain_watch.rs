@@ -59,7 +59,7 @@ pub(super) async fn run<C: Chain + Send + Sync + 'static>(shared: Arc<Shared<C>>
             if new_block && slot.payee.funded().is_some_and(|f| f.ready) {
                 match funding_spend(&shared, &slot).await {
                     Ok(Spend::None) => tip_changed(&shared, &mut slot, tip).await,
-                    Ok(Spend::OursInMempool) => {}
+                    Ok(Spend::InMempool) => {}
                     Ok(Spend::OursConfirmed(txid)) => {
                         info!(channel_id = %id, %txid, "closed on chain");
                         slot.closed_on_chain = true;
@@ -124,11 +124,12 @@ async fn check_funding<C: Chain + Send + Sync + 'static>(
 enum Spend {
     /// Nothing yet.
     None,
-    /// The payee's newest closing transaction (settlement or newest commitment), unconfirmed.
-    OursInMempool,
+    /// A transaction in the mempool, not yet in a block: wait for it (if it is another's,
+    /// ours could not replace it anyway, paying the same fee).
+    InMempool,
     /// The same, confirmed.
     OursConfirmed(Txid),
-    /// Something else: the payer's refund or an older commitment.
+    /// Something else, in a block: the payer's refund or an older commitment.
     Other,
 }
 
@@ -147,11 +148,14 @@ async fn funding_spend<C: Chain + Send + Sync + 'static>(
     for txid in ours.into_iter().flatten().map(|tx| tx.compute_txid()) {
         match shared.blocking(move |chain| chain.tx_status(txid)).await? {
             TxStatus::Confirmed(_) => return Ok(Spend::OursConfirmed(txid)),
-            TxStatus::InMempool => return Ok(Spend::OursInMempool),
+            TxStatus::InMempool => return Ok(Spend::InMempool),
             TxStatus::Unknown => {}
         }
     }
-    Ok(Spend::Other)
+    match shared.blocking(move |chain| chain.output_status_in_blocks(outpoint)).await? {
+        OutputStatus::SpentOrMissing => Ok(Spend::Other),
+        OutputStatus::Unspent { .. } => Ok(Spend::InMempool),
+    }
 }
 
 async fn tip_changed<C: Chain + Send + Sync + 'static>(

@@ -90,6 +90,9 @@ impl DaemonConfig {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DaemonError {
+    /// The data directory is in use by another process.
+    #[error(transparent)]
+    DataDir(#[from] crate::datadir::DataDirError),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -174,12 +177,14 @@ pub struct Daemon<C> {
 }
 
 impl<C: Chain + Send + Sync + 'static> Daemon<C> {
-    /// Loads the payee channels of `datadir` and prepares to serve them.
+    /// Takes `datadir`'s lock (for the daemon's life), loads its payee channels and prepares to
+    /// serve them.
     ///
     /// # Errors
-    /// [`DaemonError::Store`], [`DaemonError::Wallet`], [`DaemonError::Restore`].
+    /// [`DaemonError::DataDir`] (another process uses it), [`DaemonError::Store`],
+    /// [`DaemonError::Wallet`], [`DaemonError::Restore`].
     pub fn new(datadir: DataDir, chain: C, config: DaemonConfig) -> Result<Daemon<C>, DaemonError> {
-        let (wallet, store, lock) = datadir.into_parts();
+        let (wallet, store, lock) = datadir.into_locked_parts()?;
         let mut channels = Slots::new();
         for record in store.channels()? {
             let ChannelState::Payee(state) = record.state else { continue };
@@ -223,7 +228,8 @@ impl<C: Chain + Send + Sync + 'static> Daemon<C> {
     /// Serves `listener` until `shutdown` completes.
     ///
     /// # Errors
-    /// [`DaemonError::Chain`] if the node cannot tell the tip at start.
+    /// [`DaemonError::Chain`] if the node cannot tell the tip at start,
+    /// [`DaemonError::WatcherStopped`] if the chain watcher dies.
     pub async fn run(
         self,
         listener: TcpListener,

@@ -1,8 +1,9 @@
 //! Length-prefixed frames: a 4-byte big-endian length, then that many bytes of payload.
 //!
 //! A length above [`MAX_FRAME`] is refused before any of the payload is read, so a peer cannot
-//! make us allocate more than that. [`decode_frame`] is the sans-IO decoder (and the fuzz
-//! target); [`read_frame`] and [`write_frame`] are its tokio adapters.
+//! make us allocate more than that. [`decode_frame`] decodes from bytes already in hand (for a
+//! caller that buffers them itself); [`read_frame`] and [`write_frame`] read and write frames on
+//! a tokio stream, with the same limit.
 
 use std::time::Duration;
 

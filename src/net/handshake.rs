@@ -49,7 +49,7 @@ pub struct Welcome {
 pub enum HelloReply {
     /// The payee proves its key; channel messages may follow.
     Welcome(Welcome),
-    /// The payee refuses (another protocol version), and closes.
+    /// The payee refuses (another protocol version, a malformed or late hello), and closes.
     Refused {
         /// Why, in words.
         reason: String,

@@ -137,11 +137,12 @@ pub struct MessageWriter {
 }
 
 impl Connection {
-    /// Connects to the payee `peer` and checks that it proves its node key.
+    /// Connects to the payee `peer` and checks that it proves its node key, all within the
+    /// handshake timeout.
     ///
     /// # Errors
     /// [`NetError::Connect`], [`NetError::HandshakeTimeout`], [`NetError::Handshake`],
-    /// [`NetError::Frame`].
+    /// [`NetError::Frame`], [`NetError::Closed`].
     pub async fn connect(peer: &PeerAddr, timeouts: Timeouts) -> Result<Connection, NetError> {
         let work = async {
             let stream = TcpStream::connect(&peer.addr)
@@ -164,8 +165,11 @@ impl Connection {
     /// connection that fails the handshake is told why (a `refused` answer, best effort) before
     /// it is dropped.
     ///
+    /// The hello must arrive, and the answer leave, within the handshake timeout.
+    ///
     /// # Errors
-    /// [`NetError::HandshakeTimeout`], [`NetError::Handshake`], [`NetError::Frame`].
+    /// [`NetError::HandshakeTimeout`], [`NetError::Handshake`], [`NetError::Frame`],
+    /// [`NetError::Closed`].
     pub async fn accept(
         stream: TcpStream,
         node_secret: &SecretKey,
@@ -173,21 +177,24 @@ impl Connection {
     ) -> Result<Connection, NetError> {
         let mut conn = Connection::new(stream, timeouts);
         let limit = timeouts.handshake;
-        let read = frame::read_frame(&mut conn.reader.read, limit, limit).await;
-        let (error, reply) = match read {
-            Ok(Some(hello)) => match handshake::answer(&hello, node_secret) {
+        let timed_out = || NetError::HandshakeTimeout { secs: limit.as_secs_f64() };
+        // One deadline for the whole handshake, however the peer spreads its bytes.
+        let deadline = tokio::time::Instant::now() + limit;
+        let read = frame::read_frame(&mut conn.reader.read, limit, limit);
+        let (error, reply) = match tokio::time::timeout_at(deadline, read).await {
+            Ok(Ok(Some(hello))) => match handshake::answer(&hello, node_secret) {
                 handshake::Answer::Welcome(reply) => {
-                    let sent = tokio::time::timeout(limit, conn.writer.send_json(&reply)).await;
-                    sent.map_err(|_| NetError::HandshakeTimeout { secs: limit.as_secs_f64() })??;
+                    let sent = conn.writer.send_json(&reply);
+                    tokio::time::timeout_at(deadline, sent).await.map_err(|_| timed_out())??;
                     return Ok(conn);
                 }
                 handshake::Answer::Refuse { error, reply } => (error.into(), reply),
             },
-            Ok(None) => return Err(NetError::Closed),
-            Err(FrameError::Idle { .. } | FrameError::Stalled { .. }) => {
-                (NetError::HandshakeTimeout { secs: limit.as_secs_f64() }, None)
+            Ok(Ok(None)) => return Err(NetError::Closed),
+            Err(_) | Ok(Err(FrameError::Idle { .. } | FrameError::Stalled { .. })) => {
+                (timed_out(), None)
             }
-            Err(e) => (e.into(), None),
+            Ok(Err(e)) => (e.into(), None),
         };
         let reply = reply.unwrap_or(handshake::HelloReply::Refused { reason: error.to_string() });
         // Best effort, and briefly: the peer may not be reading.

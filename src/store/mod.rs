@@ -5,7 +5,7 @@
 //! one transaction. The schema carries its version in `PRAGMA user_version` and is brought up to
 //! date by its numbered migrations when the store opens; a database from a newer build is refused.
 //!
-//! A channel's state machine state is stored as JSON, next to the columns a listing needs.
+//! A channel's state machine state is stored as JSON, next to its role, key index and peer.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -173,7 +173,8 @@ impl Store {
     /// Checks that the store is for `network`, recording it on first use.
     ///
     /// # Errors
-    /// [`StoreError::WrongNetwork`] if it was created for another network.
+    /// [`StoreError::WrongNetwork`] if it was created for another network,
+    /// [`StoreError::Sqlite`], [`StoreError::Corrupt`].
     pub fn check_network(&mut self, network: Network) -> Result<(), StoreError> {
         let path = self.path.clone();
         let tx = self
@@ -211,7 +212,7 @@ impl Store {
     /// if the channel it was for is never saved.
     ///
     /// # Errors
-    /// [`StoreError::Sqlite`].
+    /// [`StoreError::Sqlite`], [`StoreError::Corrupt`] (a corrupt counter, or all 2^31 used).
     pub fn reserve_key_index(&mut self) -> Result<u32, StoreError> {
         let path = self.path.clone();
         let tx = self

@@ -1,9 +1,10 @@
 //! Group commit: one thread owns the store and writes for every channel of the daemon.
 //!
 //! Callers on the async side hand a record to [`StoreWriter::save`] and await the commit. The
-//! thread takes every request waiting at that moment and saves them in one transaction: with
-//! many channels busy, one disk flush serves many payments, and no async task ever blocks on
-//! SQLite.
+//! thread takes every request waiting at that moment: it saves all the records in one
+//! transaction (with many channels busy, one disk flush serves many payments), after carrying
+//! out the batch's other requests (key indexes, deletes) one by one. No async task ever blocks
+//! on SQLite. Each channel saves from behind its own lock, so a channel's saves stay in order.
 
 use std::sync::mpsc;
 use std::thread;

@@ -110,6 +110,13 @@ impl Chain for FakeChain {
             confirmations: self.height + 1 - u.height,
         }))
     }
+    fn output_status_in_blocks(&self, outpoint: OutPoint) -> Result<OutputStatus, ChainError> {
+        let u = self.utxos.iter().find(|u| u.outpoint == outpoint);
+        Ok(u.map_or(OutputStatus::SpentOrMissing, |u| OutputStatus::Unspent {
+            txout: u.txout.clone(),
+            confirmations: self.height + 1 - u.height,
+        }))
+    }
     fn fee_rate(&self, _: u16) -> Result<FeeRate, ChainError> {
         Ok(FeeRate::from_sat_per_vb(1).unwrap())
     }
