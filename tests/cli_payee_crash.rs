@@ -112,3 +112,93 @@ fn payee_killed_mid_stream_restarts_and_settles_what_was_acknowledged() {
     assert_eq!(confirmations, 1);
     assert!(tx.output.iter().any(|out| out.value.to_sat() == expected), "{tx:?}");
 }
+
+/// `kill -9` of the payee at a random point of each of several opens: every channel whose
+/// funding went out ends up taking payments, with both sides agreeing, and every other one
+/// never broadcast a funding, so no coin is stranded without a refund.
+#[test]
+fn payee_killed_during_opens_strands_no_funding() {
+    let node = Node::start();
+    let payee = Party::new(&node);
+    let payer = Party::new(&node);
+    let address = payer.json(&["address"]);
+    let address: bitcoin::Address<_> = address["address"].as_str().unwrap().parse().unwrap();
+    node.mine_to_address(110, &address.assume_checked());
+    let mut daemon = Daemon::start(&payee, None, &[]);
+    let listen = daemon.listen.clone();
+    let terms = ["--capacity", "100000", "--lifetime", "60", "--step", "2", "--feerate", "2"];
+    for round in 0..6u64 {
+        let mut open = payer
+            .command()
+            .args(["--json", "--timeout", "2", "open", &daemon.peer()])
+            .args(terms)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("run open");
+        // Kill the payee 0 to 125 ms into the open, at a different point each round: `open`
+        // connects after 20 to 60 ms here (the wallet's scan comes first), so some kills land
+        // before it connects, some while the payee accepts or signs the refund, some after.
+        let jitter =
+            SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().subsec_nanos();
+        std::thread::sleep(Duration::from_micros(u64::from(jitter) % 100_000 + round * 5_000));
+        daemon.kill9();
+        daemon = Daemon::start(&payee, Some(&listen), &[]);
+        while open.try_wait().unwrap().is_none() {
+            node.mine(1);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    node.mine(1);
+    let list = payer.json(&["list"]);
+    let channels = list["channels"].as_array().unwrap();
+    let mut funded = 0;
+    for c in channels {
+        let id = c["channel_id"].as_str().unwrap();
+        match c["state"].as_str().unwrap() {
+            "open" | "awaiting channel ready" => {
+                funded += 1;
+                // The payee may need a poll to see the confirmation after its restart.
+                let mut paid = None;
+                for _ in 0..50 {
+                    let out = payer
+                        .cmd()
+                        .args(["--json", "--timeout", "2", "pay", id, "1000"])
+                        .output()
+                        .unwrap();
+                    if out.status.success() {
+                        paid =
+                            Some(serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap());
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                let paid =
+                    paid.unwrap_or_else(|| panic!("funded channel {id} never took a payment"));
+                assert_eq!(paid["paid_total_sat"], 1000);
+                assert_eq!(payee.channel(id)["paid_total_sat"], 1000);
+            }
+            "awaiting refund signature" => {
+                // Signed but held back: its funding must not be on chain or in the mempool.
+                assert_funding_not_broadcast(&payer, &node, id);
+            }
+            other => panic!("channel {id} left in state {other:?}"),
+        }
+    }
+    eprintln!("{} opens: {funded} funded and usable, {} held back", 6, channels.len() - funded);
+}
+
+fn assert_funding_not_broadcast(payer: &Party, node: &Node, id: &str) {
+    use paychan::channel::PayerStage;
+    use paychan::store::{ChannelState, Store, STORE_FILE};
+    let store = Store::open(&payer.datadir().join(STORE_FILE)).unwrap();
+    let record = store.channel(id.parse().unwrap()).unwrap().unwrap();
+    let ChannelState::Payer(state) = record.state else { panic!("not ours") };
+    let PayerStage::AwaitingRefund { funding_tx, .. } = state.stage else { panic!("moved on") };
+    let status = paychan::chain::Chain::tx_status(&node.chain, funding_tx.compute_txid()).unwrap();
+    assert_eq!(
+        status,
+        paychan::chain::TxStatus::Unknown,
+        "channel {id}: funding out without a refund"
+    );
+}
