@@ -16,7 +16,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use bitcoin::{Amount, FeeRate, Transaction, Txid};
+use bitcoin::{Amount, Transaction, Txid};
 use tracing::{debug, info};
 
 use crate::chain::{Chain, ChainError, Rejection};
@@ -214,7 +214,7 @@ impl<'a, C: Chain> PayerClient<'a, C> {
         let reply = client.timeouts.reply;
         let opening = async {
             client.apply(actions).await?;
-            client.until("the refund signature", reply, |p| p.funded().is_some()).await
+            client.until(Awaited::RefundSignature, reply).await
         };
         if let Err(e) = opening.await {
             if matches!(
@@ -299,12 +299,11 @@ impl<'a, C: Chain> PayerClient<'a, C> {
         }
         let reply = self.timeouts.reply;
         if matches!(self.payer.state().stage, PayerStage::AwaitingRefund { .. }) {
-            self.until("the refund signature", reply, |p| p.funded().is_some()).await?;
+            self.until(Awaited::RefundSignature, reply).await?;
         }
-        if self.payer.funded().is_some_and(|f| !f.funded.ready) {
+        if !Awaited::Ready.arrived(&self.payer) {
             // The payee answers `reestablish` with `channel_ready` at once if it is.
-            let ready = |p: &Payer| p.funded().is_some_and(|f| f.funded.ready);
-            match self.until("channel_ready", reply, ready).await {
+            match self.until(Awaited::Ready, reply).await {
                 Err(ClientError::Timeout { .. }) => {
                     return Err(ClientError::NotReady(self.channel_id()))
                 }
@@ -312,10 +311,7 @@ impl<'a, C: Chain> PayerClient<'a, C> {
             }
         }
         if let Some(p) = pending {
-            let waiting = self.until("a payment acknowledgement", reply, |p| {
-                p.funded().is_some_and(|f| f.pending.is_none())
-            });
-            match waiting.await {
+            match self.until(Awaited::Acknowledgement, reply).await {
                 Ok(()) => info!(update = p.number, "payment in flight acknowledged"),
                 Err(ClientError::Refused(reason)) => {
                     self.abandon(reason.clone())?;
@@ -324,15 +320,8 @@ impl<'a, C: Chain> PayerClient<'a, C> {
                 Err(e) => return Err(in_flight(&p, e)),
             }
         }
-        if self
-            .payer
-            .funded()
-            .is_some_and(|f| f.closing_sig.is_some() && f.funded.settlement.is_none())
-        {
-            self.until("the settlement signature", reply, |p| {
-                p.funded().is_some_and(|f| f.funded.settlement.is_some())
-            })
-            .await?;
+        if self.payer.funded().is_some_and(|f| f.closing_sig.is_some()) {
+            self.until(Awaited::SettlementSignature, reply).await?;
         }
         Ok(())
     }
@@ -345,14 +334,9 @@ impl<'a, C: Chain> PayerClient<'a, C> {
     /// [`ClientError::Connection`], [`ClientError::Refused`], and the others.
     pub async fn wait_ready(&mut self) -> Result<(), ClientError> {
         let id = self.channel_id();
-        while !self.payer.funded().is_some_and(|f| f.funded.ready) {
-            match self
-                .until("channel_ready", self.timeouts.reply, |p| {
-                    p.funded().is_some_and(|f| f.funded.ready)
-                })
-                .await
-            {
-                Ok(()) => break,
+        loop {
+            match self.until(Awaited::Ready, self.timeouts.reply).await {
+                Ok(()) => return Ok(()),
                 Err(ClientError::Timeout { .. }) => {
                     debug!(channel_id = %id, "still waiting for the funding's confirmations");
                     let msg = Message::Reestablish(wire::Reestablish { channel_id: id });
@@ -361,7 +345,6 @@ impl<'a, C: Chain> PayerClient<'a, C> {
                 Err(e) => return Err(e),
             }
         }
-        Ok(())
     }
 
     /// Pays `amount` more and returns once the payee acknowledged it.
@@ -372,18 +355,15 @@ impl<'a, C: Chain> PayerClient<'a, C> {
     /// [`ClientError::InFlight`] once sent; [`ClientError::Refused`] if the payee refused it
     /// (then it is forgotten); [`ClientError::Store`] if it cannot be saved.
     pub async fn pay(&mut self, amount: Amount) -> Result<(), ClientError> {
-        if let state @ ("closing" | "settled") = self.payer.state().stage.name() {
-            return Err(ClientError::NotOpen(self.channel_id(), state));
+        if self.payer.funded().is_some_and(|f| f.closing_sig.is_some()) {
+            return Err(ClientError::NotOpen(self.channel_id(), self.payer.state().stage.name()));
         }
         let tip = self.chain.tip()?.height;
         let actions = self.payer.pay(amount, tip)?;
         let pending = self.payer.funded().and_then(|f| f.pending.clone()).expect("just signed");
         let sent = async {
             self.apply(actions).await?;
-            self.until("a payment acknowledgement", self.timeouts.reply, |p| {
-                p.funded().is_some_and(|f| f.pending.is_none())
-            })
-            .await
+            self.until(Awaited::Acknowledgement, self.timeouts.reply).await
         };
         match sent.await {
             Ok(()) => Ok(()),
@@ -407,10 +387,7 @@ impl<'a, C: Chain> PayerClient<'a, C> {
         if self.payer.funded().is_some_and(|f| f.funded.settlement.is_none()) {
             let actions = self.payer.close()?;
             self.apply(actions).await?;
-            self.until("the settlement signature", self.timeouts.reply, |p| {
-                p.funded().is_some_and(|f| f.funded.settlement.is_some())
-            })
-            .await?;
+            self.until(Awaited::SettlementSignature, self.timeouts.reply).await?;
         }
         let f =
             self.payer.funded().ok_or(ClientError::NeverFunded(self.channel_id(), "not funded"))?;
@@ -442,14 +419,11 @@ impl<'a, C: Chain> PayerClient<'a, C> {
         Ok(())
     }
 
-    /// Receives and handles messages until `done`, waiting at most `wait` for each.
-    async fn until(
-        &mut self,
-        waiting_for: &'static str,
-        wait: Duration,
-        done: impl Fn(&Payer) -> bool,
-    ) -> Result<(), ClientError> {
-        while !done(&self.payer) {
+    /// Receives and handles messages until `awaited` has arrived, waiting at most `wait` for
+    /// each.
+    async fn until(&mut self, awaited: Awaited, wait: Duration) -> Result<(), ClientError> {
+        let waiting_for = awaited.what();
+        while !awaited.arrived(&self.payer) {
             let msg = match self.conn.recv(wait).await {
                 Ok(msg) => msg,
                 Err(NetError::Frame(FrameError::Idle { .. })) => {
@@ -483,22 +457,14 @@ impl<'a, C: Chain> PayerClient<'a, C> {
                 }
                 Action::FundChannel { address, amount } => {
                     let feerate = self.payer.state().terms.feerate;
-                    let tx = self.fund(&address.script_pubkey(), amount, feerate)?;
+                    let script = address.script_pubkey();
+                    let tx = self.datadir.wallet.fund(self.chain, &script, amount, feerate)?;
                     let more = self.payer.funding_signed(tx)?;
                     more.into_iter().rev().for_each(|a| queue.push_front(a));
                 }
             }
         }
         Ok(())
-    }
-
-    fn fund(
-        &mut self,
-        script: &bitcoin::ScriptBuf,
-        amount: Amount,
-        feerate: FeeRate,
-    ) -> Result<Transaction, ClientError> {
-        Ok(self.datadir.wallet.fund(self.chain, script, amount, feerate)?)
     }
 
     fn persist(&mut self) -> Result<(), ClientError> {
@@ -508,6 +474,36 @@ impl<'a, C: Chain> PayerClient<'a, C> {
             state: ChannelState::Payer(self.payer.state().clone()),
         };
         Ok(self.datadir.store.save_channel(&record)?)
+    }
+}
+
+/// An answer from the payee that a call waits for, told by the payer's state once it came.
+#[derive(Debug, Clone, Copy)]
+enum Awaited {
+    RefundSignature,
+    Ready,
+    Acknowledgement,
+    SettlementSignature,
+}
+
+impl Awaited {
+    fn what(self) -> &'static str {
+        match self {
+            Awaited::RefundSignature => "the refund signature",
+            Awaited::Ready => "channel_ready",
+            Awaited::Acknowledgement => "a payment acknowledgement",
+            Awaited::SettlementSignature => "the settlement signature",
+        }
+    }
+
+    fn arrived(self, payer: &Payer) -> bool {
+        let f = payer.funded();
+        match self {
+            Awaited::RefundSignature => f.is_some(),
+            Awaited::Ready => f.is_some_and(|f| f.funded.ready),
+            Awaited::Acknowledgement => f.is_some_and(|f| f.pending.is_none()),
+            Awaited::SettlementSignature => f.is_some_and(|f| f.funded.settlement.is_some()),
+        }
     }
 }
 

@@ -3,18 +3,13 @@
 
 mod common;
 
-use common::cli::{Daemon, Party, PAYCHAN};
-use common::node::Node;
+use common::cli::{OpenChannel, PAYCHAN};
 
 #[test]
 fn bad_commands_fail_clearly_and_change_nothing() {
-    let node = Node::start();
-    let payee = Party::new(&node);
-    let payer = Party::new(&node);
-    payer.fund(&node);
-    let daemon = Daemon::start(&payee, None, &["--min-step", "2"]);
-    let open = payer.open(&node, &daemon, 100_000, &["--lifetime", "60", "--step", "2"]);
-    let channel = open["channel_id"].as_str().unwrap().to_owned();
+    let terms = ["--lifetime", "60", "--step", "2"];
+    let OpenChannel { node: _node, payee, payer, daemon, channel, .. } =
+        OpenChannel::new(100_000, &terms, &["--min-step", "2"]);
     payer.json(&["pay", &channel, "2000"]);
     let before = (payer.json(&["list"]), payee.json(&["list"]));
     let balance = payer.json(&["balance"])["confirmed_sat"].as_u64().unwrap();

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use common::cli::{Daemon, Party};
+use common::cli::{Daemon, OpenChannel, Party};
 use common::node::Node;
 
 const SAT: u64 = 1_000;
@@ -54,15 +54,10 @@ fn pay_stream(payer: &Party, channel: &str, stop: &AtomicBool, outcomes: &Mutex<
 
 #[test]
 fn payee_killed_mid_stream_restarts_and_settles_what_was_acknowledged() {
-    let node = Node::start();
-    let payee = Party::new(&node);
-    let payer = Party::new(&node);
-    payer.fund(&node);
-    let mut daemon = Daemon::start(&payee, None, &[]);
-    let listen = daemon.listen.clone();
     let terms = ["--lifetime", "400", "--step", "1", "--feerate", "2"];
-    let open = payer.open(&node, &daemon, 1_000_000, &terms);
-    let channel = open["channel_id"].as_str().unwrap().to_owned();
+    let OpenChannel { node, payee, payer, mut daemon, channel, .. } =
+        OpenChannel::new(1_000_000, &terms, &[]);
+    let listen = daemon.listen.clone();
 
     let stop = AtomicBool::new(false);
     let outcomes = Mutex::new(Outcomes::default());

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::cli::{Daemon, Party};
+use common::cli::{Daemon, OpenChannel, Party};
 use common::node::Node;
 
 const SAT: u64 = 1_000;
@@ -14,14 +14,9 @@ const KILLS: u64 = 40;
 
 #[test]
 fn payer_killed_at_random_moments_agrees_with_the_payee_after() {
-    let node = Node::start();
-    let payee = Party::new(&node);
-    let payer = Party::new(&node);
-    payer.fund(&node);
-    let daemon = Daemon::start(&payee, None, &[]);
     let terms = ["--lifetime", "400", "--step", "1", "--feerate", "2"];
-    let open = payer.open(&node, &daemon, 1_000_000, &terms);
-    let channel = open["channel_id"].as_str().unwrap().to_owned();
+    let OpenChannel { node: _node, daemon: _daemon, payee, payer, channel, .. } =
+        OpenChannel::new(1_000_000, &terms, &[]);
 
     // Kill each `pay` after 0 to 19.5 ms, spread over the whole life of the process (a `pay`
     // takes a few ms here): before it connects, while it signs and persists, while it waits for

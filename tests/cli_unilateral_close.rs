@@ -4,21 +4,15 @@
 mod common;
 
 use bitcoin::Txid;
-use common::cli::{Daemon, Party};
-use common::node::Node;
+use common::cli::OpenChannel;
 use serde_json::json;
 
 const TERMS: [&str; 6] = ["--lifetime", "40", "--step", "2", "--feerate", "2"];
 
 #[test]
 fn refund_after_the_payee_is_killed() {
-    let node = Node::start();
-    let payee = Party::new(&node);
-    let payer = Party::new(&node);
-    payer.fund(&node);
-    let mut daemon = Daemon::start(&payee, None, &[]);
-    let open = payer.open(&node, &daemon, 300_000, &TERMS);
-    let channel = open["channel_id"].as_str().unwrap().to_owned();
+    let OpenChannel { node, payee, payer, mut daemon, channel, open } =
+        OpenChannel::new(300_000, &TERMS, &[]);
     let refund = open["refund_locktime"].as_u64().unwrap() as u32;
     payer.json(&["pay", &channel, "5000"]);
     daemon.kill9();
@@ -50,13 +44,8 @@ fn refund_after_the_payee_is_killed() {
 
 #[test]
 fn either_side_force_closes_the_newest_commitment_once_final() {
-    let node = Node::start();
-    let payee = Party::new(&node);
-    let payer = Party::new(&node);
-    payer.fund(&node);
-    let daemon = Daemon::start(&payee, None, &[]);
-    let open = payer.open(&node, &daemon, 300_000, &TERMS);
-    let channel = open["channel_id"].as_str().unwrap().to_owned();
+    let OpenChannel { node, daemon: _daemon, payee, payer, channel, .. } =
+        OpenChannel::new(300_000, &TERMS, &[]);
     let mut locktime = 0;
     for _ in 0..3 {
         locktime = payer.json(&["pay", &channel, "7000"])["locktime"].as_u64().unwrap() as u32;

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use super::args::{Global, OpenArgs, PayArgs};
 use super::{connect_node, open_datadir, CliError, Output};
 use crate::chain::{Chain, RpcChain, TxStatus};
-use crate::channel::{PayeeConfig, PayerStage};
+use crate::channel::PayeeConfig;
 use crate::client::{ClientTimeouts, OpenRequest, PayerClient};
 use crate::store::{ChannelRecord, ChannelState};
 use crate::wire::ChannelId;
@@ -265,22 +265,9 @@ impl ChainView {
 
 /// The fields `list` and `show` print for a channel.
 fn summary(record: &ChannelRecord, view: &ChainView) -> Value {
-    let (terms, stage, funded, margin) = match &record.state {
-        ChannelState::Payer(s) => {
-            let funded = match &s.stage {
-                PayerStage::Funded(f) => Some(&f.funded),
-                _ => None,
-            };
-            (&s.terms, s.stage.name(), funded, s.margin)
-        }
-        ChannelState::Payee(s) => {
-            let funded = match &s.stage {
-                crate::channel::PayeeStage::Funded(f) => Some(f),
-                _ => None,
-            };
-            (&s.terms, s.stage.name(), funded, s.margin)
-        }
-    };
+    let state = &record.state;
+    let (terms, stage, funded, margin) =
+        (state.terms(), state.stage_name(), state.funded(), state.margin());
     let refund = terms.ladder.refund();
     let ready = funded.filter(|f| f.ready);
     // A ready channel whose funding is spent is over, whatever closed it.

@@ -17,7 +17,7 @@ mod writer;
 
 pub use writer::StoreWriter;
 
-use crate::channel::{PayeeState, PayerState};
+use crate::channel::{ChannelTerms, FundedChannel, PayeeStage, PayeeState, PayerStage, PayerState};
 use crate::wire::ChannelId;
 
 /// The store's file name in the data directory.
@@ -106,9 +106,39 @@ impl ChannelState {
 
     /// Returns the channel id.
     pub fn channel_id(&self) -> ChannelId {
+        self.terms().channel_id
+    }
+
+    /// Returns what the payer proposed.
+    pub fn terms(&self) -> &ChannelTerms {
         match self {
-            ChannelState::Payer(s) => s.terms.channel_id,
-            ChannelState::Payee(s) => s.terms.channel_id,
+            ChannelState::Payer(s) => &s.terms,
+            ChannelState::Payee(s) => &s.terms,
+        }
+    }
+
+    /// Returns the stage in words ([`PayerStage::name`], [`PayeeStage::name`]).
+    pub fn stage_name(&self) -> &'static str {
+        match self {
+            ChannelState::Payer(s) => s.stage.name(),
+            ChannelState::Payee(s) => s.stage.name(),
+        }
+    }
+
+    /// Returns this side's safety margin in blocks.
+    pub fn margin(&self) -> u32 {
+        match self {
+            ChannelState::Payer(s) => s.margin,
+            ChannelState::Payee(s) => s.margin,
+        }
+    }
+
+    /// Returns what both sides hold once the refund is signed.
+    pub fn funded(&self) -> Option<&FundedChannel> {
+        match self {
+            ChannelState::Payer(PayerState { stage: PayerStage::Funded(f), .. }) => Some(&f.funded),
+            ChannelState::Payee(PayeeState { stage: PayeeStage::Funded(f), .. }) => Some(f),
+            _ => None,
         }
     }
 }
@@ -153,10 +183,7 @@ impl Store {
 
     fn migrate(&mut self) -> Result<(), StoreError> {
         let path = self.path.clone();
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sqlite_err(&path))?;
+        let tx = self.begin()?;
         let version: u32 =
             tx.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(sqlite_err(&path))?;
         let supported = MIGRATIONS.len() as u32;
@@ -177,35 +204,15 @@ impl Store {
     /// [`StoreError::Sqlite`], [`StoreError::Corrupt`].
     pub fn check_network(&mut self, network: Network) -> Result<(), StoreError> {
         let path = self.path.clone();
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sqlite_err(&path))?;
-        let stored: Option<String> = tx
-            .query_row("SELECT value FROM settings WHERE name = 'network'", [], |r| r.get(0))
-            .optional()
-            .map_err(sqlite_err(&path))?;
-        match stored {
-            None => {
-                tx.execute(
-                    "INSERT INTO settings (name, value) VALUES ('network', ?1)",
-                    [network.to_core_arg()],
-                )
-                .map_err(sqlite_err(&path))?;
-                tx.commit().map_err(sqlite_err(&path))
+        self.update_setting("network", |stored| {
+            let Some(s) = stored else { return Ok((Some(network.to_core_arg().into()), ())) };
+            let stored = Network::from_core_arg(&s)
+                .map_err(|e| StoreError::Corrupt { path, reason: format!("network {s:?}: {e}") })?;
+            if stored != network {
+                return Err(StoreError::WrongNetwork { stored, requested: network });
             }
-            Some(s) => {
-                let stored = Network::from_core_arg(&s).map_err(|e| StoreError::Corrupt {
-                    path: path.clone(),
-                    reason: format!("network {s:?}: {e}"),
-                })?;
-                if stored == network {
-                    Ok(())
-                } else {
-                    Err(StoreError::WrongNetwork { stored, requested: network })
-                }
-            }
-        }
+            Ok((None, ()))
+        })
     }
 
     /// Hands out the next channel key index, durably: an index is never handed out twice, even
@@ -215,33 +222,54 @@ impl Store {
     /// [`StoreError::Sqlite`], [`StoreError::Corrupt`] (a corrupt counter, or all 2^31 used).
     pub fn reserve_key_index(&mut self) -> Result<u32, StoreError> {
         let path = self.path.clone();
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sqlite_err(&path))?;
-        let next: Option<String> = tx
-            .query_row("SELECT value FROM settings WHERE name = 'next_key_index'", [], |r| r.get(0))
+        self.update_setting("next_key_index", |next| {
+            let corrupt = |reason: String| StoreError::Corrupt { path: path.clone(), reason };
+            let index = match next {
+                None => 0,
+                Some(s) => {
+                    s.parse::<u32>().map_err(|e| corrupt(format!("next_key_index {s:?}: {e}")))?
+                }
+            };
+            let bumped = index
+                .checked_add(1)
+                .filter(|i| *i < 1 << 31)
+                .ok_or_else(|| corrupt("channel key indexes exhausted".into()))?;
+            Ok((Some(bumped.to_string()), index))
+        })
+    }
+
+    /// Reads setting `name` and, in the same transaction, writes what `update` returns for it
+    /// (`None`: leave it).
+    fn update_setting<T>(
+        &mut self,
+        name: &str,
+        update: impl FnOnce(Option<String>) -> Result<(Option<String>, T), StoreError>,
+    ) -> Result<T, StoreError> {
+        let path = self.path.clone();
+        let tx = self.begin()?;
+        let stored: Option<String> = tx
+            .query_row("SELECT value FROM settings WHERE name = ?1", [name], |r| r.get(0))
             .optional()
             .map_err(sqlite_err(&path))?;
-        let index = match next {
-            None => 0,
-            Some(s) => s.parse::<u32>().map_err(|e| StoreError::Corrupt {
-                path: path.clone(),
-                reason: format!("next_key_index {s:?}: {e}"),
-            })?,
-        };
-        let bumped = index.checked_add(1).filter(|i| *i < 1 << 31).ok_or(StoreError::Corrupt {
-            path: path.clone(),
-            reason: "channel key indexes exhausted".into(),
-        })?;
-        tx.execute(
-            "INSERT INTO settings (name, value) VALUES ('next_key_index', ?1)
-             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-            [bumped.to_string()],
-        )
-        .map_err(sqlite_err(&path))?;
+        let (write, result) = update(stored)?;
+        if let Some(value) = write {
+            tx.execute(
+                "INSERT INTO settings (name, value) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                [name, &value],
+            )
+            .map_err(sqlite_err(&path))?;
+        }
         tx.commit().map_err(sqlite_err(&path))?;
-        Ok(index)
+        Ok(result)
+    }
+
+    /// Starts a write transaction, taking the write lock at once (so a reader that writes
+    /// later cannot deadlock against another writer).
+    fn begin(&mut self) -> Result<rusqlite::Transaction<'_>, StoreError> {
+        self.conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sqlite_err(&self.path))
     }
 
     /// Saves one channel (insert or update) in one transaction.
@@ -261,10 +289,7 @@ impl Store {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sqlite_err(&path))?;
+        let tx = self.begin()?;
         {
             let mut stmt = tx
                 .prepare_cached(

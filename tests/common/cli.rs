@@ -126,6 +126,34 @@ fn one_json_object(stdout: &str) -> Value {
     value
 }
 
+/// A regtest node, a payee serving, a funded payer, and a channel between them, opened with
+/// `open` arguments `terms` to a `serve` run with `serve_args`. When destructuring it, bind
+/// `node` and `daemon` (`node: _node`): fields left to `..` are dropped at once, stopping them.
+pub struct OpenChannel {
+    // Dropped in this order: the daemon before the node it talks to.
+    pub daemon: Daemon,
+    pub payer: Party,
+    pub payee: Party,
+    pub node: Node,
+    /// The channel id.
+    pub channel: String,
+    /// What `open` printed.
+    pub open: Value,
+}
+
+impl OpenChannel {
+    pub fn new(capacity: u64, terms: &[&str], serve_args: &[&str]) -> OpenChannel {
+        let node = Node::start();
+        let payee = Party::new(&node);
+        let payer = Party::new(&node);
+        payer.fund(&node);
+        let daemon = Daemon::start(&payee, None, serve_args);
+        let open = payer.open(&node, &daemon, capacity, terms);
+        let channel = open["channel_id"].as_str().expect("channel_id").to_owned();
+        OpenChannel { daemon, payer, payee, node, channel, open }
+    }
+}
+
 /// A running `paychan serve`.
 pub struct Daemon {
     child: Child,
