@@ -121,16 +121,9 @@ fn payee_killed_during_opens_strands_no_funding() {
     node.mine_to_address(110, &address.assume_checked());
     let mut daemon = Daemon::start(&payee, None, &[]);
     let listen = daemon.listen.clone();
-    let terms = ["--capacity", "100000", "--lifetime", "60", "--step", "2", "--feerate", "2"];
+    let terms = ["--timeout", "2", "--lifetime", "60", "--step", "2", "--feerate", "2"];
     for round in 0..6u64 {
-        let mut open = payer
-            .command()
-            .args(["--json", "--timeout", "2", "open", &daemon.peer()])
-            .args(terms)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("run open");
+        let mut open = payer.spawn_open(&daemon, 100_000, &terms);
         // Kill the payee 0 to 125 ms into the open, at a different point each round: `open`
         // connects after 20 to 60 ms here (the wallet's scan comes first), so some kills land
         // before it connects, some while the payee accepts or signs the refund, some after.

@@ -52,13 +52,8 @@ fn an_open_killed_before_the_confirmation_resumes_on_the_next_pay() {
     let payer = Party::new(&node);
     payer.fund(&node);
     let daemon = Daemon::start(&payee, None, &[]);
-    let mut open = payer
-        .command()
-        .args(["--json", "open", &daemon.peer(), "--capacity", "100000", "--lifetime", "60"])
-        .args(["--step", "2", "--feerate", "2"])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("run open");
+    let terms = ["--lifetime", "60", "--step", "2", "--feerate", "2"];
+    let mut open = payer.spawn_open(&daemon, 100_000, &terms);
     // Wait until the funding is out, then kill `open` while it waits for the confirmation.
     let channel = loop {
         let list = payer.json(&["list"]);

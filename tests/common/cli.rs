@@ -91,14 +91,8 @@ impl Party {
     /// Opens a channel to `daemon`, mining a block every 100 ms until `open` returns, and
     /// returns its JSON.
     pub fn open(&self, node: &Node, daemon: &Daemon, capacity: u64, extra: &[&str]) -> Value {
-        let mut cmd = self.command();
-        cmd.args(["--json", "open", &daemon.peer(), "--capacity", &capacity.to_string()])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let child = cmd.spawn().expect("run paychan open");
+        let mut child = self.spawn_open(daemon, capacity, extra);
         let deadline = Instant::now() + Duration::from_secs(60);
-        let mut child = child;
         while child.try_wait().expect("wait").is_none() {
             assert!(Instant::now() < deadline, "open did not return within 60 s");
             std::thread::sleep(Duration::from_millis(100));
@@ -108,6 +102,18 @@ impl Party {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "open failed: {stderr}");
         one_json_object(&String::from_utf8_lossy(&out.stdout))
+    }
+
+    /// Starts `paychan --json open` to `daemon` in the background (it returns once the funding
+    /// is confirmed, so someone must mine).
+    pub fn spawn_open(&self, daemon: &Daemon, capacity: u64, extra: &[&str]) -> Child {
+        self.command()
+            .args(["--json", "open", &daemon.peer(), "--capacity", &capacity.to_string()])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run paychan open")
     }
 
     /// `show CHANNEL`.
