@@ -472,6 +472,7 @@ impl<'a, C: Chain> PayerClient<'a, C> {
             key_index: self.key_index,
             peer: Some(self.peer.to_string()),
             state: ChannelState::Payer(self.payer.state().clone()),
+            closed: None,
         };
         Ok(self.datadir.store.save_channel(&record)?)
     }

@@ -30,6 +30,7 @@ pub mod chain;
 pub mod channel;
 pub mod cli;
 pub mod client;
+pub mod closing;
 pub mod daemon;
 pub mod datadir;
 pub mod funding;

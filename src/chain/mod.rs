@@ -214,6 +214,14 @@ pub trait Chain {
     /// [`ChainError::Rpc`] or [`ChainError::UnexpectedAnswer`].
     fn output_status_in_blocks(&self, outpoint: OutPoint) -> Result<OutputStatus, ChainError>;
 
+    /// Returns the confirmed transaction that spends `outpoint` and its block height, looking
+    /// through the blocks from the tip back to the one holding `outpoint`'s own transaction
+    /// (`None` if no block in between spends it). Needs no transaction index.
+    ///
+    /// # Errors
+    /// [`ChainError::Rpc`] or [`ChainError::UnexpectedAnswer`].
+    fn find_spend(&self, outpoint: OutPoint) -> Result<Option<(Transaction, u32)>, ChainError>;
+
     /// Returns a fee rate for confirmation within `target_blocks`.
     ///
     /// # Errors

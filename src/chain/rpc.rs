@@ -292,6 +292,27 @@ impl Chain for RpcChain {
         self.txout(outpoint, false)
     }
 
+    fn find_spend(&self, outpoint: OutPoint) -> Result<Option<(Transaction, u32)>, ChainError> {
+        let mut height = self.tip()?.height;
+        loop {
+            let hash: String = self.call("getblockhash", &[json!(height)])?;
+            let raw: String = self.call("getblock", &[json!(hash), json!(0)])?;
+            let block: bitcoin::Block =
+                bitcoin::consensus::encode::deserialize_hex(&raw).map_err(|e| {
+                    ChainError::UnexpectedAnswer { method: "getblock", detail: e.to_string() }
+                })?;
+            let spends = |tx: &&Transaction| tx.input.iter().any(|i| i.previous_output == outpoint);
+            if let Some(tx) = block.txdata.iter().find(spends) {
+                return Ok(Some((tx.clone(), height)));
+            }
+            // The spend cannot be older than the output.
+            if block.txdata.iter().any(|tx| tx.compute_txid() == outpoint.txid) || height == 0 {
+                return Ok(None);
+            }
+            height -= 1;
+        }
+    }
+
     fn fee_rate(&self, target_blocks: u16) -> Result<FeeRate, ChainError> {
         let estimate: SmartFee = self.call("estimatesmartfee", &[json!(target_blocks)])?;
         match estimate.feerate {

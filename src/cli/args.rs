@@ -85,6 +85,12 @@ pub enum Command {
     /// (Payer) Broadcast the refund if its locktime is reached, else say from which tip height
     /// it will be.
     Refund(ChannelArg),
+    /// (Payer) Watch the chain for our funded channels until each is closed: broadcast the
+    /// refund once the tip reaches R (again every poll until it confirms), broadcast a
+    /// cooperative settlement the payee did not, and record whatever transaction closed each
+    /// channel (settlement, commitment or refund). Prints one line (one JSON object with
+    /// --json) per event; safe to stop and start again, and to run next to pay.
+    Watch(WatchArgs),
     /// List the channels: state, capacity, paid total, locktimes, blocks left.
     List,
     /// Show one channel in full.
@@ -170,6 +176,17 @@ pub struct PayArgs {
     pub channel: ChannelId,
     /// How much more to pay, in sat.
     pub sat: u64,
+}
+
+/// `watch`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Watch only this channel [default: every funded payer channel not closed yet].
+    #[arg(value_parser = parse_channel_id)]
+    pub channel: Option<ChannelId>,
+    /// Milliseconds between polls of the node.
+    #[arg(long, default_value_t = 1000)]
+    pub poll_ms: u64,
 }
 
 /// A command that takes a channel.

@@ -10,6 +10,7 @@ use super::{connect_node, open_datadir, CliError, Output};
 use crate::chain::{Chain, RpcChain, TxStatus};
 use crate::channel::PayeeConfig;
 use crate::client::{ClientTimeouts, OpenRequest, PayerClient};
+use crate::closing::{ClosingKind, Closure};
 use crate::store::{ChannelRecord, ChannelState};
 use crate::wire::ChannelId;
 
@@ -156,6 +157,14 @@ fn require_payer(datadir: &crate::datadir::DataDir, id: ChannelId) -> Result<(),
         Some(r) if matches!(r.state, ChannelState::Payee(_)) => {
             Err(crate::client::ClientError::NotPayer(id).into())
         }
+        // A settled channel still answers `close` with its settlement, for scripts that retry.
+        Some(ChannelRecord { closed: Some(c), .. }) if c.kind != ClosingKind::Settlement => {
+            Err(CliError::NotApplicable(format!(
+                "channel {id} is closed on chain by the {} {}",
+                c.kind.name(),
+                c.txid
+            )))
+        }
         Some(_) => Ok(()),
     }
 }
@@ -208,7 +217,7 @@ pub(super) fn show(g: &Global, id: ChannelId) -> Result<Output, CliError> {
     let text = format!(
         "channel {id}\n  role: {}\n  state: {}\n  capacity: {} sat\n  paid: {} sat in {} \
          update(s)\n  current locktime: {}\n  refund locktime: {}\n  tip: {}\n  blocks left: \
-         {}\n  updates left: {}\n  funding: {}\n  peer: {}\n{}",
+         {}\n  updates left: {}\n  funding: {}\n  peer: {}\n{}{}",
         field("role"),
         field("state"),
         field("capacity_sat"),
@@ -221,6 +230,14 @@ pub(super) fn show(g: &Global, id: ChannelId) -> Result<Output, CliError> {
         field("updates_left"),
         json["funding_outpoint"].as_str().unwrap_or("none yet"),
         json["peer"].as_str().unwrap_or("(we are the payee)"),
+        record.closed.as_ref().map_or_else(String::new, |c| format!(
+            "  closed by: {} {} at height {} (payer {} sat, payee {} sat)\n",
+            c.kind.name(),
+            c.txid,
+            c.height,
+            c.payer_amount.to_sat(),
+            c.payee_amount.to_sat()
+        )),
         view.note(),
     );
     Ok(Output { json, text })
@@ -270,8 +287,10 @@ fn summary(record: &ChannelRecord, view: &ChainView) -> Value {
         (state.terms(), state.stage_name(), state.funded(), state.margin());
     let refund = terms.ladder.refund();
     let ready = funded.filter(|f| f.ready);
-    // A ready channel whose funding is spent is over, whatever closed it.
-    let closed = ready.and_then(|f| view.spent(f.channel.params().funding_outpoint)) == Some(true);
+    // A ready channel whose funding is spent is over, whatever closed it, whether or not a
+    // watcher has recorded the spend yet.
+    let closed = record.closed.is_some()
+        || ready.and_then(|f| view.spent(f.channel.params().funding_outpoint)) == Some(true);
     let settled = funded.is_some_and(|f| f.settlement.is_some());
     let over = closed || settled;
     let current = funded.map_or(refund, |f| f.current_locktime());
@@ -296,5 +315,22 @@ fn summary(record: &ChannelRecord, view: &ChainView) -> Value {
         "blocks_left": blocks_left,
         "updates_left": updates_left,
         "funding_outpoint": funded.map(|f| f.channel.params().funding_outpoint.to_string()),
+        "closing": record.closed.as_ref().map(closure_json),
+    })
+}
+
+/// A recorded closing transaction, as `list`, `show` and `watch` print it.
+pub(super) fn closure_json(c: &Closure) -> Value {
+    let update = match c.kind {
+        ClosingKind::Commitment { update } => Some(update),
+        _ => None,
+    };
+    json!({
+        "txid": c.txid.to_string(),
+        "kind": c.kind.name(),
+        "update": update,
+        "height": c.height,
+        "payer_sat": c.payer_amount.to_sat(),
+        "payee_sat": c.payee_amount.to_sat(),
     })
 }

@@ -9,6 +9,7 @@ mod channels;
 mod recovery;
 mod serve;
 mod wallet;
+mod watch;
 
 use std::path::PathBuf;
 
@@ -108,7 +109,8 @@ impl From<ClientError> for CliError {
 
 /// Where a command reports while it runs, besides its final [`Output`].
 pub struct Ui<'a> {
-    /// What a long-running command (`serve`) prints once it is up (stdout).
+    /// What a long-running command prints as it goes (stdout): `serve` once it is up, `watch`
+    /// at each event.
     pub announce: &'a (dyn Fn(&Output) + Sync),
     /// Progress for the person waiting (stderr), e.g. while `open` waits for confirmations.
     pub progress: &'a (dyn Fn(&str) + Sync),
@@ -131,6 +133,7 @@ pub async fn run(cli: Cli, ui: &Ui<'_>) -> Result<Output, CliError> {
         Command::Close(a) => channels::close(g, a.channel).await,
         Command::ForceClose(a) => recovery::force_close(g, a.channel),
         Command::Refund(a) => recovery::refund(g, a.channel),
+        Command::Watch(a) => watch::watch(g, &a, ui.announce).await,
         Command::List => channels::list(g),
         Command::Show(a) => channels::show(g, a.channel),
     }

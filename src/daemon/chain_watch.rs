@@ -8,9 +8,10 @@ use std::sync::Arc;
 use tracing::{info, warn};
 
 use super::{Shared, Slot};
-use bitcoin::Txid;
 
-use crate::chain::{Chain, OutputStatus, TxStatus};
+use crate::chain::{Chain, OutputStatus};
+use crate::channel::Action;
+use crate::closing::Closure;
 use crate::wire::ChannelId;
 
 /// Polls until aborted.
@@ -42,7 +43,7 @@ pub(super) async fn run<C: Chain + Send + Sync + 'static>(shared: Arc<Shared<C>>
         let mut unfunded = 0;
         for (id, slot) in slots {
             let mut slot = slot.lock().await;
-            if slot.closed_on_chain {
+            if slot.closed.is_some() {
                 continue;
             }
             if slot.payee.funded().is_none() {
@@ -56,21 +57,12 @@ pub(super) async fn run<C: Chain + Send + Sync + 'static>(shared: Arc<Shared<C>>
             if let Err(e) = check_funding(&shared, &mut slot).await {
                 warn!("funding check: {e}");
             }
-            if new_block && slot.payee.funded().is_some_and(|f| f.ready) {
+            if slot.payee.funded().is_some_and(|f| f.ready) {
                 match funding_spend(&shared, &slot).await {
-                    Ok(Spend::None) => tip_changed(&shared, &mut slot, tip).await,
+                    Ok(Spend::None) => tip_changed(&shared, &mut slot, tip, new_block).await,
                     Ok(Spend::InMempool) => {}
-                    Ok(Spend::OursConfirmed(txid)) => {
-                        info!(channel_id = %id, %txid, "closed on chain");
-                        slot.closed_on_chain = true;
-                    }
-                    Ok(Spend::Other) => {
-                        warn!(
-                            channel_id = %id,
-                            "funding spent by a transaction other than the payee's newest \
-                             (the payer's refund or an older commitment): closed on chain"
-                        );
-                        slot.closed_on_chain = true;
+                    Ok(Spend::Confirmed(closure)) => {
+                        record_closure(&shared, &mut slot, closure).await
                     }
                     Err(e) => warn!(channel_id = %id, "cannot check the funding: {e}"),
                 }
@@ -127,10 +119,8 @@ enum Spend {
     /// A transaction in the mempool, not yet in a block: wait for it (if it is another's,
     /// ours could not replace it anyway, paying the same fee).
     InMempool,
-    /// The same, confirmed.
-    OursConfirmed(Txid),
-    /// Something else, in a block: the payer's refund or an older commitment.
-    Other,
+    /// A transaction in a block, whoever sent it.
+    Confirmed(Closure),
 }
 
 async fn funding_spend<C: Chain + Send + Sync + 'static>(
@@ -140,32 +130,66 @@ async fn funding_spend<C: Chain + Send + Sync + 'static>(
     let (Some(f), Some(outpoint)) = (slot.payee.funded(), slot.payee.funding_outpoint()) else {
         return Ok(Spend::None);
     };
-    let status = shared.blocking(move |chain| chain.output_status(outpoint)).await?;
-    if let OutputStatus::Unspent { .. } = status {
+    if let OutputStatus::Unspent { .. } =
+        shared.blocking(move |chain| chain.output_status(outpoint)).await?
+    {
         return Ok(Spend::None);
     }
-    let ours = [f.settlement_tx().ok().flatten(), f.newest_commitment().ok().flatten()];
-    for txid in ours.into_iter().flatten().map(|tx| tx.compute_txid()) {
-        match shared.blocking(move |chain| chain.tx_status(txid)).await? {
-            TxStatus::Confirmed(_) => return Ok(Spend::OursConfirmed(txid)),
-            TxStatus::InMempool => return Ok(Spend::InMempool),
-            TxStatus::Unknown => {}
-        }
+    if let OutputStatus::Unspent { .. } =
+        shared.blocking(move |chain| chain.output_status_in_blocks(outpoint)).await?
+    {
+        return Ok(Spend::InMempool);
     }
-    match shared.blocking(move |chain| chain.output_status_in_blocks(outpoint)).await? {
-        OutputStatus::SpentOrMissing => Ok(Spend::Other),
-        OutputStatus::Unspent { .. } => Ok(Spend::InMempool),
+    let params = f.channel.params().clone();
+    Ok(match shared.blocking(move |chain| chain.find_spend(outpoint)).await? {
+        Some((tx, height)) => Spend::Confirmed(Closure::read(&tx, height, &params)),
+        // Spent in a block that a reorganization has just taken away: look again next time.
+        None => Spend::InMempool,
+    })
+}
+
+/// Records the transaction that closed the channel: nothing more to watch.
+async fn record_closure<C: Chain + Send + Sync + 'static>(
+    shared: &Shared<C>,
+    slot: &mut Slot,
+    closure: Closure,
+) {
+    let channel_id = slot.payee.state().terms.channel_id;
+    let ours = slot.payee.funded().is_some_and(|f| {
+        let ours = [f.settlement_tx(), f.newest_commitment()];
+        ours.into_iter()
+            .any(|tx| tx.ok().flatten().is_some_and(|tx| tx.compute_txid() == closure.txid))
+    });
+    let (txid, kind, height) = (closure.txid, closure.kind.name(), closure.height);
+    let payee_sat = closure.payee_amount.to_sat();
+    if ours {
+        info!(%channel_id, %txid, kind, height, payee_sat, "closed on chain");
+    } else {
+        warn!(
+            %channel_id, %txid, kind, height, payee_sat,
+            "closed on chain by a transaction other than the payee's newest"
+        );
+    }
+    slot.closed = Some(closure);
+    if let Err(e) = shared.persist(slot).await {
+        // Still known in memory; the next start finds the spend again.
+        warn!(%channel_id, "cannot record the closing transaction: {e}");
     }
 }
 
+/// Carries out what the tip calls for. Broadcasts go out at every poll until something spends
+/// the funding (a dropped broadcast is retried within a poll interval); messages to the payer
+/// (`shutdown`) only once per block.
 async fn tip_changed<C: Chain + Send + Sync + 'static>(
     shared: &Shared<C>,
     slot: &mut Slot,
     tip: u32,
+    new_block: bool,
 ) {
     let channel_id = slot.payee.state().terms.channel_id;
     match slot.payee.tip_changed(tip) {
-        Ok(actions) => {
+        Ok(mut actions) => {
+            actions.retain(|a| new_block || matches!(a, Action::Broadcast(_)));
             if let Err(e) = shared.carry_out(slot, actions).await {
                 warn!(%channel_id, "{e}");
             }

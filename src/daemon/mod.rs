@@ -28,6 +28,7 @@ use tracing::{debug, info, warn};
 
 use crate::chain::{Chain, ChainError};
 use crate::channel::{Action, ChannelError, Payee, PayeeConfig};
+use crate::closing::Closure;
 use crate::datadir::{DataDir, DirLock};
 use crate::keys::ChannelSigner;
 use crate::net::{Connection, NetError, Timeouts};
@@ -147,8 +148,8 @@ struct Slot {
     /// The connection the payer last spoke on, for what the daemon sends unasked. Weak, so
     /// that the connection closes when its task ends, whatever the channel still points at.
     peer: Option<mpsc::WeakSender<Message>>,
-    /// A transaction spending the funding is confirmed: nothing more to watch.
-    closed_on_chain: bool,
+    /// The confirmed transaction that spent the funding: nothing more to watch.
+    closed: Option<Closure>,
     /// When this process accepted or loaded it.
     since: Instant,
 }
@@ -196,7 +197,7 @@ impl<C: Chain + Send + Sync + 'static> Daemon<C> {
                 payee,
                 key_index: record.key_index,
                 peer: None,
-                closed_on_chain: false,
+                closed: record.closed,
                 since: Instant::now(),
             };
             channels.insert(channel_id, Arc::new(tokio::sync::Mutex::new(slot)));
@@ -406,7 +407,7 @@ impl<C: Chain + Send + Sync + 'static> Shared<C> {
         let (payee, actions) = Payee::accept(open, &config, signer, tip)?;
         self.unfunded.fetch_add(1, Ordering::SeqCst);
         let peer = Some(peer.downgrade());
-        let slot = Slot { payee, key_index, peer, closed_on_chain: false, since: Instant::now() };
+        let slot = Slot { payee, key_index, peer, closed: None, since: Instant::now() };
         let slot = Arc::new(tokio::sync::Mutex::new(slot));
         let mut guard = Arc::clone(&slot).lock_owned().await;
         match self.slots().entry(open.channel_id) {
@@ -469,11 +470,7 @@ impl<C: Chain + Send + Sync + 'static> Shared<C> {
     async fn carry_out(&self, slot: &mut Slot, actions: Vec<Action>) -> Result<(), StoreError> {
         for action in actions {
             match action {
-                Action::Persist => {
-                    let state = ChannelState::Payee(slot.payee.state().clone());
-                    let record = ChannelRecord { key_index: slot.key_index, peer: None, state };
-                    self.store.save(record).await?;
-                }
+                Action::Persist => self.persist(slot).await?,
                 Action::Send(msg) => {
                     let peer = slot.peer.as_ref().and_then(mpsc::WeakSender::upgrade);
                     if peer.is_none_or(|p| p.try_send(msg).is_err()) {
@@ -486,6 +483,14 @@ impl<C: Chain + Send + Sync + 'static> Shared<C> {
             }
         }
         Ok(())
+    }
+
+    async fn persist(&self, slot: &Slot) -> Result<(), StoreError> {
+        let state = ChannelState::Payee(slot.payee.state().clone());
+        let closed = slot.closed.clone();
+        self.store
+            .save(ChannelRecord { key_index: slot.key_index, peer: None, state, closed })
+            .await
     }
 
     fn broadcast(&self, tx: Transaction) {

@@ -5,7 +5,8 @@
 //! one transaction. The schema carries its version in `PRAGMA user_version` and is brought up to
 //! date by its numbered migrations when the store opens; a database from a newer build is refused.
 //!
-//! A channel's state machine state is stored as JSON, next to its role, key index and peer.
+//! A channel's state machine state is stored as JSON, next to its role, key index, peer and,
+//! once a watcher saw it, the transaction that closed it on chain.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -18,6 +19,7 @@ mod writer;
 pub use writer::StoreWriter;
 
 use crate::channel::{ChannelTerms, FundedChannel, PayeeStage, PayeeState, PayerStage, PayerState};
+use crate::closing::Closure;
 use crate::wire::ChannelId;
 
 /// The store's file name in the data directory.
@@ -25,7 +27,8 @@ pub const STORE_FILE: &str = "paychan.sqlite";
 
 /// The schema, one migration per version: migration `i` takes the schema from version `i` to
 /// `i + 1`. Append only.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE settings (
         name TEXT PRIMARY KEY,
         value TEXT NOT NULL
@@ -39,7 +42,11 @@ const MIGRATIONS: &[&str] = &["
         created INTEGER NOT NULL,
         updated INTEGER NOT NULL
     );
-"];
+",
+    "
+    ALTER TABLE channels ADD COLUMN closed TEXT;
+",
+];
 
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]
@@ -152,6 +159,9 @@ pub struct ChannelRecord {
     pub peer: Option<String>,
     /// The state machine's state.
     pub state: ChannelState,
+    /// The confirmed transaction that spent the funding, once a watcher saw it. Saving a record
+    /// without one never erases one already stored.
+    pub closed: Option<Closure>,
 }
 
 /// The SQLite store. See the [module docs](self).
@@ -293,10 +303,11 @@ impl Store {
         {
             let mut stmt = tx
                 .prepare_cached(
-                    "INSERT INTO channels (id, role, key_index, peer, state, created, updated)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
+                    "INSERT INTO channels (id, role, key_index, peer, state, closed, created, updated)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)
                      ON CONFLICT (id) DO UPDATE SET state = excluded.state,
-                         peer = excluded.peer, updated = excluded.updated",
+                         peer = excluded.peer, updated = excluded.updated,
+                         closed = COALESCE(excluded.closed, closed)",
                 )
                 .map_err(sqlite_err(&path))?;
             for r in records {
@@ -305,12 +316,30 @@ impl Store {
                     ChannelState::Payee(s) => serde_json::to_string(s),
                 }
                 .expect("channel states hold only JSON-representable values");
+                let closed = r.closed.as_ref().map(|c| {
+                    serde_json::to_string(c)
+                        .expect("a closure holds only JSON-representable values")
+                });
                 let id = r.state.channel_id().to_string();
-                stmt.execute(params![id, r.state.role(), r.key_index, r.peer, state, now])
+                stmt.execute(params![id, r.state.role(), r.key_index, r.peer, state, closed, now])
                     .map_err(sqlite_err(&path))?;
             }
         }
         tx.commit().map_err(sqlite_err(&path))
+    }
+
+    /// Records the transaction that closed channel `id` on chain, leaving its state as it is (a
+    /// watcher may run next to the command that writes the state).
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`].
+    pub fn record_closure(&mut self, id: ChannelId, closure: &Closure) -> Result<(), StoreError> {
+        let closed =
+            serde_json::to_string(closure).expect("a closure holds only JSON-representable values");
+        self.conn
+            .execute("UPDATE channels SET closed = ?2 WHERE id = ?1", [id.to_string(), closed])
+            .map_err(sqlite_err(&self.path))?;
+        Ok(())
     }
 
     /// Deletes the channel `id` (one that never got a funding: nothing is at stake in it).
@@ -331,7 +360,9 @@ impl Store {
     pub fn channel(&self, id: ChannelId) -> Result<Option<ChannelRecord>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT role, key_index, peer, state FROM channels WHERE id = ?1")
+            .prepare_cached(
+                "SELECT role, key_index, peer, state, closed FROM channels WHERE id = ?1",
+            )
             .map_err(sqlite_err(&self.path))?;
         let row = stmt
             .query_row([id.to_string()], row_fields)
@@ -347,7 +378,9 @@ impl Store {
     pub fn channels(&self) -> Result<Vec<ChannelRecord>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT role, key_index, peer, state FROM channels ORDER BY rowid")
+            .prepare_cached(
+                "SELECT role, key_index, peer, state, closed FROM channels ORDER BY rowid",
+            )
             .map_err(sqlite_err(&self.path))?;
         let rows = stmt
             .query_map([], row_fields)
@@ -359,7 +392,7 @@ impl Store {
 
     fn record(
         &self,
-        (role, key_index, peer, state): RowFields,
+        (role, key_index, peer, state, closed): RowFields,
     ) -> Result<ChannelRecord, StoreError> {
         let corrupt = |e: serde_json::Error| StoreError::Corrupt {
             path: self.path.clone(),
@@ -375,14 +408,20 @@ impl Store {
                 })
             }
         };
-        Ok(ChannelRecord { key_index, peer, state })
+        let closed = closed.map(|c| serde_json::from_str(&c)).transpose().map_err(|e| {
+            StoreError::Corrupt {
+                path: self.path.clone(),
+                reason: format!("closing transaction: {e}"),
+            }
+        })?;
+        Ok(ChannelRecord { key_index, peer, state, closed })
     }
 }
 
-type RowFields = (String, u32, Option<String>, String);
+type RowFields = (String, u32, Option<String>, String, Option<String>);
 
 fn row_fields(row: &rusqlite::Row<'_>) -> rusqlite::Result<RowFields> {
-    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
 }
 
 fn sqlite_err(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
@@ -414,6 +453,7 @@ mod tests {
             key_index,
             peer: Some("peer".into()),
             state: ChannelState::Payer(payer.state().clone()),
+            closed: None,
         }
     }
 
@@ -432,6 +472,27 @@ mod tests {
         assert_eq!(store.channels().unwrap(), vec![a2.clone(), b]);
         assert_eq!(store.channel(a.state.channel_id()).unwrap(), Some(a2));
         assert_eq!(store.channel(ChannelId([9; 32])).unwrap(), None);
+    }
+
+    #[test]
+    fn a_closure_stays_recorded_when_the_state_is_saved_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join(STORE_FILE)).unwrap();
+        let record = payer_record(0);
+        let id = record.state.channel_id();
+        store.save_channel(&record).unwrap();
+        let closure = Closure {
+            txid: "4a5e1e4baab89f3a32518a88c31bc87f618f76673e2cc77ab2127b7afdeda33b"
+                .parse()
+                .unwrap(),
+            kind: crate::closing::ClosingKind::Commitment { update: 3 },
+            height: 812,
+            payer_amount: bitcoin::Amount::from_sat(60_000),
+            payee_amount: bitcoin::Amount::from_sat(39_000),
+        };
+        store.record_closure(id, &closure).unwrap();
+        store.save_channel(&record).unwrap();
+        assert_eq!(store.channel(id).unwrap().unwrap().closed, Some(closure));
     }
 
     #[test]

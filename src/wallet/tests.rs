@@ -117,6 +117,9 @@ impl Chain for FakeChain {
             confirmations: self.height + 1 - u.height,
         }))
     }
+    fn find_spend(&self, _: OutPoint) -> Result<Option<(Transaction, u32)>, ChainError> {
+        unimplemented!("the wallet never asks")
+    }
     fn fee_rate(&self, _: u16) -> Result<FeeRate, ChainError> {
         Ok(FeeRate::from_sat_per_vb(1).unwrap())
     }

@@ -124,6 +124,59 @@ impl Party {
     }
 }
 
+/// A running `paychan --json watch`, its events read as they come.
+pub struct Watch {
+    child: Child,
+    events: std::sync::mpsc::Receiver<Value>,
+}
+
+impl Watch {
+    /// Starts `paychan --json watch ARGS --poll-ms 100` for `party`.
+    pub fn start(party: &Party, args: &[&str]) -> Watch {
+        let mut child = party
+            .command()
+            .args(["--json", "watch", "--poll-ms", "100"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("run paychan watch");
+        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let (send, events) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                let event = serde_json::from_str(&line).expect("watch prints JSON lines");
+                if send.send(event).is_err() {
+                    break;
+                }
+            }
+        });
+        Watch { child, events }
+    }
+
+    /// The next event, within `wait`.
+    pub fn next(&self, wait: Duration) -> Value {
+        self.events.recv_timeout(wait).expect("a watch event in time")
+    }
+
+    /// Whether an event came within `wait`.
+    pub fn quiet_for(&self, wait: Duration) -> Option<Value> {
+        self.events.recv_timeout(wait).ok()
+    }
+
+    /// Waits for it to exit on its own; returns whether it succeeded.
+    pub fn wait(mut self) -> bool {
+        self.child.wait().expect("wait").success()
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn one_json_object(stdout: &str) -> Value {
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 1, "expected one line of JSON, got {stdout:?}");

@@ -165,6 +165,11 @@ impl Node {
             .expect("getrawtransaction")
     }
 
+    /// The txids in the mempool.
+    pub fn mempool(&self) -> Vec<Txid> {
+        self.chain.client().get_raw_mempool().expect("getrawmempool")
+    }
+
     /// Whether `txid` is in the best chain.
     pub fn is_confirmed(&self, txid: Txid) -> bool {
         matches!(self.chain.tx_status(txid).expect("tx status"), TxStatus::Confirmed(_))

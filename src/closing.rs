@@ -1,0 +1,88 @@
+//! What closed a channel: the transaction that spent its funding output, read from the chain.
+//!
+//! Both watchers (the payee's inside `serve`, the payer's `watch`) record a [`Closure`] once they
+//! see a confirmed spend, whoever broadcast it. The kind is told by the spend's `nLockTime`,
+//! which the scheme fixes for each transaction: 0 for the settlement, `R` for the refund, and
+//! `R - k*step` for commitment `k`. An older commitment is still a commitment: its number says
+//! which.
+
+use bitcoin::{Amount, ScriptBuf, Transaction, Txid};
+use serde::{Deserialize, Serialize};
+
+use crate::channel::ChannelParams;
+
+/// Which of the channel's transactions closed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClosingKind {
+    /// The cooperative split, `nLockTime` 0.
+    Settlement,
+    /// Commitment `update`, final at its locktime.
+    Commitment {
+        /// The update number (1 for the first payment).
+        update: u64,
+    },
+    /// The payer's refund, final at `R`.
+    Refund,
+    /// A spend with a locktime on no rung of the ladder (cannot happen with both keys honest).
+    Unknown,
+}
+
+impl ClosingKind {
+    /// Returns the kind in one word: `settlement`, `commitment`, `refund` or `unknown`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ClosingKind::Settlement => "settlement",
+            ClosingKind::Commitment { .. } => "commitment",
+            ClosingKind::Refund => "refund",
+            ClosingKind::Unknown => "unknown",
+        }
+    }
+}
+
+/// A confirmed transaction that spent a channel's funding output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Closure {
+    /// The spending transaction.
+    pub txid: Txid,
+    /// What it is.
+    pub kind: ClosingKind,
+    /// The height of the block that holds it.
+    pub height: u32,
+    /// What it pays the payer.
+    #[serde(with = "bitcoin::amount::serde::as_sat")]
+    pub payer_amount: Amount,
+    /// What it pays the payee.
+    #[serde(with = "bitcoin::amount::serde::as_sat")]
+    pub payee_amount: Amount,
+}
+
+impl Closure {
+    /// Reads what `tx`, confirmed at `height`, did to the channel of `params`.
+    pub fn read(tx: &Transaction, height: u32, params: &ChannelParams) -> Self {
+        let terms = &params.terms;
+        let ladder = &terms.ladder;
+        let locktime = tx.lock_time.to_consensus_u32();
+        let kind = if locktime == 0 {
+            ClosingKind::Settlement
+        } else if locktime == ladder.refund() {
+            ClosingKind::Refund
+        } else {
+            let below = ladder.refund().checked_sub(locktime).filter(|d| d % ladder.step() == 0);
+            match below {
+                Some(d) => ClosingKind::Commitment { update: u64::from(d / ladder.step()) },
+                None => ClosingKind::Unknown,
+            }
+        };
+        let paid_to = |script: &ScriptBuf| {
+            tx.output.iter().filter(|o| &o.script_pubkey == script).map(|o| o.value).sum()
+        };
+        Closure {
+            txid: tx.compute_txid(),
+            kind,
+            height,
+            payer_amount: paid_to(&terms.payer_script),
+            payee_amount: paid_to(&params.payee_script),
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! The watchers, from the command line against a regtest node: the payee's inside `serve`
+//! broadcasts its newest commitment once final when the payer has vanished and records what
+//! closed the channel; the payer's `watch` broadcasts the refund at R when the payee has
+//! vanished. Both pick up after a restart.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bitcoin::Txid;
+use common::cli::{Daemon, OpenChannel, Watch};
+use serde_json::Value;
+
+const TERMS: [&str; 6] = ["--lifetime", "40", "--step", "2", "--feerate", "2"];
+
+/// Polls `check` every 50 ms until it returns `Some`, for at most `within`.
+fn wait_for<T>(within: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(t) = check() {
+            return t;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_payee_broadcasts_its_newest_commitment_once_final_and_records_the_close() {
+    let OpenChannel { node, mut daemon, payee, payer, channel, .. } =
+        OpenChannel::new(300_000, &TERMS, &[]);
+    let mut locktime = 0;
+    for _ in 0..3 {
+        locktime = payer.json(&["pay", &channel, "7000"])["locktime"].as_u64().unwrap() as u32;
+    }
+    // The payer vanishes. One block before the newest commitment is final, nothing goes out.
+    node.mine_to(locktime - 1);
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(node.mempool().is_empty(), "broadcast before final: {:?}", node.mempool());
+    node.mine_to(locktime);
+    let started = Instant::now();
+    let txid = wait_for(Duration::from_secs(10), "commitment broadcast", || {
+        node.mempool().first().copied()
+    });
+    println!("commitment {txid} in the mempool {:?} after the block", started.elapsed());
+    let (tx, _, _) = node.get_tx(txid);
+    assert_eq!(tx.lock_time.to_consensus_u32(), locktime);
+    node.mine(1);
+    let closing = wait_for(Duration::from_secs(10), "closure recorded", || {
+        let c = payee.channel(&channel);
+        (!c["closing"].is_null()).then_some(c)
+    });
+    assert_eq!(closing["state"], "closed on chain");
+    let c = &closing["closing"];
+    assert_eq!(
+        (c["txid"].as_str(), c["kind"].as_str()),
+        (Some(&*txid.to_string()), Some("commitment"))
+    );
+    assert_eq!((c["update"].as_u64(), c["payee_sat"].as_u64()), (Some(3), Some(21_000)));
+    assert_eq!(c["height"].as_u64(), Some(u64::from(locktime) + 1));
+
+    // A restart reads the closure back and broadcasts nothing more.
+    daemon.kill9();
+    let daemon = Daemon::start(&payee, None, &[]);
+    node.mine(1);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(payee.channel(&channel)["closing"], closing["closing"]);
+    assert!(!daemon.log().contains("WARN"), "{}", daemon.log());
+
+    // The payer's watcher finds the same closing transaction and stops.
+    let watch = Watch::start(&payer, &[&channel]);
+    assert_eq!(watch.next(Duration::from_secs(10))["event"], "watching");
+    let closed = watch.next(Duration::from_secs(10));
+    assert_eq!(closed["event"], "closed");
+    assert_eq!(closed["closing"], closing["closing"]);
+    assert_eq!(watch.next(Duration::from_secs(10))["event"], "done");
+    assert!(watch.wait());
+    assert!(payer.fails(&["pay", &channel, "1000"]).contains("closed on chain by the commitment"));
+}
+
+#[test]
+fn the_payer_watch_broadcasts_the_refund_at_r_and_resumes_after_a_restart() {
+    let OpenChannel { node, mut daemon, payer, channel, open, .. } =
+        OpenChannel::new(300_000, &TERMS, &[]);
+    let refund = open["refund_locktime"].as_u64().unwrap() as u32;
+    payer.json(&["pay", &channel, "5000"]);
+    daemon.kill9();
+
+    let watch = Watch::start(&payer, &[]);
+    let watching = watch.next(Duration::from_secs(10));
+    assert_eq!(watching["channels"][0]["channel_id"], channel.as_str());
+    assert_eq!(watching["channels"][0]["refund_locktime"], refund);
+    node.mine_to(refund - 1);
+    assert_eq!(watch.quiet_for(Duration::from_millis(600)), None);
+    // Stopped and started again: it picks up from the store.
+    drop(watch);
+    let watch = Watch::start(&payer, &[]);
+    assert_eq!(watch.next(Duration::from_secs(10))["event"], "watching");
+    node.mine_to(refund);
+    let started = Instant::now();
+    let sent = watch.next(Duration::from_secs(10));
+    println!("refund broadcast {:?} after the block", started.elapsed());
+    assert_eq!(
+        (sent["event"].as_str(), sent["kind"].as_str()),
+        (Some("broadcast"), Some("refund"))
+    );
+    assert_eq!(sent["tip"], refund);
+    let txid: Txid = sent["txid"].as_str().unwrap().parse().unwrap();
+    assert_eq!(node.mempool(), vec![txid]);
+    node.mine(1);
+    let closed = watch.next(Duration::from_secs(10));
+    assert_eq!(closed["event"], "closed");
+    let c: &Value = &closed["closing"];
+    assert_eq!(
+        (c["kind"].as_str(), c["txid"].as_str()),
+        (Some("refund"), Some(&*txid.to_string()))
+    );
+    assert_eq!(c["payee_sat"], 0);
+    assert!(c["payer_sat"].as_u64().unwrap() > 299_000);
+    let done = watch.next(Duration::from_secs(10));
+    assert_eq!(done["closed"][0]["channel_id"], channel.as_str());
+    assert!(watch.wait());
+    assert_eq!(payer.channel(&channel)["closing"]["kind"], "refund");
+}
