@@ -164,6 +164,8 @@ pub struct PayerClient<'a, C> {
     peer: PeerAddr,
     timeouts: ClientTimeouts,
     shutdown_requested: bool,
+    /// Messages of a service riding on the channel, received while waiting for the channel.
+    service_inbox: VecDeque<Message>,
 }
 
 impl<'a, C: Chain> PayerClient<'a, C> {
@@ -210,6 +212,7 @@ impl<'a, C: Chain> PayerClient<'a, C> {
             peer,
             timeouts,
             shutdown_requested: false,
+            service_inbox: VecDeque::new(),
         };
         let reply = client.timeouts.reply;
         let opening = async {
@@ -284,6 +287,7 @@ impl<'a, C: Chain> PayerClient<'a, C> {
             peer,
             timeouts,
             shutdown_requested: false,
+            service_inbox: VecDeque::new(),
         };
         client.reestablish().await?;
         Ok(client)
@@ -422,23 +426,63 @@ impl<'a, C: Chain> PayerClient<'a, C> {
     /// Receives and handles messages until `awaited` has arrived, waiting at most `wait` for
     /// each.
     async fn until(&mut self, awaited: Awaited, wait: Duration) -> Result<(), ClientError> {
-        let waiting_for = awaited.what();
         while !awaited.arrived(&self.payer) {
-            let msg = match self.conn.recv(wait).await {
-                Ok(msg) => msg,
-                Err(NetError::Frame(FrameError::Idle { .. })) => {
-                    return Err(ClientError::Timeout { waiting_for, secs: wait.as_secs() })
-                }
-                Err(e) => return Err(ClientError::Connection(e)),
-            };
-            match msg {
-                Message::Error(e) => return Err(ClientError::Refused(e.message)),
-                // Answered by the close command; a payment in progress goes on.
-                Message::Shutdown(_) => self.shutdown_requested = true,
-                msg => {
-                    let actions = self.payer.handle_message(&msg)?;
-                    self.apply(actions).await?;
-                }
+            self.receive(awaited.what(), wait).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends a message of a service that rides on the channel (the file service's
+    /// `file_request`).
+    ///
+    /// # Errors
+    /// [`ClientError::Connection`].
+    pub async fn send_service(&mut self, msg: &Message) -> Result<(), ClientError> {
+        self.conn.send(msg).await.map_err(ClientError::Connection)
+    }
+
+    /// Returns the next service message (`file_offer`, `file_chunk`), or `shutdown` if the
+    /// payee asked to settle, handling the channel's own messages that come before it.
+    ///
+    /// # Errors
+    /// [`ClientError::Refused`] (the payee answered `error`), [`ClientError::Timeout`],
+    /// [`ClientError::Connection`], and those of handling a channel message.
+    pub async fn recv_service(&mut self) -> Result<Message, ClientError> {
+        loop {
+            if let Some(msg) = self.service_inbox.pop_front() {
+                return Ok(msg);
+            }
+            self.receive("a file chunk or offer", self.timeouts.reply).await?;
+        }
+    }
+
+    /// Receives one message and handles it: a channel message goes to the state machine, a
+    /// service message to the service inbox.
+    async fn receive(
+        &mut self,
+        waiting_for: &'static str,
+        wait: Duration,
+    ) -> Result<(), ClientError> {
+        let msg = match self.conn.recv(wait).await {
+            Ok(msg) => msg,
+            Err(NetError::Frame(FrameError::Idle { .. })) => {
+                return Err(ClientError::Timeout { waiting_for, secs: wait.as_secs() })
+            }
+            Err(e) => return Err(ClientError::Connection(e)),
+        };
+        match msg {
+            Message::Error(e) => return Err(ClientError::Refused(e.message)),
+            // Answered by the close command (or a service); a payment in progress goes on.
+            msg @ Message::Shutdown(_) => {
+                self.shutdown_requested = true;
+                self.service_inbox.push_back(msg);
+            }
+            msg @ (Message::FileOffer(_) | Message::FileChunk(_)) => {
+                self.service_inbox.push_back(msg);
+            }
+            msg => {
+                let actions = self.payer.handle_message(&msg)?;
+                self.apply(actions).await?;
             }
         }
         Ok(())

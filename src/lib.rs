@@ -33,6 +33,7 @@ pub mod client;
 pub mod closing;
 pub mod daemon;
 pub mod datadir;
+pub mod files;
 pub mod funding;
 pub mod keys;
 pub mod ladder;

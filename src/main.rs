@@ -6,7 +6,8 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
-use paychan::cli::{self, args::Command, Cli, Output};
+use indicatif::{ProgressBar, ProgressStyle};
+use paychan::cli::{self, args::Command, Cli, Output, Transfer};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -41,8 +42,26 @@ fn main() -> ExitCode {
         }
     };
     let announce = move |out: &Output| print(out, json);
-    let progress = |note: &str| eprintln!("{note}");
-    let ui = cli::Ui { announce: &announce, progress: &progress };
+    // A progress bar only for a person watching (not in a log file or a pipe), made at the
+    // first chunk.
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let bar = std::sync::OnceLock::<ProgressBar>::new();
+    let progress = |note: &str| match bar.get() {
+        Some(bar) => bar.println(note),
+        None => eprintln!("{note}"),
+    };
+    let transfer = |t: Transfer| {
+        if terminal {
+            let bar = bar.get_or_init(transfer_bar);
+            bar.set_length(t.bytes);
+            bar.set_position(t.bytes_done);
+            bar.set_message(format!("chunk {}/{}", t.chunks_done, t.chunks));
+            if t.chunks_done == t.chunks {
+                bar.finish();
+            }
+        }
+    };
+    let ui = cli::Ui { announce: &announce, progress: &progress, transfer: &transfer };
     match runtime.block_on(cli::run(cli, &ui)) {
         Ok(out) => {
             print(&out, json);
@@ -53,6 +72,16 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn transfer_bar() -> ProgressBar {
+    let bar = ProgressBar::new(0);
+    let style = ProgressStyle::with_template(
+        "{bar:40.cyan/blue} {bytes}/{total_bytes} {msg} ({bytes_per_sec}, {eta})",
+    )
+    .expect("a valid template");
+    bar.set_style(style);
+    bar
 }
 
 fn print(out: &Output, json: bool) {

@@ -85,8 +85,9 @@ impl<'de> Deserialize<'de> for ChannelId {
 
 /// Signature bytes as received: parsed and checked only by the state machine, so a bad signature
 /// becomes a typed channel error rather than a decoding failure.
-#[derive(Clone, PartialEq, Eq)]
-pub struct RawSignature(pub Vec<u8>);
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RawSignature(#[serde(with = "hex_bytes")] pub Vec<u8>);
 
 impl From<bitcoin::ecdsa::Signature> for RawSignature {
     fn from(sig: bitcoin::ecdsa::Signature) -> Self {
@@ -100,16 +101,18 @@ impl fmt::Debug for RawSignature {
     }
 }
 
-impl Serialize for RawSignature {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&self.0.as_hex())
-    }
-}
+/// Bytes as lower-case hex on the wire.
+mod hex_bytes {
+    use bitcoin::hex::{DisplayHex, FromHex};
+    use serde::{Deserialize, Deserializer, Serializer};
 
-impl<'de> Deserialize<'de> for RawSignature {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Vec::<u8>::from_hex(&s).map(RawSignature).map_err(serde::de::Error::custom)
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&bytes.as_hex())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Vec::<u8>::from_hex(&s).map_err(serde::de::Error::custom)
     }
 }
 
@@ -247,6 +250,58 @@ pub struct Reestablish {
     pub channel_id: ChannelId,
 }
 
+/// Payer -> payee: asks for the file `name` of the payee's paid file service, from chunk
+/// `from_chunk` on. Without `max_price_per_chunk_sat` it asks only for the offer (a quote). With
+/// it, the payee refuses if its price is higher, and otherwise answers `file_offer` and then
+/// sends one chunk at a time, each only once the one before it is paid (see docs/protocol.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRequest {
+    /// The channel that pays for it.
+    pub channel_id: ChannelId,
+    /// The file's name, as the payee lists it.
+    pub name: String,
+    /// The first chunk wanted (0 for the whole file).
+    pub from_chunk: u64,
+    /// The most the payer pays for a chunk; `None` asks for the offer only.
+    pub max_price_per_chunk_sat: Option<u64>,
+}
+
+/// Payee -> payer: what a file is and costs. `sha256` is the hash of the whole file, which the
+/// payer checks once it has every chunk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileOffer {
+    /// The channel.
+    pub channel_id: ChannelId,
+    /// The file's name.
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// The size of every chunk but the last.
+    pub chunk_size: u32,
+    /// The price of each chunk, in satoshis.
+    pub price_per_chunk_sat: u64,
+    /// The SHA-256 of the whole file.
+    pub sha256: bitcoin::hashes::sha256::Hash,
+    /// What the channel still owes for a chunk sent earlier and not paid (a download broken
+    /// off): the chunks start once it is paid.
+    pub owed_sat: u64,
+}
+
+/// Payee -> payer: chunk `index` of the file offered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileChunk {
+    /// The channel.
+    pub channel_id: ChannelId,
+    /// The chunk's index, from 0.
+    pub index: u64,
+    /// Its bytes.
+    #[serde(with = "hex_bytes")]
+    pub data: Vec<u8>,
+}
+
 /// Either way: the peer refused the last message about this channel, and why. The state of the
 /// side that sends it is unchanged. With the all-zero channel id it is about the connection (a
 /// malformed or oversized frame, a timeout), which the sender then closes.
@@ -275,6 +330,9 @@ pub enum Message {
     ClosingSigned(ClosingSigned),
     ClosingAck(ClosingAck),
     Reestablish(Reestablish),
+    FileRequest(FileRequest),
+    FileOffer(FileOffer),
+    FileChunk(FileChunk),
     Error(ErrorMessage),
 }
 
@@ -293,6 +351,9 @@ impl Message {
             Message::ClosingSigned(m) => m.channel_id,
             Message::ClosingAck(m) => m.channel_id,
             Message::Reestablish(m) => m.channel_id,
+            Message::FileRequest(m) => m.channel_id,
+            Message::FileOffer(m) => m.channel_id,
+            Message::FileChunk(m) => m.channel_id,
             Message::Error(m) => m.channel_id,
         }
     }
@@ -311,6 +372,9 @@ impl Message {
             Message::ClosingSigned(_) => "closing_signed",
             Message::ClosingAck(_) => "closing_ack",
             Message::Reestablish(_) => "reestablish",
+            Message::FileRequest(_) => "file_request",
+            Message::FileOffer(_) => "file_offer",
+            Message::FileChunk(_) => "file_chunk",
             Message::Error(_) => "error",
         }
     }
@@ -385,6 +449,36 @@ mod tests {
                 .unwrap(),
         });
         for m in [open, pay()] {
+            assert_eq!(Message::decode(&m.encode()).unwrap(), m);
+        }
+    }
+
+    #[test]
+    fn file_messages_round_trip_and_the_largest_chunk_fits_a_frame() {
+        let id = ChannelId([2; 32]);
+        let request = Message::FileRequest(FileRequest {
+            channel_id: id,
+            name: "film.bin".into(),
+            from_chunk: 0,
+            max_price_per_chunk_sat: Some(1000),
+        });
+        let offer = Message::FileOffer(FileOffer {
+            channel_id: id,
+            name: "film.bin".into(),
+            size: 5,
+            chunk_size: 2,
+            price_per_chunk_sat: 1000,
+            sha256: bitcoin::hashes::Hash::hash(b"hello"),
+            owed_sat: 0,
+        });
+        let size = crate::files::MAX_CHUNK_SIZE as usize;
+        let chunk = Message::FileChunk(FileChunk {
+            channel_id: id,
+            index: u64::MAX,
+            data: vec![0xab; size],
+        });
+        assert!(chunk.encode().len() <= crate::net::frame::MAX_FRAME);
+        for m in [request, offer, chunk] {
             assert_eq!(Message::decode(&m.encode()).unwrap(), m);
         }
     }

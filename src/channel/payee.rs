@@ -307,12 +307,20 @@ impl Payee {
                 actions.push(Action::Broadcast(tx));
             }
         }
-        let next = f.update_number().saturating_add(1);
-        if f.channel.ladder().usable_locktime(next, tip, self.state.margin).is_err() {
+        if self.near_end(tip) {
             let channel_id = self.state.terms.channel_id;
             actions.push(Action::Send(Message::Shutdown(wire::Shutdown { channel_id })));
         }
         Ok(actions)
+    }
+
+    /// Whether the channel is open and its next payment would fall inside the payee's margin
+    /// of `tip`: time to settle (see [`Payee::request_close`]).
+    pub fn near_end(&self, tip: u32) -> bool {
+        self.open_channel("").is_ok_and(|f| {
+            let next = f.update_number().saturating_add(1);
+            f.channel.ladder().usable_locktime(next, tip, self.state.margin).is_err()
+        })
     }
 
     /// Asks the payer to settle (e.g. when the ladder nears its end).

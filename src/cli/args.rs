@@ -77,6 +77,11 @@ pub enum Command {
     Open(OpenArgs),
     /// Pay SAT more on a channel; returns once the payee acknowledged it.
     Pay(PayArgs),
+    /// Download FILE from a payee's file service (`serve --serve-dir`), paying for each chunk
+    /// as it arrives, on a new channel (--capacity) or an open one (--channel); check the
+    /// whole file against the hash the payee announced, then settle the channel
+    /// cooperatively. Shows a progress bar when stderr is a terminal.
+    Fetch(FetchArgs),
     /// Settle a channel cooperatively: both sign the final split, which is broadcast at once.
     Close(ChannelArg),
     /// Broadcast the newest commitment if the node accepts it now, else say from which tip
@@ -138,6 +143,16 @@ pub struct ServeArgs {
     /// is signed for it yet).
     #[arg(long, default_value_t = 600)]
     pub unfunded_expiry: u64,
+    /// Sell the files in this directory (its regular files, read and hashed at start) to
+    /// payers with `paychan fetch`, chunk by chunk, each chunk sent once the one before is paid.
+    #[arg(long, value_name = "DIR")]
+    pub serve_dir: Option<PathBuf>,
+    /// The price of one chunk, in sat (with --serve-dir).
+    #[arg(long, value_name = "SAT", default_value_t = 1000, requires = "serve_dir")]
+    pub price_per_chunk: u64,
+    /// The size of a chunk in bytes, at most 31744 (with --serve-dir).
+    #[arg(long, value_name = "BYTES", default_value_t = 16384, requires = "serve_dir")]
+    pub chunk_size: u32,
 }
 
 /// `open`.
@@ -149,10 +164,19 @@ pub struct OpenArgs {
     /// The channel's capacity in sat (the most it can pay, before fees).
     #[arg(long)]
     pub capacity: u64,
+    /// The channel's terms.
+    #[command(flatten)]
+    pub terms: TermsArgs,
+}
+
+/// The terms of a new channel, for `open` and `fetch`.
+#[derive(Debug, Args)]
+pub struct TermsArgs {
     /// Blocks from now to the refund's locktime R: how long the channel can stay open.
     #[arg(long, default_value_t = 1008)]
     pub lifetime: u32,
-    /// Blocks between commitment locktimes; each payment uses one step of the lifetime.
+    /// Blocks between commitment locktimes; each payment uses one step of the lifetime, so
+    /// the channel takes about (lifetime - margin) / step payments.
     #[arg(long, default_value_t = 6)]
     pub step: u32,
     /// Fee rate of the funding and channel transactions, sat/vB [default: the node's estimate
@@ -166,6 +190,36 @@ pub struct OpenArgs {
     /// Refuse to sign a commitment final within this many blocks of the tip.
     #[arg(long, default_value_t = 6)]
     pub margin: u32,
+}
+
+/// `fetch`.
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    /// The payee, as NODE_ID@HOST:PORT.
+    #[arg(value_parser = parse_peer)]
+    pub peer: PeerAddr,
+    /// The file's name, as the payee serves it.
+    pub file: String,
+    /// Where to write it (first to PATH.part, renamed once its hash checks out).
+    #[arg(long, value_name = "PATH")]
+    pub out: PathBuf,
+    /// Open a new channel of this capacity in sat to pay with.
+    #[arg(
+        long,
+        value_name = "SAT",
+        required_unless_present = "channel",
+        conflicts_with = "channel"
+    )]
+    pub capacity: Option<u64>,
+    /// Pay on this open channel with the payee instead.
+    #[arg(long, value_parser = parse_channel_id)]
+    pub channel: Option<ChannelId>,
+    /// Refuse the file if one chunk costs more than this, in sat.
+    #[arg(long, value_name = "SAT")]
+    pub max_price: Option<u64>,
+    /// The terms of the channel, if one is opened.
+    #[command(flatten)]
+    pub terms: TermsArgs,
 }
 
 /// `pay`.

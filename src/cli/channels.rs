@@ -5,12 +5,14 @@ use std::time::Duration;
 use bitcoin::{Amount, Transaction};
 use serde_json::{json, Value};
 
-use super::args::{Global, OpenArgs, PayArgs};
+use super::args::{Global, OpenArgs, PayArgs, TermsArgs};
 use super::{connect_node, open_datadir, CliError, Output};
 use crate::chain::{Chain, RpcChain, TxStatus};
 use crate::channel::PayeeConfig;
 use crate::client::{ClientTimeouts, OpenRequest, PayerClient};
 use crate::closing::{ClosingKind, Closure};
+use crate::datadir::DataDir;
+use crate::net::PeerAddr;
 use crate::store::{ChannelRecord, ChannelState};
 use crate::wire::ChannelId;
 
@@ -22,38 +24,14 @@ pub(super) async fn open(
     let mut datadir = open_datadir(g)?;
     datadir.lock()?;
     let chain = connect_node(g)?;
-    let feerate = match a.feerate {
-        Some(f) => f,
-        None => chain.fee_rate(6)?.to_sat_per_vb_ceil(),
-    };
-    let request = OpenRequest {
-        capacity: Amount::from_sat(a.capacity),
-        lifetime: a.lifetime,
-        step: a.step,
-        feerate_sat_per_vb: feerate,
-        margin: a.margin,
-    };
-    let timeouts = client_timeouts(g);
-    let mut client =
-        PayerClient::open(&mut datadir, &chain, a.peer.clone(), &request, timeouts).await?;
+    let client =
+        open_ready(g, &mut datadir, &chain, &a.peer, a.capacity, &a.terms, progress).await?;
     let channel_id = client.channel_id();
-    let funding_txid = client.payer().funded().expect("funded").funding_tx.compute_txid();
-    progress(&format!(
-        "channel {channel_id}: funding {funding_txid} broadcast; waiting for the payee to see \
-         it confirmed"
-    ));
-    if let Err(e) = client.wait_ready().await {
-        // The funding is out: the channel exists. Say which, so the user resumes it rather
-        // than opening another.
-        return Err(CliError::NotApplicable(format!(
-            "channel {channel_id} is funded but not ready yet ({e}); `paychan pay` or \
-             `paychan close` on it picks up from here once the funding is confirmed"
-        )));
-    }
     let f = client.payer().funded().expect("funded once ready");
+    let funding_txid = f.funding_tx.compute_txid();
     let refund_locktime = f.funded.channel.ladder().refund();
     drop(client);
-    let min_conf = a.min_conf.unwrap_or_else(|| PayeeConfig::default_min_conf(g.network));
+    let min_conf = a.terms.min_conf.unwrap_or_else(|| PayeeConfig::default_min_conf(g.network));
     wait_confirmations(&chain, funding_txid, min_conf).await?;
     Ok(Output {
         json: json!({
@@ -69,7 +47,48 @@ pub(super) async fn open(
     })
 }
 
-fn client_timeouts(g: &Global) -> ClientTimeouts {
+/// Opens a channel of `capacity` with `peer` and returns its client once the payee says it is
+/// ready (it has seen the funding's confirmations).
+pub(super) async fn open_ready<'a>(
+    g: &Global,
+    datadir: &'a mut DataDir,
+    chain: &'a RpcChain,
+    peer: &PeerAddr,
+    capacity: u64,
+    terms: &TermsArgs,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<PayerClient<'a, RpcChain>, CliError> {
+    let feerate = match terms.feerate {
+        Some(f) => f,
+        None => chain.fee_rate(6)?.to_sat_per_vb_ceil(),
+    };
+    let request = OpenRequest {
+        capacity: Amount::from_sat(capacity),
+        lifetime: terms.lifetime,
+        step: terms.step,
+        feerate_sat_per_vb: feerate,
+        margin: terms.margin,
+    };
+    let timeouts = client_timeouts(g);
+    let mut client = PayerClient::open(datadir, chain, peer.clone(), &request, timeouts).await?;
+    let channel_id = client.channel_id();
+    let funding_txid = client.payer().funded().expect("funded").funding_tx.compute_txid();
+    progress(&format!(
+        "channel {channel_id}: funding {funding_txid} broadcast; waiting for the payee to see \
+         it confirmed"
+    ));
+    if let Err(e) = client.wait_ready().await {
+        // The funding is out: the channel exists. Say which, so the user resumes it rather
+        // than opening another.
+        return Err(CliError::NotApplicable(format!(
+            "channel {channel_id} is funded but not ready yet ({e}); `paychan pay` or \
+             `paychan close` on it picks up from here once the funding is confirmed"
+        )));
+    }
+    Ok(client)
+}
+
+pub(super) fn client_timeouts(g: &Global) -> ClientTimeouts {
     let wait = Duration::from_secs(g.timeout.max(1));
     let mut timeouts = ClientTimeouts { reply: wait, ..ClientTimeouts::default() };
     timeouts.net.handshake = wait;
@@ -151,7 +170,10 @@ pub(super) async fn close(g: &Global, id: ChannelId) -> Result<Output, CliError>
 
 /// Checks that channel `id` is ours to pay on, before taking the lock: on the payee's side the
 /// daemon holds it, and "in use" would hide the real mistake.
-fn require_payer(datadir: &crate::datadir::DataDir, id: ChannelId) -> Result<(), CliError> {
+pub(super) fn require_payer(
+    datadir: &crate::datadir::DataDir,
+    id: ChannelId,
+) -> Result<(), CliError> {
     match datadir.store.channel(id)? {
         None => Err(CliError::UnknownChannel(id)),
         Some(r) if matches!(r.state, ChannelState::Payee(_)) => {
@@ -169,7 +191,7 @@ fn require_payer(datadir: &crate::datadir::DataDir, id: ChannelId) -> Result<(),
     }
 }
 
-fn paid_to(tx: &Transaction, script: &bitcoin::ScriptBuf) -> u64 {
+pub(super) fn paid_to(tx: &Transaction, script: &bitcoin::ScriptBuf) -> u64 {
     tx.output.iter().filter(|o| &o.script_pubkey == script).map(|o| o.value.to_sat()).sum()
 }
 

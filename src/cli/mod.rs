@@ -6,6 +6,7 @@
 
 pub mod args;
 mod channels;
+mod fetch;
 mod recovery;
 mod serve;
 mod wallet;
@@ -19,6 +20,7 @@ use serde_json::Value;
 
 pub use args::Cli;
 use args::{Command, Global};
+pub use fetch::FetchError;
 
 use crate::chain::{ChainError, RpcChain};
 use crate::channel::ChannelError;
@@ -93,6 +95,9 @@ pub enum CliError {
     /// The daemon.
     #[error(transparent)]
     Daemon(#[from] DaemonError),
+    /// A file download.
+    #[error(transparent)]
+    Fetch(Box<fetch::FetchError>),
     /// No such channel.
     #[error("no channel {0} in this data directory (see: paychan list)")]
     UnknownChannel(ChannelId),
@@ -114,6 +119,27 @@ pub struct Ui<'a> {
     pub announce: &'a (dyn Fn(&Output) + Sync),
     /// Progress for the person waiting (stderr), e.g. while `open` waits for confirmations.
     pub progress: &'a (dyn Fn(&str) + Sync),
+    /// How far a transfer (`fetch`) has come, after each chunk.
+    pub transfer: &'a (dyn Fn(Transfer) + Sync),
+}
+
+impl Ui<'_> {
+    fn progress(&self, note: &str) {
+        (self.progress)(note);
+    }
+}
+
+/// How far a transfer has come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transfer {
+    /// Chunks received and paid.
+    pub chunks_done: u64,
+    /// Chunks in all.
+    pub chunks: u64,
+    /// Bytes received.
+    pub bytes_done: u64,
+    /// Bytes in all.
+    pub bytes: u64,
 }
 
 /// Carries out `cli`, reporting through `ui` while it runs.
@@ -130,6 +156,7 @@ pub async fn run(cli: Cli, ui: &Ui<'_>) -> Result<Output, CliError> {
         Command::Serve(a) => serve::serve(g, &a, ui.announce).await,
         Command::Open(a) => channels::open(g, &a, ui.progress).await,
         Command::Pay(a) => channels::pay(g, &a).await,
+        Command::Fetch(a) => fetch::fetch(g, &a, ui).await,
         Command::Close(a) => channels::close(g, a.channel).await,
         Command::ForceClose(a) => recovery::force_close(g, a.channel),
         Command::Refund(a) => recovery::refund(g, a.channel),

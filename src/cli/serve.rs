@@ -1,6 +1,9 @@
 //! `serve`: the payee daemon.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use bitcoin::Amount;
 
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -8,7 +11,8 @@ use tokio::net::TcpListener;
 use super::args::{Global, ServeArgs};
 use super::{connect_node, open_datadir, CliError, Output};
 use crate::chain::Chain;
-use crate::daemon::{Daemon, DaemonConfig, DaemonError};
+use crate::daemon::{Daemon, DaemonConfig, DaemonError, FileService};
+use crate::files::Catalog;
 
 pub(super) async fn serve(
     g: &Global,
@@ -34,6 +38,12 @@ pub(super) async fn serve(
     config.max_connections_per_ip = a.max_connections_per_ip;
     config.max_unfunded = a.max_unfunded;
     config.unfunded_expiry = Duration::from_secs(a.unfunded_expiry);
+    if let Some(dir) = &a.serve_dir {
+        let catalog = Catalog::read(dir, a.chunk_size).map_err(DaemonError::Files)?;
+        let price_per_chunk = Amount::from_sat(a.price_per_chunk);
+        config.files = Some(FileService { catalog: Arc::new(catalog), price_per_chunk });
+    }
+    let files = config.files.as_ref().map_or(0, |f| f.catalog.len());
     let min_conf = config.min_conf;
     let daemon = Daemon::new(datadir, chain, config)?;
     let listener = TcpListener::bind(&a.listen).await.map_err(DaemonError::Listen)?;
@@ -41,10 +51,14 @@ pub(super) async fn serve(
     let node_id = daemon.node_id();
     let channels = daemon.channel_count();
     announce(&Output {
-        json: json!({ "node_id": node_id.to_string(), "listen": listen.to_string() }),
+        json: json!({
+            "node_id": node_id.to_string(),
+            "listen": listen.to_string(),
+            "files": files,
+        }),
         text: format!(
-            "serving {channels} channel(s) at {node_id}@{listen} (min_conf {min_conf}); \
-             Ctrl-C stops\n"
+            "serving {channels} channel(s) and {files} file(s) at {node_id}@{listen} (min_conf \
+             {min_conf}); Ctrl-C stops\n"
         ),
     });
     daemon.run(listener, stop_signal()).await?;

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bitcoin::secp256k1::{Secp256k1, SecretKey};
-use bitcoin::{Network, PublicKey, Transaction};
+use bitcoin::{Amount, Network, PublicKey, Transaction};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tracing::{debug, info, warn};
@@ -30,14 +30,17 @@ use crate::chain::{Chain, ChainError};
 use crate::channel::{Action, ChannelError, Payee, PayeeConfig};
 use crate::closing::Closure;
 use crate::datadir::{DataDir, DirLock};
+use crate::files::{Catalog, CatalogError, Sale};
 use crate::keys::ChannelSigner;
 use crate::net::{Connection, NetError, Timeouts};
 use crate::store::{ChannelRecord, ChannelState, StoreError, StoreWriter};
 use crate::wallet::{Branch, Wallet, WalletError};
-use crate::wire::{ChannelId, ErrorMessage, Message, OpenChannel};
+use crate::wire::{
+    ChannelId, ErrorMessage, FileChunk, FileOffer, FileRequest, Message, OpenChannel, Shutdown,
+};
 
 /// What the daemon accepts and how patient it is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct DaemonConfig {
     /// The chain.
     pub network: Network,
@@ -63,13 +66,24 @@ pub struct DaemonConfig {
     /// How long an accepted channel may wait for its `funding_created` before it is forgotten.
     /// The payee has signed nothing for it yet, so nothing is at stake.
     pub unfunded_expiry: Duration,
+    /// The paid file service, if this payee sells files.
+    pub files: Option<FileService>,
+}
+
+/// The paid file service: the files served and the price of each chunk.
+#[derive(Debug, Clone)]
+pub struct FileService {
+    /// The files.
+    pub catalog: Arc<Catalog>,
+    /// The price of one chunk.
+    pub price_per_chunk: Amount,
 }
 
 impl DaemonConfig {
     /// Returns the defaults for `network`: [`PayeeConfig::default_min_conf`], a margin of 2
     /// blocks, a step of at least 1 block, 1 sat/vB, the default [`Timeouts`], a poll each
     /// second, 512 connections (below the usual limit of 1024 open files) and 100 per IP
-    /// address, 100 channels awaiting their funding, forgotten after 10 minutes.
+    /// address, 100 channels awaiting their funding, forgotten after 10 minutes, no files.
     pub fn new(network: Network) -> DaemonConfig {
         DaemonConfig {
             network,
@@ -83,6 +97,7 @@ impl DaemonConfig {
             max_connections_per_ip: 100,
             max_unfunded: 100,
             unfunded_expiry: Duration::from_secs(600),
+            files: None,
         }
     }
 }
@@ -112,6 +127,9 @@ pub enum DaemonError {
         #[source]
         source: ChannelError,
     },
+    /// The files to serve cannot be read.
+    #[error("cannot serve the files: {0}")]
+    Files(#[source] CatalogError),
     /// Listening failed.
     #[error("cannot listen: {0}")]
     Listen(#[source] std::io::Error),
@@ -132,6 +150,17 @@ enum Refusal {
     StaleTip,
     #[error("payer messages only: {0} is not one")]
     NotFromPayer(&'static str),
+    #[error("this payee serves no files")]
+    NoFileService,
+    #[error("no file {0:?} here")]
+    NoSuchFile(String),
+    #[error("the price is {0} sat per chunk, above the most offered")]
+    Price(u64),
+    #[error("files are sold on open channels only; this one is {0}")]
+    NotOpenForFiles(&'static str),
+    // The details stay in the payee's log: they name its files.
+    #[error("the payee could not read the file")]
+    FileRead(#[from] CatalogError),
     #[error(transparent)]
     Channel(#[from] ChannelError),
     // The details stay in the payee's log: they name its files.
@@ -152,6 +181,8 @@ struct Slot {
     closed: Option<Closure>,
     /// When this process accepted or loaded it.
     since: Instant,
+    /// The file service's sale on this channel, once the payer asked for a file.
+    sale: Option<Sale>,
 }
 
 type Slots = HashMap<ChannelId, Arc<tokio::sync::Mutex<Slot>>>;
@@ -199,6 +230,7 @@ impl<C: Chain + Send + Sync + 'static> Daemon<C> {
                 peer: None,
                 closed: record.closed,
                 since: Instant::now(),
+                sale: None,
             };
             channels.insert(channel_id, Arc::new(tokio::sync::Mutex::new(slot)));
         }
@@ -407,7 +439,8 @@ impl<C: Chain + Send + Sync + 'static> Shared<C> {
         let (payee, actions) = Payee::accept(open, &config, signer, tip)?;
         self.unfunded.fetch_add(1, Ordering::SeqCst);
         let peer = Some(peer.downgrade());
-        let slot = Slot { payee, key_index, peer, closed: None, since: Instant::now() };
+        let since = Instant::now();
+        let slot = Slot { payee, key_index, peer, closed: None, since, sale: None };
         let slot = Arc::new(tokio::sync::Mutex::new(slot));
         let mut guard = Arc::clone(&slot).lock_owned().await;
         match self.slots().entry(open.channel_id) {
@@ -443,6 +476,10 @@ impl<C: Chain + Send + Sync + 'static> Shared<C> {
             return Err(Refusal::UnknownChannel);
         }
         let slot = &mut *guard;
+        if let Message::FileRequest(request) = msg {
+            slot.peer = Some(peer.downgrade());
+            return self.file_request(slot, request);
+        }
         let tip = match msg {
             Message::Pay(_) => self.fresh_tip()?,
             _ => self.tip.load(Ordering::SeqCst),
@@ -462,7 +499,85 @@ impl<C: Chain + Send + Sync + 'static> Shared<C> {
             slot.payee = before;
             return Err(e.into());
         }
+        if matches!(msg, Message::Pay(_)) {
+            // The payer is here now: ask it to settle while it can, rather than wait for a
+            // block and maybe find it gone.
+            // No next chunk then: it could not be paid for.
+            if slot.payee.near_end(tip) {
+                info!(channel_id = %id, "ladder near its end: asking the payer to settle");
+                self.send(slot, Message::Shutdown(Shutdown { channel_id: id }));
+            } else {
+                self.send_paid_chunk(slot)?;
+            }
+        }
         Ok(())
+    }
+
+    /// Offers the file asked for and, if the payer accepts the price, sends its first chunk,
+    /// unless a chunk is out unpaid on this channel.
+    fn file_request(&self, slot: &mut Slot, request: &FileRequest) -> Result<(), Refusal> {
+        let service = self.config.files.as_ref().ok_or(Refusal::NoFileService)?;
+        let stage = slot.payee.state().stage.name();
+        if !slot.payee.funded().is_some_and(|f| f.ready && f.settlement.is_none()) {
+            return Err(Refusal::NotOpenForFiles(stage));
+        }
+        let file = service
+            .catalog
+            .file(&request.name)
+            .ok_or_else(|| Refusal::NoSuchFile(request.name.clone()))?;
+        let channel_id = request.channel_id;
+        let price = service.price_per_chunk;
+        if request.max_price_per_chunk_sat.is_some_and(|max| price.to_sat() > max) {
+            return Err(Refusal::Price(price.to_sat()));
+        }
+        let sale = slot.sale.get_or_insert_with(|| Sale::new(price));
+        let offer = FileOffer {
+            channel_id,
+            name: file.name.clone(),
+            size: file.size,
+            chunk_size: file.chunk_size,
+            price_per_chunk_sat: service.price_per_chunk.to_sat(),
+            sha256: file.sha256,
+            owed_sat: sale.owed().to_sat(),
+        };
+        self.send(slot, Message::FileOffer(offer));
+        if request.max_price_per_chunk_sat.is_none() {
+            return Ok(());
+        }
+        info!(%channel_id, file = %file.name, chunks = file.chunks(), "file sale starts");
+        let paid = slot.payee.paid();
+        let sale = slot.sale.as_mut().expect("made above");
+        if let Some(index) = sale.request(file, request.from_chunk, paid) {
+            self.send_chunk(slot, index)?;
+        }
+        Ok(())
+    }
+
+    /// Sends the next chunk if the payment just taken paid for the one before.
+    fn send_paid_chunk(&self, slot: &mut Slot) -> Result<(), Refusal> {
+        let paid = slot.payee.paid();
+        match slot.sale.as_mut().and_then(|sale| sale.paid(paid)) {
+            Some(index) => self.send_chunk(slot, index),
+            None => Ok(()),
+        }
+    }
+
+    fn send_chunk(&self, slot: &mut Slot, index: u64) -> Result<(), Refusal> {
+        let file = slot.sale.as_ref().and_then(Sale::file).expect("a chunk of the file on sale");
+        // A small read of a file the page cache most likely holds: not worth a blocking task.
+        let data = file.read_chunk(index).inspect_err(|e| warn!("{e}"))?;
+        let channel_id = slot.payee.state().terms.channel_id;
+        self.send(slot, Message::FileChunk(FileChunk { channel_id, index, data }));
+        Ok(())
+    }
+
+    /// Sends `msg` on the payer's connection, if it is there and reading.
+    fn send(&self, slot: &mut Slot, msg: Message) {
+        let peer = slot.peer.as_ref().and_then(mpsc::WeakSender::upgrade);
+        if peer.is_none_or(|p| p.try_send(msg).is_err()) {
+            // Gone, or not reading: the payer asks again when it reconnects.
+            slot.peer = None;
+        }
     }
 
     /// Carries out `actions` in order. Fails only if a persist fails, and then does nothing
@@ -471,13 +586,7 @@ impl<C: Chain + Send + Sync + 'static> Shared<C> {
         for action in actions {
             match action {
                 Action::Persist => self.persist(slot).await?,
-                Action::Send(msg) => {
-                    let peer = slot.peer.as_ref().and_then(mpsc::WeakSender::upgrade);
-                    if peer.is_none_or(|p| p.try_send(msg).is_err()) {
-                        // Gone, or not reading: the payer asks again when it reconnects.
-                        slot.peer = None;
-                    }
-                }
+                Action::Send(msg) => self.send(slot, msg),
                 Action::Broadcast(tx) => self.broadcast(tx),
                 Action::FundChannel { .. } => unreachable!("only the payer funds"),
             }
@@ -545,5 +654,7 @@ fn is_payee_message(msg: &Message) -> bool {
             | Message::PayAck(_)
             | Message::Shutdown(_)
             | Message::ClosingAck(_)
+            | Message::FileOffer(_)
+            | Message::FileChunk(_)
     )
 }

@@ -1,0 +1,21 @@
+//! The paid file service: a payee serves the files of a directory chunk by chunk, and the payer
+//! pays for each chunk as it arrives.
+//!
+//! - [`Catalog`] (I/O): the files served, with their sizes and SHA-256, and their chunks read
+//!   from disk.
+//! - [`Sale`] (sans-IO, payee): per channel, which chunk goes out next, and when. At most one
+//!   chunk is ever out unpaid on a channel, across every request on it, so a payer that asks
+//!   again and again gets no more than one chunk for free.
+//! - [`Download`] (sans-IO, payer): checks an offer against what the payer will pay, takes the
+//!   chunks in order, and checks the whole file against the announced hash.
+//!
+//! The messages are `file_request`, `file_offer` and `file_chunk` ([`crate::wire`]); payments are
+//! ordinary `pay` messages. See docs/protocol.md.
+
+mod catalog;
+mod download;
+mod sale;
+
+pub use catalog::{Catalog, CatalogError, ServedFile, MAX_CHUNK_SIZE};
+pub use download::{Download, DownloadError};
+pub use sale::Sale;
