@@ -14,7 +14,7 @@
 //!   Nothing else can be paid until then.
 
 use std::collections::VecDeque;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bitcoin::{Amount, Transaction, Txid};
 use tracing::{debug, info};
@@ -166,6 +166,11 @@ pub struct PayerClient<'a, C> {
     shutdown_requested: bool,
     /// Messages of a service riding on the channel, received while waiting for the channel.
     service_inbox: VecDeque<Message>,
+    /// A state change not yet on disk (only while pipelining, see [`PayerClient::pay_pipelined`]):
+    /// saved before anything else leaves.
+    unsaved: bool,
+    /// Whether persists wait for the next send (pipelining).
+    defer_persist: bool,
 }
 
 impl<'a, C: Chain> PayerClient<'a, C> {
@@ -213,6 +218,8 @@ impl<'a, C: Chain> PayerClient<'a, C> {
             timeouts,
             shutdown_requested: false,
             service_inbox: VecDeque::new(),
+            unsaved: false,
+            defer_persist: false,
         };
         let reply = client.timeouts.reply;
         let opening = async {
@@ -267,7 +274,7 @@ impl<'a, C: Chain> PayerClient<'a, C> {
         let conn = match Connection::connect(&peer, timeouts.net).await {
             Ok(conn) => conn,
             Err(e) => {
-                return Err(match payer.funded().and_then(|f| f.pending.as_ref()) {
+                return Err(match payer.funded().and_then(|f| f.pending.back()) {
                     // Nothing new was sent, but an earlier payment is still out there.
                     Some(p) => ClientError::UnreachableInFlight {
                         update: p.number,
@@ -288,13 +295,15 @@ impl<'a, C: Chain> PayerClient<'a, C> {
             timeouts,
             shutdown_requested: false,
             service_inbox: VecDeque::new(),
+            unsaved: false,
+            defer_persist: false,
         };
         client.reestablish().await?;
         Ok(client)
     }
 
     async fn reestablish(&mut self) -> Result<(), ClientError> {
-        let pending = self.payer.funded().and_then(|f| f.pending.clone());
+        let pending = self.payer.funded().and_then(|f| f.pending.back().cloned());
         if let Err(e) = self.apply(self.payer.reestablish()).await {
             return Err(match pending {
                 Some(p) => in_flight(&p, e),
@@ -364,7 +373,8 @@ impl<'a, C: Chain> PayerClient<'a, C> {
         }
         let tip = self.chain.tip()?.height;
         let actions = self.payer.pay(amount, tip)?;
-        let pending = self.payer.funded().and_then(|f| f.pending.clone()).expect("just signed");
+        let pending =
+            self.payer.funded().and_then(|f| f.pending.back().cloned()).expect("just signed");
         let sent = async {
             self.apply(actions).await?;
             self.until(Awaited::Acknowledgement, self.timeouts.reply).await
@@ -377,6 +387,80 @@ impl<'a, C: Chain> PayerClient<'a, C> {
             }
             Err(e @ ClientError::Store(_)) => Err(e),
             Err(e) => Err(in_flight(&pending, e)),
+        }
+    }
+
+    /// Pays each of `amounts` without waiting for each acknowledgement: up to `window` payments
+    /// in flight, signed `batch` at a time and saved with one disk flush per batch (which also
+    /// saves the acknowledgements taken since the last one) before the batch is sent in one
+    /// write. Acknowledgements are taken as they come, several at once when they arrive
+    /// together. Returns once every payment is acknowledged; `on_ack` is told each update
+    /// number acknowledged (an acknowledgement covers every update up to it).
+    ///
+    /// Durability is as for [`PayerClient::pay`]: nothing is sent before it is on disk. An
+    /// acknowledgement not yet saved when the process dies is asked for again on the next
+    /// connection ([`Payer::reestablish`] resends what was in flight).
+    ///
+    /// # Errors
+    /// As [`PayerClient::pay`]; payments already acknowledged stay paid.
+    pub async fn pay_pipelined(
+        &mut self,
+        amounts: &[Amount],
+        window: usize,
+        batch: usize,
+        mut on_ack: impl FnMut(u64),
+    ) -> Result<(), ClientError> {
+        let (window, batch) = (window.max(1), batch.clamp(1, window.max(1)));
+        self.defer_persist = true;
+        let result = async {
+            let mut next = 0;
+            let mut tip = (self.chain.tip()?.height, Instant::now());
+            let mut acked = self.payer.funded().map_or(0, |f| f.funded.update_number());
+            loop {
+                let in_flight = self.payer.funded().map_or(0, |f| f.pending.len());
+                if next == amounts.len() && in_flight == 0 {
+                    break;
+                }
+                if next < amounts.len() && in_flight + batch <= window {
+                    if tip.1.elapsed() > Duration::from_secs(1) {
+                        tip = (self.chain.tip()?.height, Instant::now());
+                    }
+                    let end = (next + batch).min(amounts.len());
+                    let mut sends = Vec::with_capacity(end - next);
+                    for amount in &amounts[next..end] {
+                        for action in self.payer.pay(*amount, tip.0)? {
+                            match action {
+                                Action::Send(msg) => sends.push(msg),
+                                Action::Persist => self.unsaved = true,
+                                other => unreachable!("pay asks only to persist and send: {other:?}"),
+                            }
+                        }
+                    }
+                    next = end;
+                    self.save_if_unsaved()?;
+                    self.conn.send_all(&sends).await.map_err(ClientError::Connection)?;
+                    continue;
+                }
+                self.receive("a payment acknowledgement", self.timeouts.reply).await?;
+                while let Some(msg) = self.conn.reader.try_recv_buffered() {
+                    self.take(msg.map_err(ClientError::Connection)?).await?;
+                }
+                let now = self.payer.funded().map_or(0, |f| f.funded.update_number());
+                if now > acked {
+                    on_ack(now);
+                    acked = now;
+                }
+            }
+            self.save_if_unsaved()
+        }
+        .await;
+        self.defer_persist = false;
+        match result {
+            Err(ClientError::Refused(reason)) => {
+                self.abandon(reason.clone())?;
+                Err(ClientError::Refused(reason))
+            }
+            other => other,
         }
     }
 
@@ -470,6 +554,11 @@ impl<'a, C: Chain> PayerClient<'a, C> {
             }
             Err(e) => return Err(ClientError::Connection(e)),
         };
+        self.take(msg).await
+    }
+
+    /// Handles one message received.
+    async fn take(&mut self, msg: Message) -> Result<(), ClientError> {
         match msg {
             Message::Error(e) => return Err(ClientError::Refused(e.message)),
             // Answered by the close command (or a service); a payment in progress goes on.
@@ -493,9 +582,14 @@ impl<'a, C: Chain> PayerClient<'a, C> {
         let mut queue = VecDeque::from(actions);
         while let Some(action) = queue.pop_front() {
             match action {
+                Action::Persist if self.defer_persist => self.unsaved = true,
                 Action::Persist => self.persist()?,
-                Action::Send(msg) => self.conn.send(&msg).await.map_err(ClientError::Connection)?,
+                Action::Send(msg) => {
+                    self.save_if_unsaved()?;
+                    self.conn.send(&msg).await.map_err(ClientError::Connection)?
+                }
                 Action::Broadcast(tx) => {
+                    self.save_if_unsaved()?;
                     let txid = broadcast(self.chain, &tx)?;
                     info!(%txid, "broadcast");
                 }
@@ -507,6 +601,13 @@ impl<'a, C: Chain> PayerClient<'a, C> {
                     more.into_iter().rev().for_each(|a| queue.push_front(a));
                 }
             }
+        }
+        Ok(())
+    }
+
+    fn save_if_unsaved(&mut self) -> Result<(), ClientError> {
+        if std::mem::take(&mut self.unsaved) {
+            self.persist()?;
         }
         Ok(())
     }
@@ -546,7 +647,7 @@ impl Awaited {
         match self {
             Awaited::RefundSignature => f.is_some(),
             Awaited::Ready => f.is_some_and(|f| f.funded.ready),
-            Awaited::Acknowledgement => f.is_some_and(|f| f.pending.is_none()),
+            Awaited::Acknowledgement => f.is_some_and(|f| f.pending.is_empty()),
             Awaited::SettlementSignature => f.is_some_and(|f| f.funded.settlement.is_some()),
         }
     }

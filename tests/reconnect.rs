@@ -112,3 +112,45 @@ fn a_refused_payment_is_forgotten_and_the_update_number_reused() {
     assert_eq!(pair.payee.funded().unwrap().update_number(), 2);
     assert_eq!(pair.payee.paid(), Amount::from_sat(1_200));
 }
+
+#[test]
+fn pipelined_payments_whose_acks_were_lost_are_resent_and_end_where_the_payee_is() {
+    let mut pair = Pair::open(CAPACITY);
+    let sat = Amount::from_sat;
+    // Five payments signed and sent without waiting; the payee takes the first three, and
+    // every ack is lost.
+    let pays: Vec<Message> = (0..5)
+        .map(|_| route(pair.payer.pay(sat(1000), TIP).unwrap(), &mut pair.out).remove(0))
+        .collect();
+    for pay in &pays[..3] {
+        route(pair.payee.handle_message(pay, TIP).unwrap(), &mut pair.out);
+    }
+    assert_eq!((pair.payer.paid(), pair.payee.paid()), (sat(0), sat(3000)));
+    // Reconnected: the payer resends all five, in order.
+    let resent = route(pair.payer.reestablish(), &mut pair.out);
+    assert_eq!(resent, pays);
+    let taken = pair.payee.state().clone();
+    let mut acks = Vec::new();
+    for pay in &resent {
+        acks.extend(route(pair.payee.handle_message(pay, TIP).unwrap(), &mut pair.out));
+    }
+    // The two older repeats got the newest ack (update 3); the third is an exact repeat; the
+    // last two are new.
+    let updates: Vec<u64> = acks
+        .iter()
+        .map(|m| match m {
+            Message::PayAck(a) => a.update,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(updates, vec![3, 3, 3, 4, 5]);
+    assert_ne!(pair.payee.state(), &taken);
+    for ack in &acks {
+        route(pair.payer.handle_message(ack).unwrap(), &mut pair.out);
+    }
+    assert_eq!((pair.payer.paid(), pair.payee.paid()), (sat(5000), sat(5000)));
+    assert!(pair.payer.funded().unwrap().pending.is_empty());
+    // And they settle on it.
+    let settlement = pair.close();
+    assert!(settlement.output.iter().any(|o| o.value == sat(5000)));
+}

@@ -269,6 +269,21 @@ pub struct FundedChannel {
     pub settlement: Option<SettlementSigs>,
 }
 
+/// A rung of the ladder a new commitment builds on: its number, total and locktime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Rung {
+    pub number: u64,
+    pub paid: Amount,
+    pub locktime: u32,
+}
+
+impl Rung {
+    /// The newest commitment signed by both (or the refund's rung, before any payment).
+    pub fn latest(f: &FundedChannel) -> Rung {
+        Rung { number: f.update_number(), paid: f.paid(), locktime: f.current_locktime() }
+    }
+}
+
 impl FundedChannel {
     /// Starts a funded channel with no payments.
     pub fn new(channel: Channel) -> Self {
@@ -308,15 +323,29 @@ impl FundedChannel {
         tip: u32,
         margin: u32,
     ) -> Result<Transaction, ChannelError> {
-        let expected = self.update_number().saturating_add(1);
+        self.commitment_after(&Rung::latest(self), update, paid, locktime, tip, margin)
+    }
+
+    /// The same checks as [`FundedChannel::next_commitment`], for a commitment on top of
+    /// `after` (the payer's newest payment in flight, when it pipelines).
+    pub(crate) fn commitment_after(
+        &self,
+        after: &Rung,
+        update: u64,
+        paid: Amount,
+        locktime: u32,
+        tip: u32,
+        margin: u32,
+    ) -> Result<Transaction, ChannelError> {
+        let expected = after.number.saturating_add(1);
         if update != expected {
             return Err(ChannelError::UnexpectedUpdate { expected, got: update });
         }
-        let previous = self.paid();
+        let previous = after.paid;
         if paid <= previous {
             return Err(ChannelError::PaidNotIncreasing { previous, proposed: paid });
         }
-        let previous = self.current_locktime();
+        let previous = after.locktime;
         if locktime >= previous {
             return Err(ChannelError::LockTimeNotDecreasing { previous, proposed: locktime });
         }

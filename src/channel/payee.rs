@@ -404,7 +404,8 @@ impl Payee {
     fn on_pay(&mut self, m: &wire::Pay, tip: u32) -> Result<Vec<Action>, ChannelError> {
         let f = self.open_channel("pay")?;
         if let Some(ack) = self.replayed_pay(f, m) {
-            // The payer did not get our ack (lost, or it restarted): send the same one again.
+            // The payer did not get our ack (lost, or it restarted) and resends what it had in
+            // flight: our newest ack answers them all.
             return Ok(vec![Action::Send(ack)]);
         }
         let paid = Amount::from_sat(m.paid_total_sat);
@@ -459,14 +460,16 @@ impl Payee {
         Ok(vec![Action::Persist, Action::Broadcast(signed), Action::Send(ack)])
     }
 
-    /// Returns the ack for `m` if it is exactly the newest payment already taken.
+    /// Returns the ack of the newest payment taken if `m` is exactly that payment again, or
+    /// an older one (a pipelining payer resending everything it had in flight). The ack only
+    /// repeats what the payer already holds or is owed; nothing changes.
     fn replayed_pay(&self, f: &FundedChannel, m: &wire::Pay) -> Option<Message> {
         let latest = f.latest.as_ref()?;
         let same = latest.number == m.update
             && latest.paid.to_sat() == m.paid_total_sat
             && latest.locktime == m.locktime
             && latest.payer_sig.to_vec() == m.signature.0;
-        same.then(|| {
+        (same || m.update < latest.number).then(|| {
             Message::PayAck(wire::PayAck {
                 channel_id: self.state.terms.channel_id,
                 update: latest.number,

@@ -3,9 +3,11 @@
 use bitcoin::{
     ecdsa, Address, Amount, FeeRate, Network, OutPoint, PublicKey, ScriptBuf, Transaction,
 };
+use std::collections::VecDeque;
+
 use serde::{Deserialize, Serialize};
 
-use super::funded::check_id;
+use super::funded::{check_id, Rung};
 use super::{
     Action, Channel, ChannelError, ChannelTerms, FundedChannel, SettlementSigs, SignedUpdate,
     TxKind,
@@ -58,8 +60,10 @@ pub struct PayerFunded {
     pub funding_tx: Transaction,
     /// The payee's signature on the refund.
     pub refund_payee_sig: ecdsa::Signature,
-    /// A payment sent and not yet acknowledged.
-    pub pending: Option<PendingUpdate>,
+    /// Payments signed and sent but not yet acknowledged, oldest first, each on top of the one
+    /// before (pipelining: the payer need not wait for an acknowledgement to pay again).
+    #[serde(deserialize_with = "pending_queue")]
+    pub pending: VecDeque<PendingUpdate>,
     /// The payer's signature on the settlement, once it asked to close.
     pub closing_sig: Option<ecdsa::Signature>,
 }
@@ -262,7 +266,8 @@ impl Payer {
         Ok(vec![Action::Persist, Action::Send(msg)])
     }
 
-    /// Signs a payment of `amount` on top of the total so far and returns the `pay` message.
+    /// Signs a payment of `amount` on top of the total so far (including payments still in
+    /// flight) and returns the `pay` message.
     ///
     /// `tip` is the current chain height: the payer refuses an update whose locktime is within
     /// its margin of the tip.
@@ -270,33 +275,27 @@ impl Payer {
     /// # Errors
     /// [`ChannelError::ZeroPayment`], [`ChannelError::AmountOverflow`],
     /// [`ChannelError::Ladder`] (close the channel), [`ChannelError::Tx`] with
-    /// `InsufficientBalance`, or [`ChannelError::Unexpected`] when not open or a payment is
-    /// already in flight.
+    /// `InsufficientBalance`, or [`ChannelError::Unexpected`] when not open.
     pub fn pay(&mut self, amount: Amount, tip: u32) -> Result<Vec<Action>, ChannelError> {
         let margin = self.state.margin;
         let f = self.open_channel("pay")?;
-        if f.pending.is_some() {
-            return Err(self.unexpected("pay while a payment is in flight"));
-        }
         if amount == Amount::ZERO {
             return Err(ChannelError::ZeroPayment);
         }
-        let paid = f.funded.paid();
+        let after = match f.pending.back() {
+            Some(p) => Rung { number: p.number, paid: p.paid, locktime: p.locktime },
+            None => Rung::latest(&f.funded),
+        };
+        let paid = after.paid;
         let total =
             paid.checked_add(amount).ok_or(ChannelError::AmountOverflow { paid, amount })?;
-        let number = f.funded.update_number().saturating_add(1);
+        let number = after.number.saturating_add(1);
         let locktime = f.funded.channel.ladder().usable_locktime(number, tip, margin)?;
-        let tx = f.funded.next_commitment(number, total, locktime, tip, margin)?;
+        let tx = f.funded.commitment_after(&after, number, total, locktime, tip, margin)?;
         let payer_sig = f.funded.channel.sign(&self.signer, &tx)?;
-        let msg = Message::Pay(wire::Pay {
-            channel_id: self.state.terms.channel_id,
-            update: number,
-            paid_total_sat: total.to_sat(),
-            locktime,
-            signature: payer_sig.into(),
-        });
-        self.funded_mut().pending =
-            Some(PendingUpdate { number, paid: total, locktime, payer_sig });
+        let pending = PendingUpdate { number, paid: total, locktime, payer_sig };
+        let msg = pay_message(self.state.terms.channel_id, &pending);
+        self.funded_mut().pending.push_back(pending);
         Ok(vec![Action::Persist, Action::Send(msg)])
     }
 
@@ -306,7 +305,7 @@ impl Payer {
     /// [`ChannelError::Unexpected`] when not open or while a payment is in flight.
     pub fn close(&mut self) -> Result<Vec<Action>, ChannelError> {
         let f = self.open_channel("close")?;
-        if f.pending.is_some() {
+        if !f.pending.is_empty() {
             return Err(self.unexpected("close while a payment is in flight"));
         }
         let paid = f.funded.paid();
@@ -321,44 +320,40 @@ impl Payer {
         Ok(vec![Action::Persist, Action::Send(msg)])
     }
 
-    /// Returns the message still waiting for its answer, to send again after a lost message or a
-    /// reconnect: the `pay` not yet acknowledged, or the `closing_signed` not yet answered. The
-    /// payee answers an exact repeat with the same acknowledgement and changes nothing.
+    /// Returns the messages still waiting for their answer, to send again after a lost message
+    /// or a reconnect: the `pay`s not yet acknowledged, in order, or the `closing_signed` not
+    /// yet answered. The payee answers an exact repeat of its newest payment with the same
+    /// acknowledgement, and a repeat of an older one with the acknowledgement of its newest;
+    /// it changes nothing for either.
     ///
     /// Returns no action when nothing is waiting.
     pub fn resend_pending(&self) -> Vec<Action> {
         let Some(f) = self.funded() else { return Vec::new() };
         let channel_id = self.state.terms.channel_id;
-        let msg = if let Some(p) = &f.pending {
-            Message::Pay(wire::Pay {
-                channel_id,
-                update: p.number,
-                paid_total_sat: p.paid.to_sat(),
-                locktime: p.locktime,
-                signature: p.payer_sig.into(),
-            })
-        } else if let (Some(sig), None) = (f.closing_sig, &f.funded.settlement) {
-            Message::ClosingSigned(wire::ClosingSigned {
+        if !f.pending.is_empty() {
+            return f.pending.iter().map(|p| Action::Send(pay_message(channel_id, p))).collect();
+        }
+        match (f.closing_sig, &f.funded.settlement) {
+            (Some(sig), None) => vec![Action::Send(Message::ClosingSigned(wire::ClosingSigned {
                 channel_id,
                 paid_total_sat: f.funded.paid().to_sat(),
                 signature: sig.into(),
-            })
-        } else {
-            return Vec::new();
-        };
-        vec![Action::Send(msg)]
+            }))],
+            _ => Vec::new(),
+        }
     }
 
-    /// Forgets the payment in flight after the payee refused it (it answered `error`), so that
-    /// the channel can go on or close. Returns the update forgotten.
+    /// Forgets the payments in flight after the payee refused the oldest (it answered `error`;
+    /// those after it build on it and are refused too), so that the channel can go on or
+    /// close. Returns the oldest update forgotten.
     ///
-    /// The payee holds the payer's signature on it all the same; a payee that lied about
-    /// refusing could complete that commitment and broadcast it, for at most this one
-    /// payment's amount, and only before a settlement confirms. Do not call it for a payment
-    /// that merely went unanswered: resend that one ([`Payer::reestablish`]).
+    /// The payee holds the payer's signatures on them all the same; a payee that lied about
+    /// refusing could complete one of those commitments and broadcast it, for at most the
+    /// amounts in flight, and only before a settlement confirms. Do not call it for payments
+    /// that merely went unanswered: resend those ([`Payer::reestablish`]).
     pub fn abandon_pending(&mut self) -> Option<PendingUpdate> {
         match &mut self.state.stage {
-            PayerStage::Funded(f) => f.pending.take(),
+            PayerStage::Funded(f) => std::mem::take(&mut f.pending).pop_front(),
             _ => None,
         }
     }
@@ -451,7 +446,7 @@ impl Payer {
             funded: FundedChannel::new(channel.clone()),
             funding_tx: funding_tx.clone(),
             refund_payee_sig,
-            pending: None,
+            pending: VecDeque::new(),
             closing_sig: None,
         };
         self.state.stage = PayerStage::Funded(Box::new(funded));
@@ -470,25 +465,35 @@ impl Payer {
         Ok(vec![Action::Persist])
     }
 
+    /// Takes the payee's signature on pending update `update`: it becomes the newest signed
+    /// commitment, and every pending update up to it is done. Acknowledgements normally come in
+    /// order; after a reconnect the payee may acknowledge a later one directly. An
+    /// acknowledgement of an update already signed by both is a repeat and changes nothing.
     fn on_pay_ack(&mut self, update: u64, sig: &RawSignature) -> Result<Vec<Action>, ChannelError> {
         let f = self.funded().ok_or_else(|| self.unexpected("pay_ack"))?;
-        let pending = f.pending.as_ref().ok_or_else(|| self.unexpected("pay_ack"))?;
-        if update != pending.number {
-            return Err(ChannelError::UnexpectedUpdate { expected: pending.number, got: update });
+        if update <= f.funded.update_number() {
+            return Ok(Vec::new());
         }
+        let pending = f.pending.iter().find(|p| p.number == update).ok_or_else(|| {
+            match f.pending.front() {
+                Some(p) => ChannelError::UnexpectedUpdate { expected: p.number, got: update },
+                None => self.unexpected("pay_ack"),
+            }
+        })?;
         let channel = &f.funded.channel;
         let tx = channel.builder().commitment(pending.paid, pending.locktime)?;
         let payee_sig =
             channel.check_signature(&self.signer, TxKind::Commitment(update), &tx, sig)?;
-        let f = self.funded_mut();
-        let pending = f.pending.take().expect("checked above");
-        f.funded.latest = Some(SignedUpdate {
+        let signed = SignedUpdate {
             number: pending.number,
             paid: pending.paid,
             locktime: pending.locktime,
             payer_sig: pending.payer_sig,
             payee_sig,
-        });
+        };
+        let f = self.funded_mut();
+        f.pending.retain(|p| p.number > update);
+        f.funded.latest = Some(signed);
         Ok(vec![Action::Persist])
     }
 
@@ -528,6 +533,34 @@ impl Payer {
     fn unexpected(&self, what: &'static str) -> ChannelError {
         ChannelError::Unexpected { what, state: self.state.stage.name() }
     }
+}
+
+/// The `pay` message of a pending update.
+fn pay_message(channel_id: ChannelId, p: &PendingUpdate) -> Message {
+    Message::Pay(wire::Pay {
+        channel_id,
+        update: p.number,
+        paid_total_sat: p.paid.to_sat(),
+        locktime: p.locktime,
+        signature: p.payer_sig.into(),
+    })
+}
+
+/// Reads the pending payments as a list, or as the single optional payment that states saved
+/// before pipelining hold.
+fn pending_queue<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<VecDeque<PendingUpdate>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Saved {
+        Queue(VecDeque<PendingUpdate>),
+        One(Option<PendingUpdate>),
+    }
+    Ok(match Saved::deserialize(d)? {
+        Saved::Queue(q) => q,
+        Saved::One(one) => one.into_iter().collect(),
+    })
 }
 
 /// Returns `funding_created` for `funding_tx`. The payee gets the transaction without witnesses:

@@ -166,6 +166,8 @@ enum Refusal {
     // The details stay in the payee's log: they name its files.
     #[error("the payee could not save the channel")]
     Store(#[from] StoreError),
+    #[error("the payee could not save the channel")]
+    NotSaved,
     #[error("the payee's wallet failed")]
     Wallet(#[from] WalletError),
 }
@@ -184,6 +186,13 @@ struct Slot {
     /// The file service's sale on this channel, once the payer asked for a file.
     sale: Option<Sale>,
 }
+
+/// Messages queued for one connection. A payer that stops reading loses its messages beyond
+/// this (it asks again when it reconnects); a pipelining payer must keep fewer in flight.
+const OUTBOX: usize = 1024;
+
+/// The most messages taken together from one connection.
+const MAX_BATCH: usize = 256;
 
 type Slots = HashMap<ChannelId, Arc<tokio::sync::Mutex<Slot>>>;
 
@@ -359,20 +368,35 @@ impl<C: Chain + Send + Sync + 'static> Shared<C> {
         };
         debug!(%addr, "payer connected");
         let Connection { mut reader, mut writer } = conn;
-        let (outbox, mut outgoing) = mpsc::channel::<Message>(64);
+        let (outbox, mut outgoing) = mpsc::channel::<Message>(OUTBOX);
         let writing = tokio::spawn(async move {
-            while let Some(msg) = outgoing.recv().await {
-                if let Err(e) = writer.send(&msg).await {
+            let mut msgs = Vec::new();
+            // Whatever is queued goes out in one write.
+            while outgoing.recv_many(&mut msgs, OUTBOX).await > 0 {
+                if let Err(e) = writer.send_all(&msgs).await {
                     debug!(%addr, "send failed: {e}");
                     break;
                 }
+                msgs.clear();
             }
         });
         loop {
-            match reader.recv_idle().await {
-                Ok(msg) => self.on_message(msg, &outbox).await,
-                Err(NetError::Closed) => break,
-                Err(e) => {
+            let first = reader.recv_idle().await;
+            let mut batch = Vec::new();
+            let mut end = first.map(|msg| batch.push(msg)).err();
+            // A pipelining payer's messages come in bursts: take what has arrived together.
+            while end.is_none() && batch.len() < MAX_BATCH {
+                match reader.try_recv_buffered() {
+                    Some(Ok(msg)) => batch.push(msg),
+                    Some(Err(e)) => end = Some(e),
+                    None => break,
+                }
+            }
+            self.on_messages(&batch, &outbox).await;
+            match end {
+                None => {}
+                Some(NetError::Closed) => break,
+                Some(e) => {
                     info!(%addr, "closing connection: {e}");
                     // The all-zero channel id: about the connection, not a channel.
                     let message = e.to_string();
@@ -392,19 +416,31 @@ impl<C: Chain + Send + Sync + 'static> Shared<C> {
         debug!(%addr, "connection closed");
     }
 
-    async fn on_message(&self, msg: Message, peer: &mpsc::Sender<Message>) {
-        let channel_id = msg.channel_id();
-        let kind = msg.name();
-        let result = match &msg {
-            Message::OpenChannel(open) if self.slot(channel_id).is_none() => {
-                self.open_channel(open, peer).await
+    /// Handles messages received together, in order: a run of payments on one channel at
+    /// once (one save for the run), anything else one by one.
+    async fn on_messages(&self, batch: &[Message], peer: &mpsc::Sender<Message>) {
+        let mut rest = batch;
+        while let Some(first) = rest.first() {
+            let id = first.channel_id();
+            let run = match first {
+                Message::Pay(_) => rest
+                    .iter()
+                    .take_while(|m| matches!(m, Message::Pay(p) if p.channel_id == id))
+                    .count(),
+                _ => 1,
+            };
+            let (now, later) = rest.split_at(run);
+            rest = later;
+            let refused = match first {
+                Message::Pay(_) => self.payments(now, peer).await,
+                Message::OpenChannel(open) if self.slot(id).is_none() => {
+                    self.open_channel(open, peer).await.err().map(|e| vec![(first, e)])
+                }
+                _ => self.channel_message(first, peer).await.err().map(|e| vec![(first, e)]),
+            };
+            for (msg, e) in refused.into_iter().flatten() {
+                refuse(peer, msg, &e);
             }
-            _ => self.channel_message(&msg, peer).await,
-        };
-        if let Err(e) = result {
-            info!(%channel_id, "refused {kind}: {e}");
-            let message = e.to_string();
-            let _ = peer.try_send(Message::Error(ErrorMessage { channel_id, message }));
         }
     }
 
@@ -480,17 +516,9 @@ impl<C: Chain + Send + Sync + 'static> Shared<C> {
             slot.peer = Some(peer.downgrade());
             return self.file_request(slot, request);
         }
-        let tip = match msg {
-            Message::Pay(_) => self.fresh_tip()?,
-            _ => self.tip.load(Ordering::SeqCst),
-        };
+        let tip = self.tip.load(Ordering::SeqCst);
         let before = slot.payee.clone();
-        let actions = slot.payee.handle_message(msg, tip).map_err(|e| match e {
-            ChannelError::Unexpected { what, .. } if is_payee_message(msg) => {
-                Refusal::NotFromPayer(what)
-            }
-            e => Refusal::Channel(e),
-        })?;
+        let actions = slot.payee.handle_message(msg, tip).map_err(|e| refusal(msg, e))?;
         // A message the channel took: this connection is now where its payer is.
         slot.peer = Some(peer.downgrade());
         if let Err(e) = self.carry_out(slot, actions).await {
@@ -499,18 +527,59 @@ impl<C: Chain + Send + Sync + 'static> Shared<C> {
             slot.payee = before;
             return Err(e.into());
         }
-        if matches!(msg, Message::Pay(_)) {
-            // The payer is here now: ask it to settle while it can, rather than wait for a
-            // block and maybe find it gone.
-            // No next chunk then: it could not be paid for.
-            if slot.payee.near_end(tip) {
-                info!(channel_id = %id, "ladder near its end: asking the payer to settle");
-                self.send(slot, Message::Shutdown(Shutdown { channel_id: id }));
-            } else {
-                self.send_paid_chunk(slot)?;
+        Ok(())
+    }
+
+    /// Takes payments on one channel, received together: each is checked and countersigned in
+    /// turn, the channel is saved once for all of them, and only then do their
+    /// acknowledgements leave. Returns the ones refused.
+    async fn payments<'m>(
+        &self,
+        pays: &'m [Message],
+        peer: &mpsc::Sender<Message>,
+    ) -> Option<Vec<(&'m Message, Refusal)>> {
+        let id = pays.first()?.channel_id();
+        let all = |e: &dyn Fn() -> Refusal| Some(pays.iter().map(|m| (m, e())).collect());
+        let Some(slot) = self.slot(id) else { return all(&|| Refusal::UnknownChannel) };
+        let mut guard = slot.lock().await;
+        if !self.slot(id).is_some_and(|s| Arc::ptr_eq(&s, &slot)) {
+            return all(&|| Refusal::UnknownChannel);
+        }
+        let slot = &mut *guard;
+        let tip = match self.fresh_tip() {
+            Ok(tip) => tip,
+            Err(_) => return all(&|| Refusal::StaleTip),
+        };
+        let before = slot.payee.clone();
+        let mut refused = Vec::new();
+        let mut actions = Vec::new();
+        for msg in pays {
+            match slot.payee.handle_message(msg, tip) {
+                Ok(more) => actions.extend(more),
+                Err(e) => refused.push((msg, refusal(msg, e))),
             }
         }
-        Ok(())
+        slot.peer = Some(peer.downgrade());
+        // One save, first: every acknowledgement follows a state at least as new as its own.
+        let save = actions.iter().any(|a| matches!(a, Action::Persist));
+        actions.retain(|a| !matches!(a, Action::Persist));
+        if save {
+            actions.insert(0, Action::Persist);
+        }
+        if let Err(e) = self.carry_out(slot, actions).await {
+            warn!(channel_id = %id, "cannot save: {e}");
+            slot.payee = before;
+            return all(&|| Refusal::NotSaved);
+        }
+        // The payer is here now: ask it to settle while it can, rather than wait for a block
+        // and maybe find it gone. No next chunk then: it could not be paid for.
+        if slot.payee.near_end(tip) {
+            info!(channel_id = %id, "ladder near its end: asking the payer to settle");
+            self.send(slot, Message::Shutdown(Shutdown { channel_id: id }));
+        } else if let Err(e) = self.send_paid_chunk(slot) {
+            refused.push((pays.last().expect("not empty"), e));
+        }
+        Some(refused)
     }
 
     /// Offers the file asked for and, if the payer accepts the price, sends its first chunk,
@@ -641,6 +710,22 @@ impl Drop for PerIp {
                 map.remove(&self.ip);
             }
         }
+    }
+}
+
+/// Tells the payer why `msg` was refused.
+fn refuse(peer: &mpsc::Sender<Message>, msg: &Message, e: &Refusal) {
+    let channel_id = msg.channel_id();
+    info!(%channel_id, "refused {}: {e}", msg.name());
+    let message = e.to_string();
+    let _ = peer.try_send(Message::Error(ErrorMessage { channel_id, message }));
+}
+
+/// Why the channel refused `msg`.
+fn refusal(msg: &Message, e: ChannelError) -> Refusal {
+    match e {
+        ChannelError::Unexpected { what, .. } if is_payee_message(msg) => Refusal::NotFromPayer(what),
+        e => Refusal::Channel(e),
     }
 }
 

@@ -16,6 +16,7 @@ use std::time::Duration;
 use bitcoin::secp256k1::SecretKey;
 use bitcoin::PublicKey;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use crate::wire::{Message, WireError};
@@ -127,7 +128,9 @@ pub struct Connection {
 
 /// The receiving half of a [`Connection`].
 pub struct MessageReader {
-    read: OwnedReadHalf,
+    // Buffered: a message is three reads (prefix byte, rest of prefix, payload), and a peer that
+    // pipelines sends many at once.
+    read: BufReader<OwnedReadHalf>,
     timeouts: Timeouts,
 }
 
@@ -206,6 +209,7 @@ impl Connection {
         // Messages are small and each waits for an answer: send them at once.
         let _ = stream.set_nodelay(true);
         let (read, write) = stream.into_split();
+        let read = BufReader::with_capacity(frame::MAX_FRAME + 4, read);
         Connection { reader: MessageReader { read, timeouts }, writer: MessageWriter { write } }
     }
 
@@ -223,6 +227,14 @@ impl Connection {
     /// [`NetError::Closed`], [`NetError::Frame`], [`NetError::Wire`].
     pub async fn recv(&mut self, wait: Duration) -> Result<Message, NetError> {
         self.reader.recv(wait).await
+    }
+
+    /// See [`MessageWriter::send_all`].
+    ///
+    /// # Errors
+    /// As [`MessageWriter::send_all`].
+    pub async fn send_all(&mut self, msgs: &[Message]) -> Result<(), NetError> {
+        self.writer.send_all(msgs).await
     }
 }
 
@@ -244,6 +256,21 @@ impl MessageReader {
         self.recv(self.timeouts.idle).await
     }
 
+    /// Returns the next message if it has already arrived whole (it is in the buffer), without
+    /// waiting: to take a burst of pipelined messages together. `None` if it has not.
+    ///
+    /// # Errors
+    /// As [`MessageReader::recv`].
+    pub fn try_recv_buffered(&mut self) -> Option<Result<Message, NetError>> {
+        let (msg, used) = match frame::decode_frame(self.read.buffer()) {
+            Ok(None) => return None,
+            Ok(Some((payload, used))) => (Message::decode(payload).map_err(NetError::from), used),
+            Err(e) => return Some(Err(e.into())),
+        };
+        self.read.consume(used);
+        Some(msg)
+    }
+
     async fn recv_frame(&mut self, wait: Duration) -> Result<Option<Vec<u8>>, NetError> {
         Ok(frame::read_frame(&mut self.read, wait, self.timeouts.frame).await?)
     }
@@ -256,6 +283,19 @@ impl MessageWriter {
     /// [`NetError::Frame`].
     pub async fn send(&mut self, msg: &Message) -> Result<(), NetError> {
         Ok(frame::write_frame(&mut self.write, &msg.encode()).await?)
+    }
+
+    /// Sends `msgs` in one write.
+    ///
+    /// # Errors
+    /// [`NetError::Frame`] if one is too large or the write fails.
+    pub async fn send_all(&mut self, msgs: &[Message]) -> Result<(), NetError> {
+        let mut bytes = Vec::new();
+        for msg in msgs {
+            bytes.extend(frame::encode_frame(&msg.encode())?);
+        }
+        self.write.write_all(&bytes).await.map_err(FrameError::Io)?;
+        Ok(())
     }
 
     async fn send_json(&mut self, value: &impl serde::Serialize) -> Result<(), NetError> {
