@@ -724,7 +724,9 @@ fn refuse(peer: &mpsc::Sender<Message>, msg: &Message, e: &Refusal) {
 /// Why the channel refused `msg`.
 fn refusal(msg: &Message, e: ChannelError) -> Refusal {
     match e {
-        ChannelError::Unexpected { what, .. } if is_payee_message(msg) => Refusal::NotFromPayer(what),
+        ChannelError::Unexpected { what, .. } if is_payee_message(msg) => {
+            Refusal::NotFromPayer(what)
+        }
         e => Refusal::Channel(e),
     }
 }

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use bitcoin::secp256k1::SecretKey;
 use bitcoin::PublicKey;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
 use crate::wire::{Message, WireError};
