@@ -33,7 +33,10 @@ fn the_payee_broadcasts_its_newest_commitment_once_final_and_records_the_close()
     for _ in 0..3 {
         locktime = payer.json(&["pay", &channel, "7000"])["locktime"].as_u64().unwrap() as u32;
     }
-    // The payer vanishes. One block before the newest commitment is final, nothing goes out.
+    // The payer vanishes, and the payee restarts: it picks the channel up from its store.
+    daemon.kill9();
+    let mut daemon = Daemon::start(&payee, None, &[]);
+    // One block before the newest commitment is final, nothing goes out.
     node.mine_to(locktime - 1);
     std::thread::sleep(Duration::from_millis(600));
     assert!(node.mempool().is_empty(), "broadcast before final: {:?}", node.mempool());
