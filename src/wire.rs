@@ -101,6 +101,25 @@ impl fmt::Debug for RawSignature {
     }
 }
 
+/// A transaction as the hex of its consensus encoding. Decoded with
+/// `consensus::encode::deserialize_hex`, which errs on bad input: bitcoin 0.32's
+/// `consensus::serde::With<Hex>` panics on a transaction that ends early (found by the
+/// `frame_decode` fuzz target).
+mod tx_hex {
+    use bitcoin::consensus::encode::{deserialize_hex, serialize_hex};
+    use bitcoin::Transaction;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(tx: &Transaction, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&serialize_hex(tx))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Transaction, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        deserialize_hex(&s).map_err(serde::de::Error::custom)
+    }
+}
+
 /// Bytes as lower-case hex on the wire.
 mod hex_bytes {
     use bitcoin::hex::{DisplayHex, FromHex};
@@ -158,7 +177,7 @@ pub struct FundingCreated {
     /// The channel.
     pub channel_id: ChannelId,
     /// The funding transaction with empty witnesses.
-    #[serde(with = "bitcoin::consensus::serde::With::<bitcoin::consensus::serde::Hex>")]
+    #[serde(with = "tx_hex")]
     pub funding_tx: Transaction,
     /// The index of the funding output.
     pub vout: u32,
@@ -480,6 +499,20 @@ mod tests {
         assert!(chunk.encode().len() <= crate::net::frame::MAX_FRAME);
         for m in [request, offer, chunk] {
             assert_eq!(Message::decode(&m.encode()).unwrap(), m);
+        }
+    }
+
+    #[test]
+    fn a_truncated_funding_transaction_is_malformed_not_a_panic() {
+        for tx in ["", "02", "0200000001"] {
+            let json = format!(
+                r#"{{"version":1,"message":{{"type":"funding_created","channel_id":"{}","funding_tx":"{tx}","vout":0}}}}"#,
+                ChannelId([7; 32])
+            );
+            assert!(
+                matches!(Message::decode(json.as_bytes()), Err(WireError::Malformed(_))),
+                "{tx:?}"
+            );
         }
     }
 
