@@ -95,8 +95,15 @@ fn the_payer_watch_broadcasts_the_refund_at_r_and_resumes_after_a_restart() {
     assert_eq!(watching["channels"][0]["refund_locktime"], refund);
     node.mine_to(refund - 1);
     assert_eq!(watch.quiet_for(Duration::from_millis(600)), None);
-    // Stopped and started again: it picks up from the store.
-    drop(watch);
+    // Stopped (SIGTERM: it says what it saw, nothing) and started again: it picks up from the
+    // store.
+    watch.terminate();
+    let done = watch.next(Duration::from_secs(10));
+    assert_eq!(
+        (done["event"].as_str(), done["closed"].as_array().map(Vec::len)),
+        (Some("done"), Some(0))
+    );
+    assert!(watch.wait());
     let watch = Watch::start(&payer, &[]);
     assert_eq!(watch.next(Duration::from_secs(10))["event"], "watching");
     node.mine_to(refund);

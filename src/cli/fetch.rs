@@ -115,9 +115,11 @@ pub(super) async fn fetch(g: &Global, a: &FetchArgs, ui: &Ui<'_>) -> Result<Outp
     let payer_sat = paid_to(&tx, &terms.payer_script);
     let f = client.payer().funded().expect("settled");
     let payee_sat = paid_to(&tx, &f.funded.channel.params().payee_script);
+    let funding = f.funded.channel.params().funding_outpoint;
     Ok(Output {
         json: json!({
             "channel_id": channel_id.to_string(),
+            "funding_outpoint": funding.to_string(),
             "file": a.file,
             "out": a.out.display().to_string(),
             "bytes": size,

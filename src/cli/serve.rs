@@ -61,30 +61,7 @@ pub(super) async fn serve(
              {min_conf}); Ctrl-C stops\n"
         ),
     });
-    daemon.run(listener, stop_signal()).await?;
+    daemon.run(listener, super::stop_signal()).await?;
     // Everything was said when it started: exactly one JSON object per command.
     Ok(Output { json: serde_json::Value::Null, text: String::new() })
-}
-
-/// Completes on Ctrl-C or SIGTERM.
-async fn stop_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }

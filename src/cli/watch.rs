@@ -2,7 +2,8 @@
 //! payer channel not yet closed on chain, broadcasts what the payer is owed once it is final,
 //! then records the transaction that closed the channel, whoever sent it.
 //!
-//! It takes no lock and writes only the closure column (`Store::record_closure`), so it can run
+//! It stops on Ctrl-C or SIGTERM (printing what it saw), and once every channel it watches is
+//! closed. It takes no lock and writes only the closure column (`Store::record_closure`), so it can run
 //! next to `pay` and `close`; each poll re-reads the channels, so it sees their newest state.
 
 use std::collections::{HashMap, HashSet};
@@ -41,6 +42,9 @@ pub(super) async fn watch(
     let poll = Duration::from_millis(a.poll_ms.max(10));
     let mut watcher = Watcher::default();
     let mut first = true;
+    // Made once: a signal that comes while a poll runs still stops the next wait.
+    let stop = super::stop_signal();
+    tokio::pin!(stop);
     loop {
         let watched = watched(&datadir, a.channel)?;
         if first {
@@ -67,7 +71,7 @@ pub(super) async fn watch(
         }
         tokio::select! {
             () = tokio::time::sleep(poll) => {}
-            _ = tokio::signal::ctrl_c() => break,
+            () = &mut stop => break,
         }
     }
     let closed: Vec<_> = watcher.closed.iter().map(|(id, c)| channel_closure(*id, c)).collect();

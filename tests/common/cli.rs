@@ -81,7 +81,7 @@ impl Party {
         stderr
     }
 
-    /// Hands out an address and mines 101 blocks to it: one spendable coinbase.
+    /// Hands out an address and mines 101 blocks to it: spendable coinbases (two on a fresh chain).
     pub fn fund(&self, node: &Node) {
         let address = self.json(&["address"]);
         let address: Address<_> = address["address"].as_str().unwrap().parse().unwrap();
@@ -162,6 +162,12 @@ impl Watch {
     /// Whether an event came within `wait`.
     pub fn quiet_for(&self, wait: Duration) -> Option<Value> {
         self.events.recv_timeout(wait).ok()
+    }
+
+    /// Sends it SIGTERM.
+    pub fn terminate(&self) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
     }
 
     /// Waits for it to exit on its own; returns whether it succeeded.
