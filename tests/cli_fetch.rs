@@ -99,39 +99,26 @@ fn a_file_too_dear_or_missing_costs_nothing_and_an_open_channel_can_buy_it() {
     let out = tempfile::tempdir().unwrap();
     let target = out.path().join("f");
     let target = target.to_str().unwrap();
-    let err = shop.payer.fails(&[
-        "fetch",
-        &shop.daemon.peer(),
-        "film.bin",
-        "--out",
-        target,
-        "--channel",
-        channel,
-        "--max-price",
-        "999",
-    ]);
+    let peer = shop.daemon.peer();
+    let on_channel = |file: &'static str, extra: &[&'static str]| -> Vec<String> {
+        let args = ["fetch", &peer, file, "--out", target, "--channel", channel];
+        args.iter().chain(extra).map(|a| a.to_string()).collect()
+    };
+    let run = |args: Vec<String>, ok: bool| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        if ok {
+            (shop.payer.json(&args), String::new())
+        } else {
+            (serde_json::Value::Null, shop.payer.fails(&args))
+        }
+    };
+    let (_, err) = run(on_channel("film.bin", &["--max-price", "999"]), false);
     assert!(err.contains("1000 sat per chunk, more than the 999 sat allowed"), "{err}");
-    let err = shop.payer.fails(&[
-        "fetch",
-        &shop.daemon.peer(),
-        "nope.bin",
-        "--out",
-        target,
-        "--channel",
-        channel,
-    ]);
+    let (_, err) = run(on_channel("nope.bin", &[]), false);
     assert!(err.contains("no file \"nope.bin\""), "{err}");
     assert_eq!(shop.payer.channel(channel)["paid_total_sat"], 0);
     // Then the same channel buys it.
-    let got = shop.payer.json(&[
-        "fetch",
-        &shop.daemon.peer(),
-        "film.bin",
-        "--out",
-        target,
-        "--channel",
-        channel,
-    ]);
+    let (got, _) = run(on_channel("film.bin", &[]), true);
     assert_eq!((got["chunks"].as_u64(), got["paid_sat"].as_u64()), (Some(5), Some(5_000)));
     assert_eq!(std::fs::read(target).unwrap(), data);
 }
