@@ -11,33 +11,33 @@
 //! leaves before the commitment it acknowledges is on disk.
 
 mod chain_watch;
+mod file_sale;
+mod messages;
 
-use std::collections::hash_map::Entry;
+pub use file_sale::FileService;
+use messages::Refusal;
+
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bitcoin::secp256k1::{Secp256k1, SecretKey};
-use bitcoin::{Amount, Network, PublicKey, Transaction};
-use tokio::net::{TcpListener, TcpStream};
+use bitcoin::{Network, PublicKey, Transaction};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::chain::{Chain, ChainError};
 use crate::channel::{Action, ChannelError, Payee, PayeeConfig};
 use crate::closing::Closure;
 use crate::datadir::{DataDir, DirLock};
-use crate::files::{Catalog, CatalogError, Sale};
-use crate::keys::ChannelSigner;
-use crate::net::{Connection, NetError, Timeouts};
+use crate::files::{CatalogError, Sale};
+use crate::net::Timeouts;
 use crate::store::{ChannelRecord, ChannelState, StoreError, StoreWriter};
-use crate::wallet::{Branch, Wallet, WalletError};
-use crate::wire::{
-    ChannelId, ErrorMessage, FileChunk, FileOffer, FileRequest, Message, OpenChannel, Shutdown,
-};
+use crate::wallet::{Wallet, WalletError};
+use crate::wire::{ChannelId, Message};
 
 /// What the daemon accepts and how patient it is.
 #[derive(Debug, Clone)]
@@ -68,15 +68,6 @@ pub struct DaemonConfig {
     pub unfunded_expiry: Duration,
     /// The paid file service, if this payee sells files.
     pub files: Option<FileService>,
-}
-
-/// The paid file service: the files served and the price of each chunk.
-#[derive(Debug, Clone)]
-pub struct FileService {
-    /// The files.
-    pub catalog: Arc<Catalog>,
-    /// The price of one chunk.
-    pub price_per_chunk: Amount,
 }
 
 impl DaemonConfig {
@@ -139,39 +130,6 @@ pub enum DaemonError {
     WatcherStopped,
 }
 
-/// Why a message was refused; sent back to the payer in an `error` message.
-#[derive(Debug, thiserror::Error)]
-enum Refusal {
-    #[error("unknown channel")]
-    UnknownChannel,
-    #[error("too many channels are waiting for their funding; try again later")]
-    TooManyUnfunded,
-    #[error("the payee cannot reach its bitcoin node; try again later")]
-    StaleTip,
-    #[error("payer messages only: {0} is not one")]
-    NotFromPayer(&'static str),
-    #[error("this payee serves no files")]
-    NoFileService,
-    #[error("no file {0:?} here")]
-    NoSuchFile(String),
-    #[error("the price is {0} sat per chunk, above the most offered")]
-    Price(u64),
-    #[error("files are sold on open channels only; this one is {0}")]
-    NotOpenForFiles(&'static str),
-    // The details stay in the payee's log: they name its files.
-    #[error("the payee could not read the file")]
-    FileRead(#[from] CatalogError),
-    #[error(transparent)]
-    Channel(#[from] ChannelError),
-    // The details stay in the payee's log: they name its files.
-    #[error("the payee could not save the channel")]
-    Store(#[from] StoreError),
-    #[error("the payee could not save the channel")]
-    NotSaved,
-    #[error("the payee's wallet failed")]
-    Wallet(#[from] WalletError),
-}
-
 /// One channel, behind its own lock.
 struct Slot {
     payee: Payee,
@@ -186,13 +144,6 @@ struct Slot {
     /// The file service's sale on this channel, once the payer asked for a file.
     sale: Option<Sale>,
 }
-
-/// Messages queued for one connection. A payer that stops reading loses its messages beyond
-/// this (it asks again when it reconnects); a pipelining payer must keep fewer in flight.
-const OUTBOX: usize = 1024;
-
-/// The most messages taken together from one connection.
-const MAX_BATCH: usize = 256;
 
 type Slots = HashMap<ChannelId, Arc<tokio::sync::Mutex<Slot>>>;
 
@@ -358,288 +309,6 @@ impl<C: Chain + Send + Sync + 'static> Shared<C> {
         tokio::task::spawn_blocking(move || call(&chain)).await.expect("node calls do not panic")
     }
 
-    async fn connection(self: Arc<Self>, stream: TcpStream, addr: SocketAddr) {
-        let conn = match Connection::accept(stream, &self.node_secret, self.config.timeouts).await {
-            Ok(conn) => conn,
-            Err(e) => {
-                info!(%addr, "handshake failed: {e}");
-                return;
-            }
-        };
-        debug!(%addr, "payer connected");
-        let Connection { mut reader, mut writer } = conn;
-        let (outbox, mut outgoing) = mpsc::channel::<Message>(OUTBOX);
-        let writing = tokio::spawn(async move {
-            let mut msgs = Vec::new();
-            // Whatever is queued goes out in one write.
-            while outgoing.recv_many(&mut msgs, OUTBOX).await > 0 {
-                if let Err(e) = writer.send_all(&msgs).await {
-                    debug!(%addr, "send failed: {e}");
-                    break;
-                }
-                msgs.clear();
-            }
-        });
-        loop {
-            let first = reader.recv_idle().await;
-            let mut batch = Vec::new();
-            let mut end = first.map(|msg| batch.push(msg)).err();
-            // A pipelining payer's messages come in bursts: take what has arrived together.
-            while end.is_none() && batch.len() < MAX_BATCH {
-                match reader.try_recv_buffered() {
-                    Some(Ok(msg)) => batch.push(msg),
-                    Some(Err(e)) => end = Some(e),
-                    None => break,
-                }
-            }
-            self.on_messages(&batch, &outbox).await;
-            match end {
-                None => {}
-                Some(NetError::Closed) => break,
-                Some(e) => {
-                    info!(%addr, "closing connection: {e}");
-                    // The all-zero channel id: about the connection, not a channel.
-                    let message = e.to_string();
-                    let error = ErrorMessage { channel_id: ChannelId([0; 32]), message };
-                    let _ = outbox.try_send(Message::Error(error));
-                    break;
-                }
-            }
-        }
-        drop(outbox);
-        // Let queued answers go out (the writer ends once they are), but do not wait on a peer
-        // that does not read.
-        let mut writing = writing;
-        if tokio::time::timeout(self.config.timeouts.frame, &mut writing).await.is_err() {
-            writing.abort();
-        }
-        debug!(%addr, "connection closed");
-    }
-
-    /// Handles messages received together, in order: a run of payments on one channel at
-    /// once (one save for the run), anything else one by one.
-    async fn on_messages(&self, batch: &[Message], peer: &mpsc::Sender<Message>) {
-        let mut rest = batch;
-        while let Some(first) = rest.first() {
-            let id = first.channel_id();
-            let run = match first {
-                Message::Pay(_) => rest
-                    .iter()
-                    .take_while(|m| matches!(m, Message::Pay(p) if p.channel_id == id))
-                    .count(),
-                _ => 1,
-            };
-            let (now, later) = rest.split_at(run);
-            rest = later;
-            let refused = match first {
-                Message::Pay(_) => self.payments(now, peer).await,
-                Message::OpenChannel(open) if self.slot(id).is_none() => {
-                    self.open_channel(open, peer).await.err().map(|e| vec![(first, e)])
-                }
-                _ => self.channel_message(first, peer).await.err().map(|e| vec![(first, e)]),
-            };
-            for (msg, e) in refused.into_iter().flatten() {
-                refuse(peer, msg, &e);
-            }
-        }
-    }
-
-    async fn open_channel(
-        &self,
-        open: &OpenChannel,
-        peer: &mpsc::Sender<Message>,
-    ) -> Result<(), Refusal> {
-        if self.unfunded.load(Ordering::SeqCst) >= self.config.max_unfunded {
-            return Err(Refusal::TooManyUnfunded);
-        }
-        let tip = self.fresh_tip()?;
-        let c = &self.config;
-        let mut config = PayeeConfig {
-            network: c.network,
-            payout: self.wallet().address(Branch::Receive, 0)?,
-            margin: c.margin,
-            min_step: c.min_step,
-            min_feerate_sat_per_vb: c.min_feerate_sat_per_vb,
-            min_conf: c.min_conf,
-        };
-        // Check the terms with a stand-in key and address first: a refused open uses up
-        // neither a key index nor an address.
-        Payee::accept(open, &config, ChannelSigner::random(), tip)?;
-        // A fresh key per channel: the funding script must be new (see `Payee::accept`).
-        let key_index = self.store.reserve_key_index().await?;
-        let signer = {
-            let mut wallet = self.wallet();
-            config.payout = wallet.new_address()?;
-            wallet.channel_signer(key_index)?
-        };
-        let (payee, actions) = Payee::accept(open, &config, signer, tip)?;
-        self.unfunded.fetch_add(1, Ordering::SeqCst);
-        let peer = Some(peer.downgrade());
-        let since = Instant::now();
-        let slot = Slot { payee, key_index, peer, closed: None, since, sale: None };
-        let slot = Arc::new(tokio::sync::Mutex::new(slot));
-        let mut guard = Arc::clone(&slot).lock_owned().await;
-        match self.slots().entry(open.channel_id) {
-            Entry::Vacant(v) => v.insert(slot),
-            // Two opens of one id raced and the other one won.
-            Entry::Occupied(_) => {
-                let e = ChannelError::Unexpected { what: "open_channel", state: "already open" };
-                return Err(e.into());
-            }
-        };
-        info!(channel_id = %open.channel_id, capacity_sat = open.capacity_sat, "channel proposed");
-        if let Err(e) = self.carry_out(&mut guard, actions).await {
-            self.slots().remove(&open.channel_id);
-            return Err(e.into());
-        }
-        Ok(())
-    }
-
-    async fn channel_message(
-        &self,
-        msg: &Message,
-        peer: &mpsc::Sender<Message>,
-    ) -> Result<(), Refusal> {
-        if matches!(msg, Message::Error(_)) {
-            // The payer refused something we sent; it has said why, and our state stands.
-            return Ok(());
-        }
-        let id = msg.channel_id();
-        let slot = self.slot(id).ok_or(Refusal::UnknownChannel)?;
-        let mut guard = slot.lock().await;
-        if !self.slot(id).is_some_and(|s| Arc::ptr_eq(&s, &slot)) {
-            // Its open failed to save while we waited: it is gone.
-            return Err(Refusal::UnknownChannel);
-        }
-        let slot = &mut *guard;
-        if let Message::FileRequest(request) = msg {
-            slot.peer = Some(peer.downgrade());
-            return self.file_request(slot, request);
-        }
-        let tip = self.tip.load(Ordering::SeqCst);
-        let before = slot.payee.clone();
-        let actions = slot.payee.handle_message(msg, tip).map_err(|e| refusal(msg, e))?;
-        // A message the channel took: this connection is now where its payer is.
-        slot.peer = Some(peer.downgrade());
-        if let Err(e) = self.carry_out(slot, actions).await {
-            // Not on disk, so not done: go back to what is.
-            warn!(channel_id = %id, "cannot save: {e}");
-            slot.payee = before;
-            return Err(e.into());
-        }
-        Ok(())
-    }
-
-    /// Takes payments on one channel, received together: each is checked and countersigned in
-    /// turn, the channel is saved once for all of them, and only then do their
-    /// acknowledgements leave. Returns the ones refused.
-    async fn payments<'m>(
-        &self,
-        pays: &'m [Message],
-        peer: &mpsc::Sender<Message>,
-    ) -> Option<Vec<(&'m Message, Refusal)>> {
-        let id = pays.first()?.channel_id();
-        let all = |e: &dyn Fn() -> Refusal| Some(pays.iter().map(|m| (m, e())).collect());
-        let Some(slot) = self.slot(id) else { return all(&|| Refusal::UnknownChannel) };
-        let mut guard = slot.lock().await;
-        if !self.slot(id).is_some_and(|s| Arc::ptr_eq(&s, &slot)) {
-            return all(&|| Refusal::UnknownChannel);
-        }
-        let slot = &mut *guard;
-        let tip = match self.fresh_tip() {
-            Ok(tip) => tip,
-            Err(_) => return all(&|| Refusal::StaleTip),
-        };
-        let before = slot.payee.clone();
-        let mut refused = Vec::new();
-        let mut actions = Vec::new();
-        for msg in pays {
-            match slot.payee.handle_message(msg, tip) {
-                Ok(more) => actions.extend(more),
-                Err(e) => refused.push((msg, refusal(msg, e))),
-            }
-        }
-        slot.peer = Some(peer.downgrade());
-        // One save, first: every acknowledgement follows a state at least as new as its own.
-        let save = actions.iter().any(|a| matches!(a, Action::Persist));
-        actions.retain(|a| !matches!(a, Action::Persist));
-        if save {
-            actions.insert(0, Action::Persist);
-        }
-        if let Err(e) = self.carry_out(slot, actions).await {
-            warn!(channel_id = %id, "cannot save: {e}");
-            slot.payee = before;
-            return all(&|| Refusal::NotSaved);
-        }
-        // The payer is here now: ask it to settle while it can, rather than wait for a block
-        // and maybe find it gone. No next chunk then: it could not be paid for.
-        if slot.payee.near_end(tip) {
-            info!(channel_id = %id, "ladder near its end: asking the payer to settle");
-            self.send(slot, Message::Shutdown(Shutdown { channel_id: id }));
-        } else if let Err(e) = self.send_paid_chunk(slot) {
-            refused.push((pays.last().expect("not empty"), e));
-        }
-        Some(refused)
-    }
-
-    /// Offers the file asked for and, if the payer accepts the price, sends its first chunk,
-    /// unless a chunk is out unpaid on this channel.
-    fn file_request(&self, slot: &mut Slot, request: &FileRequest) -> Result<(), Refusal> {
-        let service = self.config.files.as_ref().ok_or(Refusal::NoFileService)?;
-        let stage = slot.payee.state().stage.name();
-        if !slot.payee.funded().is_some_and(|f| f.ready && f.settlement.is_none()) {
-            return Err(Refusal::NotOpenForFiles(stage));
-        }
-        let file = service
-            .catalog
-            .file(&request.name)
-            .ok_or_else(|| Refusal::NoSuchFile(request.name.clone()))?;
-        let channel_id = request.channel_id;
-        let price = service.price_per_chunk;
-        if request.max_price_per_chunk_sat.is_some_and(|max| price.to_sat() > max) {
-            return Err(Refusal::Price(price.to_sat()));
-        }
-        let sale = slot.sale.get_or_insert_with(|| Sale::new(price));
-        let offer = FileOffer {
-            channel_id,
-            name: file.name.clone(),
-            size: file.size,
-            chunk_size: file.chunk_size,
-            price_per_chunk_sat: service.price_per_chunk.to_sat(),
-            sha256: file.sha256,
-            owed_sat: sale.owed().to_sat(),
-        };
-        self.send(slot, Message::FileOffer(offer));
-        if request.max_price_per_chunk_sat.is_none() {
-            return Ok(());
-        }
-        info!(%channel_id, file = %file.name, chunks = file.chunks(), "file sale starts");
-        let paid = slot.payee.paid();
-        let sale = slot.sale.as_mut().expect("made above");
-        if let Some(index) = sale.request(file, request.from_chunk, paid) {
-            self.send_chunk(slot, index)?;
-        }
-        Ok(())
-    }
-
-    /// Sends the next chunk if the payment just taken paid for the one before.
-    fn send_paid_chunk(&self, slot: &mut Slot) -> Result<(), Refusal> {
-        let paid = slot.payee.paid();
-        match slot.sale.as_mut().and_then(|sale| sale.paid(paid)) {
-            Some(index) => self.send_chunk(slot, index),
-            None => Ok(()),
-        }
-    }
-
-    fn send_chunk(&self, slot: &mut Slot, index: u64) -> Result<(), Refusal> {
-        let file = slot.sale.as_ref().and_then(Sale::file).expect("a chunk of the file on sale");
-        // A small read of a file the page cache most likely holds: not worth a blocking task.
-        let data = file.read_chunk(index).inspect_err(|e| warn!("{e}"))?;
-        let channel_id = slot.payee.state().terms.channel_id;
-        self.send(slot, Message::FileChunk(FileChunk { channel_id, index, data }));
-        Ok(())
-    }
-
     /// Sends `msg` on the payer's connection, if it is there and reading.
     fn send(&self, slot: &mut Slot, msg: Message) {
         let peer = slot.peer.as_ref().and_then(mpsc::WeakSender::upgrade);
@@ -711,37 +380,4 @@ impl Drop for PerIp {
             }
         }
     }
-}
-
-/// Tells the payer why `msg` was refused.
-fn refuse(peer: &mpsc::Sender<Message>, msg: &Message, e: &Refusal) {
-    let channel_id = msg.channel_id();
-    info!(%channel_id, "refused {}: {e}", msg.name());
-    let message = e.to_string();
-    let _ = peer.try_send(Message::Error(ErrorMessage { channel_id, message }));
-}
-
-/// Why the channel refused `msg`.
-fn refusal(msg: &Message, e: ChannelError) -> Refusal {
-    match e {
-        ChannelError::Unexpected { what, .. } if is_payee_message(msg) => {
-            Refusal::NotFromPayer(what)
-        }
-        e => Refusal::Channel(e),
-    }
-}
-
-/// Whether `msg` is one the payee sends (and so never takes).
-fn is_payee_message(msg: &Message) -> bool {
-    matches!(
-        msg,
-        Message::AcceptChannel(_)
-            | Message::RefundSigned(_)
-            | Message::ChannelReady(_)
-            | Message::PayAck(_)
-            | Message::Shutdown(_)
-            | Message::ClosingAck(_)
-            | Message::FileOffer(_)
-            | Message::FileChunk(_)
-    )
 }
