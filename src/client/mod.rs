@@ -13,18 +13,21 @@
 //!   in flight: the next connection offers it again, and the payee takes it or has it already.
 //!   Nothing else can be paid until then.
 
+mod error;
+
+pub use error::ClientError;
+
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bitcoin::{Amount, Transaction, Txid};
 use tracing::{debug, info};
 
-use crate::chain::{Chain, ChainError, Rejection};
-use crate::channel::{Action, ChannelError, Payer, PayerConfig, PayerStage};
+use crate::chain::{Chain, Rejection};
+use crate::channel::{Action, Payer, PayerConfig, PayerStage};
 use crate::datadir::DataDir;
 use crate::net::{Connection, FrameError, NetError, PeerAddr, Timeouts};
-use crate::store::{ChannelRecord, ChannelState, StoreError};
-use crate::wallet::WalletError;
+use crate::store::{ChannelRecord, ChannelState};
 use crate::wire::{self, ChannelId, Message};
 
 /// How long the payer waits for the payee.
@@ -55,103 +58,6 @@ pub struct OpenRequest {
     pub feerate_sat_per_vb: u64,
     /// The payer's margin: it signs no commitment final within this many blocks of the tip.
     pub margin: u32,
-}
-
-/// Errors of the payer's client.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ClientError {
-    /// The payee could not be reached: nothing was signed or sent.
-    #[error("cannot reach the payee, nothing was sent: {0}")]
-    Unreachable(#[source] NetError),
-    /// The payee could not be reached: nothing new was signed or sent, but an earlier payment is
-    /// still in flight.
-    #[error(
-        "cannot reach the payee, nothing new was sent; the earlier payment of update {update} \
-         ({} sat in total) stays in flight: {source}",
-        total.to_sat()
-    )]
-    UnreachableInFlight {
-        /// The update in flight.
-        update: u64,
-        /// The total it pays.
-        total: Amount,
-        /// Why the payee could not be reached.
-        #[source]
-        source: NetError,
-    },
-    /// A payment was sent and not acknowledged; it stays in flight.
-    #[error(
-        "the payee did not acknowledge the payment of update {update} ({} sat in total): \
-         {reason}; it stays in flight and is offered again the next time the payee is reached",
-        total.to_sat()
-    )]
-    InFlight {
-        /// The update number.
-        update: u64,
-        /// The total it pays.
-        total: Amount,
-        /// What went wrong.
-        reason: String,
-    },
-    /// The payee answered with an error.
-    #[error("the payee refused: {0}")]
-    Refused(String),
-    /// The connection failed after the handshake.
-    #[error("connection to the payee failed: {0}")]
-    Connection(#[source] NetError),
-    /// The payee did not answer in time.
-    #[error("no answer from the payee within {secs} s while waiting for {waiting_for}")]
-    Timeout {
-        /// What was awaited.
-        waiting_for: &'static str,
-        /// The timeout.
-        secs: u64,
-    },
-    /// No such channel in the data directory.
-    #[error("no channel {0} in this data directory (see: paychan list)")]
-    UnknownChannel(ChannelId),
-    /// The channel is one this data directory is paid on.
-    #[error("channel {0} is one we are paid on; only its payer can do this")]
-    NotPayer(ChannelId),
-    /// The channel never got its funding: nothing is at stake, nothing can be done with it.
-    #[error("channel {0} was never funded ({1}); open a new one")]
-    NeverFunded(ChannelId, &'static str),
-    /// The channel takes no more payments.
-    #[error("channel {0} is {1}: it takes no more payments (open a new channel to pay more)")]
-    NotOpen(ChannelId, &'static str),
-    /// The payee has not seen the funding's confirmations yet.
-    #[error(
-        "channel {0} is not ready: the payee is still waiting for the funding's confirmations"
-    )]
-    NotReady(ChannelId),
-    /// The wallet's spendable coins are short of the capacity.
-    #[error(
-        "insufficient funds: {} sat spendable, {} sat asked for the channel (plus its fee)",
-        available.to_sat(),
-        capacity.to_sat()
-    )]
-    InsufficientFunds {
-        /// The spendable balance.
-        available: Amount,
-        /// The capacity asked for.
-        capacity: Amount,
-    },
-    /// The channel state machine refused.
-    #[error(transparent)]
-    Channel(#[from] ChannelError),
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// The wallet failed.
-    #[error(transparent)]
-    Wallet(#[from] WalletError),
-    /// The node failed or refused a transaction.
-    #[error(transparent)]
-    Chain(#[from] ChainError),
-    /// The stored peer does not parse.
-    #[error("stored peer of channel {0} is corrupt")]
-    CorruptPeer(ChannelId),
 }
 
 /// What [`PayerClient::pay_pipelined`] reports as it goes.
