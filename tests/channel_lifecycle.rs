@@ -225,6 +225,24 @@ fn state_survives_a_serde_round_trip() {
 }
 
 #[test]
+fn a_state_saved_before_pipelining_still_loads() {
+    use paychan::channel::{PayerStage, PayerState};
+    let mut pair = Pair::open(sat(100_000));
+    route(pair.payer.pay(sat(700), TIP).unwrap(), &mut pair.out);
+    let queue = serde_json::to_value(pair.payer.state()).unwrap();
+    let in_flight = queue["stage"]["Funded"]["pending"][0].clone();
+    assert!(in_flight.is_object(), "{queue}");
+    // The older form: one optional payment in flight, or none.
+    for (old, expected) in [(in_flight, 1), (serde_json::Value::Null, 0)] {
+        let mut state = queue.clone();
+        state["stage"]["Funded"]["pending"] = old;
+        let state: PayerState = serde_json::from_value(state).unwrap();
+        let PayerStage::Funded(f) = &state.stage else { panic!() };
+        assert_eq!(f.pending.len(), expected);
+    }
+}
+
+#[test]
 fn lost_messages_are_recovered_by_resending() {
     let mut pair = Pair::open(sat(100_000));
     assert!(pair.payer.resend_pending().is_empty(), "nothing in flight");
