@@ -421,17 +421,17 @@ impl Run<'_> {
             }
             (1, Message::Pay(m)) => m.update = tweak(m.update, value),
             (1 | 2, Message::ClosingSigned(m)) => m.paid_total_sat = tweak(m.paid_total_sat, value),
-            (1, Message::FundingCreated(m)) => m.vout = tweak(m.vout.into(), value) as u32,
+            (1, Message::FundingCreated(m)) => m.vout = tweak32(m.vout, value),
             (2, Message::Pay(m)) => m.paid_total_sat = tweak(m.paid_total_sat, value),
             (2, Message::FundingCreated(m)) => {
                 let out = &mut m.funding_tx.output[0];
                 out.value = Amount::from_sat(tweak(out.value.to_sat(), value));
             }
-            (3, Message::Pay(m)) => m.locktime = tweak(m.locktime.into(), value) as u32,
+            (3, Message::Pay(m)) => m.locktime = tweak32(m.locktime, value),
             (3, Message::FundingCreated(m)) => {
                 // Another txid, the same funding output.
-                let lock = tweak(m.funding_tx.lock_time.to_consensus_u32().into(), value);
-                m.funding_tx.lock_time = absolute::LockTime::from_consensus(lock as u32);
+                let lock = tweak32(m.funding_tx.lock_time.to_consensus_u32(), value);
+                m.funding_tx.lock_time = absolute::LockTime::from_consensus(lock);
             }
             (kind, _) => {
                 // Kinds 4 to 7, and 1 to 3 where the message lacks that field: the signature.
@@ -509,6 +509,16 @@ fn tweak(x: u64, v: u64) -> u64 {
     let d = (v >> 2) % 16 + 1;
     match v % 4 {
         0 | 1 => x ^ (v >> 1).max(1),
+        2 => x.wrapping_add(d),
+        _ => x.wrapping_sub(d),
+    }
+}
+
+/// Changes `x` as [`tweak`] does, within 32 bits.
+fn tweak32(x: u32, v: u64) -> u32 {
+    let d = ((v >> 2) % 16 + 1) as u32;
+    match v % 4 {
+        0 | 1 => x ^ ((v >> 1) as u32).max(1),
         2 => x.wrapping_add(d),
         _ => x.wrapping_sub(d),
     }
