@@ -443,7 +443,7 @@ impl Run<'_> {
                         let i = (value % sig.0.len() as u64) as usize;
                         sig.0[i] ^= 1 << ((value >> 8) % 8);
                     }
-                    5 if !sig.0.is_empty() && value % 2 == 0 => {
+                    5 if !sig.0.is_empty() && value.is_multiple_of(2) => {
                         sig.0.truncate((value / 2 % sig.0.len() as u64) as usize)
                     }
                     4 | 5 => sig.0.push((value >> 8) as u8),
