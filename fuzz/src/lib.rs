@@ -2,19 +2,12 @@
 //! payee, stopped at each stage of its opening (as `tests/common` does for the integration
 //! tests).
 
-use std::fmt;
-
-use paychan::bitcoin::consensus::encode;
 use paychan::bitcoin::hashes::Hash;
-use paychan::bitcoin::hex::FromHex;
-use paychan::bitcoin::{
-    Address, Amount, FeeRate, Network, OutPoint, ScriptBuf, Transaction, TxOut, Txid,
-};
+use paychan::bitcoin::{Address, Amount, FeeRate, Network, OutPoint, ScriptBuf, TxOut, Txid};
 use paychan::channel::{Action, Payee, PayeeConfig, Payer, PayerConfig};
 use paychan::keys::ChannelSigner;
 use paychan::tx::{build_funding, sign_p2wpkh_input, FundingInput};
 use paychan::wire::{ChannelId, Message};
-use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 /// The chain.
 pub const NETWORK: Network = Network::Regtest;
@@ -173,88 +166,5 @@ impl Opened {
 impl Default for Opened {
     fn default() -> Self {
         Opened::new()
-    }
-}
-
-/// Returns whether `Message::decode(bytes)` would hit a known panic, reported and not yet fixed:
-/// somewhere in the JSON a `"funding_tx"` holds hex whose transaction ends early.
-///
-/// `wire::FundingCreated::funding_tx` is read with `bitcoin::consensus::serde::With<Hex>`, which
-/// in bitcoin 0.32 panics ("unexpected IO error ... UnexpectedEof",
-/// `consensus/serde.rs` `consensus_error_into_serde`) instead of returning an error when the
-/// bytes run out mid-transaction: `{"version":1,"message":{"type":"funding_created",
-/// "channel_id":"07..07","funding_tx":"","vout":0}}` panics. The targets skip such inputs so
-/// that fuzzing goes on past it; delete this, and its two callers, once `wire` decodes the
-/// transaction with `consensus::encode::deserialize`, which returns the error.
-pub fn hits_truncated_funding_tx_panic(bytes: &[u8]) -> bool {
-    let mut found = false;
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    // Malformed JSON never reaches the transaction: `Message::decode` reads the whole document
-    // for its version first.
-    let _ = Scan { found: &mut found }.deserialize(&mut de);
-    found
-}
-
-/// Whether the consensus decoder runs out of bytes in this hex (the case that panics).
-fn truncated_tx(hex: &str) -> bool {
-    let Ok(bytes) = Vec::<u8>::from_hex(hex) else { return false };
-    matches!(encode::deserialize_partial::<Transaction>(&bytes), Err(encode::Error::Io(_)))
-}
-
-/// Walks any JSON value and sets `found` on a `funding_tx` string with a truncated transaction,
-/// at any depth and in any of a key's duplicates (the decoder reads the first one).
-struct Scan<'a> {
-    found: &'a mut bool,
-}
-
-impl<'de> DeserializeSeed<'de> for Scan<'_> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Scan<'_> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_str<E>(self, _: &str) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_unit<E>(self) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element_seed(Scan { found: &mut *self.found })?.is_some() {}
-        Ok(())
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(key) = map.next_key::<String>()? {
-            if key == "funding_tx" {
-                if let serde_json::Value::String(hex) = map.next_value()? {
-                    *self.found |= truncated_tx(&hex);
-                }
-            } else {
-                map.next_value_seed(Scan { found: &mut *self.found })?;
-            }
-        }
-        Ok(())
     }
 }
