@@ -7,6 +7,7 @@
 use std::fs;
 use std::path::Path;
 
+use paychan::bitcoin::hashes::Hash;
 use paychan::bitcoin::Amount;
 use paychan::channel::{Payee, Payer};
 use paychan::net::frame::encode_frame;
@@ -107,5 +108,21 @@ fn every_message(opened: &Opened) -> Vec<Message> {
         closing_ack,
         Message::Reestablish(wire::Reestablish { channel_id }),
         Message::Error(wire::ErrorMessage { channel_id, message: "refused".to_owned() }),
+        Message::FileRequest(wire::FileRequest {
+            channel_id,
+            name: "film.bin".to_owned(),
+            from_chunk: 0,
+            max_price_per_chunk_sat: Some(1000),
+        }),
+        Message::FileOffer(wire::FileOffer {
+            channel_id,
+            name: "film.bin".to_owned(),
+            size: 5,
+            chunk_size: 2,
+            price_per_chunk_sat: 1000,
+            sha256: Hash::hash(b"hello"),
+            owed_sat: 0,
+        }),
+        Message::FileChunk(wire::FileChunk { channel_id, index: 2, data: b"o".to_vec() }),
     ]
 }
