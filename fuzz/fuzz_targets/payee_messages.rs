@@ -7,8 +7,10 @@
 //! - byte 0: where the channel starts: 0 awaiting funding, 1 funded but unconfirmed, else open;
 //! - then operations until the input ends, each an opcode byte (taken modulo 8) and its operands:
 //!   - 0 `len: u16 LE, bytes[len]`: the bytes decoded with `Message::decode`, given to the payee;
-//!   - 1 `amount: u16 LE`: the payer pays `amount` sat; its `pay` goes to the payee and the
-//!     payee's `pay_ack` back to the payer;
+//!   - 1 `amount: u16 LE`: the payer pays `amount & 0x7fff` sat. With the top bit set its `pay`
+//!     is held back (the payer pipelines); otherwise the held-back `pay`s and this one go to the
+//!     payee in order, and each `pay_ack` back to the payer. A reconnect (6) loses the held-back
+//!     ones and the payer resends them;
 //!   - 2 `base: u8, field: u8, value: u64 LE`: an honest message with one field changed (see
 //!     [`Run::mutated`]) goes to the payee;
 //!   - 3 `mode: u8, value: u16 LE`: the tip moves (see [`Run::move_tip`]);
@@ -71,6 +73,7 @@ fuzz_target!(|data: &[u8]| {
         tip: TIP,
         in_sync: true,
         history: Vec::new(),
+        held: Vec::new(),
         paid: start.payee.paid(),
     };
     while !input.0.is_empty() {
@@ -129,6 +132,8 @@ struct Run<'a> {
     in_sync: bool,
     /// The messages the real payer sent, for replays and as bases of mutations (the last 64).
     history: Vec<Message>,
+    /// Payments the payer signed and has not sent yet (it pipelines), with the tip at signing.
+    held: Vec<(Message, u32)>,
     /// The highest paid total seen.
     paid: Amount,
 }
@@ -143,8 +148,8 @@ impl Run<'_> {
                 }
             }
             1 => {
-                let amount = Amount::from_sat(u64::from(input.u16()));
-                self.honest_pay(amount);
+                let amount = input.u16();
+                self.honest_pay(Amount::from_sat(u64::from(amount & 0x7fff)), amount & 0x8000 != 0);
             }
             2 => {
                 let (base, field, value) = (input.u8(), input.u8(), input.u64());
@@ -255,12 +260,27 @@ impl Run<'_> {
         }
     }
 
-    /// The payer pays `amount`; the payee's answer goes back to it.
-    fn honest_pay(&mut self, amount: Amount) {
+    /// The payer pays `amount`. Held back, its `pay` waits (the payer pipelines); otherwise the
+    /// payments held back go to the payee first, then this one, and each answer goes back.
+    fn honest_pay(&mut self, amount: Amount, hold: bool) {
         let Ok(actions) = self.payer.pay(amount, self.tip) else { return };
-        let msgs = sent(actions);
-        let [pay] = &msgs[..] else { panic!("pay sends one message") };
-        self.remember(pay);
+        let mut msgs = sent(actions);
+        assert_eq!(msgs.len(), 1, "pay sends one message");
+        let pay = msgs.remove(0);
+        self.remember(&pay);
+        self.held.push((pay, self.tip));
+        if !hold {
+            for (pay, signed_at) in std::mem::take(&mut self.held) {
+                if !self.deliver_pay(&pay, signed_at) {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Delivers an honest `pay` signed at tip `signed_at`, and the answer back. Returns whether
+    /// the payee took it; if not, the payer forgets its payments in flight, as after an `error`.
+    fn deliver_pay(&mut self, pay: &Message, signed_at: u32) -> bool {
         match self.deliver(pay) {
             Ok(actions) => {
                 let ack = sent(actions).into_iter().find(|m| matches!(m, Message::PayAck(_)));
@@ -271,11 +291,17 @@ impl Run<'_> {
                     assert_eq!(self.payer.paid(), self.payee.paid());
                 } else if taken.is_err() {
                     self.payer.abandon_pending();
+                    self.held.clear();
                 }
+                true
             }
             Err(e) => {
-                assert!(!self.in_sync, "an honest payment of {amount} refused: {e}");
+                // Signed at an earlier tip, a payment may have come too close to it since.
+                let late = signed_at != self.tip && matches!(e, ChannelError::Ladder(_));
+                assert!(!self.in_sync || late, "an honest {pay:?} refused: {e}");
                 self.payer.abandon_pending();
+                self.held.clear();
+                false
             }
         }
     }
@@ -331,26 +357,30 @@ impl Run<'_> {
         }
     }
 
-    /// The payer reconnects: what it repeats goes to the payee, and the answers back.
+    /// The payer reconnects: the payments held back are lost with the old connection, and what
+    /// the payer repeats goes to the payee, and the answers back.
     fn reestablish(&mut self) {
+        let held = std::mem::take(&mut self.held);
         for msg in sent(self.payer.reestablish()) {
             self.remember(&msg);
+            if let Message::Pay(p) = &msg {
+                let signed_at = held.iter().find_map(|(m, tip)| match m {
+                    Message::Pay(h) if h.update == p.update => Some(*tip),
+                    _ => None,
+                });
+                if !self.deliver_pay(&msg, signed_at.unwrap_or(self.tip)) {
+                    break;
+                }
+                continue;
+            }
             match self.deliver(&msg) {
                 Ok(actions) => {
                     for reply in sent(actions) {
                         let taken = self.payer.handle_message(&reply);
                         assert!(!self.in_sync || taken.is_ok(), "{reply:?}: {taken:?}");
-                        if taken.is_err() && matches!(reply, Message::PayAck(_)) {
-                            self.payer.abandon_pending();
-                        }
                     }
                 }
-                Err(e) => {
-                    assert!(!self.in_sync, "an honest {msg:?} refused: {e}");
-                    if matches!(msg, Message::Pay(_)) {
-                        self.payer.abandon_pending();
-                    }
-                }
+                Err(e) => assert!(!self.in_sync, "an honest {msg:?} refused: {e}"),
             }
         }
     }
