@@ -47,6 +47,21 @@ fn main() -> std::io::Result<()> {
             [vec![open], pay(500), vec![7, 0, 3, 0, 0x42, 0x04]].concat(),
         ),
         (
+            "pipelined".into(),
+            // Two pays held back, a third sends all three; two more held back, then a reconnect
+            // resends them; close.
+            [
+                vec![open],
+                pay(0x8000 | 1000),
+                pay(0x8000 | 2000),
+                pay(500),
+                pay(0x8000 | 300),
+                pay(0x8000 | 400),
+                vec![6, 4],
+            ]
+            .concat(),
+        ),
+        (
             "resigned_mutations".into(),
             // A fresh pay with its total changed and re-signed by the payer, then one with its
             // update number changed, not re-signed.
