@@ -18,7 +18,7 @@
 //! Run: `cargo bench --bench throughput` (release build). Arguments after `--`:
 //! `--payments N` (one channel, default 40000), `--per-channel N` (100 channels, default 400),
 //! `--rounds N` (100-channel rounds, each next to its own crypto-bound measure; default 3),
-//! `--window N` and `--batch N` (default 256 and 64 for one channel; 64 and 16 for 100).
+//! `--window N` and `--batch N` (default 256 and 64 for one channel; 64 and 32 for 100).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -101,7 +101,7 @@ fn main() {
                 100,
                 args.per_channel,
                 args.window.unwrap_or(64),
-                args.batch.unwrap_or(16),
+                args.batch.unwrap_or(32),
             );
             (bound, many)
         })
