@@ -129,19 +129,7 @@ impl<'a, C: Chain> PayerClient<'a, C> {
             payout: datadir.wallet.new_address()?,
         };
         let (payer, actions) = Payer::open(config, signer, ChannelId::random(), tip)?;
-        let mut client = PayerClient {
-            datadir,
-            chain,
-            conn,
-            payer,
-            key_index,
-            peer,
-            timeouts,
-            shutdown_requested: false,
-            service_inbox: VecDeque::new(),
-            unsaved: false,
-            defer_persist: false,
-        };
+        let mut client = PayerClient::new(datadir, chain, conn, payer, key_index, peer, timeouts);
         let reply = client.timeouts.reply;
         let opening = async {
             client.apply(actions).await?;
@@ -206,19 +194,8 @@ impl<'a, C: Chain> PayerClient<'a, C> {
                 });
             }
         };
-        let mut client = PayerClient {
-            datadir,
-            chain,
-            conn,
-            payer,
-            key_index: record.key_index,
-            peer,
-            timeouts,
-            shutdown_requested: false,
-            service_inbox: VecDeque::new(),
-            unsaved: false,
-            defer_persist: false,
-        };
+        let mut client =
+            PayerClient::new(datadir, chain, conn, payer, record.key_index, peer, timeouts);
         client.reestablish().await?;
         Ok(client)
     }
@@ -407,6 +384,30 @@ impl<'a, C: Chain> PayerClient<'a, C> {
         let tx = f.funded.settlement_tx()?.expect("settled above");
         broadcast(self.chain, &tx)?;
         Ok(tx)
+    }
+
+    fn new(
+        datadir: &'a mut DataDir,
+        chain: &'a C,
+        conn: Connection,
+        payer: Payer,
+        key_index: u32,
+        peer: PeerAddr,
+        timeouts: ClientTimeouts,
+    ) -> Self {
+        PayerClient {
+            datadir,
+            chain,
+            conn,
+            payer,
+            key_index,
+            peer,
+            timeouts,
+            shutdown_requested: false,
+            service_inbox: VecDeque::new(),
+            unsaved: false,
+            defer_persist: false,
+        }
     }
 
     /// Returns the channel's id.
