@@ -12,11 +12,12 @@ use crate::wire::ChannelId;
 ///
 /// A payer opens a channel to a payee, locking coins in a 2-of-2 output, then pays it many
 /// times off-chain; only the funding and the settlement reach the chain. The payee runs
-/// `paychan serve`; the payer runs `open`, `pay` and `close` against it.
+/// `paychan serve` (which also sells files and watches the chain); the payer runs `open`,
+/// `pay`, `fetch` and `close` against it, and `watch` to get its refund if the payee vanishes.
 ///
 /// Amounts are whole satoshis (sat); heights and lifetimes are in blocks. With --json every
-/// command prints exactly one JSON object on stdout. Errors go to stderr as `error: ...` with
-/// exit status 1.
+/// command prints exactly one JSON object on stdout (`serve` and `watch`, which run until
+/// stopped, one per event, one per line). Errors go to stderr as `error: ...` with exit status 1.
 #[derive(Debug, Parser)]
 #[command(name = "paychan", version, max_term_width = 100)]
 pub struct Cli {
@@ -55,7 +56,8 @@ pub struct Global {
     /// Keep it below the payee's idle timeout (300 s by default).
     #[arg(long, env = "PAYCHAN_TIMEOUT", global = true, default_value_t = 30)]
     pub timeout: u64,
-    /// Print exactly one JSON object on stdout, for scripts.
+    /// Print exactly one JSON object on stdout, for scripts (`serve` and `watch`: one per event,
+    /// one per line).
     #[arg(long, global = true)]
     pub json: bool,
 }
