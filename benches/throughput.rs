@@ -326,8 +326,11 @@ fn run(
     let node_secret = payee.wallet.node_secret().unwrap();
     let node_id = PublicKey::new(node_secret.public_key(&Secp256k1::signing_only()));
 
-    let daemon_rt =
-        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let daemon_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .enable_all()
+        .build()
+        .unwrap();
     let listener = daemon_rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
     let peer = format!("{node_id}@{}", listener.local_addr().unwrap());
 
