@@ -21,6 +21,8 @@ fn bad_commands_fail_clearly_and_change_nothing() {
         vec!["show", &unknown],
         vec!["force-close", &unknown],
         vec!["refund", &unknown],
+        vec!["watch", &unknown],
+        vec!["fetch", &daemon.peer(), "f", "--out", "/tmp/f", "--channel", &unknown],
     ] {
         let err = payer.fails(&args);
         assert!(err.contains(&format!("no channel {unknown}")), "{args:?}: {err}");
@@ -39,6 +41,11 @@ fn bad_commands_fail_clearly_and_change_nothing() {
         ),
         (vec!["close", &channel, "extra"], "unexpected argument"),
         (vec!["frobnicate"], "unrecognized subcommand"),
+        (vec!["fetch", &daemon.peer(), "f", "--out", "/tmp/f"], "--capacity"),
+        (vec!["serve", "--price-per-chunk", "5"], "--serve-dir"),
+        (vec!["serve", "--serve-dir", "/nonexistent/dir"], "cannot serve the files"),
+        (vec!["serve", "--serve-dir", "/tmp", "--chunk-size", "0"], "chunk size 0 bytes"),
+        (vec!["serve", "--serve-dir", "/tmp", "--chunk-size", "40000"], "from 1 to 31744"),
     ] {
         let err = payer.fails(&args);
         assert!(err.to_lowercase().contains(&expected.to_lowercase()), "{args:?}: {err}");
@@ -59,9 +66,15 @@ fn bad_commands_fail_clearly_and_change_nothing() {
         let err = payee.fails(args);
         assert!(err.contains("in use by another paychan process"), "{args:?}: {err}");
     }
-    // The payee's side cannot pay or refund.
+    // The payee's side cannot pay, refund, fetch on or watch the channel.
     assert!(payee.fails(&["pay", &channel, "5"]).contains("only its payer"));
     assert!(payee.fails(&["refund", &channel]).contains("the refund is the payer's"));
+    let fetch = ["fetch", &daemon.peer(), "f", "--out", "/tmp/f", "--channel", &channel];
+    assert!(payee.fails(&fetch).contains("only its payer"));
+    assert!(payee.fails(&["watch", &channel]).contains("`paychan serve` watches those"));
+    // A file the payee does not serve (it serves none): nothing paid.
+    let fetch = ["fetch", &daemon.peer(), "f", "--out", "/tmp/f", "--channel", &channel];
+    assert!(payer.fails(&fetch).contains("serves no files"));
 
     assert_eq!((payer.json(&["list"]), payee.json(&["list"])), before);
     assert_eq!(payer.json(&["balance"])["confirmed_sat"], balance);

@@ -19,6 +19,14 @@ pub(super) async fn serve(
     a: &ServeArgs,
     announce: &(dyn Fn(&Output) + Sync),
 ) -> Result<Output, CliError> {
+    // The files first: a mistake in them needs neither the node nor the lock.
+    let files = match &a.serve_dir {
+        Some(dir) => Some(FileService {
+            catalog: Arc::new(Catalog::read(dir, a.chunk_size).map_err(DaemonError::Files)?),
+            price_per_chunk: Amount::from_sat(a.price_per_chunk),
+        }),
+        None => None,
+    };
     let mut datadir = open_datadir(g)?;
     datadir.lock()?;
     let chain = connect_node(g)?;
@@ -38,11 +46,7 @@ pub(super) async fn serve(
     config.max_connections_per_ip = a.max_connections_per_ip;
     config.max_unfunded = a.max_unfunded;
     config.unfunded_expiry = Duration::from_secs(a.unfunded_expiry);
-    if let Some(dir) = &a.serve_dir {
-        let catalog = Catalog::read(dir, a.chunk_size).map_err(DaemonError::Files)?;
-        let price_per_chunk = Amount::from_sat(a.price_per_chunk);
-        config.files = Some(FileService { catalog: Arc::new(catalog), price_per_chunk });
-    }
+    config.files = files;
     let files = config.files.as_ref().map_or(0, |f| f.catalog.len());
     let min_conf = config.min_conf;
     let daemon = Daemon::new(datadir, chain, config)?;

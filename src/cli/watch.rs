@@ -30,7 +30,6 @@ pub(super) async fn watch(
     announce: &(dyn Fn(&Output) + Sync),
 ) -> Result<Output, CliError> {
     let mut datadir = open_datadir(g)?;
-    let chain = connect_node(g)?;
     if let Some(id) = a.channel {
         let record = datadir.store.channel(id)?.ok_or(CliError::UnknownChannel(id))?;
         if !matches!(record.state, ChannelState::Payer(_)) {
@@ -39,6 +38,7 @@ pub(super) async fn watch(
             )));
         }
     }
+    let chain = connect_node(g)?;
     let poll = Duration::from_millis(a.poll_ms.max(10));
     let mut watcher = Watcher::default();
     let mut first = true;
