@@ -74,15 +74,16 @@ impl Closure {
                 None => ClosingKind::Unknown,
             }
         };
-        let paid_to = |script: &ScriptBuf| {
-            tx.output.iter().filter(|o| &o.script_pubkey == script).map(|o| o.value).sum()
-        };
-        Closure {
-            txid: tx.compute_txid(),
-            kind,
-            height,
-            payer_amount: paid_to(&terms.payer_script),
-            payee_amount: paid_to(&params.payee_script),
-        }
+        let (payer_amount, payee_amount) = split(tx, params);
+        Closure { txid: tx.compute_txid(), kind, height, payer_amount, payee_amount }
     }
+}
+
+/// Returns what `tx`, a transaction spending the funding of the channel of `params`, pays the
+/// payer and the payee.
+pub fn split(tx: &Transaction, params: &ChannelParams) -> (Amount, Amount) {
+    let paid_to = |script: &ScriptBuf| -> Amount {
+        tx.output.iter().filter(|o| &o.script_pubkey == script).map(|o| o.value).sum()
+    };
+    (paid_to(&params.terms.payer_script), paid_to(&params.payee_script))
 }

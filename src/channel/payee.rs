@@ -308,8 +308,7 @@ impl Payee {
             }
         }
         if self.near_end(tip) {
-            let channel_id = self.state.terms.channel_id;
-            actions.push(Action::Send(Message::Shutdown(wire::Shutdown { channel_id })));
+            actions.extend(self.request_close()?);
         }
         Ok(actions)
     }

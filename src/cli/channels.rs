@@ -8,9 +8,9 @@ use serde_json::{json, Value};
 use super::args::{Global, OpenArgs, PayArgs, TermsArgs};
 use super::{connect_node, open_datadir, CliError, Output};
 use crate::chain::{Chain, RpcChain, TxStatus};
-use crate::channel::PayeeConfig;
+use crate::channel::{ChannelParams, PayeeConfig};
 use crate::client::{ClientTimeouts, OpenRequest, PayerClient};
-use crate::closing::{ClosingKind, Closure};
+use crate::closing::{split, ClosingKind, Closure};
 use crate::datadir::DataDir;
 use crate::net::PeerAddr;
 use crate::store::{ChannelRecord, ChannelState};
@@ -151,10 +151,8 @@ pub(super) async fn close(g: &Global, id: ChannelId) -> Result<Output, CliError>
     let timeouts = client_timeouts(g);
     let mut client = PayerClient::resume(&mut datadir, &chain, id, timeouts).await?;
     let tx = client.close().await?;
-    let terms = &client.payer().state().terms;
-    let payer_sat = paid_to(&tx, &terms.payer_script);
-    let f = client.payer().funded().expect("settled");
-    let payee_sat = paid_to(&tx, &f.funded.channel.params().payee_script);
+    let params = client.payer().funded().expect("settled").funded.channel.params();
+    let (payer_sat, payee_sat) = split_sat(&tx, params);
     let txid = tx.compute_txid();
     Ok(Output {
         json: json!({
@@ -191,8 +189,10 @@ pub(super) fn require_payer(
     }
 }
 
-pub(super) fn paid_to(tx: &Transaction, script: &bitcoin::ScriptBuf) -> u64 {
-    tx.output.iter().filter(|o| &o.script_pubkey == script).map(|o| o.value.to_sat()).sum()
+/// What a settlement pays each side, in sat.
+pub(super) fn split_sat(tx: &Transaction, params: &ChannelParams) -> (u64, u64) {
+    let (payer, payee) = split(tx, params);
+    (payer.to_sat(), payee.to_sat())
 }
 
 pub(super) fn list(g: &Global) -> Result<Output, CliError> {

@@ -8,7 +8,7 @@ use bitcoin::Amount;
 use serde_json::json;
 
 use super::args::{FetchArgs, Global};
-use super::channels::{client_timeouts, open_ready, paid_to, require_payer};
+use super::channels::{client_timeouts, open_ready, require_payer, split_sat};
 use super::{connect_node, open_datadir, CliError, Output, Transfer, Ui};
 use crate::chain::RpcChain;
 use crate::channel::ChannelError;
@@ -111,11 +111,9 @@ pub(super) async fn fetch(g: &Global, a: &FetchArgs, ui: &Ui<'_>) -> Result<Outp
     let paid = client.payer().paid().checked_sub(paid_before).unwrap_or(Amount::ZERO);
     let tx = client.close().await?;
     let txid = tx.compute_txid();
-    let terms = &client.payer().state().terms;
-    let payer_sat = paid_to(&tx, &terms.payer_script);
-    let f = client.payer().funded().expect("settled");
-    let payee_sat = paid_to(&tx, &f.funded.channel.params().payee_script);
-    let funding = f.funded.channel.params().funding_outpoint;
+    let params = client.payer().funded().expect("settled").funded.channel.params();
+    let (payer_sat, payee_sat) = split_sat(&tx, params);
+    let funding = params.funding_outpoint;
     Ok(Output {
         json: json!({
             "channel_id": channel_id.to_string(),

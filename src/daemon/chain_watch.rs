@@ -11,7 +11,7 @@ use super::{Shared, Slot};
 
 use crate::chain::{Chain, OutputStatus};
 use crate::channel::Action;
-use crate::closing::Closure;
+use crate::closing::{ClosingKind, Closure};
 use crate::wire::ChannelId;
 
 /// Polls until aborted.
@@ -155,10 +155,11 @@ async fn record_closure<C: Chain + Send + Sync + 'static>(
     closure: Closure,
 ) {
     let channel_id = slot.payee.state().terms.channel_id;
-    let ours = slot.payee.funded().is_some_and(|f| {
-        let ours = [f.settlement_tx(), f.newest_commitment()];
-        ours.into_iter()
-            .any(|tx| tx.ok().flatten().is_some_and(|tx| tx.compute_txid() == closure.txid))
+    // The payee's own newest state: its settlement, or else its newest commitment.
+    let ours = slot.payee.funded().is_some_and(|f| match closure.kind {
+        ClosingKind::Settlement => f.settlement.is_some(),
+        ClosingKind::Commitment { update } => f.settlement.is_none() && update == f.update_number(),
+        ClosingKind::Refund | ClosingKind::Unknown => false,
     });
     let (txid, kind, height) = (closure.txid, closure.kind.name(), closure.height);
     let payee_sat = closure.payee_amount.to_sat();

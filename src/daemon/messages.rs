@@ -20,7 +20,7 @@ use crate::keys::ChannelSigner;
 use crate::net::{Connection, NetError};
 use crate::store::StoreError;
 use crate::wallet::{Branch, WalletError};
-use crate::wire::{ChannelId, ErrorMessage, Message, OpenChannel, Shutdown};
+use crate::wire::{ChannelId, ErrorMessage, Message, OpenChannel};
 
 /// Why a message was refused; sent back to the payer in an `error` message.
 #[derive(Debug, thiserror::Error)]
@@ -210,12 +210,7 @@ impl<C: Chain + Send + Sync + 'static> Shared<C> {
             return Ok(());
         }
         let id = msg.channel_id();
-        let slot = self.slot(id).ok_or(Refusal::UnknownChannel)?;
-        let mut guard = slot.lock().await;
-        if !self.slot(id).is_some_and(|s| Arc::ptr_eq(&s, &slot)) {
-            // Its open failed to save while we waited: it is gone.
-            return Err(Refusal::UnknownChannel);
-        }
+        let mut guard = self.lock_slot(id).await.ok_or(Refusal::UnknownChannel)?;
         let slot = &mut *guard;
         if let Message::FileRequest(request) = msg {
             slot.peer = Some(peer.downgrade());
@@ -245,11 +240,9 @@ impl<C: Chain + Send + Sync + 'static> Shared<C> {
     ) -> Option<Vec<(&'m Message, Refusal)>> {
         let id = pays.first()?.channel_id();
         let all = |e: &dyn Fn() -> Refusal| Some(pays.iter().map(|m| (m, e())).collect());
-        let Some(slot) = self.slot(id) else { return all(&|| Refusal::UnknownChannel) };
-        let mut guard = slot.lock().await;
-        if !self.slot(id).is_some_and(|s| Arc::ptr_eq(&s, &slot)) {
+        let Some(mut guard) = self.lock_slot(id).await else {
             return all(&|| Refusal::UnknownChannel);
-        }
+        };
         let slot = &mut *guard;
         let tip = match self.fresh_tip() {
             Ok(tip) => tip,
@@ -280,7 +273,10 @@ impl<C: Chain + Send + Sync + 'static> Shared<C> {
         // and maybe find it gone. No next chunk then: it could not be paid for.
         if slot.payee.near_end(tip) {
             info!(channel_id = %id, "ladder near its end: asking the payer to settle");
-            self.send(slot, Message::Shutdown(Shutdown { channel_id: id }));
+            let ask = slot.payee.request_close().unwrap_or_default();
+            if let Err(e) = self.carry_out(slot, ask).await {
+                warn!(channel_id = %id, "{e}");
+            }
         } else if let Err(e) = self.send_paid_chunk(slot) {
             refused.push((pays.last().expect("not empty"), e));
         }

@@ -300,6 +300,14 @@ impl<C: Chain + Send + Sync + 'static> Shared<C> {
         self.slots().get(&id).cloned()
     }
 
+    /// Locks channel `id`, if it exists still once the lock is taken (an open that failed to
+    /// save removes its channel while others wait for it).
+    async fn lock_slot(&self, id: ChannelId) -> Option<tokio::sync::OwnedMutexGuard<Slot>> {
+        let slot = self.slot(id)?;
+        let guard = Arc::clone(&slot).lock_owned().await;
+        self.slot(id).is_some_and(|s| Arc::ptr_eq(&s, &slot)).then_some(guard)
+    }
+
     /// Runs a node call on the blocking pool.
     async fn blocking<T: Send + 'static>(
         &self,

@@ -24,11 +24,6 @@ impl Sale {
         Sale { price, unpaid_since: None, sending: None }
     }
 
-    /// Returns the price per chunk.
-    pub fn price(&self) -> Amount {
-        self.price
-    }
-
     /// The payer asks for `file` from chunk `from` on, with `paid` paid on the channel so far.
     /// Replaces any file being sent. Returns the chunk to send now, if any: none while an
     /// earlier chunk is still unpaid (it goes out once that one is paid).
