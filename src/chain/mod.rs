@@ -84,6 +84,13 @@ pub enum Rejection {
         /// The node's reject reason.
         reason: String,
     },
+    /// Already in the node's mempool: a repeated broadcast (ours, or the other side's copy of
+    /// the same transaction).
+    #[error("already in the mempool ({reason})")]
+    AlreadyInMempool {
+        /// The node's reject reason.
+        reason: String,
+    },
     /// Any other reason (invalid script, non-standard, ...).
     #[error("rejected: {reason}")]
     Other {
@@ -114,6 +121,8 @@ impl Rejection {
             || lower.contains("txn-already-known")
         {
             Rejection::AlreadyConfirmed { reason: r }
+        } else if lower.contains("txn-already-in-mempool") {
+            Rejection::AlreadyInMempool { reason: r }
         } else if lower.contains("conflict")
             || lower.contains("replacement")
             || lower.contains("insufficient fee")
@@ -270,6 +279,7 @@ mod tests {
             ("mempool min fee not met", "FeeTooLow"),
             ("insufficient fee", "Conflict"),
             ("Transaction outputs already in utxo set", "AlreadyConfirmed"),
+            ("txn-already-in-mempool", "AlreadyInMempool"),
             ("mandatory-script-verify-flag-failed", "Other"),
         ];
         for (reason, kind) in cases {

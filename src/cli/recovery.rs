@@ -67,30 +67,28 @@ fn broadcast_when_final(
     let chain = connect_node(g)?;
     let txid = tx.compute_txid();
     let told = |text: String| Ok(Output { json: json!({ "txid": txid.to_string() }), text });
-    match chain.tx_status(txid)? {
-        TxStatus::Confirmed(n) => {
-            return told(format!("the {what} {txid} is already confirmed ({n} confirmations)\n"))
-        }
-        TxStatus::InMempool => {
-            return told(format!(
-                "the {what} {txid} is already in the mempool, waiting for a block\n"
-            ))
-        }
-        TxStatus::Unknown => {}
-    }
+    // The funding first, then whether its spender is this very transaction: the other side may
+    // broadcast its copy at any moment, and it must count as ours, not as another's.
     let funding = tx.input[0].previous_output;
-    if chain.output_status_in_blocks(funding)? == OutputStatus::SpentOrMissing {
-        return Err(not_applicable(
-            id,
-            "is closed on chain already: another transaction spends its funding (or the \
-             funding never confirmed)",
-        ));
-    }
-    if chain.output_status(funding)? == OutputStatus::SpentOrMissing {
-        return Err(not_applicable(
-            id,
-            "is closing: another transaction spending its funding waits in the mempool",
-        ));
+    let spent_in_blocks = chain.output_status_in_blocks(funding)? == OutputStatus::SpentOrMissing;
+    if spent_in_blocks || chain.output_status(funding)? == OutputStatus::SpentOrMissing {
+        return match chain.tx_status(txid)? {
+            TxStatus::Confirmed(n) => {
+                told(format!("the {what} {txid} is already confirmed ({n} confirmations)\n"))
+            }
+            TxStatus::InMempool => {
+                told(format!("the {what} {txid} is already in the mempool, waiting for a block\n"))
+            }
+            TxStatus::Unknown if spent_in_blocks => Err(not_applicable(
+                id,
+                "is closed on chain already: another transaction spends its funding (or the \
+                 funding never confirmed)",
+            )),
+            TxStatus::Unknown => Err(not_applicable(
+                id,
+                "is closing: another transaction spending its funding waits in the mempool",
+            )),
+        };
     }
     let tip = chain.tip()?.height;
     if tip < locktime {

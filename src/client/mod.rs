@@ -595,7 +595,12 @@ impl Awaited {
 pub fn broadcast(chain: &impl Chain, tx: &Transaction) -> Result<Txid, ClientError> {
     match chain.broadcast(tx) {
         Ok(txid) => Ok(txid),
-        Err(e) if matches!(e.rejection(), Some(Rejection::AlreadyConfirmed { .. })) => {
+        Err(e)
+            if matches!(
+                e.rejection(),
+                Some(Rejection::AlreadyConfirmed { .. } | Rejection::AlreadyInMempool { .. })
+            ) =>
+        {
             Ok(tx.compute_txid())
         }
         Err(e) => Err(e.into()),
