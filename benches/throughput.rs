@@ -449,6 +449,7 @@ fn open_in_memory(
         step: 1,
         margin: 2,
         payout: payer_dir.wallet.address(Branch::Receive, 0).unwrap(),
+        checkpoints: paychan::channel::CheckpointPolicy::every_payment(),
     };
     let (mut payer, actions) = Payer::open(config, payer_signer, channel_id, TIP).unwrap();
     let Message::OpenChannel(open) = sent(actions) else { unreachable!() };
@@ -482,6 +483,7 @@ fn open_in_memory(
             peer: None,
             state: ChannelState::Payee(payee_sm.state().clone()),
             closed: None,
+            sale: None,
         })
         .unwrap();
     payer_dir
@@ -491,6 +493,7 @@ fn open_in_memory(
             peer: Some(peer.into()),
             state: ChannelState::Payer(payer.state().clone()),
             closed: None,
+            sale: None,
         })
         .unwrap();
     channel_id

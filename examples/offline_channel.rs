@@ -1,5 +1,5 @@
 //! One whole channel life, offline, with fixed keys: open, refund signature, three payments of
-//! 1000, 2000 and 3000 sat, and the cooperative settlement.
+//! 1, 2000 and 3000 sat (a checkpoint every second payment), and the cooperative settlement.
 //!
 //! Both parties run in this process; their messages are handed across by hand. Nothing touches a
 //! network or a chain: the funding spends a made-up coin. The output is one JSON object with every
@@ -9,7 +9,9 @@
 
 use bitcoin::hashes::Hash;
 use bitcoin::{Address, Amount, FeeRate, Network, OutPoint, ScriptBuf, Transaction, TxOut, Txid};
-use paychan::channel::{Action, Payee, PayeeConfig, Payer, PayerConfig};
+use std::num::NonZeroU64;
+
+use paychan::channel::{Action, CheckpointPolicy, Payee, PayeeConfig, Payer, PayerConfig};
 use paychan::keys::ChannelSigner;
 use paychan::tx::{build_funding, sign_p2wpkh_input, FundingInput};
 use paychan::wire::{ChannelId, Message};
@@ -68,6 +70,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         step: 1,
         margin: 6,
         payout: p2wpkh(&key(11)),
+        // The payee countersigns every second payment: a checkpoint, the payer's way out if the
+        // payee vanishes. The payments in between carry the payer's signature only.
+        checkpoints: CheckpointPolicy { every_payments: NonZeroU64::new(2), every_sat: None },
     };
     let (mut payer, actions) = Payer::open(config, payer_key, ChannelId([7; 32]), TIP)?;
     out.take(actions);
@@ -118,9 +123,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let msg = out.next_message();
     out.take(payer.handle_message(&msg)?);
 
-    // 5. Three payments, each one round trip: pay -> pay_ack.
+    // 5. Three payments, each one round trip: pay -> pay_ack. The payee completes the payer's
+    //    signature on the newest with its own whenever it needs to broadcast.
     let mut commitment_txs = Vec::new();
-    for sat in [1000, 2000, 3000] {
+    for sat in [1, 2000, 3000] {
         out.take(payer.pay(Amount::from_sat(sat), TIP)?);
         let msg = out.next_message();
         out.take(payee.handle_message(&msg, TIP)?);
@@ -128,11 +134,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out.take(payer.handle_message(&msg)?);
         commitment_txs.push(payee.newest_commitment()?.expect("a payment was made"));
     }
-    assert_eq!(payee.paid(), Amount::from_sat(6000));
-    assert_eq!(commitment_txs[2].output[1].value, Amount::from_sat(6000));
+    assert_eq!(payee.paid(), Amount::from_sat(5001));
+    // 1 sat is below the payee's dust limit: no output for it, it goes to the fee.
+    assert_eq!(commitment_txs[0].output.len(), 1);
+    assert_eq!(commitment_txs[2].output[1].value, Amount::from_sat(5001));
+    // Payments 1 and 2 share the first rung; payment 2, a checkpoint, moves payment 3 down.
     let locktimes: Vec<u32> =
         commitment_txs.iter().map(|tx| tx.lock_time.to_consensus_u32()).collect();
-    assert_eq!(locktimes, [TIP + LIFETIME - 1, TIP + LIFETIME - 2, TIP + LIFETIME - 3]);
+    assert_eq!(locktimes, [TIP + LIFETIME - 1, TIP + LIFETIME - 1, TIP + LIFETIME - 2]);
+    let checkpoint = payer.funded().expect("funded").funded.checkpoint.as_ref().expect("one");
+    assert_eq!((checkpoint.number, checkpoint.paid), (2, Amount::from_sat(2001)));
 
     // 6. Settlement: the payer signs, the payee checks, countersigns and broadcasts.
     out.take(payer.close()?);

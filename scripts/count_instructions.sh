@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Counts the instructions of one payment through the engine and of the raw cryptography (two
-# ECDSA signs, two verifies) with valgrind's callgrind. Instruction counts do not depend on the
+# Counts the instructions of one payment through the engine and of the raw cryptography (one
+# ECDSA sign, one verify) with valgrind's callgrind. Instruction counts do not depend on the
 # machine's load, so their ratio is a stable companion to the timed benchmark.
 #
 # Usage: scripts/count_instructions.sh [N]    (N payments per measurement, default 500)

@@ -3,8 +3,8 @@
 //! Both watchers (the payee's inside `serve`, the payer's `watch`) record a [`Closure`] once they
 //! see a confirmed spend, whoever broadcast it. The kind is told by the spend's `nLockTime`,
 //! which the scheme fixes for each transaction: 0 for the settlement, `R` for the refund, and
-//! `R - k*step` for commitment `k`. An older commitment is still a commitment: its number says
-//! which.
+//! `R - k*step` for a commitment on rung `k` (the payments after the `(k-1)`-th checkpoint). An
+//! older commitment is still a commitment: its rung says which.
 
 use bitcoin::{Amount, ScriptBuf, Transaction, Txid};
 use serde::{Deserialize, Serialize};
@@ -17,10 +17,12 @@ use crate::channel::ChannelParams;
 pub enum ClosingKind {
     /// The cooperative split, `nLockTime` 0.
     Settlement,
-    /// Commitment `update`, final at its locktime.
+    /// A commitment on rung `rung`, final at its locktime `R - rung*step`.
     Commitment {
-        /// The update number (1 for the first payment).
-        update: u64,
+        /// The rung: the checkpoints made before its payment, plus one. (Stored as `update` by
+        /// releases before checkpoints, where each update had a rung of its own.)
+        #[serde(alias = "update")]
+        rung: u64,
     },
     /// The payer's refund, final at `R`.
     Refund,
@@ -68,9 +70,8 @@ impl Closure {
         } else if locktime == ladder.refund() {
             ClosingKind::Refund
         } else {
-            let below = ladder.refund().checked_sub(locktime).filter(|d| d % ladder.step() == 0);
-            match below {
-                Some(d) => ClosingKind::Commitment { update: u64::from(d / ladder.step()) },
+            match ladder.rung(locktime) {
+                Some(rung) => ClosingKind::Commitment { rung },
                 None => ClosingKind::Unknown,
             }
         };

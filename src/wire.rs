@@ -6,8 +6,10 @@
 //! funding output). Amounts are whole satoshis, heights are block heights, and signatures are
 //! DER plus a sighash byte, in lower-case hex.
 //!
-//! The encoding is JSON in an envelope `{"version": 1, "message": {"type": "pay", ...}}`. A peer
-//! with a different version is refused before its message is read.
+//! The encoding is JSON in an envelope `{"version": 2, "message": {"type": "pay", ...}}`. A peer
+//! with a different version is refused before its message is read. Version 2 brought
+//! checkpoints: a `pay` carries only the payer's signature and says whether it is a checkpoint,
+//! and `pay_ack` carries the payee's signature on checkpoints only.
 
 use std::fmt;
 use std::str::FromStr;
@@ -18,7 +20,7 @@ use bitcoin::{Address, Network, PublicKey, Transaction};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Errors from decoding a message.
 #[derive(Debug, thiserror::Error)]
@@ -155,6 +157,10 @@ pub struct OpenChannel {
     pub payer_key: PublicKey,
     /// Where the payer's money goes.
     pub payer_address: Address<NetworkUnchecked>,
+    /// The checkpoint policy: a checkpoint every this many payments (`null`: no such rule).
+    pub checkpoint_every_payments: Option<u64>,
+    /// The checkpoint policy: a checkpoint every this many sat paid (`null`: no such rule).
+    pub checkpoint_every_sat: Option<u64>,
 }
 
 /// Payee -> payer: accepts the channel.
@@ -201,32 +207,36 @@ pub struct ChannelReady {
     pub channel_id: ChannelId,
 }
 
-/// Payer -> payee: commitment `update`, signed by the payer.
+/// Payer -> payee: payment `update`, the payer's signature on the commitment that pays the new
+/// total at the current rung's locktime.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Pay {
     /// The channel.
     pub channel_id: ChannelId,
-    /// The update number `k` (1 for the first payment).
+    /// The payment number `k` (1 for the first payment).
     pub update: u64,
     /// The total paid so far, in satoshis, including this payment.
     pub paid_total_sat: u64,
-    /// The commitment's `nLockTime`, `R - k*step`.
+    /// The commitment's `nLockTime`, `L_{c+1} = R - (c+1)*step` after `c` checkpoints.
     pub locktime: u32,
+    /// Whether the payer asks the payee to countersign it (a checkpoint); the payments after
+    /// it move one rung down.
+    pub checkpoint: bool,
     /// The payer's signature on the commitment.
     pub signature: RawSignature,
 }
 
-/// Payee -> payer: the payee's countersignature on commitment `update`.
+/// Payee -> payer: payment `update` (and every one before it) is taken and stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PayAck {
     /// The channel.
     pub channel_id: ChannelId,
-    /// The update acknowledged.
+    /// The payment acknowledged.
     pub update: u64,
-    /// The payee's signature on the commitment.
-    pub signature: RawSignature,
+    /// The payee's signature on the commitment, for a checkpoint; `null` otherwise.
+    pub signature: Option<RawSignature>,
 }
 
 /// Payee -> payer: asks the payer to settle now.
@@ -303,9 +313,12 @@ pub struct FileOffer {
     pub price_per_chunk_sat: u64,
     /// The SHA-256 of the whole file.
     pub sha256: bitcoin::hashes::sha256::Hash,
-    /// What the channel still owes for a chunk sent earlier and not paid (a download broken
-    /// off): the chunks start once it is paid.
+    /// What the channel still owes for a chunk of another file sent earlier and not paid (a
+    /// download broken off): the chunks start once it is paid.
     pub owed_sat: u64,
+    /// How many chunks of this file, from chunk 0, this channel has paid for: a download broken
+    /// off resumes from there (those below it come again free of charge, one per request).
+    pub paid_chunks: u64,
 }
 
 /// Payee -> payer: chunk `index` of the file offered.
@@ -448,6 +461,7 @@ mod tests {
             update: 3,
             paid_total_sat: 6000,
             locktime: 990,
+            checkpoint: false,
             signature: RawSignature(vec![0x30, 0x01, 0x01]),
         })
     }
@@ -466,6 +480,8 @@ mod tests {
             payer_address: "bcrt1qv4mkpjsp2967gtl4k3rs2caj8tw0p55h8gzsdgtk54tfdyxkgsmsvc0c37"
                 .parse()
                 .unwrap(),
+            checkpoint_every_payments: None,
+            checkpoint_every_sat: Some(1000),
         });
         for m in [open, pay()] {
             assert_eq!(Message::decode(&m.encode()).unwrap(), m);
@@ -489,6 +505,7 @@ mod tests {
             price_per_chunk_sat: 1000,
             sha256: bitcoin::hashes::Hash::hash(b"hello"),
             owed_sat: 0,
+            paid_chunks: 0,
         });
         let size = crate::files::MAX_CHUNK_SIZE as usize;
         let chunk = Message::FileChunk(FileChunk {
@@ -506,7 +523,7 @@ mod tests {
     fn a_truncated_funding_transaction_is_malformed_not_a_panic() {
         for tx in ["", "02", "0200000001"] {
             let json = format!(
-                r#"{{"version":1,"message":{{"type":"funding_created","channel_id":"{}","funding_tx":"{tx}","vout":0}}}}"#,
+                r#"{{"version":2,"message":{{"type":"funding_created","channel_id":"{}","funding_tx":"{tx}","vout":0}}}}"#,
                 ChannelId([7; 32])
             );
             assert!(
@@ -519,7 +536,7 @@ mod tests {
     #[test]
     fn envelope_is_versioned_json() {
         let json: serde_json::Value = serde_json::from_slice(&pay().encode()).unwrap();
-        assert_eq!(json["version"], 1);
+        assert_eq!(json["version"], 2);
         assert_eq!(json["message"]["type"], "pay");
         assert_eq!(json["message"]["signature"], "300101");
     }
@@ -527,9 +544,9 @@ mod tests {
     #[test]
     fn other_versions_are_refused() {
         let mut json: serde_json::Value = serde_json::from_slice(&pay().encode()).unwrap();
-        json["version"] = 2.into();
+        json["version"] = 1.into();
         let err = Message::decode(&serde_json::to_vec(&json).unwrap()).unwrap_err();
-        assert!(matches!(err, WireError::UnsupportedVersion { got: 2, supported: 1 }));
+        assert!(matches!(err, WireError::UnsupportedVersion { got: 1, supported: 2 }));
     }
 
     #[test]
@@ -538,9 +555,9 @@ mod tests {
             &b""[..],
             b"\xff\x00",
             b"{}",
-            br#"{"version":1}"#,
-            br#"{"version":1,"message":{"type":"nope"}}"#,
-            br#"{"version":1,"message":{"type":"shutdown","channel_id":"00"}}"#,
+            br#"{"version":2}"#,
+            br#"{"version":2,"message":{"type":"nope"}}"#,
+            br#"{"version":2,"message":{"type":"shutdown","channel_id":"00"}}"#,
         ] {
             assert!(matches!(Message::decode(bytes), Err(WireError::Malformed(_))), "{bytes:?}");
         }

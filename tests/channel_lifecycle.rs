@@ -96,8 +96,9 @@ fn payee_always_holds_the_newest_fully_signed_commitment() {
         let to_payee: Amount =
             tx.output.iter().filter(|o| o.script_pubkey == payee_script).map(|o| o.value).sum();
         assert_eq!(to_payee, total, "the payee can claim exactly what it acknowledged");
-        // Both hold the same transaction.
-        assert_eq!(pair.payer.funded().unwrap().funded.newest_commitment().unwrap().unwrap(), tx);
+        // With a checkpoint at every payment (the original scheme), both hold the same
+        // transaction.
+        assert_eq!(pair.payer.funded().unwrap().funded.checkpoint_tx().unwrap().unwrap(), tx);
     }
 }
 
@@ -176,10 +177,12 @@ fn ladder_exhaustion_stops_payments_with_a_typed_error() {
     pair.pay(sat(10)).unwrap();
     let before = pair.payer.state().clone();
     let err = pair.pay(sat(10)).unwrap_err();
+    let l3 = TIP + LIFETIME - 3 * STEP;
     assert!(
         matches!(
             err,
-            ChannelError::Ladder(paychan::ladder::LadderError::Exhausted { update: 3, .. })
+            ChannelError::Ladder(paychan::ladder::LadderError::Exhausted { next: Some(l), .. })
+                if l == l3
         ),
         "{err}"
     );
@@ -245,27 +248,27 @@ fn a_state_saved_before_pipelining_still_loads() {
 #[test]
 fn lost_messages_are_recovered_by_resending() {
     let mut pair = Pair::open(sat(100_000));
-    assert!(pair.payer.resend_pending().is_empty(), "nothing in flight");
+    assert!(pair.payer.resend_pending().unwrap().is_empty(), "nothing in flight");
 
     // The pay is lost on the way: resend it.
     route(pair.payer.pay(sat(1000), TIP).unwrap(), &mut pair.out);
-    let pay = route(pair.payer.resend_pending(), &mut pair.out).remove(0);
+    let pay = route(pair.payer.resend_pending().unwrap(), &mut pair.out).remove(0);
     // The ack is lost on the way back: the payee answers the repeated pay with the same ack.
     let ack = route(pair.payee.handle_message(&pay, TIP).unwrap(), &mut pair.out).remove(0);
-    let pay_again = route(pair.payer.resend_pending(), &mut pair.out).remove(0);
+    let pay_again = route(pair.payer.resend_pending().unwrap(), &mut pair.out).remove(0);
     assert_eq!(pay_again, pay);
     let ack_again = route(pair.payee.handle_message(&pay_again, TIP).unwrap(), &mut pair.out);
     assert_eq!(ack_again, vec![ack]);
     route(pair.payer.handle_message(&ack_again[0]).unwrap(), &mut pair.out);
     assert_eq!(pair.payer.paid(), sat(1000));
-    assert!(pair.payer.resend_pending().is_empty());
+    assert!(pair.payer.resend_pending().unwrap().is_empty());
 
     // The same for the close: the closing_ack is lost, the payee answers the repeat, and
     // broadcasts the same settlement again (its first broadcast may have been lost too).
     let closing = route(pair.payer.close().unwrap(), &mut pair.out).remove(0);
     let ack = route(pair.payee.handle_message(&closing, TIP).unwrap(), &mut pair.out).remove(0);
     let broadcasts = pair.out.broadcasts.len();
-    let closing_again = route(pair.payer.resend_pending(), &mut pair.out).remove(0);
+    let closing_again = route(pair.payer.resend_pending().unwrap(), &mut pair.out).remove(0);
     assert_eq!(closing_again, closing);
     let before = pair.payee.state().clone();
     let ack_again = route(pair.payee.handle_message(&closing_again, TIP).unwrap(), &mut pair.out);
@@ -303,17 +306,32 @@ fn payee_asks_to_settle_near_the_end_and_broadcasts_the_newest_commitment_once_f
 }
 
 #[test]
-fn payer_broadcasts_the_refund_at_r_unless_settled() {
-    let mut pair = Pair::open(sat(100_000));
-    pair.pay(sat(1000)).unwrap();
+fn payer_takes_its_newest_checkpoint_once_final_or_the_refund_at_r_unless_settled() {
+    use paychan::channel::{Action, CheckpointPolicy};
     let r = TIP + LIFETIME;
+    // No checkpoint (payments only): the refund, at R.
+    let mut config = payer_config(sat(100_000));
+    config.checkpoints = CheckpointPolicy::on_request();
+    let mut pair = Pair::open_with(config);
+    pair.pay(sat(1000)).unwrap();
+    assert!(pair.payer.funded().unwrap().funded.checkpoint.is_none());
     assert_eq!(pair.payer.tip_changed(r - 1).unwrap(), vec![]);
     let refund = pair.payer.refund_tx().unwrap();
     assert_eq!(refund.lock_time.to_consensus_u32(), r);
-    assert_eq!(
-        pair.payer.tip_changed(r).unwrap(),
-        vec![paychan::channel::Action::Broadcast(refund)]
-    );
+    assert_eq!(pair.payer.tip_changed(r).unwrap(), vec![Action::Broadcast(refund)]);
+    // A checkpoint: its commitment, from its locktime on, instead of waiting for R.
+    pair.payer.pay_checkpoint(sat(500), TIP).map(|a| route(a, &mut pair.out)).unwrap();
+    let pay = pair.payer.resend_pending().unwrap();
+    let Action::Send(pay) = &pay[0] else { panic!() };
+    let ack = route(pair.payee.handle_message(pay, TIP).unwrap(), &mut pair.out).remove(0);
+    route(pair.payer.handle_message(&ack).unwrap(), &mut pair.out);
+    let l1 = r - STEP;
+    let checkpoint = pair.payer.funded().unwrap().funded.checkpoint_tx().unwrap().unwrap();
+    assert_eq!(checkpoint.lock_time.to_consensus_u32(), l1);
+    pair.verify_spend(&checkpoint).unwrap();
+    assert_eq!(pair.payer.tip_changed(l1 - 1).unwrap(), vec![]);
+    assert_eq!(pair.payer.tip_changed(l1).unwrap(), vec![Action::Broadcast(checkpoint.clone())]);
+    assert_eq!(pair.payer.tip_changed(r).unwrap(), vec![Action::Broadcast(checkpoint)]);
     pair.close();
     assert_eq!(pair.payer.tip_changed(r).unwrap(), vec![]);
 }

@@ -1,5 +1,7 @@
 //! The paid file service from the command line against a regtest node: `serve --serve-dir`
-//! sells a file chunk by chunk, `fetch` pays for each chunk, checks the file, and settles.
+//! sells a file chunk by chunk, `fetch` pays for each chunk, checks the file, and settles; ten
+//! thousand chunks at 1 sat each on one channel; a download broken off by a `kill -9` of either
+//! side resumes on the same channel and pays for each chunk exactly once.
 
 mod common;
 
@@ -17,10 +19,15 @@ struct Shop {
     payer: Party,
     payee: Party,
     node: Node,
-    _files: tempfile::TempDir,
+    files: tempfile::TempDir,
 }
 
 fn shop(data: &[u8], serve_args: &[&str]) -> Shop {
+    shop_at(data, 1000, 1000, serve_args)
+}
+
+/// A payee selling `data` as `film.bin` at `price` sat per chunk of `chunk_size` bytes.
+fn shop_at(data: &[u8], price: u64, chunk_size: u32, serve_args: &[&str]) -> Shop {
     let node = Node::start();
     let payee = Party::new(&node);
     let payer = Party::new(&node);
@@ -28,10 +35,12 @@ fn shop(data: &[u8], serve_args: &[&str]) -> Shop {
     let files = tempfile::tempdir().unwrap();
     std::fs::write(files.path().join("film.bin"), data).unwrap();
     let dir = files.path().to_str().unwrap();
-    let mut args = vec!["--serve-dir", dir, "--price-per-chunk", "1000", "--chunk-size", "1000"];
+    let (price, chunk_size) = (price.to_string(), chunk_size.to_string());
+    let mut args =
+        vec!["--serve-dir", dir, "--price-per-chunk", &price, "--chunk-size", &chunk_size];
     args.extend_from_slice(serve_args);
     let daemon = Daemon::start(&payee, None, &args);
-    Shop { daemon, payer, payee, node, _files: files }
+    Shop { daemon, payer, payee, node, files }
 }
 
 /// Runs `fetch`, mining a block every 100 ms until it exits (its open waits for one).
@@ -87,7 +96,165 @@ fn a_hundred_chunks_paid_one_by_one_then_settled_in_one_channel() {
     assert!(tx.output.iter().any(|o| o.value.to_sat() == 100_000));
     let channel = summary["channel_id"].as_str().unwrap();
     assert_eq!(shop.payee.channel(channel)["paid_total_sat"], 100_000);
-    assert_eq!(shop.payee.channel(channel)["updates"], 100);
+    assert_eq!(shop.payee.channel(channel)["payments"], 100);
+}
+
+#[test]
+fn ten_thousand_chunks_at_one_sat_each_on_one_channel_with_the_default_terms() {
+    const CHUNKS: usize = 10_000;
+    let data: Vec<u8> = (0..CHUNKS * 64).map(|i| (i * 13 % 251) as u8).collect();
+    let shop = shop_at(&data, 1, 64, &[]);
+    // The command line's default terms: lifetime 1008, step 6, margin 6, a checkpoint every 1%
+    // of the capacity.
+    let open = shop.payer.open(&shop.node, &shop.daemon, 100_000, &[]);
+    let channel = open["channel_id"].as_str().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let path = out.path().join("film.bin");
+    let started = Instant::now();
+    let summary = shop.payer.json(&[
+        "fetch",
+        &shop.daemon.peer(),
+        "film.bin",
+        "--out",
+        path.to_str().unwrap(),
+        "--channel",
+        channel,
+    ]);
+    println!("{CHUNKS} chunks fetched and paid in {:?}", started.elapsed());
+    assert_eq!(std::fs::read(&path).unwrap(), data);
+    assert_eq!(
+        (summary["chunks"].as_u64(), summary["paid_sat"].as_u64()),
+        (Some(CHUNKS as u64), Some(CHUNKS as u64))
+    );
+    let show = shop.payee.channel(channel);
+    assert_eq!((&show["payments"], &show["paid_total_sat"]), (&CHUNKS.into(), &CHUNKS.into()));
+    // 10,000 sat paid, a checkpoint every 1,000 sat: ten rungs for ten thousand payments.
+    assert_eq!(show["checkpoints"], 10);
+    let txid: Txid = summary["settlement_txid"].as_str().unwrap().parse().unwrap();
+    shop.node.mine(1);
+    let (tx, confirmations, _) = shop.node.get_tx(txid);
+    assert_eq!(confirmations, 1);
+    let payee_script = payee_address(&shop).script_pubkey();
+    let to_payee: Vec<u64> = tx
+        .output
+        .iter()
+        .filter(|o| o.script_pubkey == payee_script)
+        .map(|o| o.value.to_sat())
+        .collect();
+    assert_eq!(to_payee, vec![CHUNKS as u64], "the payee gets exactly what the chunks cost");
+    assert_eq!(summary["payee_sat"], CHUNKS as u64);
+}
+
+/// The payee's payout address for the channel, read from the settlement's other output.
+fn payee_address(shop: &Shop) -> bitcoin::Address {
+    let channels = shop.payee.json(&["list"]);
+    let id = channels["channels"][0]["channel_id"].as_str().unwrap().to_owned();
+    let store = paychan::store::Store::open(&shop.payee.datadir().join(paychan::store::STORE_FILE))
+        .expect("the payee's store");
+    let record = store.channel(id.parse().unwrap()).unwrap().unwrap();
+    let paychan::store::ChannelState::Payee(state) = record.state else { panic!() };
+    bitcoin::Address::from_script(&state.payee_script, bitcoin::Network::Regtest).unwrap()
+}
+
+/// Starts `fetch FILE --out PATH --channel CHANNEL` in the background.
+fn spawn_fetch(shop: &Shop, path: &std::path::Path, channel: &str) -> Child {
+    shop.payer
+        .command()
+        .args(["--json", "fetch", &shop.daemon.peer(), "film.bin", "--out"])
+        .arg(path)
+        .args(["--channel", channel])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run paychan fetch")
+}
+
+/// Waits until `path` holds at least `bytes` bytes.
+fn wait_for_bytes(path: &std::path::Path, bytes: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::metadata(path).map_or(0, |m| m.len()) < bytes {
+        assert!(Instant::now() < deadline, "{} did not reach {bytes} bytes", path.display());
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// The end of a resumed download: the file is whole, and the channel paid exactly the price of
+/// every chunk, once each.
+fn assert_paid_once_per_chunk(
+    shop: &Shop,
+    channel: &str,
+    summary: &Value,
+    data: &[u8],
+    path: &std::path::Path,
+) {
+    assert_eq!(std::fs::read(path).unwrap(), data);
+    let chunks = summary["chunks"].as_u64().unwrap();
+    assert_eq!(shop.payee.channel(channel)["paid_total_sat"], chunks * 10);
+    assert_eq!(summary["payee_sat"], chunks * 10);
+    assert!(summary["resumed_from"].as_u64().unwrap() > 0, "{summary}");
+}
+
+#[test]
+fn a_download_broken_off_by_a_payer_crash_resumes_and_pays_each_chunk_once() {
+    let data: Vec<u8> = (0..400 * 100).map(|i| (i % 241) as u8).collect();
+    let shop = shop_at(&data, 10, 100, &[]);
+    let open = shop.payer.open(&shop.node, &shop.daemon, 100_000, &[]);
+    let channel = open["channel_id"].as_str().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let path = out.path().join("film.bin");
+    let part = out.path().join("film.bin.part");
+    // Killed at some moment after 100 chunks: between a chunk written and its payment, a
+    // payment in flight, or a payment acknowledged.
+    let mut child = spawn_fetch(&shop, &path, channel);
+    wait_for_bytes(&part, 100 * 100);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let held = std::fs::metadata(&part).unwrap().len();
+    assert!(held < data.len() as u64, "the download was cut off");
+    let summary = shop.payer.json(&[
+        "fetch",
+        &shop.daemon.peer(),
+        "film.bin",
+        "--out",
+        path.to_str().unwrap(),
+        "--channel",
+        channel,
+    ]);
+    assert_paid_once_per_chunk(&shop, channel, &summary, &data, &path);
+}
+
+#[test]
+fn a_download_broken_off_by_a_payee_crash_resumes_and_the_chunk_out_unpaid_is_still_owed() {
+    let data: Vec<u8> = (0..400 * 100).map(|i| (i % 239) as u8).collect();
+    let mut shop = shop_at(&data, 10, 100, &[]);
+    let open = shop.payer.open(&shop.node, &shop.daemon, 100_000, &[]);
+    let channel = open["channel_id"].as_str().unwrap().to_owned();
+    let out = tempfile::tempdir().unwrap();
+    let path = out.path().join("film.bin");
+    let part = out.path().join("film.bin.part");
+    let mut child = spawn_fetch(&shop, &path, &channel);
+    wait_for_bytes(&part, 100 * 100);
+    shop.daemon.kill9();
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "the fetch fails with the payee gone");
+    // The payee comes back on the same address: a restart forgives nothing.
+    let listen = shop.daemon.listen.clone();
+    let dir = shop.files.path().to_str().unwrap().to_owned();
+    shop.daemon = Daemon::start(
+        &shop.payee,
+        Some(&listen),
+        &["--serve-dir", &dir, "--price-per-chunk", "10", "--chunk-size", "100"],
+    );
+    let summary = shop.payer.json(&[
+        "fetch",
+        &shop.daemon.peer(),
+        "film.bin",
+        "--out",
+        path.to_str().unwrap(),
+        "--channel",
+        &channel,
+    ]);
+    assert_paid_once_per_chunk(&shop, &channel, &summary, &data, &path);
 }
 
 #[test]
@@ -131,7 +298,9 @@ fn the_payee_asks_to_settle_when_its_ladder_nears_the_end_and_the_fetch_settles(
     let out = tempfile::tempdir().unwrap();
     let path = out.path().join("film.bin");
     let args = ["film.bin", "--out", path.to_str().unwrap(), "--capacity", "150000"];
-    let (ok, _, stderr) = fetch(&shop, &[&args[..], &["--lifetime", "40", "--step", "2"]].concat());
+    // A checkpoint at every payment, as before checkpoints: each chunk spends a rung.
+    let terms = ["--lifetime", "40", "--step", "2", "--checkpoint-every", "1"];
+    let (ok, _, stderr) = fetch(&shop, &[&args[..], &terms].concat());
     assert!(!ok);
     assert!(stderr.contains("near the end of its ladder after"), "{stderr}");
     let txid: Txid = stderr.split("settled in ").nth(1).unwrap()[..64].parse().unwrap();

@@ -54,6 +54,8 @@ fn pay_stream(payer: &Party, channel: &str, stop: &AtomicBool, outcomes: &Mutex<
 
 #[test]
 fn payee_killed_mid_stream_restarts_and_settles_what_was_acknowledged() {
+    // The default checkpoint policy, every 10,000 sat: nine payments of 1,000 sat in ten are
+    // between checkpoints, signed by the payer only.
     let terms = ["--lifetime", "400", "--step", "1", "--feerate", "2"];
     let OpenChannel { node, payee, payer, mut daemon, channel, .. } =
         OpenChannel::new(1_000_000, &terms, &[]);
@@ -98,7 +100,9 @@ fn payee_killed_mid_stream_restarts_and_settles_what_was_acknowledged() {
     let expected = SAT * (o.acknowledged + o.in_flight);
     assert_eq!(o.last_total, expected, "the last acknowledged total counts every acknowledged pay");
     assert_eq!(payer.channel(&channel)["paid_total_sat"], expected);
-    assert_eq!(payee.channel(&channel)["paid_total_sat"], expected);
+    let show = payee.channel(&channel);
+    assert_eq!(show["paid_total_sat"], expected);
+    assert_eq!(show["checkpoints"].as_u64().unwrap(), expected / 10_000);
     let close = payer.json(&["close", &channel]);
     assert_eq!(close["payee_sat"], expected);
     let txid = close["settlement_txid"].as_str().unwrap().parse().unwrap();

@@ -14,6 +14,8 @@ const KILLS: u64 = 40;
 
 #[test]
 fn payer_killed_at_random_moments_agrees_with_the_payee_after() {
+    // The default checkpoint policy, every 10,000 sat: nine payments of 1,000 sat in ten are
+    // between checkpoints, signed by the payer only.
     let terms = ["--lifetime", "400", "--step", "1", "--feerate", "2"];
     let OpenChannel { node: _node, daemon: _daemon, payee, payer, channel, .. } =
         OpenChannel::new(1_000_000, &terms, &[]);
@@ -39,8 +41,10 @@ fn payer_killed_at_random_moments_agrees_with_the_payee_after() {
     eprintln!("{} of {KILLS} killed payments went through", (total - 1) / SAT);
     assert_eq!((total - 1) % SAT, 0, "only whole payments count: {total}");
     assert!(total <= KILLS * SAT + 1);
-    assert_eq!(payee.channel(&channel)["paid_total_sat"], total);
+    let show = payee.channel(&channel);
+    assert_eq!(show["paid_total_sat"], total);
     assert_eq!(payer.channel(&channel)["paid_total_sat"], total);
+    assert_eq!(show["checkpoints"].as_u64().unwrap(), total / 10_000);
     let close = payer.json(&["close", &channel]);
     assert_eq!(close["payee_sat"], total);
 }

@@ -1,7 +1,7 @@
 //! The watchers, from the command line against a regtest node: the payee's inside `serve`
 //! broadcasts its newest commitment once final when the payer has vanished and records what
-//! closed the channel; the payer's `watch` broadcasts the refund at R when the payee has
-//! vanished. Both pick up after a restart.
+//! closed the channel; the payer's `watch` broadcasts its newest checkpoint once final, or the
+//! refund at R without one, when the payee has vanished. Both pick up after a restart.
 
 mod common;
 
@@ -59,7 +59,9 @@ fn the_payee_broadcasts_its_newest_commitment_once_final_and_records_the_close()
         (c["txid"].as_str(), c["kind"].as_str()),
         (Some(&*txid.to_string()), Some("commitment"))
     );
-    assert_eq!((c["update"].as_u64(), c["payee_sat"].as_u64()), (Some(3), Some(21_000)));
+    // Each payment of 7,000 sat was a checkpoint (the default: every 1% of the capacity), so the
+    // third payment sits on rung 3.
+    assert_eq!((c["rung"].as_u64(), c["payee_sat"].as_u64()), (Some(3), Some(21_000)));
     assert_eq!(c["height"].as_u64(), Some(u64::from(locktime) + 1));
 
     // A restart reads the closure back and broadcasts nothing more.
@@ -82,9 +84,49 @@ fn the_payee_broadcasts_its_newest_commitment_once_final_and_records_the_close()
 }
 
 #[test]
-fn the_payer_watch_broadcasts_the_refund_at_r_and_resumes_after_a_restart() {
+fn the_payer_watch_broadcasts_its_newest_checkpoint_once_final() {
     let OpenChannel { node, mut daemon, payer, channel, open, .. } =
         OpenChannel::new(300_000, &TERMS, &[]);
+    let refund = open["refund_locktime"].as_u64().unwrap() as u32;
+    // A checkpoint (5,000 sat is above 1% of the capacity) on rung 1, then a payment on rung 2.
+    let first = payer.json(&["pay", &channel, "5000"]);
+    assert_eq!(first["checkpoint"], true);
+    assert_eq!(payer.json(&["pay", &channel, "1000"])["checkpoint"], false);
+    let exit = first["locktime"].as_u64().unwrap() as u32;
+    assert_eq!(exit, refund - 2);
+    daemon.kill9();
+
+    let watch = Watch::start(&payer, &[]);
+    let watching = watch.next(Duration::from_secs(10));
+    assert_eq!(watching["channels"][0]["checkpoint_locktime"], exit);
+    node.mine_to(exit - 1);
+    assert_eq!(watch.quiet_for(Duration::from_millis(600)), None);
+    node.mine_to(exit);
+    let sent = watch.next(Duration::from_secs(10));
+    assert_eq!(
+        (sent["event"].as_str(), sent["kind"].as_str(), sent["tip"].as_u64()),
+        (Some("broadcast"), Some("checkpoint"), Some(u64::from(exit)))
+    );
+    let txid: Txid = sent["txid"].as_str().unwrap().parse().unwrap();
+    assert_eq!(node.mempool(), vec![txid]);
+    node.mine(1);
+    let closed = watch.next(Duration::from_secs(10));
+    let c: &Value = &closed["closing"];
+    assert_eq!(
+        (c["kind"].as_str(), c["rung"].as_u64(), c["payee_sat"].as_u64()),
+        (Some("commitment"), Some(1), Some(5_000))
+    );
+    assert_eq!(c["height"].as_u64(), Some(u64::from(exit) + 1), "R is {refund}");
+    assert_eq!(watch.next(Duration::from_secs(10))["event"], "done");
+    assert!(watch.wait());
+}
+
+#[test]
+fn the_payer_watch_broadcasts_the_refund_at_r_and_resumes_after_a_restart() {
+    // No checkpoint: the refund is the payer's only way out.
+    let terms = [&TERMS[..], &["--checkpoint-sat", "0"]].concat();
+    let OpenChannel { node, mut daemon, payer, channel, open, .. } =
+        OpenChannel::new(300_000, &terms, &[]);
     let refund = open["refund_locktime"].as_u64().unwrap() as u32;
     payer.json(&["pay", &channel, "5000"]);
     daemon.kill9();

@@ -27,6 +27,7 @@ fn open_message(tip: u32) -> Message {
         step: 2,
         margin: 6,
         payout: Address::p2wpkh(&key, Network::Regtest),
+        checkpoints: paychan::channel::CheckpointPolicy::default_for(Amount::from_sat(100_000)),
     };
     let (_, actions) = Payer::open(config, signer, ChannelId::random(), tip).unwrap();
     actions

@@ -39,7 +39,7 @@ fn pipelined_payments_arrive_whole_and_survive_a_payee_crash() {
         assert!(client.payer().funded().unwrap().pending.is_empty());
     });
     assert_eq!((paid(&payer, &channel), paid(&payee, &channel)), (300_000, 300_000));
-    assert_eq!(payee.channel(&channel)["updates"], 600);
+    assert_eq!(payee.channel(&channel)["payments"], 600);
     // Batches really overlapped: a second batch left before the first was acknowledged.
     let first_ack = events.iter().position(|e| matches!(e, Pipelined::Acknowledged { .. }));
     let sent_before = events[..first_ack.unwrap()].len();

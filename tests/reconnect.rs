@@ -23,6 +23,8 @@ fn a_repeated_open_gets_the_same_accept_and_other_terms_are_refused() {
         step: o.payer.state().terms.ladder.step(),
         payer_key: o.payer.state().terms.payer_key,
         payer_address: payer_config(CAPACITY).payout.as_unchecked().clone(),
+        checkpoint_every_payments: Some(1),
+        checkpoint_every_sat: None,
     });
     let before = o.payee.state().clone();
     assert_eq!(o.payee.handle_message(&open, TIP).unwrap(), vec![Action::Send(accept.clone())]);
@@ -42,7 +44,7 @@ fn a_repeated_funding_created_gets_the_same_refund_signature() {
     let refund_signed = route(payee.handle_message(&created, TIP).unwrap(), &mut out).remove(0);
     let signed = payee.state().clone();
     // The payer restarted before the refund signature reached it: it sends funding_created again.
-    assert_eq!(payer.reestablish(), vec![Action::Send(created.clone())]);
+    assert_eq!(payer.reestablish().unwrap(), vec![Action::Send(created.clone())]);
     assert_eq!(
         payee.handle_message(&created, TIP).unwrap(),
         vec![Action::Send(refund_signed.clone())]
@@ -63,7 +65,7 @@ fn a_payer_waiting_for_ready_rebroadcasts_the_funding_and_asks_again() {
     let id = pair.payer.state().terms.channel_id;
     let reestablish = Message::Reestablish(wire::Reestablish { channel_id: id });
     assert_eq!(
-        pair.payer.reestablish(),
+        pair.payer.reestablish().unwrap(),
         vec![Action::Broadcast(pair.funding_tx.clone()), Action::Send(reestablish.clone())]
     );
     // Not confirmed yet: the payee has nothing to say.
@@ -78,7 +80,7 @@ fn a_payer_waiting_for_ready_rebroadcasts_the_funding_and_asks_again() {
     let state = pair.payer.state().clone();
     assert_eq!(pair.payer.handle_message(&ready[0]).unwrap(), vec![]);
     assert_eq!(pair.payer.state(), &state);
-    assert_eq!(pair.payer.reestablish(), vec![]);
+    assert_eq!(pair.payer.reestablish().unwrap(), vec![]);
 }
 
 #[test]
@@ -86,7 +88,7 @@ fn a_payment_in_flight_is_offered_again_and_counted_once() {
     let mut pair = Pair::open(CAPACITY);
     pair.pay(Amount::from_sat(1_000)).unwrap();
     let pay = route(pair.payer.pay(Amount::from_sat(500), pair.tip).unwrap(), &mut pair.out);
-    assert_eq!(pair.payer.reestablish(), vec![Action::Send(pay[0].clone())]);
+    assert_eq!(pair.payer.reestablish().unwrap(), vec![Action::Send(pay[0].clone())]);
     let first = pair.payee.handle_message(&pay[0], pair.tip).unwrap();
     let taken = pair.payee.state().clone();
     // The ack was lost; the payer offers the same payment again and gets the same ack.
@@ -109,7 +111,7 @@ fn a_refused_payment_is_forgotten_and_the_update_number_reused() {
     assert_eq!(pair.payer.abandon_pending(), None);
     assert_eq!(pair.payer.paid(), Amount::from_sat(1_000));
     pair.pay(Amount::from_sat(200)).unwrap();
-    assert_eq!(pair.payee.funded().unwrap().update_number(), 2);
+    assert_eq!(pair.payee.funded().unwrap().payments(), 2);
     assert_eq!(pair.payee.paid(), Amount::from_sat(1_200));
 }
 
@@ -127,7 +129,7 @@ fn pipelined_payments_whose_acks_were_lost_are_resent_and_end_where_the_payee_is
     }
     assert_eq!((pair.payer.paid(), pair.payee.paid()), (sat(0), sat(3000)));
     // Reconnected: the payer resends all five, in order.
-    let resent = route(pair.payer.reestablish(), &mut pair.out);
+    let resent = route(pair.payer.reestablish().unwrap(), &mut pair.out);
     assert_eq!(resent, pays);
     let taken = pair.payee.state().clone();
     let mut acks = Vec::new();

@@ -83,6 +83,7 @@ fn early_payment(ch: &RegtestChannel<'_>) -> Message {
         update: 1,
         paid_total_sat: 1_000,
         locktime,
+        checkpoint: false,
         signature,
     })
 }

@@ -135,12 +135,12 @@ impl World {
         let _ = writeln!(std::io::stderr(), "wire_abuse: {line}");
     }
 
-    /// The channel as the payee's `show` has it: total, updates, current locktime, state.
+    /// The channel as the payee's `show` has it: total, payments, current locktime, state.
     fn payee_view(&self, channel: &str) -> (u64, u64, u64, String) {
         let show = self.payee.channel(channel);
         let n = |k: &str| show[k].as_u64().unwrap_or_else(|| panic!("{k} in {show}"));
         let state = show["state"].as_str().expect("state").to_owned();
-        (n("paid_total_sat"), n("updates"), n("current_locktime"), state)
+        (n("paid_total_sat"), n("payments"), n("current_locktime"), state)
     }
 
     /// Waits for the daemon's log to say `needle` about the connection from `addr`, and
@@ -180,7 +180,9 @@ impl Paying {
             node,
             daemon,
             200_000,
-            &["--lifetime", "200", "--step", "2", "--feerate", "2"],
+            // Every payment a checkpoint: each payment's rung is its number, as the hostile
+            // messages below assume.
+            &["--lifetime", "200", "--step", "2", "--feerate", "2", "--checkpoint-every", "1"],
         );
         let channel = open["channel_id"].as_str().expect("channel_id").to_owned();
         let id = channel.parse().expect("a channel id");
@@ -239,6 +241,7 @@ fn signed_pay(f: &FundedChannel, signer: &ChannelSigner, update: u64, paid_sat: 
         update,
         paid_total_sat: paid_sat,
         locktime,
+        checkpoint: true,
         signature: signature.into(),
     })
 }
@@ -250,6 +253,7 @@ fn pay_as_sent(f: &FundedChannel, update: &SignedUpdate) -> Message {
         update: update.number,
         paid_total_sat: update.paid.to_sat(),
         locktime: update.locktime,
+        checkpoint: true,
         signature: update.payer_sig.into(),
     })
 }
@@ -472,7 +476,7 @@ fn hostile_channel_messages(w: &World) {
     let (payer, signer) = a.payer_side();
     let side = payer.funded().expect("a funded channel");
     let f = &side.funded;
-    let latest = f.latest.clone().expect("payments were made");
+    let latest = f.checkpoint.clone().expect("payments were made, each a checkpoint");
     let (next, total) = (latest.number + 1, latest.paid.to_sat());
     assert_eq!(total, a.total());
     let before = w.payee_view(&a.channel);
@@ -482,7 +486,7 @@ fn hostile_channel_messages(w: &World) {
     let same_ack = Message::PayAck(wire::PayAck {
         channel_id: a.id,
         update: latest.number,
-        signature: latest.payee_sig.into(),
+        signature: Some(latest.payee_sig.into()),
     });
     peer.send(&pay_as_sent(f, &latest));
     assert_eq!(peer.recv(ANSWER), same_ack, "the newest payment, replayed");
@@ -528,6 +532,8 @@ fn hostile_channel_messages(w: &World) {
         step: terms.ladder.step(),
         payer_key: terms.payer_key,
         payer_address: payer_address.as_unchecked().clone(),
+        checkpoint_every_payments: Some(1),
+        checkpoint_every_sat: Some(2_000),
     }));
     expect_refusal(&mut peer, a.id, "unexpected open_channel", "the open replayed");
     let mut funding_tx = side.funding_tx.clone();

@@ -16,7 +16,7 @@ use crate::wire::ChannelId;
 pub enum TxKind {
     /// The refund.
     Refund,
-    /// Commitment number `k`.
+    /// The commitment of payment `k`.
     Commitment(u64),
     /// The settlement.
     Settlement,
@@ -26,7 +26,7 @@ impl std::fmt::Display for TxKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             TxKind::Refund => write!(f, "refund"),
-            TxKind::Commitment(k) => write!(f, "commitment {k}"),
+            TxKind::Commitment(k) => write!(f, "commitment of payment {k}"),
             TxKind::Settlement => write!(f, "settlement"),
         }
     }
@@ -129,10 +129,10 @@ pub enum ChannelError {
         /// The payment.
         amount: Amount,
     },
-    /// The update number is not the next one (a replay, or out of order).
-    #[error("update {got} is out of order, expected {expected}")]
+    /// The payment number is not the next one (a replay, or out of order).
+    #[error("payment {got} is out of order, expected {expected}")]
     UnexpectedUpdate {
-        /// The next update number.
+        /// The next payment number.
         expected: u64,
         /// The one received.
         got: u64,
@@ -149,33 +149,35 @@ pub enum ChannelError {
         /// The proposed total.
         proposed: Amount,
     },
-    /// The proposed locktime is not below the previous state's.
-    #[error("locktime {proposed} is not below the previous locktime {previous}")]
-    LockTimeNotDecreasing {
-        /// The previous state's locktime.
-        previous: u32,
-        /// The proposed locktime.
-        proposed: u32,
-    },
-    /// The proposed locktime is not the ladder's rung for this update.
-    #[error("locktime {proposed} is not the ladder's {expected} for this update")]
+    /// The proposed locktime is not the ladder's rung for this payment: `L_{c+1}`, `c` being the
+    /// checkpoints made before it.
+    #[error("locktime {proposed} is not the ladder's {expected} for this payment")]
     LockTimeOffLadder {
-        /// `R - k*step`.
+        /// `R - (c+1)*step`.
         expected: u32,
         /// The proposed locktime.
         proposed: u32,
     },
-    /// The settlement's total is not the newest commitment's.
+    /// The settlement's total is not the newest payment's.
     #[error(
-        "settlement pays {} sat, the newest commitment pays {} sat",
+        "settlement pays {} sat, the newest payment's total is {} sat",
         proposed.to_sat(),
         expected.to_sat()
     )]
     PaidTotalMismatch {
-        /// The newest commitment's total.
+        /// The newest payment's total.
         expected: Amount,
         /// The settlement's.
         proposed: Amount,
+    },
+    /// The checkpoint policy is malformed (a count or an amount of zero).
+    #[error("malformed checkpoint policy: every 0 payments or every 0 sat")]
+    BadCheckpointPolicy,
+    /// The payee acknowledged a checkpoint without its signature.
+    #[error("payment {update} is a checkpoint, acknowledged without the payee's signature")]
+    CheckpointNotSigned {
+        /// The payment.
+        update: u64,
     },
     /// A signature from the peer is bad.
     #[error("bad signature on the {tx}: {source}")]

@@ -1,6 +1,6 @@
 //! What both parties hold: the terms from the start, and once the funding outpoint is known the
-//! channel parameters, the newest fully signed commitment, and the settlement once both have
-//! signed it.
+//! channel parameters, the newest payment, the newest checkpoint (the newest commitment both
+//! have signed), and the settlement once both have signed it.
 
 use bitcoin::sighash::SegwitV0Sighash;
 use bitcoin::{
@@ -8,7 +8,8 @@ use bitcoin::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{ChannelError, TxKind};
+use super::payment::NextPayment;
+use super::{ChannelError, CheckpointPolicy, Payment, TxKind};
 use crate::funding::FundingScript;
 use crate::keys::{parse_signature, ChannelSigner};
 use crate::ladder::LockTimeLadder;
@@ -33,6 +34,10 @@ pub struct ChannelTerms {
     pub payer_key: PublicKey,
     /// Where the payer's money goes.
     pub payer_script: ScriptBuf,
+    /// When the payee countersigns. Channels opened before checkpoints existed had both sign
+    /// every update, and load with [`CheckpointPolicy::every_payment`].
+    #[serde(default = "CheckpointPolicy::every_payment")]
+    pub checkpoints: CheckpointPolicy,
 }
 
 impl ChannelTerms {
@@ -228,15 +233,15 @@ pub(crate) fn check_id(expected: ChannelId, got: ChannelId) -> Result<(), Channe
     }
 }
 
-/// A commitment both parties have signed.
+/// A commitment both parties have signed: a checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignedUpdate {
-    /// The update number `k`.
+    /// The number of the payment it checkpoints.
     pub number: u64,
     /// The total paid to the payee.
     #[serde(with = "bitcoin::amount::serde::as_sat")]
     pub paid: Amount,
-    /// Its `nLockTime`, `R - k*step`.
+    /// Its `nLockTime`, `R - c*step` for the `c`-th checkpoint.
     pub locktime: u32,
     /// The payer's signature.
     pub payer_sig: ecdsa::Signature,
@@ -257,120 +262,154 @@ pub struct SettlementSigs {
 }
 
 /// A funded channel as both parties see it.
+///
+/// Deserializing also reads the states of releases before checkpoints (wire version 1), where
+/// every update was signed by both: their newest update (`latest`) is both the newest payment
+/// and the newest checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "StoredFundedChannel")]
 pub struct FundedChannel {
     /// The parameters and builder.
     pub channel: Channel,
     /// Whether the payee has seen enough confirmations of the funding to take payments.
     pub ready: bool,
-    /// The newest fully signed commitment, if any payment has been made.
-    pub latest: Option<SignedUpdate>,
+    /// The newest payment: the newest taken (payee) or acknowledged (payer).
+    pub newest: Option<Payment>,
+    /// The newest checkpoint: the newest commitment both have signed.
+    pub checkpoint: Option<SignedUpdate>,
     /// The settlement, once both have signed it: the channel is then closed to payments.
     pub settlement: Option<SettlementSigs>,
 }
 
-/// A rung of the ladder a new commitment builds on: its number, total and locktime.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Rung {
-    pub number: u64,
-    pub paid: Amount,
-    pub locktime: u32,
+/// A [`FundedChannel`] as stored by this release or an earlier one.
+#[derive(Deserialize)]
+struct StoredFundedChannel {
+    channel: Channel,
+    ready: bool,
+    #[serde(default)]
+    newest: Option<Payment>,
+    #[serde(default, alias = "latest")]
+    checkpoint: Option<SignedUpdate>,
+    settlement: Option<SettlementSigs>,
 }
 
-impl Rung {
-    /// The newest commitment signed by both (or the refund's rung, before any payment).
-    pub fn latest(f: &FundedChannel) -> Rung {
-        Rung { number: f.update_number(), paid: f.paid(), locktime: f.current_locktime() }
+impl From<StoredFundedChannel> for FundedChannel {
+    fn from(s: StoredFundedChannel) -> Self {
+        // Before checkpoints, the newest update was signed by both: a checkpoint payment.
+        let newest = s.newest.or_else(|| {
+            s.checkpoint.as_ref().map(|u| Payment {
+                number: u.number,
+                paid: u.paid,
+                locktime: u.locktime,
+                checkpoint: true,
+                since_checkpoint: 1,
+                paid_since_checkpoint: Amount::ZERO,
+                payer_sig: Some(u.payer_sig),
+            })
+        });
+        FundedChannel {
+            channel: s.channel,
+            ready: s.ready,
+            newest,
+            checkpoint: s.checkpoint,
+            settlement: s.settlement,
+        }
     }
 }
 
 impl FundedChannel {
     /// Starts a funded channel with no payments.
     pub fn new(channel: Channel) -> Self {
-        FundedChannel { channel, ready: false, latest: None, settlement: None }
+        FundedChannel { channel, ready: false, newest: None, checkpoint: None, settlement: None }
     }
 
-    /// Returns the total paid in the newest signed commitment.
+    /// Returns the total of the newest payment.
     pub fn paid(&self) -> Amount {
-        self.latest.as_ref().map_or(Amount::ZERO, |u| u.paid)
+        self.newest.as_ref().map_or(Amount::ZERO, |p| p.paid)
     }
 
-    /// Returns the number of the newest signed commitment (0 before any payment).
-    pub fn update_number(&self) -> u64 {
-        self.latest.as_ref().map_or(0, |u| u.number)
+    /// Returns the number of payments made (0 before any).
+    pub fn payments(&self) -> u64 {
+        self.newest.as_ref().map_or(0, |p| p.number)
     }
 
-    /// Returns the locktime of the newest signed state: the newest commitment's, or the refund's.
+    /// Returns the number of checkpoints made: the rung of the newest checkpoint.
+    pub fn checkpoints(&self) -> u64 {
+        let ladder = self.channel.ladder();
+        self.checkpoint.as_ref().and_then(|c| ladder.rung(c.locktime)).unwrap_or(0)
+    }
+
+    /// Returns the locktime of the newest payment's commitment, or the refund's before any.
     pub fn current_locktime(&self) -> u32 {
-        self.latest.as_ref().map_or(self.channel.ladder().refund(), |u| u.locktime)
+        self.newest.as_ref().map_or(self.channel.ladder().refund(), |p| p.locktime)
     }
 
-    /// Checks a proposed next commitment against the channel and rebuilds it.
+    /// Returns the locktime of the newest fully signed state: the newest checkpoint's, or the
+    /// refund's before any. The payer's way out if the payee vanishes is final there.
+    pub fn checkpoint_locktime(&self) -> u32 {
+        self.checkpoint.as_ref().map_or(self.channel.ladder().refund(), |c| c.locktime)
+    }
+
+    /// Checks a proposed payment against the channel and rebuilds its commitment.
     ///
     /// Both parties run exactly these checks: the payer before it signs, the payee before it
-    /// countersigns. `tip` is the chain height as the caller sees it, `margin` the caller's
-    /// safety margin in blocks.
+    /// takes the payer's signature. `after` is the payment it follows (the payer's newest in
+    /// flight, when it pipelines; the newest otherwise), `tip` the chain height as the caller
+    /// sees it, `margin` the caller's safety margin in blocks.
     ///
     /// # Errors
     /// [`ChannelError::UnexpectedUpdate`], [`ChannelError::PaidNotIncreasing`],
-    /// [`ChannelError::LockTimeNotDecreasing`], [`ChannelError::LockTimeOffLadder`],
-    /// [`ChannelError::Ladder`] (too close to the tip) or [`ChannelError::Tx`] (over the balance).
-    pub fn next_commitment(
+    /// [`ChannelError::LockTimeOffLadder`], [`ChannelError::Ladder`] (too close to the tip) or
+    /// [`ChannelError::Tx`] (over the balance).
+    #[allow(clippy::too_many_arguments)] // each is one field of the payment, checked here
+    pub(crate) fn payment_after(
         &self,
+        after: Option<&Payment>,
         update: u64,
         paid: Amount,
         locktime: u32,
+        checkpoint: bool,
         tip: u32,
         margin: u32,
-    ) -> Result<Transaction, ChannelError> {
-        self.commitment_after(&Rung::latest(self), update, paid, locktime, tip, margin)
-    }
-
-    /// The same checks as [`FundedChannel::next_commitment`], for a commitment on top of
-    /// `after` (the payer's newest payment in flight, when it pipelines).
-    pub(crate) fn commitment_after(
-        &self,
-        after: &Rung,
-        update: u64,
-        paid: Amount,
-        locktime: u32,
-        tip: u32,
-        margin: u32,
-    ) -> Result<Transaction, ChannelError> {
-        let expected = after.number.saturating_add(1);
-        if update != expected {
-            return Err(ChannelError::UnexpectedUpdate { expected, got: update });
+    ) -> Result<(Payment, Transaction), ChannelError> {
+        let next = NextPayment::after(after, self.channel.ladder());
+        if update != next.number {
+            return Err(ChannelError::UnexpectedUpdate { expected: next.number, got: update });
         }
-        let previous = after.paid;
+        let previous = next.previous_paid;
         if paid <= previous {
             return Err(ChannelError::PaidNotIncreasing { previous, proposed: paid });
         }
-        let previous = after.locktime;
-        if locktime >= previous {
-            return Err(ChannelError::LockTimeNotDecreasing { previous, proposed: locktime });
+        if let Some(expected) = next.locktime.filter(|l| *l != locktime) {
+            return Err(ChannelError::LockTimeOffLadder { expected, proposed: locktime });
         }
-        let ladder = self.channel.ladder();
-        if let Some(expected) = ladder.locktime(update) {
-            if locktime != expected {
-                return Err(ChannelError::LockTimeOffLadder { expected, proposed: locktime });
-            }
-        }
-        ladder.usable_locktime(update, tip, margin)?;
-        Ok(self.channel.builder().commitment(paid, locktime)?)
+        LockTimeLadder::usable(next.locktime, tip, margin)?;
+        let tx = self.channel.builder().commitment(paid, locktime)?;
+        Ok((next.to(paid, locktime, checkpoint), tx))
     }
 
-    /// Returns the newest commitment with both signatures, ready to broadcast once the tip
-    /// reaches its locktime, or `None` before the first payment.
+    /// Returns the txid of the newest payment's commitment (a txid does not cover the
+    /// signatures), or `None` before the first payment.
     ///
     /// # Errors
     /// [`ChannelError::Tx`] if it cannot be rebuilt (which would mean corrupted state).
-    pub fn newest_commitment(&self) -> Result<Option<Transaction>, ChannelError> {
-        let Some(u) = &self.latest else {
+    pub fn newest_txid(&self) -> Result<Option<bitcoin::Txid>, ChannelError> {
+        let Some(p) = &self.newest else { return Ok(None) };
+        Ok(Some(self.channel.builder().commitment(p.paid, p.locktime)?.compute_txid()))
+    }
+
+    /// Returns the newest checkpoint with both signatures, ready to broadcast once the tip
+    /// reaches its locktime, or `None` before the first checkpoint.
+    ///
+    /// # Errors
+    /// [`ChannelError::Tx`] if it cannot be rebuilt (which would mean corrupted state).
+    pub fn checkpoint_tx(&self) -> Result<Option<Transaction>, ChannelError> {
+        let Some(c) = &self.checkpoint else {
             return Ok(None);
         };
         let builder = self.channel.builder();
-        let tx = builder.commitment(u.paid, u.locktime)?;
-        Ok(Some(builder.finalize(tx, u.payer_sig, u.payee_sig)?))
+        let tx = builder.commitment(c.paid, c.locktime)?;
+        Ok(Some(builder.finalize(tx, c.payer_sig, c.payee_sig)?))
     }
 
     /// Returns the settlement with both signatures, once both have signed.
@@ -407,6 +446,7 @@ mod tests {
             ladder: LockTimeLadder::new(1000, 10).unwrap(),
             payer_key: payer.public_key(),
             payer_script: script(&payer),
+            checkpoints: CheckpointPolicy::on_request(),
         };
         let outpoint = OutPoint::new(bitcoin::Txid::from_byte_array([1; 32]), 0);
         let channel = terms.channel(payee.public_key(), script(&payee), outpoint).unwrap();
@@ -416,43 +456,72 @@ mod tests {
     #[test]
     fn a_new_channel_has_paid_nothing_and_stands_at_the_refund() {
         let (f, _, _) = funded();
-        assert_eq!((f.paid(), f.update_number(), f.current_locktime()), (Amount::ZERO, 0, 1000));
-        assert_eq!(f.newest_commitment(), Ok(None));
+        assert_eq!((f.paid(), f.payments(), f.current_locktime()), (Amount::ZERO, 0, 1000));
+        assert_eq!((f.checkpoints(), f.checkpoint_locktime()), (0, 1000));
+        assert_eq!(f.checkpoint_tx(), Ok(None));
         assert_eq!(f.settlement_tx(), Ok(None));
     }
 
     #[test]
-    fn next_commitment_checks_in_order_and_builds_the_rung() {
+    fn payments_are_checked_in_order_on_their_rung() {
         let (mut f, payer, payee) = funded();
         let sat = Amount::from_sat;
-        let tx = f.next_commitment(1, sat(500), 990, 900, 6).unwrap();
+        let (p1, tx) = f.payment_after(None, 1, sat(500), 990, false, 900, 6).unwrap();
         assert_eq!(tx.lock_time.to_consensus_u32(), 990);
         assert_eq!(tx.output[1].value, sat(500));
+        f.newest = Some(p1);
+        // The next payment stays on rung 1 until a checkpoint.
+        let (p2, tx) = f.payment_after(Some(&p1), 2, sat(600), 990, true, 900, 6).unwrap();
         let sighash = f.channel.builder().sighash(&tx).unwrap();
         let (payer_sig, payee_sig) = (payer.sign(sighash), payee.sign(sighash));
-        f.latest =
-            Some(SignedUpdate { number: 1, paid: sat(500), locktime: 990, payer_sig, payee_sig });
-        assert_eq!(f.newest_commitment().unwrap().unwrap().input[0].witness.len(), 4);
+        f.checkpoint =
+            Some(SignedUpdate { number: 2, paid: sat(600), locktime: 990, payer_sig, payee_sig });
+        f.newest = Some(p2);
+        assert_eq!(f.checkpoint_tx().unwrap().unwrap().input[0].witness.len(), 4);
+        assert_eq!((f.checkpoints(), f.checkpoint_locktime()), (1, 990));
 
-        let err =
-            |update, paid, locktime, tip| f.next_commitment(update, sat(paid), locktime, tip, 6);
+        let next = |update, paid, locktime, tip| {
+            f.payment_after(f.newest.as_ref(), update, sat(paid), locktime, false, tip, 6)
+        };
         assert_eq!(
-            err(3, 600, 970, 900),
-            Err(ChannelError::UnexpectedUpdate { expected: 2, got: 3 })
+            next(4, 700, 980, 900),
+            Err(ChannelError::UnexpectedUpdate { expected: 3, got: 4 })
         );
         assert_eq!(
-            err(2, 500, 980, 900),
-            Err(ChannelError::PaidNotIncreasing { previous: sat(500), proposed: sat(500) })
+            next(3, 600, 980, 900),
+            Err(ChannelError::PaidNotIncreasing { previous: sat(600), proposed: sat(600) })
         );
+        // After the checkpoint, the payments move one rung down.
         assert_eq!(
-            err(2, 600, 990, 900),
-            Err(ChannelError::LockTimeNotDecreasing { previous: 990, proposed: 990 })
+            next(3, 700, 990, 900),
+            Err(ChannelError::LockTimeOffLadder { expected: 980, proposed: 990 })
         );
-        assert_eq!(
-            err(2, 600, 981, 900),
-            Err(ChannelError::LockTimeOffLadder { expected: 980, proposed: 981 })
-        );
-        assert!(matches!(err(2, 600, 980, 974), Err(ChannelError::Ladder(_))));
-        assert!(err(2, 600, 980, 973).is_ok());
+        assert!(matches!(next(3, 700, 980, 974), Err(ChannelError::Ladder(_))));
+        assert!(next(3, 700, 980, 973).is_ok());
+    }
+
+    #[test]
+    fn a_state_from_before_checkpoints_loads_its_newest_update_as_a_checkpoint() {
+        let (f, payer, payee) = funded();
+        let sat = Amount::from_sat;
+        let tx = f.channel.builder().commitment(sat(700), 980).unwrap();
+        let sighash = f.channel.builder().sighash(&tx).unwrap();
+        let (payer_sig, payee_sig) = (payer.sign(sighash), payee.sign(sighash));
+        let latest =
+            SignedUpdate { number: 2, paid: sat(700), locktime: 980, payer_sig, payee_sig };
+        let mut v1 = serde_json::to_value(&f).unwrap();
+        let fields = v1.as_object_mut().unwrap();
+        fields.remove("newest");
+        fields.remove("checkpoint");
+        fields.insert("latest".into(), serde_json::to_value(&latest).unwrap());
+        let loaded: FundedChannel = serde_json::from_value(v1).unwrap();
+        assert_eq!(loaded.checkpoint, Some(latest));
+        let newest = loaded.newest.unwrap();
+        assert_eq!((newest.number, newest.paid, newest.locktime), (2, sat(700), 980));
+        assert!(newest.checkpoint);
+        assert_eq!(loaded.checkpoints(), 2);
+        // And the next payment goes one rung down, as the next update did.
+        let next = NextPayment::after(Some(&newest), loaded.channel.ladder());
+        assert_eq!((next.number, next.locktime), (3, Some(970)));
     }
 }

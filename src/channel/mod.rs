@@ -5,19 +5,21 @@
 //! out, in order. A call that fails returns a [`ChannelError`] and leaves the state exactly as it
 //! was.
 //!
-//! The flow (payer-first, one round trip per payment; see `docs/protocol.md`):
+//! The flow (payer-first; see `docs/protocol.md`):
 //!
 //! ```text
 //! payer                                   payee
-//!   open_channel         ------------->
+//!   open_channel         ------------->   (terms, checkpoint policy)
 //!                        <-------------   accept_channel
 //!   (build + sign funding, keep it)
 //!   funding_created      ------------->   (unsigned funding tx)
 //!                        <-------------   refund_signed
 //!   (check refund sig, then broadcast funding)
 //!                        <-------------   channel_ready (after min_conf)
-//!   pay k                ------------->   (rebuild, check, sign, persist)
+//!   pay k                ------------->   (rebuild, check payer's sig, persist)
 //!                        <-------------   pay_ack k
+//!   pay k+1, checkpoint  ------------->   (rebuild, check, countersign, persist)
+//!                        <-------------   pay_ack k+1 + payee's sig
 //!   closing_signed       ------------->   (rebuild, check, sign, persist, broadcast)
 //!                        <-------------   closing_ack
 //! ```
@@ -26,13 +28,15 @@ mod error;
 mod funded;
 mod payee;
 mod payer;
+mod payment;
 
 pub use error::{ChannelError, TxKind};
 pub use funded::{
     Channel, ChannelParams, ChannelTerms, FundedChannel, SettlementSigs, SignedUpdate,
 };
 pub use payee::{Payee, PayeeConfig, PayeeStage, PayeeState};
-pub use payer::{Payer, PayerConfig, PayerFunded, PayerStage, PayerState, PendingUpdate};
+pub use payer::{Payer, PayerConfig, PayerFunded, PayerStage, PayerState};
+pub use payment::{CheckpointPolicy, Payment};
 
 use bitcoin::{Address, Amount, Transaction};
 

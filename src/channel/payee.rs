@@ -1,5 +1,5 @@
-//! The payee's state machine: accepts a channel, signs the refund, countersigns payments, and
-//! settles.
+//! The payee's state machine: accepts a channel, signs the refund, takes payments (checking and
+//! storing the payer's signature on each), countersigns the checkpoints, and settles.
 
 use bitcoin::{
     Address, Amount, FeeRate, Network, OutPoint, PublicKey, ScriptBuf, Transaction, TxOut,
@@ -7,8 +7,10 @@ use bitcoin::{
 use serde::{Deserialize, Serialize};
 
 use super::funded::check_id;
+use super::payment::NextPayment;
 use super::{
-    Action, ChannelError, ChannelTerms, FundedChannel, SettlementSigs, SignedUpdate, TxKind,
+    Action, ChannelError, ChannelTerms, CheckpointPolicy, FundedChannel, SettlementSigs,
+    SignedUpdate, TxKind,
 };
 use crate::keys::ChannelSigner;
 use crate::ladder::LockTimeLadder;
@@ -145,6 +147,7 @@ impl Payee {
         }
         let ladder = LockTimeLadder::new(open.refund_locktime, open.step)?;
         ladder.usable_locktime(1, tip, config.margin)?;
+        let checkpoints = checkpoint_policy(open)?;
         let payee_key = signer.public_key();
         let payee_script = config.payout.script_pubkey();
         let terms = ChannelTerms {
@@ -155,6 +158,7 @@ impl Payee {
             ladder,
             payer_key: open.payer_key,
             payer_script: payer_address.script_pubkey(),
+            checkpoints,
         };
         // Checks the keys, and the capacity against the fees and dust limits.
         terms.channel(payee_key, payee_script.clone(), OutPoint::null())?;
@@ -203,18 +207,29 @@ impl Payee {
         }
     }
 
-    /// Returns the total paid in the newest signed commitment.
+    /// Returns the total of the newest payment taken.
     pub fn paid(&self) -> Amount {
         self.funded().map_or(Amount::ZERO, FundedChannel::paid)
     }
 
-    /// Returns the newest commitment with both signatures (the payee's claim if the payer
-    /// vanishes), or `None` before the first payment.
+    /// Returns the newest payment's commitment with both signatures (the payee's claim if the
+    /// payer vanishes: the payee completes the payer's signature with its own), or `None` before
+    /// the first payment.
     ///
     /// # Errors
     /// [`ChannelError::Tx`] if it cannot be rebuilt.
     pub fn newest_commitment(&self) -> Result<Option<Transaction>, ChannelError> {
-        self.funded().map_or(Ok(None), FundedChannel::newest_commitment)
+        let Some((f, p)) = self.funded().and_then(|f| Some(f).zip(f.newest.as_ref())) else {
+            return Ok(None);
+        };
+        if f.checkpoint.as_ref().is_some_and(|c| c.number == p.number) {
+            return f.checkpoint_tx();
+        }
+        let payer_sig = p.payer_sig.ok_or(ChannelError::InconsistentState { field: "newest" })?;
+        let builder = f.channel.builder();
+        let tx = builder.commitment(p.paid, p.locktime)?;
+        let payee_sig = f.channel.sign(&self.signer, &tx)?;
+        Ok(Some(builder.finalize(tx, payer_sig, payee_sig)?))
     }
 
     /// Handles a message from the payer. `tip` is the current chain height, against which a
@@ -287,8 +302,8 @@ impl Payee {
     /// - Settled: broadcast the settlement again. The first broadcast may have failed or been
     ///   lost in a crash, and until it confirms the payer could still use the refund at `R`.
     ///   Stop calling once a transaction spending the funding is confirmed.
-    /// - The newest commitment is final (`tip >= L_k`) and the channel is not settled: broadcast
-    ///   it. The payer has not settled in time and may have vanished; every block of delay brings
+    /// - The newest payment's commitment is final (`tip >= L_{c+1}`) and the channel is not
+    ///   settled: complete it with the payee's signature and broadcast it. The payer has not settled in time and may have vanished; every block of delay brings
     ///   the older, cheaper commitments closer to final. Repeating the broadcast is harmless.
     /// - The next payment would fall inside the margin: ask the payer to settle (`shutdown`).
     ///
@@ -302,8 +317,8 @@ impl Payee {
             return Ok(f.settlement_tx()?.map(Action::Broadcast).into_iter().collect());
         }
         let mut actions = Vec::new();
-        if f.latest.as_ref().is_some_and(|u| tip >= u.locktime) {
-            if let Some(tx) = f.newest_commitment()? {
+        if f.newest.as_ref().is_some_and(|p| tip >= p.locktime) {
+            if let Some(tx) = self.newest_commitment()? {
                 actions.push(Action::Broadcast(tx));
             }
         }
@@ -317,8 +332,8 @@ impl Payee {
     /// of `tip`: time to settle (see [`Payee::request_close`]).
     pub fn near_end(&self, tip: u32) -> bool {
         self.open_channel("").is_ok_and(|f| {
-            let next = f.update_number().saturating_add(1);
-            f.channel.ladder().usable_locktime(next, tip, self.state.margin).is_err()
+            let next = NextPayment::after(f.newest.as_ref(), f.channel.ladder());
+            LockTimeLadder::usable(next.locktime, tip, self.state.margin).is_err()
         })
     }
 
@@ -344,7 +359,8 @@ impl Payee {
             && m.refund_locktime == t.ladder.refund()
             && m.step == t.ladder.step()
             && m.payer_key == t.payer_key
-            && m.payer_address.assume_checked_ref().script_pubkey() == t.payer_script;
+            && m.payer_address.assume_checked_ref().script_pubkey() == t.payer_script
+            && checkpoint_policy(m).ok() == Some(t.checkpoints);
         if !same {
             return Err(self.unexpected("open_channel"));
         }
@@ -402,24 +418,39 @@ impl Payee {
 
     fn on_pay(&mut self, m: &wire::Pay, tip: u32) -> Result<Vec<Action>, ChannelError> {
         let f = self.open_channel("pay")?;
-        if let Some(ack) = self.replayed_pay(f, m) {
-            // The payer did not get our ack (lost, or it restarted) and resends what it had in
-            // flight: our newest ack answers them all.
-            return Ok(vec![Action::Send(ack)]);
+        if let Some(acks) = self.replayed_pay(f, m) {
+            // The payer did not get our acks (lost, or it restarted) and resends what it had in
+            // flight: the acks of our newest checkpoint and newest payment answer them all.
+            return Ok(acks.into_iter().map(Action::Send).collect());
         }
         let paid = Amount::from_sat(m.paid_total_sat);
-        let tx = f.next_commitment(m.update, paid, m.locktime, tip, self.state.margin)?;
+        let margin = self.state.margin;
+        let (mut payment, tx) = f.payment_after(
+            f.newest.as_ref(),
+            m.update,
+            paid,
+            m.locktime,
+            m.checkpoint,
+            tip,
+            margin,
+        )?;
         let channel = &f.channel;
         let kind = TxKind::Commitment(m.update);
-        let (payer_sig, payee_sig) = channel.countersign(&self.signer, kind, &tx, &m.signature)?;
-        let update =
-            SignedUpdate { number: m.update, paid, locktime: m.locktime, payer_sig, payee_sig };
-        self.funded_mut().latest = Some(update);
-        let ack = Message::PayAck(wire::PayAck {
-            channel_id: self.state.terms.channel_id,
-            update: m.update,
-            signature: payee_sig.into(),
-        });
+        let (payer_sig, checkpoint) = if m.checkpoint {
+            let (payer_sig, payee_sig) =
+                channel.countersign(&self.signer, kind, &tx, &m.signature)?;
+            let (number, locktime) = (m.update, m.locktime);
+            (payer_sig, Some(SignedUpdate { number, paid, locktime, payer_sig, payee_sig }))
+        } else {
+            (channel.check_signature(&self.signer, kind, &tx, &m.signature)?, None)
+        };
+        payment.payer_sig = Some(payer_sig);
+        let ack = self.ack(m.update, checkpoint.as_ref());
+        let f = self.funded_mut();
+        f.newest = Some(payment);
+        if checkpoint.is_some() {
+            f.checkpoint = checkpoint;
+        }
         // Persist before acknowledging: an acknowledged payment must survive a crash.
         Ok(vec![Action::Persist, Action::Send(ack)])
     }
@@ -459,21 +490,37 @@ impl Payee {
         Ok(vec![Action::Persist, Action::Broadcast(signed), Action::Send(ack)])
     }
 
-    /// Returns the ack of the newest payment taken if `m` is exactly that payment again, or
-    /// an older one (a pipelining payer resending everything it had in flight). The ack only
-    /// repeats what the payer already holds or is owed; nothing changes.
-    fn replayed_pay(&self, f: &FundedChannel, m: &wire::Pay) -> Option<Message> {
-        let latest = f.latest.as_ref()?;
-        let same = latest.number == m.update
-            && latest.paid.to_sat() == m.paid_total_sat
-            && latest.locktime == m.locktime
-            && latest.payer_sig.to_vec() == m.signature.0;
-        (same || m.update < latest.number).then(|| {
-            Message::PayAck(wire::PayAck {
-                channel_id: self.state.terms.channel_id,
-                update: latest.number,
-                signature: latest.payee_sig.into(),
-            })
+    /// Returns the acks to send again if `m` is exactly the newest payment taken again, or an
+    /// older one (a pipelining payer resending everything it had in flight): the ack of the
+    /// newest checkpoint, with its signature, if `m` is not newer than it (the payer may lack
+    /// that signature), then the ack of the newest payment. They only repeat what the payer
+    /// already holds or is owed; nothing changes.
+    fn replayed_pay(&self, f: &FundedChannel, m: &wire::Pay) -> Option<Vec<Message>> {
+        let newest = f.newest.as_ref()?;
+        let same = newest.number == m.update
+            && newest.paid.to_sat() == m.paid_total_sat
+            && newest.locktime == m.locktime
+            && newest.checkpoint == m.checkpoint
+            && newest.payer_sig.is_some_and(|s| s.to_vec() == m.signature.0);
+        if !(same || m.update < newest.number) {
+            return None;
+        }
+        let checkpoint = f.checkpoint.as_ref().filter(|c| c.number >= m.update);
+        let mut acks: Vec<Message> =
+            checkpoint.map(|c| self.ack(c.number, Some(c))).into_iter().collect();
+        if checkpoint.is_none_or(|c| c.number != newest.number) {
+            let newest_checkpoint = f.checkpoint.as_ref().filter(|c| c.number == newest.number);
+            acks.push(self.ack(newest.number, newest_checkpoint));
+        }
+        Some(acks)
+    }
+
+    /// The ack of payment `update`: with the payee's signature if it is `checkpoint`.
+    fn ack(&self, update: u64, checkpoint: Option<&SignedUpdate>) -> Message {
+        Message::PayAck(wire::PayAck {
+            channel_id: self.state.terms.channel_id,
+            update,
+            signature: checkpoint.map(|c| c.payee_sig.into()),
         })
     }
 
@@ -496,4 +543,19 @@ impl Payee {
     fn unexpected(&self, what: &'static str) -> ChannelError {
         ChannelError::Unexpected { what, state: self.state.stage.name() }
     }
+}
+
+/// Reads the checkpoint policy an `open_channel` proposes.
+fn checkpoint_policy(open: &wire::OpenChannel) -> Result<CheckpointPolicy, ChannelError> {
+    let policy = CheckpointPolicy {
+        every_payments: match open.checkpoint_every_payments {
+            Some(n) => Some(std::num::NonZeroU64::new(n).ok_or(ChannelError::BadCheckpointPolicy)?),
+            None => None,
+        },
+        every_sat: open.checkpoint_every_sat.map(Amount::from_sat),
+    };
+    if !policy.is_valid() {
+        return Err(ChannelError::BadCheckpointPolicy);
+    }
+    Ok(policy)
 }

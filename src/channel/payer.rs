@@ -1,4 +1,5 @@
-//! The payer's state machine: opens and funds the channel, pays, and settles.
+//! The payer's state machine: opens and funds the channel, pays (asking for a checkpoint when
+//! its policy says so), and settles.
 
 use bitcoin::{
     ecdsa, Address, Amount, FeeRate, Network, OutPoint, PublicKey, ScriptBuf, Transaction,
@@ -7,10 +8,11 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
-use super::funded::{check_id, Rung};
+use super::funded::check_id;
+use super::payment::NextPayment;
 use super::{
-    Action, Channel, ChannelError, ChannelTerms, FundedChannel, SettlementSigs, SignedUpdate,
-    TxKind,
+    Action, Channel, ChannelError, ChannelTerms, CheckpointPolicy, FundedChannel, Payment,
+    SettlementSigs, SignedUpdate, TxKind,
 };
 use crate::funding::FundingScript;
 use crate::keys::ChannelSigner;
@@ -35,20 +37,9 @@ pub struct PayerConfig {
     pub margin: u32,
     /// Where the payer's money goes (refund and change of every split).
     pub payout: Address,
-}
-
-/// A payment the payer has signed and sent but the payee has not yet acknowledged.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PendingUpdate {
-    /// The update number.
-    pub number: u64,
-    /// The new total.
-    #[serde(with = "bitcoin::amount::serde::as_sat")]
-    pub paid: Amount,
-    /// Its locktime.
-    pub locktime: u32,
-    /// The payer's signature, as sent.
-    pub payer_sig: ecdsa::Signature,
+    /// When to ask the payee to countersign ([`CheckpointPolicy::default_for`] the capacity is
+    /// the command line's default).
+    pub checkpoints: CheckpointPolicy,
 }
 
 /// The payer's side of a funded channel.
@@ -61,9 +52,11 @@ pub struct PayerFunded {
     /// The payee's signature on the refund.
     pub refund_payee_sig: ecdsa::Signature,
     /// Payments signed and sent but not yet acknowledged, oldest first, each on top of the one
-    /// before (pipelining: the payer need not wait for an acknowledgement to pay again).
+    /// before (pipelining: the payer need not wait for an acknowledgement to pay again). They
+    /// are kept without the payer's signature, which is deterministic and signed again to
+    /// resend, except a checkpoint's, which the payer needs with the payee's.
     #[serde(deserialize_with = "pending_queue")]
-    pub pending: VecDeque<PendingUpdate>,
+    pub pending: VecDeque<Payment>,
     /// The payer's signature on the settlement, once it asked to close.
     pub closing_sig: Option<ecdsa::Signature>,
 }
@@ -148,6 +141,9 @@ impl Payer {
         }
         let ladder = LockTimeLadder::new(config.refund_locktime, config.step)?;
         ladder.usable_locktime(1, tip, config.margin)?;
+        if !config.checkpoints.is_valid() {
+            return Err(ChannelError::BadCheckpointPolicy);
+        }
         let feerate_sat_per_vb = config.feerate_sat_per_vb;
         let feerate = FeeRate::from_sat_per_vb(feerate_sat_per_vb)
             .ok_or(ChannelError::Tx(crate::tx::TxError::Overflow))?;
@@ -159,6 +155,7 @@ impl Payer {
             ladder,
             payer_key: signer.public_key(),
             payer_script: config.payout.script_pubkey(),
+            checkpoints: config.checkpoints,
         };
         let open = Message::OpenChannel(wire::OpenChannel {
             channel_id,
@@ -169,6 +166,8 @@ impl Payer {
             step: ladder.step(),
             payer_key: terms.payer_key,
             payer_address: config.payout.as_unchecked().clone(),
+            checkpoint_every_payments: config.checkpoints.every_payments.map(|n| n.get()),
+            checkpoint_every_sat: config.checkpoints.every_sat.map(Amount::to_sat),
         });
         let state = PayerState { terms, margin: config.margin, stage: PayerStage::AwaitingAccept };
         Ok((Payer { signer, state }, vec![Action::Persist, Action::Send(open)]))
@@ -207,6 +206,8 @@ impl Payer {
     }
 
     /// Returns the total the payee has acknowledged.
+    ///
+    /// Payments in flight are not in it; [`PayerFunded::pending`] holds them.
     pub fn paid(&self) -> Amount {
         self.funded().map_or(Amount::ZERO, |f| f.funded.paid())
     }
@@ -221,7 +222,7 @@ impl Payer {
             Message::AcceptChannel(m) => self.on_accept(m),
             Message::RefundSigned(m) => self.on_refund_signed(&m.signature),
             Message::ChannelReady(_) => self.on_channel_ready(),
-            Message::PayAck(m) => self.on_pay_ack(m.update, &m.signature),
+            Message::PayAck(m) => self.on_pay_ack(m.update, m.signature.as_ref()),
             Message::Shutdown(_) => self.close(),
             Message::ClosingAck(m) => self.on_closing_ack(&m.signature),
             other => Err(self.unexpected(other.name())),
@@ -267,9 +268,10 @@ impl Payer {
     }
 
     /// Signs a payment of `amount` on top of the total so far (including payments still in
-    /// flight) and returns the `pay` message.
+    /// flight) and returns the `pay` message. It is a checkpoint if the channel's
+    /// [`CheckpointPolicy`] says one is due.
     ///
-    /// `tip` is the current chain height: the payer refuses an update whose locktime is within
+    /// `tip` is the current chain height: the payer refuses a payment whose locktime is within
     /// its margin of the tip.
     ///
     /// # Errors
@@ -277,25 +279,49 @@ impl Payer {
     /// [`ChannelError::Ladder`] (close the channel), [`ChannelError::Tx`] with
     /// `InsufficientBalance`, or [`ChannelError::Unexpected`] when not open.
     pub fn pay(&mut self, amount: Amount, tip: u32) -> Result<Vec<Action>, ChannelError> {
+        self.pay_with(amount, tip, false)
+    }
+
+    /// Pays as [`Payer::pay`] does and asks the payee to countersign this payment whatever the
+    /// policy: a checkpoint. Once acknowledged, the payer holds a fully signed commitment for
+    /// the new total, its way out if the payee vanishes, and the payments after it move one
+    /// rung down the ladder.
+    ///
+    /// # Errors
+    /// As [`Payer::pay`].
+    pub fn pay_checkpoint(
+        &mut self,
+        amount: Amount,
+        tip: u32,
+    ) -> Result<Vec<Action>, ChannelError> {
+        self.pay_with(amount, tip, true)
+    }
+
+    fn pay_with(
+        &mut self,
+        amount: Amount,
+        tip: u32,
+        checkpoint: bool,
+    ) -> Result<Vec<Action>, ChannelError> {
         let margin = self.state.margin;
         let f = self.open_channel("pay")?;
         if amount == Amount::ZERO {
             return Err(ChannelError::ZeroPayment);
         }
-        let after = match f.pending.back() {
-            Some(p) => Rung { number: p.number, paid: p.paid, locktime: p.locktime },
-            None => Rung::latest(&f.funded),
-        };
-        let paid = after.paid;
+        let after = f.pending.back().or(f.funded.newest.as_ref());
+        let next = NextPayment::after(after, f.funded.channel.ladder());
+        let paid = next.previous_paid;
         let total =
             paid.checked_add(amount).ok_or(ChannelError::AmountOverflow { paid, amount })?;
-        let number = after.number.saturating_add(1);
-        let locktime = f.funded.channel.ladder().usable_locktime(number, tip, margin)?;
-        let tx = f.funded.commitment_after(&after, number, total, locktime, tip, margin)?;
+        let checkpoint = checkpoint || next.due(&self.state.terms.checkpoints, total);
+        let locktime = LockTimeLadder::usable(next.locktime, tip, margin)?;
+        let (mut payment, tx) =
+            f.funded.payment_after(after, next.number, total, locktime, checkpoint, tip, margin)?;
         let payer_sig = f.funded.channel.sign(&self.signer, &tx)?;
-        let pending = PendingUpdate { number, paid: total, locktime, payer_sig };
-        let msg = pay_message(self.state.terms.channel_id, &pending);
-        self.funded_mut().pending.push_back(pending);
+        // A checkpoint's signature is kept until the payee's comes to complete it.
+        payment.payer_sig = checkpoint.then_some(payer_sig);
+        let msg = pay_message(self.state.terms.channel_id, &payment, payer_sig);
+        self.funded_mut().pending.push_back(payment);
         Ok(vec![Action::Persist, Action::Send(msg)])
     }
 
@@ -321,26 +347,38 @@ impl Payer {
     }
 
     /// Returns the messages still waiting for their answer, to send again after a lost message
-    /// or a reconnect: the `pay`s not yet acknowledged, in order, or the `closing_signed` not
-    /// yet answered. The payee answers an exact repeat of its newest payment with the same
-    /// acknowledgement, and a repeat of an older one with the acknowledgement of its newest;
-    /// it changes nothing for either.
+    /// or a reconnect: the `pay`s not yet acknowledged, in order (signed again: the signatures
+    /// are deterministic, so they are the ones sent before), or the `closing_signed` not yet
+    /// answered. The payee answers a repeat of a payment it holds with the acknowledgements of
+    /// its newest checkpoint and its newest payment; it changes nothing for either.
     ///
     /// Returns no action when nothing is waiting.
-    pub fn resend_pending(&self) -> Vec<Action> {
-        let Some(f) = self.funded() else { return Vec::new() };
+    ///
+    /// # Errors
+    /// [`ChannelError::Tx`] if a commitment cannot be rebuilt (corrupted state).
+    pub fn resend_pending(&self) -> Result<Vec<Action>, ChannelError> {
+        let Some(f) = self.funded() else { return Ok(Vec::new()) };
         let channel_id = self.state.terms.channel_id;
         if !f.pending.is_empty() {
-            return f.pending.iter().map(|p| Action::Send(pay_message(channel_id, p))).collect();
+            let channel = &f.funded.channel;
+            return f
+                .pending
+                .iter()
+                .map(|p| {
+                    let tx = channel.builder().commitment(p.paid, p.locktime)?;
+                    let sig = channel.sign(&self.signer, &tx)?;
+                    Ok(Action::Send(pay_message(channel_id, p, sig)))
+                })
+                .collect();
         }
-        match (f.closing_sig, &f.funded.settlement) {
+        Ok(match (f.closing_sig, &f.funded.settlement) {
             (Some(sig), None) => vec![Action::Send(Message::ClosingSigned(wire::ClosingSigned {
                 channel_id,
                 paid_total_sat: f.funded.paid().to_sat(),
                 signature: sig.into(),
             }))],
             _ => Vec::new(),
-        }
+        })
     }
 
     /// Forgets the payments in flight after the payee refused the oldest (it answered `error`;
@@ -351,7 +389,7 @@ impl Payer {
     /// refusing could complete one of those commitments and broadcast it, for at most the
     /// amounts in flight, and only before a settlement confirms. Do not call it for payments
     /// that merely went unanswered: resend those ([`Payer::reestablish`]).
-    pub fn abandon_pending(&mut self) -> Option<PendingUpdate> {
+    pub fn abandon_pending(&mut self) -> Option<Payment> {
         match &mut self.state.stage {
             PayerStage::Funded(f) => std::mem::take(&mut f.pending).pop_front(),
             _ => None,
@@ -367,35 +405,50 @@ impl Payer {
     /// - open: [`Payer::resend_pending`].
     ///
     /// Returns no action before the payee accepted (nothing is committed yet) or once settled.
-    pub fn reestablish(&self) -> Vec<Action> {
+    ///
+    /// # Errors
+    /// As [`Payer::resend_pending`].
+    pub fn reestablish(&self) -> Result<Vec<Action>, ChannelError> {
         let channel_id = self.state.terms.channel_id;
         match &self.state.stage {
             PayerStage::AwaitingRefund { channel, funding_tx } => {
                 let vout = channel.params().funding_outpoint.vout;
-                vec![Action::Send(funding_created(channel_id, funding_tx, vout))]
+                Ok(vec![Action::Send(funding_created(channel_id, funding_tx, vout))])
             }
-            PayerStage::Funded(f) if !f.funded.ready => vec![
+            PayerStage::Funded(f) if !f.funded.ready => Ok(vec![
                 Action::Broadcast(f.funding_tx.clone()),
                 Action::Send(Message::Reestablish(wire::Reestablish { channel_id })),
-            ],
+            ]),
             _ => self.resend_pending(),
         }
     }
 
     /// Tells the payer the chain tip is now `tip` (call it on every new block) and returns what
-    /// that calls for: once `tip >= R` with the channel not settled, broadcast the refund (the
-    /// payee has not closed; if a commitment already spent the funding, the node refuses the
-    /// refund and nothing is lost). Changes no state.
+    /// that calls for, while the channel is not settled:
+    ///
+    /// - once `tip` reaches the newest checkpoint's locktime, broadcast it: the payer's way out
+    ///   if the payee has vanished, paying the payee what that checkpoint owes it. A payee that
+    ///   is there has broadcast its newer state at least `step` blocks earlier, and the node
+    ///   refuses this one;
+    /// - without a checkpoint, once `tip >= R`, broadcast the refund.
+    ///
+    /// If a commitment or the settlement already spent the funding, the node refuses what the
+    /// payer broadcasts and nothing is lost. Changes no state.
     ///
     /// # Errors
-    /// [`ChannelError::Tx`] if the refund cannot be rebuilt (corrupted state).
+    /// [`ChannelError::Tx`] if the transaction cannot be rebuilt (corrupted state).
     pub fn tip_changed(&self, tip: u32) -> Result<Vec<Action>, ChannelError> {
-        match self.funded() {
-            Some(f) if f.funded.settlement.is_none() && tip >= self.state.terms.ladder.refund() => {
-                Ok(vec![Action::Broadcast(self.refund_tx()?)])
-            }
-            _ => Ok(Vec::new()),
+        let Some(f) = self.funded().filter(|f| f.funded.settlement.is_none()) else {
+            return Ok(Vec::new());
+        };
+        if tip < f.funded.checkpoint_locktime() {
+            return Ok(Vec::new());
         }
+        let exit = match f.funded.checkpoint_tx()? {
+            Some(checkpoint) => checkpoint,
+            None => self.refund_tx()?,
+        };
+        Ok(vec![Action::Broadcast(exit)])
     }
 
     /// Returns the refund with both signatures, to broadcast once the tip reaches `R`.
@@ -465,13 +518,19 @@ impl Payer {
         Ok(vec![Action::Persist])
     }
 
-    /// Takes the payee's signature on pending update `update`: it becomes the newest signed
-    /// commitment, and every pending update up to it is done. Acknowledgements normally come in
-    /// order; after a reconnect the payee may acknowledge a later one directly. An
-    /// acknowledgement of an update already signed by both is a repeat and changes nothing.
-    fn on_pay_ack(&mut self, update: u64, sig: &RawSignature) -> Result<Vec<Action>, ChannelError> {
+    /// Takes the payee's acknowledgement of pending payment `update`: every pending payment up
+    /// to it is done, and it becomes the newest. A checkpoint's acknowledgement carries the
+    /// payee's signature, checked against our own copy of the commitment; it becomes the newest
+    /// checkpoint. Acknowledgements normally come in order; after a reconnect the payee may
+    /// acknowledge its newest checkpoint and its newest payment directly. An acknowledgement of
+    /// a payment already acknowledged is a repeat and changes nothing.
+    fn on_pay_ack(
+        &mut self,
+        update: u64,
+        sig: Option<&RawSignature>,
+    ) -> Result<Vec<Action>, ChannelError> {
         let f = self.funded().ok_or_else(|| self.unexpected("pay_ack"))?;
-        if update <= f.funded.update_number() {
+        if update <= f.funded.payments() {
             return Ok(Vec::new());
         }
         let pending = f.pending.iter().find(|p| p.number == update).ok_or_else(|| {
@@ -480,20 +539,26 @@ impl Payer {
                 None => self.unexpected("pay_ack"),
             }
         })?;
-        let channel = &f.funded.channel;
-        let tx = channel.builder().commitment(pending.paid, pending.locktime)?;
-        let payee_sig =
-            channel.check_signature(&self.signer, TxKind::Commitment(update), &tx, sig)?;
-        let signed = SignedUpdate {
-            number: pending.number,
-            paid: pending.paid,
-            locktime: pending.locktime,
-            payer_sig: pending.payer_sig,
-            payee_sig,
+        let checkpoint = match (pending.payer_sig.filter(|_| pending.checkpoint), sig) {
+            (Some(payer_sig), Some(sig)) => {
+                let channel = &f.funded.channel;
+                let tx = channel.builder().commitment(pending.paid, pending.locktime)?;
+                let kind = TxKind::Commitment(update);
+                let payee_sig = channel.check_signature(&self.signer, kind, &tx, sig)?;
+                let (number, paid, locktime) = (pending.number, pending.paid, pending.locktime);
+                Some(SignedUpdate { number, paid, locktime, payer_sig, payee_sig })
+            }
+            (Some(_), None) => return Err(ChannelError::CheckpointNotSigned { update }),
+            (None, Some(_)) => return Err(self.unexpected("signature on a payment")),
+            (None, None) => None,
         };
+        let newest = Payment { payer_sig: None, ..*pending };
         let f = self.funded_mut();
         f.pending.retain(|p| p.number > update);
-        f.funded.latest = Some(signed);
+        f.funded.newest = Some(newest);
+        if checkpoint.is_some() {
+            f.funded.checkpoint = checkpoint;
+        }
         Ok(vec![Action::Persist])
     }
 
@@ -535,27 +600,27 @@ impl Payer {
     }
 }
 
-/// The `pay` message of a pending update.
-fn pay_message(channel_id: ChannelId, p: &PendingUpdate) -> Message {
+/// The `pay` message of payment `p`, signed `sig`.
+fn pay_message(channel_id: ChannelId, p: &Payment, sig: ecdsa::Signature) -> Message {
     Message::Pay(wire::Pay {
         channel_id,
         update: p.number,
         paid_total_sat: p.paid.to_sat(),
         locktime: p.locktime,
-        signature: p.payer_sig.into(),
+        checkpoint: p.checkpoint,
+        signature: sig.into(),
     })
 }
 
 /// Reads the pending payments as a list, or as the single optional payment that states saved
-/// before pipelining hold.
-fn pending_queue<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<VecDeque<PendingUpdate>, D::Error> {
+/// before pipelining hold. (Payments saved before checkpoints read as checkpoints: then both
+/// signed every update.)
+fn pending_queue<'de, D: serde::Deserializer<'de>>(d: D) -> Result<VecDeque<Payment>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Saved {
-        Queue(VecDeque<PendingUpdate>),
-        One(Option<PendingUpdate>),
+        Queue(VecDeque<Payment>),
+        One(Option<Payment>),
     }
     Ok(match Saved::deserialize(d)? {
         Saved::Queue(q) => q,

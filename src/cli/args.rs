@@ -1,19 +1,26 @@
 //! The command line, as clap reads it.
 
+use std::num::NonZeroU64;
 use std::path::PathBuf;
 
 use bitcoin::Network;
 use clap::{Args, Parser, Subcommand};
 
+use crate::channel::CheckpointPolicy;
 use crate::net::PeerAddr;
 use crate::wire::ChannelId;
 
 /// paychan: Bitcoin micropayment channels (decreasing-nLockTime, payer to payee).
 ///
-/// A payer opens a channel to a payee, locking coins in a 2-of-2 output, then pays it many
-/// times off-chain; only the funding and the settlement reach the chain. The payee runs
-/// `paychan serve` (which also sells files and watches the chain); the payer runs `open`,
-/// `pay`, `fetch` and `close` against it, and `watch` to get its refund if the payee vanishes.
+/// A payer opens a channel to a payee, locking coins in a 2-of-2 output, then pays it any number
+/// of times off-chain, any amount from 1 sat; only the funding and the settlement reach the
+/// chain. A payment is one signature of the payer's. Now and then (by default for every 1% of
+/// the capacity paid) a payment is a checkpoint, which the payee countersigns: the payer's way
+/// out if the payee vanishes, earlier than the refund. Each checkpoint uses one step of the
+/// channel's lifetime, so a channel takes about (lifetime - margin) / step checkpoints and any
+/// number of payments between them. The payee runs `paychan serve` (which also sells files and
+/// watches the chain); the payer runs `open`, `pay`, `fetch` and `close` against it, and `watch`
+/// to take its way out if the payee vanishes.
 ///
 /// Amounts are whole satoshis (sat); heights and lifetimes are in blocks. With --json every
 /// command prints exactly one JSON object on stdout (`serve` and `watch`, which run until
@@ -77,7 +84,9 @@ pub enum Command {
     /// Open a channel to a payee: fund it from the wallet and return once it can take payments
     /// (after the funding's confirmations; on regtest, someone must mine).
     Open(OpenArgs),
-    /// Pay SAT more on a channel; returns once the payee acknowledged it.
+    /// Pay SAT more on a channel (any amount from 1 sat); returns once the payee acknowledged
+    /// it. With --checkpoint (or when the channel's checkpoint policy says so), the payee also
+    /// countersigns it.
     Pay(PayArgs),
     /// Download FILE from a payee's file service (`serve --serve-dir`), paying for each chunk
     /// as it arrives, on a new channel (--capacity) or an open one (--channel); check the
@@ -86,19 +95,21 @@ pub enum Command {
     Fetch(FetchArgs),
     /// Settle a channel cooperatively: both sign the final split, which is broadcast at once.
     Close(ChannelArg),
-    /// Broadcast the newest commitment if the node accepts it now, else say from which tip
-    /// height it will. Either side may run it.
+    /// Broadcast the newest fully signed commitment if the node accepts it now, else say from
+    /// which tip height it will. Either side may run it: the payee's is its newest payment's,
+    /// the payer's its newest checkpoint.
     ForceClose(ChannelArg),
     /// (Payer) Broadcast the refund if its locktime is reached, else say from which tip height
     /// it will be.
     Refund(ChannelArg),
     /// (Payer) Watch the chain for our funded channels until each is closed: broadcast the
-    /// refund once the tip reaches R (again every poll until it confirms), broadcast a
-    /// cooperative settlement the payee did not, and record whatever transaction closed each
-    /// channel (settlement, commitment or refund). Prints one line (one JSON object with
+    /// newest checkpoint once it is final (the refund at R if there is none), again every poll
+    /// until something confirms; broadcast a cooperative settlement the payee did not; and
+    /// record whatever transaction closed each channel (settlement, commitment or refund). Prints one line (one JSON object with
     /// --json) per event; safe to stop and start again, and to run next to pay.
     Watch(WatchArgs),
-    /// List the channels: state, capacity, paid total, locktimes, blocks left.
+    /// List the channels: state, capacity, paid total, payments, checkpoints, locktimes,
+    /// blocks left.
     List,
     /// Show one channel in full.
     Show(ChannelArg),
@@ -177,8 +188,9 @@ pub struct TermsArgs {
     /// Blocks from now to the refund's locktime R: how long the channel can stay open.
     #[arg(long, default_value_t = 1008)]
     pub lifetime: u32,
-    /// Blocks between commitment locktimes; each payment uses one step of the lifetime, so
-    /// the channel takes about (lifetime - margin) / step payments.
+    /// Blocks between commitment locktimes: the payee's window to react if the payer vanishes.
+    /// Each checkpoint uses one step of the lifetime, so the channel takes about
+    /// (lifetime - margin) / step checkpoints (165 by default), and any number of payments.
     #[arg(long, default_value_t = 6)]
     pub step: u32,
     /// Fee rate of the funding and channel transactions, sat/vB [default: the node's estimate
@@ -192,6 +204,28 @@ pub struct TermsArgs {
     /// Refuse to sign a commitment final within this many blocks of the tip.
     #[arg(long, default_value_t = 6)]
     pub margin: u32,
+    /// Make a payment a checkpoint (the payee countersigns it: the payer's way out if the payee
+    /// vanishes, final `step` blocks after the payee's newest state) once this much has been
+    /// paid since the last one; 0: never by amount [default: 1% of the capacity, so at most
+    /// 100 checkpoints however small the payments].
+    #[arg(long, value_name = "SAT")]
+    pub checkpoint_sat: Option<u64>,
+    /// Make a payment a checkpoint once this many payments have been made since the last one
+    /// (1: every payment, the original scheme where both sign every update); 0: never by count.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub checkpoint_every: u64,
+}
+
+impl TermsArgs {
+    /// The checkpoint policy these terms ask for on a channel of `capacity`.
+    pub fn checkpoint_policy(&self, capacity: bitcoin::Amount) -> CheckpointPolicy {
+        let every_sat = match self.checkpoint_sat {
+            None => CheckpointPolicy::default_for(capacity).every_sat,
+            Some(0) => None,
+            Some(sat) => Some(bitcoin::Amount::from_sat(sat)),
+        };
+        CheckpointPolicy { every_payments: NonZeroU64::new(self.checkpoint_every), every_sat }
+    }
 }
 
 /// `fetch`.
@@ -230,8 +264,12 @@ pub struct PayArgs {
     /// The channel id (see: paychan list).
     #[arg(value_parser = parse_channel_id)]
     pub channel: ChannelId,
-    /// How much more to pay, in sat.
+    /// How much more to pay, in sat (from 1).
     pub sat: u64,
+    /// Make this payment a checkpoint whatever the policy: the payee countersigns it, and the
+    /// payer then holds a fully signed state for the new total.
+    #[arg(long)]
+    pub checkpoint: bool,
 }
 
 /// `watch`.

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use super::args::{Global, OpenArgs, PayArgs, TermsArgs};
 use super::{connect_node, open_datadir, CliError, Output};
 use crate::chain::{Chain, RpcChain, TxStatus};
-use crate::channel::{ChannelParams, PayeeConfig};
+use crate::channel::{ChannelParams, CheckpointPolicy, PayeeConfig};
 use crate::client::{ClientTimeouts, OpenRequest, PayerClient};
 use crate::closing::{split, ClosingKind, Closure};
 use crate::datadir::DataDir;
@@ -62,12 +62,14 @@ pub(super) async fn open_ready<'a>(
         Some(f) => f,
         None => chain.fee_rate(6)?.to_sat_per_vb_ceil(),
     };
+    let capacity = Amount::from_sat(capacity);
     let request = OpenRequest {
-        capacity: Amount::from_sat(capacity),
+        capacity,
         lifetime: terms.lifetime,
         step: terms.step,
         feerate_sat_per_vb: feerate,
         margin: terms.margin,
+        checkpoints: terms.checkpoint_policy(capacity),
     };
     let timeouts = client_timeouts(g);
     let mut client = PayerClient::open(datadir, chain, peer.clone(), &request, timeouts).await?;
@@ -120,24 +122,30 @@ pub(super) async fn pay(g: &Global, a: &PayArgs) -> Result<Output, CliError> {
     let chain = connect_node(g)?;
     let timeouts = client_timeouts(g);
     let mut client = PayerClient::resume(&mut datadir, &chain, a.channel, timeouts).await?;
-    client.pay(Amount::from_sat(a.sat)).await?;
-    let f = client.payer().funded().expect("paid on a funded channel");
-    let latest = f.funded.latest.as_ref().expect("acknowledged");
-    let (paid, locktime) = (latest.paid.to_sat(), latest.locktime);
+    client.pay(Amount::from_sat(a.sat), a.checkpoint).await?;
+    let f = &client.payer().funded().expect("paid on a funded channel").funded;
+    let newest = f.newest.as_ref().expect("acknowledged");
+    let (paid, locktime, checkpoint) = (newest.paid.to_sat(), newest.locktime, newest.checkpoint);
+    let exit = f.checkpoint_locktime();
     let note = if client.shutdown_requested() {
         "\nthe payee asks to settle: run paychan close"
     } else {
         ""
     };
+    let what = if checkpoint { "checkpoint" } else { "commitment" };
     Ok(Output {
         json: json!({
             "channel_id": a.channel.to_string(),
             "paid_total_sat": paid,
+            "payment": newest.number,
             "locktime": locktime,
+            "checkpoint": checkpoint,
+            "checkpoint_locktime": exit,
             "settle_requested": client.shutdown_requested(),
         }),
         text: format!(
-            "paid {} sat, {paid} sat in total (commitment locktime {locktime}){note}\n",
+            "paid {} sat, {paid} sat in total ({what} locktime {locktime}; our newest checkpoint \
+             is final at {exit}){note}\n",
             a.sat
         ),
     })
@@ -203,12 +211,15 @@ pub(super) fn list(g: &Global) -> Result<Output, CliError> {
     let mut text = String::new();
     for c in &channels {
         text.push_str(&format!(
-            "{} {} {}: {} sat capacity, {} sat paid, locktime {} (refund {}), {} blocks left\n",
+            "{} {} {}: {} sat capacity, {} sat paid in {} payment(s), {} checkpoint(s), \
+             locktime {} (refund {}), {} blocks left\n",
             c["channel_id"].as_str().unwrap_or_default(),
             c["role"].as_str().unwrap_or_default(),
             c["state"].as_str().unwrap_or_default(),
             c["capacity_sat"],
             c["paid_total_sat"],
+            c["payments"],
+            c["checkpoints"],
             c["current_locktime"],
             c["refund_locktime"],
             c["blocks_left"],
@@ -238,18 +249,23 @@ pub(super) fn show(g: &Global, id: ChannelId) -> Result<Output, CliError> {
     };
     let text = format!(
         "channel {id}\n  role: {}\n  state: {}\n  capacity: {} sat\n  paid: {} sat in {} \
-         update(s)\n  current locktime: {}\n  refund locktime: {}\n  tip: {}\n  blocks left: \
-         {}\n  updates left: {}\n  funding: {}\n  peer: {}\n{}{}",
+         payment(s)\n  checkpoints: {} (newest: {} sat, final at {})\n  checkpoint policy: {}\n  \
+         current locktime: {}\n  refund locktime: {}\n  tip: {}\n  blocks left: {}\n  \
+         checkpoints left: {}\n  funding: {}\n  peer: {}\n{}{}",
         field("role"),
         field("state"),
         field("capacity_sat"),
         field("paid_total_sat"),
-        field("updates"),
+        field("payments"),
+        field("checkpoints"),
+        field("checkpoint_paid_sat"),
+        field("checkpoint_locktime"),
+        policy_text(&record.state.terms().checkpoints),
         field("current_locktime"),
         field("refund_locktime"),
         field("tip"),
         field("blocks_left"),
-        field("updates_left"),
+        field("checkpoints_left"),
         json["funding_outpoint"].as_str().unwrap_or("none yet"),
         json["peer"].as_str().unwrap_or("(we are the payee)"),
         record.closed.as_ref().map_or_else(String::new, |c| format!(
@@ -316,41 +332,71 @@ fn summary(record: &ChannelRecord, view: &ChainView) -> Value {
     let settled = funded.is_some_and(|f| f.settlement.is_some());
     let over = closed || settled;
     let current = funded.map_or(refund, |f| f.current_locktime());
-    let done = funded.map_or(0, |f| f.update_number());
+    let checkpoints = funded.map_or(0, |f| f.checkpoints());
     let left = |tip: u32| {
         if over {
             (0, 0)
         } else {
-            (current.saturating_sub(tip), terms.ladder.remaining_updates(done, tip, margin))
+            // The rung of the payments after the newest checkpoint is still usable (or not).
+            let rungs = terms.ladder.remaining_rungs(checkpoints, tip, margin);
+            (current.saturating_sub(tip), rungs.saturating_sub(1))
         }
     };
-    let (blocks_left, updates_left) = view.tip.map(left).unzip();
+    let (blocks_left, checkpoints_left) = view.tip.map(left).unzip();
+    let checkpoint = funded.and_then(|f| f.checkpoint.as_ref());
     json!({
         "channel_id": terms.channel_id.to_string(),
         "role": record.state.role(),
         "state": if closed && !settled { "closed on chain" } else { stage },
         "capacity_sat": terms.capacity.to_sat(),
         "paid_total_sat": funded.map_or(0, |f| f.paid().to_sat()),
-        "updates": done,
+        "payments": funded.map_or(0, |f| f.payments()),
+        "checkpoints": checkpoints,
+        "checkpoint_paid_sat": checkpoint.map_or(0, |c| c.paid.to_sat()),
+        "checkpoint_locktime": funded.map_or(refund, |f| f.checkpoint_locktime()),
+        "checkpoint_policy": policy_json(&terms.checkpoints),
         "current_locktime": current,
         "refund_locktime": refund,
         "blocks_left": blocks_left,
-        "updates_left": updates_left,
+        "checkpoints_left": checkpoints_left,
         "funding_outpoint": funded.map(|f| f.channel.params().funding_outpoint.to_string()),
         "closing": record.closed.as_ref().map(closure_json),
     })
 }
 
+/// A checkpoint policy in words.
+fn policy_text(p: &CheckpointPolicy) -> String {
+    let rules: Vec<String> = p
+        .every_payments
+        .map(|n| format!("every {n} payment(s)"))
+        .into_iter()
+        .chain(p.every_sat.map(|a| format!("every {} sat", a.to_sat())))
+        .collect();
+    if rules.is_empty() {
+        "on request only".into()
+    } else {
+        rules.join(" or ")
+    }
+}
+
+/// A checkpoint policy as `list` and `show` print it.
+fn policy_json(p: &CheckpointPolicy) -> Value {
+    json!({
+        "every_payments": p.every_payments.map(|n| n.get()),
+        "every_sat": p.every_sat.map(Amount::to_sat),
+    })
+}
+
 /// A recorded closing transaction, as `list`, `show` and `watch` print it.
 pub(super) fn closure_json(c: &Closure) -> Value {
-    let update = match c.kind {
-        ClosingKind::Commitment { update } => Some(update),
+    let rung = match c.kind {
+        ClosingKind::Commitment { rung } => Some(rung),
         _ => None,
     };
     json!({
         "txid": c.txid.to_string(),
         "kind": c.kind.name(),
-        "update": update,
+        "rung": rung,
         "height": c.height,
         "payer_sat": c.payer_amount.to_sat(),
         "payee_sat": c.payee_amount.to_sat(),

@@ -1,7 +1,8 @@
-//! `fetch`: buys a file from a payee's file service, paying for each chunk as it arrives.
+//! `fetch`: buys a file from a payee's file service, paying for each chunk as it arrives, and
+//! resumes a download broken off on the same channel from the first chunk not paid for.
 
 use std::fs::File;
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use bitcoin::Amount;
@@ -47,8 +48,8 @@ pub enum FetchError {
     /// refused another payment) before the end of the file: settled.
     #[error(
         "the channel is near the end of its ladder after {received} of {chunks} chunks; settled \
-         in {settlement_txid}: fetch the file again on a new channel (a longer --lifetime or a \
-         shorter --step takes more chunks)"
+         in {settlement_txid}: fetch the file again on a new channel (a longer --lifetime, a \
+         shorter --step or fewer checkpoints take more)"
     )]
     Interrupted {
         /// Chunks received.
@@ -81,12 +82,13 @@ pub(super) async fn fetch(g: &Global, a: &FetchArgs, ui: &Ui<'_>) -> Result<Outp
     let channel_id = client.channel_id();
     let paid_before = client.payer().paid();
     // A quote first: nothing is sent until the price is checked.
-    let offer = request(&mut client, &a.file, None).await?;
+    let offer = request(&mut client, &a.file, None, 0).await?;
     let f = client.payer().funded().expect("an open channel");
     let available = f.funded.channel.builder().max_payable().checked_sub(paid_before);
     let max_price = a.max_price.map(Amount::from_sat);
-    let download = Download::accept(offer, &a.file, max_price, available.unwrap_or(Amount::ZERO))
-        .map_err(FetchError::from)?;
+    let mut download =
+        Download::accept(offer, &a.file, max_price, available.unwrap_or(Amount::ZERO))
+            .map_err(FetchError::from)?;
     let sha256 = download.offer().sha256;
     let (chunks, size) = (download.chunks(), download.offer().size);
     ui.progress(&format!(
@@ -94,7 +96,17 @@ pub(super) async fn fetch(g: &Global, a: &FetchArgs, ui: &Ui<'_>) -> Result<Outp
         a.file,
         download.price().to_sat()
     ));
-    let offer = request(&mut client, &a.file, Some(download.price())).await?;
+    // What an earlier download on this channel left: resume from the first chunk not held, or
+    // not paid for.
+    let part = part_path(&a.out);
+    let (file, from) = resume(&part, &mut download)?;
+    if from > 0 {
+        ui.progress(&format!(
+            "resuming from chunk {from}: {} chunk(s) paid for on this channel",
+            download.offer().paid_chunks
+        ));
+    }
+    let offer = request(&mut client, &a.file, Some(download.price()), from).await?;
     if offer != *download.offer() {
         return Err(FetchError::Unexpected("another offer", "the offer quoted").into());
     }
@@ -103,10 +115,9 @@ pub(super) async fn fetch(g: &Global, a: &FetchArgs, ui: &Ui<'_>) -> Result<Outp
             "paying {} sat owed for a chunk of an earlier download",
             download.owed().to_sat()
         ));
-        client.pay(download.owed()).await?;
+        client.pay(download.owed(), false).await?;
     }
-    let part = part_path(&a.out);
-    receive(&mut client, download, &part, ui).await?;
+    receive(&mut client, download, file, &part, ui).await?;
     std::fs::rename(&part, &a.out).map_err(|source| write_err(&a.out, source))?;
     let paid = client.payer().paid().checked_sub(paid_before).unwrap_or(Amount::ZERO);
     let tx = client.close().await?;
@@ -122,6 +133,7 @@ pub(super) async fn fetch(g: &Global, a: &FetchArgs, ui: &Ui<'_>) -> Result<Outp
             "out": a.out.display().to_string(),
             "bytes": size,
             "chunks": chunks,
+            "resumed_from": from,
             "sha256": sha256.to_string(),
             "paid_sat": paid.to_sat(),
             "settlement_txid": txid.to_string(),
@@ -138,56 +150,112 @@ pub(super) async fn fetch(g: &Global, a: &FetchArgs, ui: &Ui<'_>) -> Result<Outp
     })
 }
 
-/// Asks for `file` (the chunks too, at up to `max_price` each) and returns the offer.
+/// Asks for `file` (the chunks too, from chunk `from`, at up to `max_price` each) and returns
+/// the offer.
 async fn request(
     client: &mut PayerClient<'_, RpcChain>,
     file: &str,
     max_price: Option<Amount>,
+    from: u64,
 ) -> Result<FileOffer, CliError> {
-    let request = FileRequest {
-        channel_id: client.channel_id(),
-        name: file.to_owned(),
-        from_chunk: 0,
-        max_price_per_chunk_sat: max_price.map(Amount::to_sat),
-    };
-    client.send_service(&Message::FileRequest(request)).await?;
+    ask(client, file, max_price, from).await?;
     match client.recv_service().await? {
         Message::FileOffer(offer) => Ok(offer),
         other => Err(FetchError::Unexpected(other.name(), "file_offer").into()),
     }
 }
 
-/// Takes every chunk, writing it to `part` and paying for it, then checks the file's hash.
+/// Sends a `file_request`.
+async fn ask(
+    client: &mut PayerClient<'_, RpcChain>,
+    file: &str,
+    max_price: Option<Amount>,
+    from: u64,
+) -> Result<(), CliError> {
+    let request = FileRequest {
+        channel_id: client.channel_id(),
+        name: file.to_owned(),
+        from_chunk: from,
+        max_price_per_chunk_sat: max_price.map(Amount::to_sat),
+    };
+    Ok(client.send_service(&Message::FileRequest(request)).await?)
+}
+
+/// Opens `part` to go on writing it: keeps the chunks an earlier download left there that the
+/// download resumes with ([`Download::resume_from`]), cuts the rest, and hands the kept bytes to
+/// the download. Returns the file and the chunk to ask for first.
+fn resume(part: &Path, download: &mut Download) -> Result<(File, u64), CliError> {
+    let held = match std::fs::read(part) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(write_err(part, e).into()),
+    };
+    let size = u64::from(download.offer().chunk_size);
+    let whole = if held.len() as u64 >= download.offer().size {
+        download.chunks()
+    } else {
+        held.len() as u64 / size
+    };
+    let from = download.resume_from(whole);
+    let keep = (from * size).min(download.offer().size);
+    download.take_held(&held[..keep as usize]).map_err(FetchError::from)?;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(false)
+        .open(part)
+        .map_err(|e| write_err(part, e))?;
+    file.set_len(keep).map_err(|e| write_err(part, e))?;
+    file.seek(SeekFrom::End(0)).map_err(|e| write_err(part, e))?;
+    Ok((file, from))
+}
+
+/// Takes every chunk, writing it to `part` and paying for each one not paid for yet (a chunk
+/// paid for earlier comes free, one per request), then checks the file's hash.
 async fn receive(
     client: &mut PayerClient<'_, RpcChain>,
     mut download: Download,
+    mut file: File,
     part: &Path,
     ui: &Ui<'_>,
 ) -> Result<(), CliError> {
-    let mut file = File::create(part).map_err(|e| write_err(part, e))?;
     let (chunks, size) = (download.chunks(), download.offer().size);
-    let mut bytes = 0;
-    (ui.transfer)(Transfer { chunks_done: 0, chunks, bytes_done: 0, bytes: size });
+    let chunk_size = u64::from(download.offer().chunk_size);
+    let mut bytes = (download.received() * chunk_size).min(size);
+    let done = download.received();
+    (ui.transfer)(Transfer { chunks_done: done, chunks, bytes_done: bytes, bytes: size });
     while !download.is_complete() {
         let chunk = match client.recv_service().await? {
             Message::FileChunk(chunk) => chunk,
             Message::Shutdown(_) => return Err(interrupted(client, &download).await),
+            // The answer to a request for a chunk paid for earlier comes first.
+            Message::FileOffer(offer) if offer == *download.offer() => continue,
             other => return Err(FetchError::Unexpected(other.name(), "file_chunk").into()),
         };
         download.take(&chunk).map_err(FetchError::from)?;
         file.write_all(&chunk.data).map_err(|e| write_err(part, e))?;
-        match client.pay(download.price()).await {
-            Err(ClientError::Channel(ChannelError::Ladder(_))) => {
-                return Err(interrupted(client, &download).await)
+        if download.must_pay(chunk.index) {
+            match client.pay(download.price(), false).await {
+                Err(ClientError::Channel(ChannelError::Ladder(_))) => {
+                    return Err(interrupted(client, &download).await)
+                }
+                paid => paid?,
             }
-            paid => paid?,
+        } else if !download.is_complete() {
+            // Paid for on this channel before: free, and the next comes when asked for.
+            ask(client, &download.offer().name.clone(), Some(download.price()), chunk.index + 1)
+                .await?;
         }
         bytes += chunk.data.len() as u64;
         let done = download.received();
         (ui.transfer)(Transfer { chunks_done: done, chunks, bytes_done: bytes, bytes: size });
     }
     file.sync_all().map_err(|e| write_err(part, e))?;
-    download.verify().map_err(FetchError::from)?;
+    if let Err(e) = download.verify() {
+        // Not the file announced: start afresh next time (the chunks paid for come again free).
+        let _ = std::fs::remove_file(part);
+        return Err(FetchError::from(e).into());
+    }
     Ok(())
 }
 

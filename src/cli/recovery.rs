@@ -15,11 +15,19 @@ pub(super) fn force_close(g: &Global, id: ChannelId) -> Result<Output, CliError>
     let datadir = open_datadir(g)?;
     let record = datadir.store.channel(id)?.ok_or(CliError::UnknownChannel(id))?;
     let signer = datadir.wallet.channel_signer(record.key_index)?;
-    let funded = match record.state {
+    // The newest state we can complete: the payee's newest payment (it adds its own signature
+    // to the payer's), the payer's newest checkpoint.
+    let (funded, newest) = match record.state {
         ChannelState::Payer(state) => {
-            Payer::restore(signer, state)?.funded().map(|f| f.funded.clone())
+            let payer = Payer::restore(signer, state)?;
+            let funded = payer.funded().map(|f| f.funded.clone());
+            let newest = funded.as_ref().map(|f| f.checkpoint_tx()).transpose()?.flatten();
+            (funded, newest)
         }
-        ChannelState::Payee(state) => Payee::restore(signer, state)?.funded().cloned(),
+        ChannelState::Payee(state) => {
+            let payee = Payee::restore(signer, state)?;
+            (payee.funded().cloned(), payee.newest_commitment()?)
+        }
     };
     let funded = funded.ok_or_else(|| not_applicable(id, "was never funded: nothing to close"))?;
     if let Some(settlement) = funded.settlement_tx()? {
@@ -27,12 +35,13 @@ pub(super) fn force_close(g: &Global, id: ChannelId) -> Result<Output, CliError>
         let what = format!("settlement ({} sat to the payee)", funded.paid().to_sat());
         return broadcast_when_final(g, id, settlement, 0, &what);
     }
-    let latest = funded.latest.as_ref().ok_or_else(|| {
-        not_applicable(id, "has no payment yet, so no commitment: the payer's refund is the only way out (paychan refund)")
+    let tx = newest.ok_or_else(|| {
+        not_applicable(id, "has no fully signed commitment yet (no payment, or for the payer no checkpoint): the payer's refund is the only way out (paychan refund)")
     })?;
-    let tx = funded.newest_commitment()?.expect("a payment was made");
-    let what = format!("commitment {} ({} sat to the payee)", latest.number, latest.paid.to_sat());
-    broadcast_when_final(g, id, tx, latest.locktime, &what)
+    let locktime = tx.lock_time.to_consensus_u32();
+    let paid = crate::closing::split(&tx, funded.channel.params()).1;
+    let what = format!("commitment ({} sat to the payee on chain)", paid.to_sat());
+    broadcast_when_final(g, id, tx, locktime, &what)
 }
 
 pub(super) fn refund(g: &Global, id: ChannelId) -> Result<Output, CliError> {

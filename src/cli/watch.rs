@@ -1,6 +1,7 @@
 //! `watch`: the payer's watcher. It polls the node (no ZMQ in this build) and, for each funded
-//! payer channel not yet closed on chain, broadcasts what the payer is owed once it is final,
-//! then records the transaction that closed the channel, whoever sent it.
+//! payer channel not yet closed on chain, broadcasts its way out once it is final (the newest
+//! checkpoint, or the refund at R without one), then records the transaction that closed the
+//! channel, whoever sent it.
 //!
 //! It stops on Ctrl-C or SIGTERM (printing what it saw), and once every channel it watches is
 //! closed. It takes no lock and writes only the closure column (`Store::record_closure`), so it can run
@@ -51,7 +52,14 @@ pub(super) async fn watch(
             first = false;
             let channels: Vec<_> = watched
                 .iter()
-                .map(|w| json!({ "channel_id": w.id.to_string(), "refund_locktime": w.refund_locktime }))
+                .map(|w| {
+                    let exit = w.payer.funded().map(|f| f.funded.checkpoint_locktime());
+                    json!({
+                        "channel_id": w.id.to_string(),
+                        "refund_locktime": w.refund_locktime,
+                        "checkpoint_locktime": exit,
+                    })
+                })
                 .collect();
             let text = format!("watching {} channel(s); Ctrl-C stops\n", channels.len());
             announce(&Output { json: json!({ "event": "watching", "channels": channels }), text });
@@ -133,8 +141,11 @@ impl Watcher {
                 self.seen_confirmed.insert(w.id);
             }
             for tx in due(&w.payer, tip)? {
-                let kind =
-                    if tx.lock_time.to_consensus_u32() == 0 { "settlement" } else { "refund" };
+                let kind = match tx.lock_time.to_consensus_u32() {
+                    0 => "settlement",
+                    l if l == w.refund_locktime => "refund",
+                    _ => "checkpoint",
+                };
                 let txid = broadcast(chain, &tx)?;
                 if self.announced.insert(txid) {
                     announce(&Output {
@@ -178,7 +189,8 @@ impl Watcher {
 }
 
 /// What the payer broadcasts now on an unspent funding: a settlement the payee has not (it
-/// may have vanished after signing), or the refund once the tip reaches R.
+/// may have vanished after signing), or its newest checkpoint once final (the refund at R
+/// without one).
 fn due(payer: &Payer, tip: u32) -> Result<Vec<Transaction>, CliError> {
     if let Some(settlement) =
         payer.funded().map(|f| f.funded.settlement_tx()).transpose()?.flatten()

@@ -24,7 +24,7 @@ use bitcoin::{Amount, Transaction, Txid};
 use tracing::{debug, info};
 
 use crate::chain::{Chain, Rejection};
-use crate::channel::{Action, Payer, PayerConfig, PayerStage};
+use crate::channel::{Action, CheckpointPolicy, Payer, PayerConfig, PayerStage, Payment};
 use crate::datadir::DataDir;
 use crate::net::{Connection, FrameError, NetError, PeerAddr, Timeouts};
 use crate::store::{ChannelRecord, ChannelState};
@@ -58,6 +58,8 @@ pub struct OpenRequest {
     pub feerate_sat_per_vb: u64,
     /// The payer's margin: it signs no commitment final within this many blocks of the tip.
     pub margin: u32,
+    /// When to ask the payee to countersign (a checkpoint).
+    pub checkpoints: CheckpointPolicy,
 }
 
 /// What [`PayerClient::pay_pipelined`] reports as it goes.
@@ -92,7 +94,14 @@ pub struct PayerClient<'a, C> {
     unsaved: bool,
     /// Whether persists wait for the next send (pipelining).
     defer_persist: bool,
+    /// The tip as last read, and when: a payment checks its locktime against a tip at most
+    /// [`TIP_FRESHNESS`] old (a block takes minutes; a stream of payments need not ask the node
+    /// for each).
+    tip: Option<(u32, Instant)>,
 }
+
+/// How long a tip read from the node is used for payments.
+const TIP_FRESHNESS: Duration = Duration::from_secs(1);
 
 impl<'a, C: Chain> PayerClient<'a, C> {
     /// Opens a channel with `peer` and returns once the payee has signed the refund and the
@@ -127,6 +136,7 @@ impl<'a, C: Chain> PayerClient<'a, C> {
             step: request.step,
             margin: request.margin,
             payout: datadir.wallet.new_address()?,
+            checkpoints: request.checkpoints,
         };
         let (payer, actions) = Payer::open(config, signer, ChannelId::random(), tip)?;
         let mut client = PayerClient::new(datadir, chain, conn, payer, key_index, peer, timeouts);
@@ -202,7 +212,8 @@ impl<'a, C: Chain> PayerClient<'a, C> {
 
     async fn reestablish(&mut self) -> Result<(), ClientError> {
         let pending = self.payer.funded().and_then(|f| f.pending.back().cloned());
-        if let Err(e) = self.apply(self.payer.reestablish()).await {
+        let actions = self.payer.reestablish()?;
+        if let Err(e) = self.apply(actions).await {
             return Err(match pending {
                 Some(p) => in_flight(&p, e),
                 None => e,
@@ -258,21 +269,26 @@ impl<'a, C: Chain> PayerClient<'a, C> {
         }
     }
 
-    /// Pays `amount` more and returns once the payee acknowledged it.
+    /// Pays `amount` more and returns once the payee acknowledged it. The payment is a
+    /// checkpoint if the channel's policy says one is due, or if `checkpoint` asks for one:
+    /// the payee's signature then comes with the acknowledgement.
     ///
     /// # Errors
     /// [`ClientError::NotOpen`] (closing or settled), [`ClientError::Channel`] (a payment in
     /// flight, balance, ladder exhausted) or [`ClientError::Chain`] with nothing sent;
     /// [`ClientError::InFlight`] once sent; [`ClientError::Refused`] if the payee refused it
     /// (then it is forgotten); [`ClientError::Store`] if it cannot be saved.
-    pub async fn pay(&mut self, amount: Amount) -> Result<(), ClientError> {
+    pub async fn pay(&mut self, amount: Amount, checkpoint: bool) -> Result<(), ClientError> {
         if self.payer.funded().is_some_and(|f| f.closing_sig.is_some()) {
             return Err(ClientError::NotOpen(self.channel_id(), self.payer.state().stage.name()));
         }
-        let tip = self.chain.tip()?.height;
-        let actions = self.payer.pay(amount, tip)?;
-        let pending =
-            self.payer.funded().and_then(|f| f.pending.back().cloned()).expect("just signed");
+        let tip = self.tip()?;
+        let actions = if checkpoint {
+            self.payer.pay_checkpoint(amount, tip)?
+        } else {
+            self.payer.pay(amount, tip)?
+        };
+        let pending = *self.payer.funded().and_then(|f| f.pending.back()).expect("just signed");
         let sent = async {
             self.apply(actions).await?;
             self.until(Awaited::Acknowledgement, self.timeouts.reply).await
@@ -312,21 +328,19 @@ impl<'a, C: Chain> PayerClient<'a, C> {
         self.defer_persist = true;
         let result = async {
             let mut next = 0;
-            let mut tip = (self.chain.tip()?.height, Instant::now());
-            let mut acked = self.payer.funded().map_or(0, |f| f.funded.update_number());
+
+            let mut acked = self.payer.funded().map_or(0, |f| f.funded.payments());
             loop {
                 let in_flight = self.payer.funded().map_or(0, |f| f.pending.len());
                 if next == amounts.len() && in_flight == 0 {
                     break;
                 }
                 if next < amounts.len() && in_flight + batch <= window {
-                    if tip.1.elapsed() > Duration::from_secs(1) {
-                        tip = (self.chain.tip()?.height, Instant::now());
-                    }
+                    let tip = self.tip()?;
                     let end = (next + batch).min(amounts.len());
                     let mut sends = Vec::with_capacity(end - next);
                     for amount in &amounts[next..end] {
-                        for action in self.payer.pay(*amount, tip.0)? {
+                        for action in self.payer.pay(*amount, tip)? {
                             match action {
                                 Action::Send(msg) => sends.push(msg),
                                 Action::Persist => self.unsaved = true,
@@ -347,7 +361,7 @@ impl<'a, C: Chain> PayerClient<'a, C> {
                 while let Some(msg) = self.conn.reader.try_recv_buffered() {
                     self.take(msg.map_err(ClientError::Connection)?).await?;
                 }
-                let now = self.payer.funded().map_or(0, |f| f.funded.update_number());
+                let now = self.payer.funded().map_or(0, |f| f.funded.payments());
                 if now > acked {
                     on_event(Pipelined::Acknowledged { up_to: now });
                     acked = now;
@@ -407,6 +421,19 @@ impl<'a, C: Chain> PayerClient<'a, C> {
             service_inbox: VecDeque::new(),
             unsaved: false,
             defer_persist: false,
+            tip: None,
+        }
+    }
+
+    /// Returns the chain tip, read from the node at most [`TIP_FRESHNESS`] ago.
+    fn tip(&mut self) -> Result<u32, ClientError> {
+        match self.tip {
+            Some((tip, read)) if read.elapsed() < TIP_FRESHNESS => Ok(tip),
+            _ => {
+                let tip = self.chain.tip()?.height;
+                self.tip = Some((tip, Instant::now()));
+                Ok(tip)
+            }
         }
     }
 
@@ -544,6 +571,7 @@ impl<'a, C: Chain> PayerClient<'a, C> {
             peer: Some(self.peer.to_string()),
             state: ChannelState::Payer(self.payer.state().clone()),
             closed: None,
+            sale: None,
         };
         let store = &mut self.datadir.store;
         // A commit waits for the disk: on a multi-threaded runtime, let the other tasks move to
@@ -607,6 +635,6 @@ pub fn broadcast(chain: &impl Chain, tx: &Transaction) -> Result<Txid, ClientErr
     }
 }
 
-fn in_flight(p: &crate::channel::PendingUpdate, e: ClientError) -> ClientError {
+fn in_flight(p: &Payment, e: ClientError) -> ClientError {
     ClientError::InFlight { update: p.number, total: p.paid, reason: e.to_string() }
 }

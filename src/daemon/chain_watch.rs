@@ -155,10 +155,12 @@ async fn record_closure<C: Chain + Send + Sync + 'static>(
     closure: Closure,
 ) {
     let channel_id = slot.payee.state().terms.channel_id;
-    // The payee's own newest state: its settlement, or else its newest commitment.
+    // The payee's own newest state: its settlement, or else its newest payment's commitment.
     let ours = slot.payee.funded().is_some_and(|f| match closure.kind {
         ClosingKind::Settlement => f.settlement.is_some(),
-        ClosingKind::Commitment { update } => f.settlement.is_none() && update == f.update_number(),
+        ClosingKind::Commitment { .. } => {
+            f.settlement.is_none() && f.newest_txid().ok().flatten() == Some(closure.txid)
+        }
         ClosingKind::Refund | ClosingKind::Unknown => false,
     });
     let (txid, kind, height) = (closure.txid, closure.kind.name(), closure.height);

@@ -1,5 +1,5 @@
 //! The paid file service inside the daemon: offers, and one chunk at a time on each channel,
-//! as its [`Sale`] allows.
+//! as its [`Sale`] allows. The sale is saved with the channel before a chunk leaves unpaid.
 
 use std::sync::Arc;
 
@@ -9,7 +9,7 @@ use tracing::{info, warn};
 use super::messages::Refusal;
 use super::{Shared, Slot};
 use crate::chain::Chain;
-use crate::files::{Catalog, Sale};
+use crate::files::{Catalog, Sale, ServedFile};
 use crate::wire::{FileChunk, FileOffer, FileRequest, Message};
 
 /// The paid file service: the files served and the price of each chunk.
@@ -22,9 +22,10 @@ pub struct FileService {
 }
 
 impl<C: Chain + Send + Sync + 'static> Shared<C> {
-    /// Offers the file asked for and, if the payer accepts the price, sends its first chunk,
-    /// unless a chunk is out unpaid on this channel.
-    pub(super) fn file_request(
+    /// Offers the file asked for and, if the payer accepts the price, sends the chunk asked
+    /// for: one already paid for, or the first one not paid for once the sale (which marks it
+    /// out unpaid) is saved. Nothing goes out while a chunk of another file is owed.
+    pub(super) async fn file_request(
         &self,
         slot: &mut Slot,
         request: &FileRequest,
@@ -39,44 +40,47 @@ impl<C: Chain + Send + Sync + 'static> Shared<C> {
             .file(&request.name)
             .ok_or_else(|| Refusal::NoSuchFile(request.name.clone()))?;
         let channel_id = request.channel_id;
-        let price = service.price_per_chunk;
+        let price = slot.sale.price(&file, service.price_per_chunk);
         if request.max_price_per_chunk_sat.is_some_and(|max| price.to_sat() > max) {
             return Err(Refusal::Price(price.to_sat()));
         }
-        let sale = slot.sale.get_or_insert_with(|| Sale::new(price));
         let offer = FileOffer {
             channel_id,
             name: file.name.clone(),
             size: file.size,
             chunk_size: file.chunk_size,
-            price_per_chunk_sat: service.price_per_chunk.to_sat(),
+            price_per_chunk_sat: price.to_sat(),
             sha256: file.sha256,
-            owed_sat: sale.owed().to_sat(),
+            owed_sat: slot.sale.owed_elsewhere(&file).to_sat(),
+            paid_chunks: slot.sale.paid_chunks(&file),
         };
         self.send(slot, Message::FileOffer(offer));
         if request.max_price_per_chunk_sat.is_none() {
             return Ok(());
         }
-        info!(%channel_id, file = %file.name, chunks = file.chunks(), "file sale starts");
+        info!(%channel_id, file = %file.name, from = request.from_chunk, "file sale starts");
         let paid = slot.payee.paid();
-        let sale = slot.sale.as_mut().expect("made above");
-        if let Some(index) = sale.request(file, request.from_chunk, paid) {
-            self.send_chunk(slot, index)?;
+        let before = slot.sale.record().cloned();
+        let chunk = slot.sale.request(Arc::clone(&file), request.from_chunk, price, paid)?;
+        if slot.sale.record() != before.as_ref() {
+            if let Err(e) = self.persist(slot).await {
+                slot.sale = Sale::restore(before);
+                return Err(e.into());
+            }
         }
-        Ok(())
-    }
-
-    /// Sends the next chunk if the payment just taken paid for the one before.
-    pub(super) fn send_paid_chunk(&self, slot: &mut Slot) -> Result<(), Refusal> {
-        let paid = slot.payee.paid();
-        match slot.sale.as_mut().and_then(|sale| sale.paid(paid)) {
-            Some(index) => self.send_chunk(slot, index),
+        match chunk {
+            Some(index) => self.send_chunk(slot, &file, index),
             None => Ok(()),
         }
     }
 
-    fn send_chunk(&self, slot: &mut Slot, index: u64) -> Result<(), Refusal> {
-        let file = slot.sale.as_ref().and_then(Sale::file).expect("a chunk of the file on sale");
+    /// Sends chunk `index` of `file`.
+    pub(super) fn send_chunk(
+        &self,
+        slot: &mut Slot,
+        file: &ServedFile,
+        index: u64,
+    ) -> Result<(), Refusal> {
         // A small read of a file the page cache most likely holds: not worth a blocking task.
         let data = file.read_chunk(index).inspect_err(|e| warn!("{e}"))?;
         let channel_id = slot.payee.state().terms.channel_id;

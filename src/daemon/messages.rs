@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 use super::{Shared, Slot};
 use crate::chain::Chain;
 use crate::channel::{Action, ChannelError, Payee, PayeeConfig};
-use crate::files::CatalogError;
+use crate::files::{CatalogError, Sale, SaleError};
 use crate::keys::ChannelSigner;
 use crate::net::{Connection, NetError};
 use crate::store::StoreError;
@@ -41,6 +41,8 @@ pub(super) enum Refusal {
     Price(u64),
     #[error("files are sold on open channels only; this one is {0}")]
     NotOpenForFiles(&'static str),
+    #[error(transparent)]
+    Sale(#[from] SaleError),
     // The details stay in the payee's log: they name its files.
     #[error("the payee could not read the file")]
     FileRead(#[from] CatalogError),
@@ -181,7 +183,7 @@ impl<C: Chain + Send + Sync + 'static> Shared<C> {
         self.unfunded.fetch_add(1, Ordering::SeqCst);
         let peer = Some(peer.downgrade());
         let since = Instant::now();
-        let slot = Slot { payee, key_index, peer, closed: None, since, sale: None };
+        let slot = Slot { payee, key_index, peer, closed: None, since, sale: Sale::default() };
         let slot = Arc::new(tokio::sync::Mutex::new(slot));
         let mut guard = Arc::clone(&slot).lock_owned().await;
         match self.slots().entry(open.channel_id) {
@@ -214,7 +216,7 @@ impl<C: Chain + Send + Sync + 'static> Shared<C> {
         let slot = &mut *guard;
         if let Message::FileRequest(request) = msg {
             slot.peer = Some(peer.downgrade());
-            return self.file_request(slot, request);
+            return self.file_request(slot, request).await;
         }
         let tip = self.tip.load(Ordering::SeqCst);
         let before = slot.payee.clone();
@@ -230,9 +232,11 @@ impl<C: Chain + Send + Sync + 'static> Shared<C> {
         Ok(())
     }
 
-    /// Takes payments on one channel, received together: each is checked and countersigned in
-    /// turn, the channel is saved once for all of them, and only then do their
-    /// acknowledgements leave. Returns the ones refused.
+    /// Takes payments on one channel, received together: each is checked in turn (and
+    /// countersigned if it is a checkpoint), the channel is saved once for all of them, with
+    /// the file sale's next chunk marked out, and only then do their acknowledgements leave:
+    /// those of checkpoints, which carry the payee's signature, and the newest (an ack covers
+    /// every payment before it). Returns the ones refused.
     async fn payments<'m>(
         &self,
         pays: &'m [Message],
@@ -248,7 +252,7 @@ impl<C: Chain + Send + Sync + 'static> Shared<C> {
             Ok(tip) => tip,
             Err(_) => return all(&|| Refusal::StaleTip),
         };
-        let before = slot.payee.clone();
+        let before = (slot.payee.clone(), slot.sale.record().cloned());
         let mut refused = Vec::new();
         let mut actions = Vec::new();
         for msg in pays {
@@ -258,30 +262,59 @@ impl<C: Chain + Send + Sync + 'static> Shared<C> {
             }
         }
         slot.peer = Some(peer.downgrade());
-        // One save, first: every acknowledgement follows a state at least as new as its own.
         let save = actions.iter().any(|a| matches!(a, Action::Persist));
-        actions.retain(|a| !matches!(a, Action::Persist));
-        if save {
+        let mut actions = newest_acks(actions);
+        // The payer is here now: ask it to settle while it can, rather than wait for a block
+        // and maybe find it gone. No next chunk then: it could not be paid for.
+        let near_end = slot.payee.near_end(tip);
+        let chunk = if near_end { None } else { slot.sale.paid(slot.payee.paid()) };
+        // One save, first: every acknowledgement follows a state at least as new as its own,
+        // and a chunk leaves only once the sale records it out unpaid.
+        if save || chunk.is_some() {
             actions.insert(0, Action::Persist);
         }
         if let Err(e) = self.carry_out(slot, actions).await {
             warn!(channel_id = %id, "cannot save: {e}");
-            slot.payee = before;
+            slot.payee = before.0;
+            slot.sale = Sale::restore(before.1);
             return all(&|| Refusal::NotSaved);
         }
-        // The payer is here now: ask it to settle while it can, rather than wait for a block
-        // and maybe find it gone. No next chunk then: it could not be paid for.
-        if slot.payee.near_end(tip) {
+        if near_end {
             info!(channel_id = %id, "ladder near its end: asking the payer to settle");
             let ask = slot.payee.request_close().unwrap_or_default();
             if let Err(e) = self.carry_out(slot, ask).await {
                 warn!(channel_id = %id, "{e}");
             }
-        } else if let Err(e) = self.send_paid_chunk(slot) {
-            refused.push((pays.last().expect("not empty"), e));
+        } else if let Some(index) = chunk {
+            let file = slot.sale.file().cloned().expect("a chunk of the file on sale");
+            if let Err(e) = self.send_chunk(slot, &file, index) {
+                refused.push((pays.last().expect("not empty"), e));
+            }
         }
         Some(refused)
     }
+}
+
+/// Keeps, of the actions of a run of payments, the acknowledgements the payer needs: every
+/// checkpoint's (it carries the payee's signature) and the newest, which covers every payment
+/// before it. The persists are dropped: the caller saves once for the run.
+fn newest_acks(actions: Vec<Action>) -> Vec<Action> {
+    let mut later_ack = false;
+    let mut kept: Vec<Action> = actions
+        .into_iter()
+        .rev()
+        .filter(|a| match a {
+            Action::Persist => false,
+            Action::Send(Message::PayAck(ack)) => {
+                let keep = ack.signature.is_some() || !later_ack;
+                later_ack = true;
+                keep
+            }
+            _ => true,
+        })
+        .collect();
+    kept.reverse();
+    kept
 }
 
 /// Tells the payer why `msg` was refused.

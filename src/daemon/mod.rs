@@ -141,8 +141,8 @@ struct Slot {
     closed: Option<Closure>,
     /// When this process accepted or loaded it.
     since: Instant,
-    /// The file service's sale on this channel, once the payer asked for a file.
-    sale: Option<Sale>,
+    /// The file service's sale on this channel, saved with the channel.
+    sale: Sale,
 }
 
 type Slots = HashMap<ChannelId, Arc<tokio::sync::Mutex<Slot>>>;
@@ -190,7 +190,7 @@ impl<C: Chain + Send + Sync + 'static> Daemon<C> {
                 peer: None,
                 closed: record.closed,
                 since: Instant::now(),
-                sale: None,
+                sale: Sale::restore(record.sale),
             };
             channels.insert(channel_id, Arc::new(tokio::sync::Mutex::new(slot)));
         }
@@ -343,9 +343,9 @@ impl<C: Chain + Send + Sync + 'static> Shared<C> {
     async fn persist(&self, slot: &Slot) -> Result<(), StoreError> {
         let state = ChannelState::Payee(slot.payee.state().clone());
         let closed = slot.closed.clone();
-        self.store
-            .save(ChannelRecord { key_index: slot.key_index, peer: None, state, closed })
-            .await
+        let sale = slot.sale.record().cloned();
+        let key_index = slot.key_index;
+        self.store.save(ChannelRecord { key_index, peer: None, state, closed, sale }).await
     }
 
     fn broadcast(&self, tx: Transaction) {

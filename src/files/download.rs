@@ -1,4 +1,5 @@
-//! The payer's side of the file service: one file, taken chunk by chunk.
+//! The payer's side of the file service: one file, taken chunk by chunk, resumed from what an
+//! earlier download on the same channel left.
 
 use bitcoin::hashes::{sha256, Hash, HashEngine};
 use bitcoin::Amount;
@@ -30,16 +31,24 @@ pub enum DownloadError {
         /// The payer's limit.
         max: Amount,
     },
-    /// The whole file (and any chunk owed from before) costs more than the channel can still
-    /// pay.
-    #[error("the file costs {} sat ({chunks} chunks, and any chunk owed), the channel can pay {} sat more", cost.map_or(u64::MAX, Amount::to_sat), available.to_sat())]
+    /// The chunks not yet paid for (and any chunk owed from before) cost more than the channel
+    /// can still pay.
+    #[error("the file costs {} sat more ({chunks} chunks not paid for yet, and any chunk owed), the channel can pay {} sat more", cost.map_or(u64::MAX, Amount::to_sat), available.to_sat())]
     CannotAfford {
-        /// The file's price (`None`: beyond any amount).
+        /// What is left to pay (`None`: beyond any amount).
         cost: Option<Amount>,
-        /// Its chunks.
+        /// The chunks not paid for yet.
         chunks: u64,
         /// What the channel can still pay.
         available: Amount,
+    },
+    /// The payee says the channel paid for more chunks than the file has.
+    #[error("the payee says {paid_chunks} chunks are paid for, the file has {chunks}")]
+    PaidBeyondFile {
+        /// Chunks paid for, by the offer.
+        paid_chunks: u64,
+        /// Chunks in the file.
+        chunks: u64,
     },
     /// A chunk came out of order.
     #[error("expected chunk {expected}, got chunk {got}")]
@@ -70,6 +79,11 @@ pub enum DownloadError {
 }
 
 /// A file being downloaded: the offer accepted, the chunks taken so far, their running hash.
+///
+/// The offer says how many chunks of the file the channel has already paid for
+/// ([`FileOffer::paid_chunks`]): those are never paid again ([`Download::must_pay`]), and a
+/// download broken off resumes from the first of them the payer does not hold
+/// ([`Download::resume_from`]).
 pub struct Download {
     offer: FileOffer,
     next: u64,
@@ -106,11 +120,15 @@ impl Download {
             return Err(DownloadError::TooExpensive { price, max });
         }
         let download = Download { offer, next: 0, engine: sha256::Hash::engine() };
-        let chunks = download.chunks();
+        let (chunks, paid_chunks) = (download.chunks(), download.offer.paid_chunks);
+        if paid_chunks > chunks {
+            return Err(DownloadError::PaidBeyondFile { paid_chunks, chunks });
+        }
+        let unpaid = chunks - paid_chunks;
         let owed = Amount::from_sat(download.offer.owed_sat);
-        let cost = price.checked_mul(chunks).and_then(|c| c.checked_add(owed));
+        let cost = price.checked_mul(unpaid).and_then(|c| c.checked_add(owed));
         if cost.is_none_or(|c| c > available) {
-            return Err(DownloadError::CannotAfford { cost, chunks, available });
+            return Err(DownloadError::CannotAfford { cost, chunks: unpaid, available });
         }
         Ok(download)
     }
@@ -125,9 +143,47 @@ impl Download {
         self.offer.size.div_ceil(u64::from(self.offer.chunk_size))
     }
 
-    /// Returns how many chunks have arrived.
+    /// Returns how many chunks have arrived (or were there from an earlier download).
     pub fn received(&self) -> u64 {
         self.next
+    }
+
+    /// Returns the chunk to resume from when the payer already holds the first `have` chunks
+    /// of an earlier download on this channel: the first it does not hold, or the first not
+    /// paid for if that comes before (the payer holds it, but a chunk not paid for is taken, and
+    /// paid for, again).
+    pub fn resume_from(&self, have: u64) -> u64 {
+        have.min(self.offer.paid_chunks).min(self.chunks())
+    }
+
+    /// Takes the bytes of the chunks the payer already holds, from chunk 0 (whole chunks only,
+    /// as many as [`Download::resume_from`] said): they count as received.
+    ///
+    /// # Errors
+    /// [`DownloadError::ChunkLength`] if the bytes are not whole chunks.
+    pub fn take_held(&mut self, bytes: &[u8]) -> Result<(), DownloadError> {
+        let size = u64::from(self.offer.chunk_size);
+        let whole = (bytes.len() as u64).div_ceil(size);
+        for (i, chunk) in bytes.chunks(size as usize).enumerate() {
+            let index = i as u64;
+            let expected = self.offer.size.saturating_sub(index * size).min(size);
+            if chunk.len() as u64 != expected {
+                return Err(DownloadError::ChunkLength {
+                    index,
+                    expected,
+                    got: chunk.len() as u64,
+                });
+            }
+        }
+        self.engine.input(bytes);
+        self.next = whole;
+        Ok(())
+    }
+
+    /// Whether chunk `index` is to be paid for when it arrives: the channel has not paid for it
+    /// yet.
+    pub fn must_pay(&self, index: u64) -> bool {
+        index >= self.offer.paid_chunks
     }
 
     /// Returns what the channel owes for a chunk of an earlier download: pay it first.
@@ -191,6 +247,7 @@ mod tests {
             price_per_chunk_sat: price,
             sha256: sha256::Hash::hash(data),
             owed_sat: 0,
+            paid_chunks: 0,
         }
     }
 
@@ -211,6 +268,29 @@ mod tests {
         }
         assert!(d.is_complete());
         assert_eq!(d.verify().unwrap(), sha256::Hash::hash(&data));
+    }
+
+    #[test]
+    fn a_resumed_download_pays_only_for_chunks_not_paid_for() {
+        let data = b"0123456789abcdefghij-".to_vec();
+        let mut o = offer(&data, 10, 5);
+        o.paid_chunks = 2;
+        // Only the one chunk not paid for must be affordable.
+        let mut d = Download::accept(o, "f", None, Amount::from_sat(5)).unwrap();
+        assert_eq!(d.resume_from(3), 2, "the chunk not paid for comes again");
+        assert_eq!(d.resume_from(1), 1);
+        d.take_held(&data[..10]).unwrap();
+        assert!(!d.must_pay(1));
+        d.take(&chunk(&data, 1, 10)).unwrap();
+        assert!(d.must_pay(2));
+        d.take(&chunk(&data, 2, 10)).unwrap();
+        assert_eq!(d.verify().unwrap(), sha256::Hash::hash(&data));
+        let mut o = offer(&data, 10, 5);
+        o.paid_chunks = 4;
+        assert!(matches!(
+            Download::accept(o, "f", None, Amount::ZERO),
+            Err(DownloadError::PaidBeyondFile { paid_chunks: 4, chunks: 3 })
+        ));
     }
 
     #[test]

@@ -4,8 +4,10 @@
 //! - [`Catalog`] (I/O): the files served, with their sizes and SHA-256, and their chunks read
 //!   from disk.
 //! - [`Sale`] (sans-IO, payee): per channel, which chunk goes out next, and when. At most one
-//!   chunk is ever out unpaid on a channel, across every request on it, so a payer that asks
-//!   again and again gets no more than one chunk for free.
+//!   chunk is ever out unpaid on a channel, across every request on it and every restart (the
+//!   sale is stored with the channel, [`SaleRecord`]), so a payer that asks again and again gets
+//!   no chunk it has not paid for, but the one out; a download broken off resumes from the first
+//!   chunk not paid for.
 //! - [`Download`] (sans-IO, payer): checks an offer against what the payer will pay, takes the
 //!   chunks in order, and checks the whole file against the announced hash.
 //!
@@ -18,4 +20,4 @@ mod sale;
 
 pub use catalog::{Catalog, CatalogError, ServedFile, MAX_CHUNK_SIZE};
 pub use download::{Download, DownloadError};
-pub use sale::Sale;
+pub use sale::{Sale, SaleError, SaleRecord};

@@ -5,8 +5,9 @@
 //! one transaction. The schema carries its version in `PRAGMA user_version` and is brought up to
 //! date by its numbered migrations when the store opens; a database from a newer build is refused.
 //!
-//! A channel's state machine state is stored as JSON, next to its role, key index, peer and,
-//! once a watcher saw it, the transaction that closed it on chain.
+//! A channel's state machine state is stored as JSON, next to its role, key index, peer, the
+//! file service's sale on it (payee side) and, once a watcher saw it, the transaction that
+//! closed it on chain.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -20,6 +21,7 @@ pub use writer::StoreWriter;
 
 use crate::channel::{ChannelTerms, FundedChannel, PayeeStage, PayeeState, PayerStage, PayerState};
 use crate::closing::Closure;
+use crate::files::SaleRecord;
 use crate::wire::ChannelId;
 
 /// The store's file name in the data directory.
@@ -45,6 +47,9 @@ const MIGRATIONS: &[&str] = &[
 ",
     "
     ALTER TABLE channels ADD COLUMN closed TEXT;
+",
+    "
+    ALTER TABLE channels ADD COLUMN sale TEXT;
 ",
 ];
 
@@ -162,6 +167,8 @@ pub struct ChannelRecord {
     /// The confirmed transaction that spent the funding, once a watcher saw it. Saving a record
     /// without one never erases one already stored.
     pub closed: Option<Closure>,
+    /// The file service's sale on the channel (payee side), saved with every state.
+    pub sale: Option<SaleRecord>,
 }
 
 /// The SQLite store. See the [module docs](self).
@@ -303,11 +310,12 @@ impl Store {
         {
             let mut stmt = tx
                 .prepare_cached(
-                    "INSERT INTO channels (id, role, key_index, peer, state, closed, created, updated)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)
+                    "INSERT INTO channels (id, role, key_index, peer, state, closed, sale, created,
+                         updated)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)
                      ON CONFLICT (id) DO UPDATE SET state = excluded.state,
                          peer = excluded.peer, updated = excluded.updated,
-                         closed = COALESCE(excluded.closed, closed)",
+                         closed = COALESCE(excluded.closed, closed), sale = excluded.sale",
                 )
                 .map_err(sqlite_err(&path))?;
             for r in records {
@@ -320,8 +328,12 @@ impl Store {
                     serde_json::to_string(c)
                         .expect("a closure holds only JSON-representable values")
                 });
+                let sale = r.sale.as_ref().map(|s| {
+                    serde_json::to_string(s).expect("a sale holds only JSON-representable values")
+                });
                 let id = r.state.channel_id().to_string();
-                stmt.execute(params![id, r.state.role(), r.key_index, r.peer, state, closed, now])
+                let (role, key, peer) = (r.state.role(), r.key_index, &r.peer);
+                stmt.execute(params![id, role, key, peer, state, closed, sale, now])
                     .map_err(sqlite_err(&path))?;
             }
         }
@@ -361,7 +373,7 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT role, key_index, peer, state, closed FROM channels WHERE id = ?1",
+                "SELECT role, key_index, peer, state, closed, sale FROM channels WHERE id = ?1",
             )
             .map_err(sqlite_err(&self.path))?;
         let row = stmt
@@ -379,7 +391,7 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT role, key_index, peer, state, closed FROM channels ORDER BY rowid",
+                "SELECT role, key_index, peer, state, closed, sale FROM channels ORDER BY rowid",
             )
             .map_err(sqlite_err(&self.path))?;
         let rows = stmt
@@ -392,7 +404,7 @@ impl Store {
 
     fn record(
         &self,
-        (role, key_index, peer, state, closed): RowFields,
+        (role, key_index, peer, state, closed, sale): RowFields,
     ) -> Result<ChannelRecord, StoreError> {
         let corrupt = |e: serde_json::Error| StoreError::Corrupt {
             path: self.path.clone(),
@@ -408,20 +420,30 @@ impl Store {
                 })
             }
         };
-        let closed = closed.map(|c| serde_json::from_str(&c)).transpose().map_err(|e| {
-            StoreError::Corrupt {
-                path: self.path.clone(),
-                reason: format!("closing transaction: {e}"),
-            }
-        })?;
-        Ok(ChannelRecord { key_index, peer, state, closed })
+        let closed = self.column("closing transaction", closed)?;
+        let sale = self.column("file sale", sale)?;
+        Ok(ChannelRecord { key_index, peer, state, closed, sale })
     }
 }
 
-type RowFields = (String, u32, Option<String>, String, Option<String>);
+impl Store {
+    /// Parses an optional JSON column.
+    fn column<T: serde::de::DeserializeOwned>(
+        &self,
+        what: &str,
+        json: Option<String>,
+    ) -> Result<Option<T>, StoreError> {
+        json.map(|j| serde_json::from_str(&j)).transpose().map_err(|e| StoreError::Corrupt {
+            path: self.path.clone(),
+            reason: format!("{what}: {e}"),
+        })
+    }
+}
+
+type RowFields = (String, u32, Option<String>, String, Option<String>, Option<String>);
 
 fn row_fields(row: &rusqlite::Row<'_>) -> rusqlite::Result<RowFields> {
-    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?))
 }
 
 fn sqlite_err(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
@@ -446,6 +468,7 @@ mod tests {
             step: 2,
             margin: 6,
             payout: Address::p2wpkh(&key, Network::Regtest),
+            checkpoints: crate::channel::CheckpointPolicy::on_request(),
         };
         let (payer, _) =
             Payer::open(config, signer, ChannelId([key_index as u8; 32]), 500).unwrap();
@@ -454,6 +477,7 @@ mod tests {
             peer: Some("peer".into()),
             state: ChannelState::Payer(payer.state().clone()),
             closed: None,
+            sale: None,
         }
     }
 
@@ -485,7 +509,7 @@ mod tests {
             txid: "4a5e1e4baab89f3a32518a88c31bc87f618f76673e2cc77ab2127b7afdeda33b"
                 .parse()
                 .unwrap(),
-            kind: crate::closing::ClosingKind::Commitment { update: 3 },
+            kind: crate::closing::ClosingKind::Commitment { rung: 3 },
             height: 812,
             payer_amount: bitcoin::Amount::from_sat(60_000),
             payee_amount: bitcoin::Amount::from_sat(39_000),

@@ -9,15 +9,18 @@
 //! | commitment k  | `R - k*step`   | payer: `C - fee - paid_k`, payee: `paid_k`       |
 //! | settlement    | `0`            | payer: `C - fee - paid`, payee: `paid`           |
 //!
-//! The fee always comes out of the payer's side. An output below the dust limit is not created:
-//! - the payee's: a non-zero total below the payee's dust limit is refused
-//!   ([`TxError::PaymentBelowDust`]), so the payee never signs for money it could not receive; the
-//!   first payment must reach the limit (294 sat for P2WPKH).
+//! The fee always comes out of the payer's side. An output below its owner's dust limit is left
+//! out, and its value goes to the miners with the fee, as Lightning trims dust:
+//! - the payee's: while the total paid is below the payee's dust limit (294 sat for P2WPKH), a
+//!   commitment or settlement pays the payee nothing on chain and that total is extra fee. Any
+//!   amount from 1 sat can be paid; the payee holds at most its dust limit that it cannot yet
+//!   claim on chain.
 //! - the payer's: when nearly all the capacity has been paid, the payer's remainder below its dust
 //!   limit is left to the miners as extra fee (moving it to the payee would change the agreed
 //!   split).
 //!
-//! So `outputs + fee == C` always holds, where `fee` is whatever the outputs leave.
+//! So `outputs + fee == C` always holds, where `fee` is whatever the outputs leave, and at least
+//! one output always remains (the capacity covers both dust limits and the fee).
 
 use bitcoin::sighash::{SegwitV0Sighash, SighashCache};
 use bitcoin::transaction::Version;
@@ -55,20 +58,25 @@ pub struct ChannelTxBuilder {
 }
 
 impl ChannelTxBuilder {
-    /// Creates the builder and checks that the capacity can pay the refund and at least one
-    /// payment of the payee's dust limit.
+    /// Creates the builder and checks that the capacity can pay the refund, and any split: while
+    /// the payee's share is below its dust limit, the payer's output must stay above its own.
     ///
     /// # Errors
-    /// [`TxError::CapacityTooSmall`] if the refund's output would be dust, or the payee could not
-    /// be paid its dust limit.
+    /// [`TxError::CapacityTooSmall`] if a split could be left with no output, or the payee could
+    /// never be paid its dust limit.
     pub fn new(funding: FundingScript, params: ChannelTxParams) -> Result<Self, TxError> {
         let builder = ChannelTxBuilder { params, funding };
-        let refund_fee = builder.fee(&builder.template(absolute::LockTime::ZERO, 1))?;
+        let one_output_fee = builder.fee(&builder.template(absolute::LockTime::ZERO, 1))?;
         let split_fee = builder.fee(&builder.template(absolute::LockTime::ZERO, 2))?;
-        let refund_needs = refund_fee.checked_add(builder.params.payer_script.minimal_non_dust());
-        let split_needs = split_fee.checked_add(builder.params.payee_script.minimal_non_dust());
+        let payer_dust = builder.params.payer_script.minimal_non_dust();
+        let payee_dust = builder.params.payee_script.minimal_non_dust();
+        // A total just below the payee's dust limit leaves one output, the payer's: it must not
+        // be dust itself. And the payee must be payable its dust limit in a split.
+        let trimmed_needs =
+            one_output_fee.checked_add(payer_dust).and_then(|a| a.checked_add(payee_dust));
+        let split_needs = split_fee.checked_add(payee_dust);
         let needed =
-            refund_needs.zip(split_needs).map(|(a, b)| a.max(b)).ok_or(TxError::Overflow)?;
+            trimmed_needs.zip(split_needs).map(|(a, b)| a.max(b)).ok_or(TxError::Overflow)?;
         if builder.params.capacity < needed {
             return Err(TxError::CapacityTooSmall { capacity: builder.params.capacity, needed });
         }
@@ -104,11 +112,10 @@ impl ChannelTxBuilder {
         Ok(tx)
     }
 
-    /// Builds commitment paying `paid` to the payee, final at height `locktime`.
+    /// Builds the commitment paying `paid` to the payee, final at height `locktime`.
     ///
     /// # Errors
     /// [`TxError::InsufficientBalance`] if the payer's side cannot cover `paid` plus the fee,
-    /// [`TxError::PaymentBelowDust`] for a total below the payee's dust limit,
     /// [`TxError::NotAHeight`] for a locktime that is not a block height.
     pub fn commitment(&self, paid: Amount, locktime: u32) -> Result<Transaction, TxError> {
         self.split(paid, height(locktime)?)
@@ -117,8 +124,7 @@ impl ChannelTxBuilder {
     /// Builds the settlement paying `paid` to the payee, with `nLockTime = 0`.
     ///
     /// # Errors
-    /// [`TxError::InsufficientBalance`] if the payer's side cannot cover `paid` plus the fee,
-    /// [`TxError::PaymentBelowDust`] for a non-zero total below the payee's dust limit.
+    /// [`TxError::InsufficientBalance`] if the payer's side cannot cover `paid` plus the fee.
     pub fn settlement(&self, paid: Amount) -> Result<Transaction, TxError> {
         self.split(paid, absolute::LockTime::ZERO)
     }
@@ -155,13 +161,10 @@ impl ChannelTxBuilder {
         Ok(tx)
     }
 
-    /// Builds a split of the capacity: the payer's change first, then the payee's `paid`.
+    /// Builds a split of the capacity: the payer's change first, then the payee's `paid`, each
+    /// left out below its owner's dust limit (see the [module docs](self)).
     fn split(&self, paid: Amount, lock_time: absolute::LockTime) -> Result<Transaction, TxError> {
-        let pays_payee = paid > Amount::ZERO;
-        let dust = self.params.payee_script.minimal_non_dust();
-        if pays_payee && paid < dust {
-            return Err(TxError::PaymentBelowDust { paid, dust });
-        }
+        let pays_payee = !is_dust(paid, &self.params.payee_script);
         let mut tx = self.template(lock_time, if pays_payee { 2 } else { 1 });
         let fee = self.fee(&tx)?;
         let available = self.params.capacity.checked_sub(fee).unwrap_or(Amount::ZERO);
@@ -171,8 +174,8 @@ impl ChannelTxBuilder {
         if pays_payee {
             tx.output[1].value = paid;
         }
-        // `new` made sure the refund (paid = 0) keeps a non-dust payer output, so removing it
-        // here only happens when the payee's output exists.
+        // `new` made sure a split without the payee's output keeps a non-dust payer output, so
+        // removing the payer's here only happens when the payee's output exists.
         if is_dust(payer_value, &self.params.payer_script) {
             tx.output.remove(0);
         } else {

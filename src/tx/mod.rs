@@ -29,21 +29,8 @@ pub enum TxError {
         /// What was asked for.
         requested: Amount,
     },
-    /// A total paid to the payee that is not zero but below its dust limit: the output could not
-    /// be created, so the payee would sign for money it would never receive.
-    #[error(
-        "paying {} sat in total is below the payee's dust limit of {} sat",
-        paid.to_sat(),
-        dust.to_sat()
-    )]
-    PaymentBelowDust {
-        /// The proposed total.
-        paid: Amount,
-        /// The payee output's dust limit.
-        dust: Amount,
-    },
-    /// The capacity does not cover the refund's fee and a non-dust output, or cannot pay the
-    /// payee a non-dust amount.
+    /// The capacity cannot keep a non-dust output in every split (the payer's, while the
+    /// payee's share is below its dust limit), or cannot pay the payee a non-dust amount.
     #[error(
         "capacity {} sat is too small: covering the fees and the dust limits needs {} sat",
         capacity.to_sat(),
@@ -52,7 +39,7 @@ pub enum TxError {
     CapacityTooSmall {
         /// The channel capacity.
         capacity: Amount,
-        /// The least capacity with a non-dust refund and room to pay the payee's dust limit.
+        /// The least capacity that keeps a non-dust output in every split.
         needed: Amount,
     },
     /// An amount or fee overflowed.

@@ -112,17 +112,22 @@ fn commitment_splits_capacity_minus_fee() {
 }
 
 #[test]
-fn payee_totals_below_dust_are_refused_and_payer_dust_goes_to_the_fee() {
+fn outputs_below_dust_are_left_out_and_their_value_goes_to_the_fee() {
     let f = fixture(100_000, 2).unwrap();
     let dust = f.builder.params().payee_script.minimal_non_dust();
     assert_eq!(dust, Amount::from_sat(294), "P2WPKH dust limit at 3 sat/vB");
-    // Payee's total below dust: refused, so the payee never signs for money it cannot receive.
-    let small = dust - Amount::from_sat(1);
-    assert_eq!(
-        f.builder.commitment(small, 990),
-        Err(TxError::PaymentBelowDust { paid: small, dust })
-    );
-    assert!(matches!(f.builder.settlement(small), Err(TxError::PaymentBelowDust { .. })));
+    // The payee's total below its dust limit: no payee output, the total goes to the fee, and
+    // the payer's output is what it would be with that total paid.
+    let refund_value = f.builder.refund(1000).unwrap().output[0].value;
+    for small in [Amount::from_sat(1), dust - Amount::from_sat(1)] {
+        for tx in [f.builder.commitment(small, 990).unwrap(), f.builder.settlement(small).unwrap()]
+        {
+            assert_eq!(tx.output.len(), 1, "{small}");
+            assert_eq!(tx.output[0].value, refund_value - small);
+            assert_eq!(f.fee(&tx), f.fee(&f.builder.refund(1000).unwrap()) + small);
+            f.verify(&f.sign(tx)).unwrap();
+        }
+    }
     // Exactly at the dust limit the output exists; a settlement of nothing pays only the payer.
     assert_eq!(f.builder.commitment(dust, 990).unwrap().output.len(), 2);
     assert_eq!(f.builder.settlement(Amount::ZERO).unwrap().output.len(), 1);
@@ -134,6 +139,18 @@ fn payee_totals_below_dust_are_refused_and_payer_dust_goes_to_the_fee() {
     f.verify(&f.sign(tx)).unwrap();
     // Paying everything is allowed.
     assert_eq!(f.builder.commitment(max, 990).unwrap().output.len(), 1);
+}
+
+#[test]
+fn the_smallest_capacity_keeps_an_output_in_every_split() {
+    let Err(TxError::CapacityTooSmall { needed, .. }) = fixture(300, 2) else { panic!() };
+    let f = fixture(needed.to_sat(), 2).unwrap();
+    let dust = f.builder.params().payee_script.minimal_non_dust();
+    for paid in [0, 1, dust.to_sat() - 1, dust.to_sat(), f.builder.max_payable().to_sat()] {
+        let tx = f.builder.settlement(Amount::from_sat(paid)).unwrap();
+        assert!(!tx.output.is_empty(), "{paid}");
+        assert!(tx.output.iter().all(|o| o.value >= o.script_pubkey.minimal_non_dust()));
+    }
 }
 
 #[test]

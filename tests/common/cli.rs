@@ -39,6 +39,12 @@ impl Party {
         party
     }
 
+    /// A party whose data directory `dir` exists already (written by `init` of some release).
+    pub fn existing(node: &Node, dir: tempfile::TempDir, node_id: &str) -> Party {
+        let (url, cookie) = (node.url.clone(), node.cookie.clone());
+        Party { dir, url, cookie, node_id: node_id.to_owned() }
+    }
+
     /// Its data directory.
     pub fn datadir(&self) -> &Path {
         self.dir.path()

@@ -9,7 +9,9 @@ pub mod regtest;
 
 use bitcoin::hashes::Hash;
 use bitcoin::{Address, Amount, Network, OutPoint, ScriptBuf, Transaction, TxOut, Txid};
-use paychan::channel::{Action, ChannelError, Payee, PayeeConfig, Payer, PayerConfig};
+use paychan::channel::{
+    Action, ChannelError, CheckpointPolicy, Payee, PayeeConfig, Payer, PayerConfig,
+};
 use paychan::keys::ChannelSigner;
 use paychan::tx::{build_funding, sign_p2wpkh_input, FundingInput};
 use paychan::wire::{ChannelId, Message};
@@ -39,6 +41,8 @@ pub fn payer_config(capacity: Amount) -> PayerConfig {
         step: STEP,
         margin: MARGIN,
         payout: p2wpkh_address(11),
+        // The original scheme, where both sign every update; tests of checkpoints set their own.
+        checkpoints: CheckpointPolicy::every_payment(),
     }
 }
 

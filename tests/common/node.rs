@@ -51,8 +51,12 @@ pub struct Node {
 impl Node {
     /// Starts a node (`-txindex`, loopback only, cookie auth) and waits until it answers RPC.
     pub fn start() -> Node {
+        Node::start_in(tempfile::tempdir().expect("temp dir"))
+    }
+
+    /// Starts a node on the data directory `dir`, which may hold a chain already.
+    pub fn start_in(dir: tempfile::TempDir) -> Node {
         let exe = bitcoind_exe();
-        let dir = tempfile::tempdir().expect("temp dir");
         for _attempt in 0..3 {
             let port = free_port();
             let mut child = Command::new(&exe)

@@ -3,7 +3,7 @@
 
 use bitcoin::{Address, Amount, FeeRate, Transaction, Txid};
 use paychan::chain::{Chain, ChainError, OutputStatus, Rejection};
-use paychan::channel::{Action, Payee, PayeeConfig, Payer, PayerConfig};
+use paychan::channel::{Action, CheckpointPolicy, Payee, PayeeConfig, Payer, PayerConfig};
 use paychan::wallet::Wallet;
 use paychan::wire::{ChannelId, Message};
 
@@ -19,6 +19,8 @@ pub struct Terms {
     pub step: u32,
     /// Funding confirmations the payee waits for.
     pub min_conf: u32,
+    /// When the payer asks for a checkpoint.
+    pub checkpoints: CheckpointPolicy,
 }
 
 impl Default for Terms {
@@ -28,6 +30,7 @@ impl Default for Terms {
             lifetime: 60,
             step: 2,
             min_conf: PayeeConfig::default_min_conf(NETWORK),
+            checkpoints: CheckpointPolicy::every_payment(),
         }
     }
 }
@@ -47,7 +50,8 @@ pub struct RegtestChannel<'n> {
     pub funding_tx: Transaction,
     pub payer_payout: Address,
     pub payee_payout: Address,
-    /// Every fully signed commitment, oldest first, as the payer holds it after each ack.
+    /// The payee's newest commitment (completed with its signature) after each payment, oldest
+    /// first. With a checkpoint at every payment it is also the payer's newest checkpoint.
     pub commitments: Vec<Transaction>,
     /// Every broadcast the engine asked for, with the node's answer.
     pub broadcasts: Vec<Broadcast>,
@@ -74,6 +78,7 @@ impl<'n> RegtestChannel<'n> {
             step: terms.step,
             margin: MARGIN,
             payout: payer_payout.clone(),
+            checkpoints: terms.checkpoints,
         };
         let payee_config = PayeeConfig {
             payout: payee_payout.clone(),
@@ -141,14 +146,14 @@ impl<'n> RegtestChannel<'n> {
         !msgs.is_empty()
     }
 
-    /// One payment of `amount`, round trip; records the payer's new fully signed commitment.
+    /// One payment of `amount`, round trip; records the payee's newest commitment after it.
     pub fn pay(&mut self, amount: Amount) {
         let tip = self.node.height();
         let pay = take_message(self.payer.pay(amount, tip).unwrap());
         let ack = take_message(self.payee.handle_message(&pay, tip).unwrap());
         let actions = self.payer.handle_message(&ack).unwrap();
         assert!(self.carry(actions).is_empty());
-        let newest = self.payer.funded().unwrap().funded.newest_commitment().unwrap().unwrap();
+        let newest = self.payee.newest_commitment().unwrap().unwrap();
         self.commitments.push(newest);
     }
 
