@@ -520,6 +520,28 @@ mod tests {
     }
 
     #[test]
+    fn a_file_sale_is_saved_with_its_channel() {
+        use bitcoin::hashes::Hash;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STORE_FILE);
+        let mut store = Store::open(&path).unwrap();
+        let mut record = payer_record(0);
+        record.sale = Some(SaleRecord {
+            name: "film.bin".into(),
+            sha256: bitcoin::hashes::sha256::Hash::hash(b"film"),
+            chunk_size: 1000,
+            price: bitcoin::Amount::from_sat(10),
+            paid_chunks: 7,
+            unpaid_since: Some(bitcoin::Amount::from_sat(70)),
+        });
+        store.save_channel(&record).unwrap();
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        let id = record.state.channel_id();
+        assert_eq!(store.channel(id).unwrap(), Some(record));
+    }
+
+    #[test]
     fn key_indexes_are_never_handed_out_twice() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(STORE_FILE);
