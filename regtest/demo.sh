@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # The whole story in one command, on a private regtest chain of its own:
 #
-#   act one    Alice (payer) buys a 100-chunk file from Bob (payee), paying for each chunk as it
-#              arrives over one channel, then settles: two transactions on chain.
-#   act two    Alice vanishes after five payments: Bob's daemon broadcasts his newest commitment
-#              by itself as soon as it is final.
-#   act three  Bob vanishes: Alice's `paychan watch` broadcasts her refund at R.
+#   act one    micropayments: Alice (payer) buys a 1000-chunk file from Bob (payee) at 10 sat a
+#              chunk over one channel with the default terms: 1000 payments, of which only the
+#              checkpoints (one per 1% of the capacity paid) are countersigned and step down the
+#              ladder; then they settle: two transactions on chain.
+#   act two    the original scheme (--checkpoint-every 1: every payment countersigned, each on
+#              its own rung). Alice vanishes after five payments: Bob's daemon broadcasts his
+#              newest commitment by itself as soon as it is final.
+#   act three  Bob vanishes after a checkpoint and a payment after it: Alice's `paychan watch`
+#              broadcasts her newest checkpoint as soon as it is final, a step before the
+#              refund at R.
 #
 # Usage: regtest/demo.sh   (see docs/demo.md)
 #
@@ -23,9 +28,12 @@ cd "$ROOT"
 # An address none of the parties owns (P2WSH of the empty script): blocks that are not meant to
 # pay anyone are mined to it.
 BURN=bcrt1quwcvgs5clswpfxhm7nyfjmaeysn6us0yvjdexn9yjkv3k7zjhp2snwgpgy
-CHUNKS=100
-CHUNK_SIZE=16384
-PRICE=1000
+# Act one's file: many small chunks at a tiny price, so the totals start below Bob's dust limit
+# (294 sat) and the 1000 payments use only a handful of rungs.
+CHUNKS=1000
+CHUNK_SIZE=1024
+PRICE=10
+CAPACITY=100000
 
 work="" node_pid="" serve_pid="" watch_pid="" job_pid=""
 started=$SECONDS
@@ -267,54 +275,82 @@ say "  Bob runs paychan serve at $bob_peer (BOB below)"
 say "  selling film.bin: $((CHUNKS * CHUNK_SIZE)) random bytes, $CHUNKS chunks of $CHUNK_SIZE bytes at $PRICE sat each"
 
 # ---------------------------------------------------------------------------------------------
-act "Act one: Alice buys the file chunk by chunk, then the channel settles"
-say "  paychan fetch BOB film.bin --out film.bin --capacity 150000 (default lifetime 1008 blocks, step 6)"
+act "Act one: micropayments. Alice buys the file chunk by chunk, then the channel settles"
+say "  paychan fetch BOB film.bin --out film.bin --capacity $CAPACITY (the default terms: lifetime 1008"
+say "  blocks, step 6, a checkpoint for every 1% of the capacity paid)"
 t0=$SECONDS
-mine_while fetch "chunks at" alice fetch "$bob_peer" film.bin --out "$work/downloads/film.bin" --capacity 150000
+mine_while fetch "chunks at" alice fetch "$bob_peer" film.bin --out "$work/downloads/film.bin" --capacity "$CAPACITY"
+fetch_s=$((SECONDS - t0))
 fetched=$(cat "$work/fetch.out")
 f1_channel=$(field channel_id <<<"$fetched")
 f1_settlement=$(field settlement_txid <<<"$fetched")
 f1_payer=$(field payer_sat <<<"$fetched")
 f1_payee=$(field payee_sat <<<"$fetched")
 f1_funding=$(alice show "$f1_channel" | field funding_outpoint)
-check_funding "$f1_funding" 150000
+check_funding "$f1_funding" "$CAPACITY"
 chunks=$(field chunks <<<"$fetched")
 paid=$(field paid_sat <<<"$fetched")
 ((chunks == CHUNKS && paid == CHUNKS * PRICE && f1_payee == paid)) ||
     fail "fetch reports $chunks chunks, $paid sat paid, $f1_payee sat to Bob"
+[[ $(field resumed_from <<<"$fetched") == 0 ]] || fail "a fresh fetch resumed: $fetched"
 say "  channel $f1_channel opened: funding ${f1_funding%:*} ($mined blocks mined until it confirmed)"
 say "  $chunks chunks received, each paid as it arrived: $chunks off-chain payments of $PRICE sat"
-say "  (the whole fetch, open included, took $((SECONDS - t0)) s)"
+say "  (the whole fetch, open included, took $fetch_s s)"
 cmp -s "$work/shop/film.bin" "$work/downloads/film.bin" || fail "the downloaded file differs from Bob's"
 sha=$(python3 -c 'import hashlib, sys; print(hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest())' "$work/shop/film.bin")
 [[ $(field sha256 <<<"$fetched") == "$sha" ]] || fail "fetch checked another hash than the file's"
 say "  the downloaded file is byte for byte Bob's (sha256 $sha)"
+# The default policy: a checkpoint once 1% of the capacity has been paid since the last one (the
+# last payment is one when the total lands on a multiple of it).
+every_sat=$((CAPACITY / 100))
+f1_checkpoints=$((paid / every_sat))
 bob_view=$(bob show "$f1_channel")
-[[ $(field paid_total_sat <<<"$bob_view") == "$paid" && $(field updates <<<"$bob_view") == "$CHUNKS" ]] ||
-    fail "Bob holds $(field paid_total_sat <<<"$bob_view") sat in $(field updates <<<"$bob_view") updates"
-say "  Bob's side agrees: $paid sat in $CHUNKS updates, each a commitment signed by both, none broadcast"
+f1_refund=$(field refund_locktime <<<"$bob_view")
+f1_rung_locktime=$(field current_locktime <<<"$bob_view")
+[[ $(field paid_total_sat <<<"$bob_view") == "$paid" && $(field payments <<<"$bob_view") == "$CHUNKS" &&
+    $(field checkpoints <<<"$bob_view") == "$f1_checkpoints" &&
+    $(field checkpoint_paid_sat <<<"$bob_view") == $((f1_checkpoints * every_sat)) &&
+    $(field checkpoint_policy.every_sat <<<"$bob_view") == "$every_sat" &&
+    $(field checkpoint_policy.every_payments <<<"$bob_view") == null &&
+    $f1_rung_locktime == $((f1_refund - 6 * f1_checkpoints)) ]] ||
+    fail "Bob holds $(field paid_total_sat <<<"$bob_view") sat in $(field payments <<<"$bob_view") payments and $(field checkpoints <<<"$bob_view") checkpoints: $bob_view"
+[[ $(alice show "$f1_channel" | field checkpoints) == "$f1_checkpoints" ]] || fail "Alice counts other checkpoints than Bob"
+say "  Bob's show agrees: $paid sat in $CHUNKS payments, of which $f1_checkpoints checkpoints (policy: every $every_sat sat,"
+say "  1% of the capacity). A payment is one signature of Alice's on the commitment at its rung's"
+say "  locktime; a checkpoint is countersigned by Bob too, and the payments after it move one rung"
+say "  (6 blocks) down: $CHUNKS payments used $f1_checkpoints rungs, the newest at $f1_rung_locktime (R = $f1_refund). Had every"
+say "  payment been a checkpoint (act two's scheme), they would have needed $CHUNKS rungs: the default"
+say "  terms have about 165"
+say "  the first $(((294 - 1) / PRICE)) totals ($PRICE to $(((294 - 1) / PRICE * PRICE)) sat) were below Bob's 294-sat dust limit: those"
+say "  commitments had no output for him. None of the commitments was broadcast"
 say "  the settlement (nLockTime 0, signed by both) is broadcast: $f1_settlement"
 mine 1
 confs=$(check_close "$f1_settlement" "$f1_funding" 0 "$f1_payer" "$f1_payee")
-f1_fee=$((150000 - f1_payer - f1_payee))
-say "  $confs confirmation one block later: Bob gets $f1_payee sat, Alice $f1_payer sat back, $f1_fee sat fee"
+f1_fee=$((CAPACITY - f1_payer - f1_payee))
+say "  $confs confirmation one block later: Bob gets $f1_payee sat ($CHUNKS x $PRICE), Alice $f1_payer sat back, $f1_fee sat fee"
 say "  on chain for this channel: the funding and the settlement, nothing else"
 
 # ---------------------------------------------------------------------------------------------
-act "Act two: Alice vanishes; Bob's daemon closes with his newest commitment"
-say "  a short channel so it ends quickly: paychan open BOB --capacity 100000 --lifetime 40 --step 2"
-open_channel open2 100000 --lifetime 40 --step 2
+act "Act two: the original scheme; Alice vanishes, Bob's daemon closes with his newest commitment"
+say "  every payment a checkpoint, as in the article where both sign every update; a short channel so"
+say "  it ends quickly: paychan open BOB --capacity 100000 --lifetime 40 --step 2 --checkpoint-every 1"
+open_channel open2 100000 --lifetime 40 --step 2 --checkpoint-every 1
 f2_channel=$channel f2_funding=$funding f2_refund=$refund
 for k in 1 2 3 4 5; do
     out=$(alice pay "$f2_channel" 2000)
     locktime=$(field locktime <<<"$out")
-    ((locktime == f2_refund - 2 * k)) || fail "commitment $k has locktime $locktime, not R - $k*2"
+    [[ $(field payment <<<"$out") == "$k" && $(field checkpoint <<<"$out") == true &&
+        $locktime == $((f2_refund - 2 * k)) && $(field checkpoint_locktime <<<"$out") == "$locktime" ]] ||
+        fail "payment $k: $out (expected a checkpoint at R - $k*2)"
 done
 f2_locktime=$(alice show "$f2_channel" | field current_locktime)
 ((f2_locktime == locktime)) || fail "show says current_locktime $f2_locktime, pay said $locktime"
-say "  Alice pays 5 x 2000 sat; commitment k is final at L_k = R - 2k, so commitment 5 at $f2_locktime (R = $f2_refund)"
-[[ $(bob show "$f2_channel" | field paid_total_sat) == 10000 ]] || fail "Bob does not hold 10000 sat"
-say "  then Alice vanishes. Bob holds commitment 5 (10000 sat to him); the tip is $(tip)"
+say "  Alice pays 5 x 2000 sat; each payment is a checkpoint on its own rung: payment k is final at"
+say "  L_k = R - 2k, so payment 5 at $f2_locktime (R = $f2_refund)"
+bob_view=$(bob show "$f2_channel")
+[[ $(field paid_total_sat <<<"$bob_view") == 10000 && $(field payments <<<"$bob_view") == 5 &&
+    $(field checkpoints <<<"$bob_view") == 5 ]] || fail "Bob holds $bob_view"
+say "  then Alice vanishes. Bob holds commitment 5 (10000 sat to him, rung 5); the tip is $(tip)"
 mine_to $((f2_locktime - 1))
 sleep 1
 [[ -z $(mempool_spend "$f2_funding") ]] || fail "something spent the funding before commitment 5 was final"
@@ -333,19 +369,37 @@ closing=$(bob show "$f2_channel" | field closing)
 f2_payer=$(field payer_sat <<<"$closing")
 f2_payee=$(field payee_sat <<<"$closing")
 [[ $(field txid <<<"$closing") == "$f2_txid" && $(field kind <<<"$closing") == commitment &&
-    $(field update <<<"$closing") == 5 && $f2_payee == 10000 &&
+    $(field rung <<<"$closing") == 5 && $f2_payee == 10000 &&
     $(field height <<<"$closing") == $((f2_locktime + 1)) ]] || fail "Bob recorded $closing"
 confs=$(check_close "$f2_txid" "$f2_funding" "$f2_locktime" "$f2_payer" "$f2_payee")
-say "  one block later Bob records the close: kind commitment, update 5, Bob $f2_payee sat, Alice $f2_payer sat"
-say "  ($confs confirmation; Alice's refund, final only at R = $f2_refund, can no longer spend the funding)"
+say "  one block later Bob records the close: kind commitment, rung 5, Bob $f2_payee sat, Alice $f2_payer sat"
+say "  ($confs confirmation; the older commitments and Alice's refund, final only later, can no longer"
+say "  spend the funding)"
 
 # ---------------------------------------------------------------------------------------------
-act "Act three: Bob vanishes; Alice's watch takes her money back at R"
-say "  paychan open BOB --capacity 100000 --lifetime 40 --step 2"
-open_channel open3 100000 --lifetime 40 --step 2
+act "Act three: Bob vanishes; Alice's watch takes her newest checkpoint, a step before R"
+say "  the default step of 6 blocks and checkpoint policy (every 1000 sat, 1% of the capacity):"
+say "  paychan open BOB --capacity 100000 --lifetime 40"
+open_channel open3 100000 --lifetime 40
 f3_channel=$channel f3_funding=$funding f3_refund=$refund
-alice pay "$f3_channel" 3000 >/dev/null
-say "  Alice pays 3000 sat. Then Bob's serve is killed (kill -9) and never comes back"
+out=$(alice pay "$f3_channel" 3000)
+f3_exit=$(field locktime <<<"$out")
+[[ $(field payment <<<"$out") == 1 && $(field checkpoint <<<"$out") == true && $f3_exit == $((f3_refund - 6)) &&
+    $(field checkpoint_locktime <<<"$out") == "$f3_exit" ]] || fail "pay 3000: $out (expected a checkpoint at R - 6)"
+say "  Alice pays 3000 sat: at least 1000 sat since the last checkpoint, so a checkpoint, countersigned"
+say "  by Bob: Alice now holds a fully signed commitment paying Bob 3000 sat, final at L_1 = R - 6 = $f3_exit"
+out=$(alice pay "$f3_channel" 500)
+f3_newest=$(field locktime <<<"$out")
+[[ $(field payment <<<"$out") == 2 && $(field checkpoint <<<"$out") == false &&
+    $f3_newest == $((f3_refund - 12)) && $(field checkpoint_locktime <<<"$out") == "$f3_exit" ]] ||
+    fail "pay 500: $out (expected a plain payment at R - 12, the checkpoint staying at R - 6)"
+bob_view=$(bob show "$f3_channel")
+[[ $(field paid_total_sat <<<"$bob_view") == 3500 && $(field current_locktime <<<"$bob_view") == "$f3_newest" &&
+    $(field checkpoints <<<"$bob_view") == 1 && $(field checkpoint_paid_sat <<<"$bob_view") == 3000 ]] ||
+    fail "Bob holds $bob_view"
+say "  then 500 sat more: a payment after the checkpoint, one rung down. Bob holds Alice's signature"
+say "  on a commitment for 3500 sat final at L_2 = R - 12 = $f3_newest; Alice keeps her checkpoint"
+say "  Then Bob's serve is killed (kill -9) and never comes back"
 { kill -9 "$serve_pid" && wait "$serve_pid"; } 2>/dev/null || true
 serve_pid=""
 : >"$work/watch.out"
@@ -354,29 +408,37 @@ watch_pid=$!
 watch_line() { sed -n "${1}p" "$work/watch.out"; }
 has_line() { [[ $(wc -l <"$work/watch.out") -ge $1 ]]; }
 wait_for 10 "watch's first event" has_line 1
-[[ $(watch_line 1 | field event) == watching && $(watch_line 1 | field channels.0.refund_locktime) == "$f3_refund" ]] ||
+[[ $(watch_line 1 | field event) == watching && $(watch_line 1 | field channels.0.refund_locktime) == "$f3_refund" &&
+    $(watch_line 1 | field channels.0.checkpoint_locktime) == "$f3_exit" ]] ||
     fail "watch began with $(watch_line 1)"
-say "  paychan watch $f3_channel: watching, refund locktime R = $f3_refund"
-mine_to $((f3_refund - 1))
+say "  paychan watch $f3_channel: watching, checkpoint locktime $f3_exit, refund locktime R = $f3_refund"
+mine_to $((f3_exit - 1))
 sleep 1
 [[ $(wc -l <"$work/watch.out") == 1 && -z $(mempool_spend "$f3_funding") ]] ||
-    fail "something happened before R: $(cat "$work/watch.out")"
-say "  mined to $((f3_refund - 1)): Bob's commitment is final but Bob is gone; the refund is not final yet: nothing broadcast"
+    fail "something happened before the checkpoint was final: $(cat "$work/watch.out")"
+say "  mined to $((f3_exit - 1)): Bob's 3500-sat commitment has been final since $f3_newest but Bob is gone;"
+say "  Alice's checkpoint is not final yet: nothing broadcast"
 mine 1
 wait_for 10 "the watch's broadcast" has_line 2
 sent=$(watch_line 2)
 f3_txid=$(field txid <<<"$sent")
-[[ $(field event <<<"$sent") == broadcast && $(field kind <<<"$sent") == refund &&
-    $(field tip <<<"$sent") == "$f3_refund" && $(mempool_spend "$f3_funding") == "$f3_txid" ]] ||
+[[ $(field event <<<"$sent") == broadcast && $(field kind <<<"$sent") == checkpoint &&
+    $(field tip <<<"$sent") == "$f3_exit" && $(mempool_spend "$f3_funding") == "$f3_txid" ]] ||
     fail "watch said $sent"
-say "  mined block R = $f3_refund: the watch broadcast the refund: $f3_txid"
+[[ $(btc getrawtransaction "$f3_txid" true | field locktime) == "$f3_exit" ]] ||
+    fail "the transaction in the mempool is not Alice's checkpoint"
+say "  mined block $f3_exit: the watch broadcast Alice's checkpoint: $f3_txid"
 mine 1
 wait_for 10 "the watch's record of the close" has_line 3
 closing=$(watch_line 3 | field closing)
 f3_payer=$(field payer_sat <<<"$closing")
 f3_payee=$(field payee_sat <<<"$closing")
-[[ $(watch_line 3 | field event) == closed && $(field kind <<<"$closing") == refund &&
-    $(field txid <<<"$closing") == "$f3_txid" && $f3_payee == 0 ]] || fail "watch said $(watch_line 3)"
+f3_fee=$((100000 - f3_payer - f3_payee))
+[[ $(watch_line 3 | field event) == closed && $(field kind <<<"$closing") == commitment &&
+    $(field rung <<<"$closing") == 1 && $(field txid <<<"$closing") == "$f3_txid" &&
+    $(field height <<<"$closing") == $((f3_exit + 1)) && $f3_payee == 3000 ]] ||
+    fail "watch said $(watch_line 3)"
+((f3_fee > 0 && f3_fee < 1000)) || fail "the checkpoint pays Alice $f3_payer sat: a fee of $f3_fee sat"
 watch_done() { ! kill -0 "$watch_pid" 2>/dev/null; }
 wait_for 10 "the watch to exit" watch_done
 rc=0
@@ -384,9 +446,13 @@ wait "$watch_pid" || rc=$?
 watch_pid=""
 ((rc == 0)) || fail "watch exited with status $rc"
 [[ $(watch_line 4 | field event) == "done" ]] || fail "watch ended with $(watch_line 4)"
-confs=$(check_close "$f3_txid" "$f3_funding" "$f3_refund" "$f3_payer" 0)
-say "  one block later ($confs confirmation) the watch records the close (kind refund: Alice $f3_payer sat, Bob 0) and exits"
-say "  Bob held a commitment for 3000 sat but was not there to broadcast it: he gets nothing"
+confs=$(check_close "$f3_txid" "$f3_funding" "$f3_exit" "$f3_payer" "$f3_payee")
+[[ -z $(mempool_spend "$f3_funding") ]] || fail "something else still spends the funding"
+say "  one block later ($confs confirmation) the watch records the close (kind commitment, rung 1:"
+say "  Bob $f3_payee sat, Alice $f3_payer sat, $f3_fee sat fee) and exits"
+say "  Alice's money was back $((f3_refund - f3_exit)) blocks before R = $f3_refund: without a checkpoint her way out"
+say "  would have been the refund at R. Bob gets exactly the checkpoint's 3000 sat: the 500 sat paid"
+say "  after it were his only if he broadcast their commitment himself, and he was not there"
 
 # ---------------------------------------------------------------------------------------------
 act "Summary (tip $(tip)): every transaction since Alice's coins, as the node reports it"
@@ -397,11 +463,12 @@ for ((h = 102; h <= $(tip); h++)); do
     onchain=$((onchain + $(btc getblockstats "$h" '["txs"]' | field txs) - 1))
 done
 ((onchain == 6)) || fail "$onchain transactions reached the chain, not 3 fundings and 3 closes"
-row() { printf '  %-6s %-34s %-15s %7s %7s %6s\n' "$@"; }
+row() { printf '  %-6s %-40s %-15s %7s %7s %6s\n' "$@"; }
 row act "how the channel ended" "closing txid" Alice Bob confs
 close_row() { row "$1" "$2" "${3:0:12}..." "$4" "$5" "$(confirmations "$3")"; }
 close_row one "settled: $CHUNKS chunks, file checked" "$f1_settlement" "$f1_payer" "$f1_payee"
-close_row two "Alice gone: Bob's commitment 5" "$f2_txid" "$f2_payer" "$f2_payee"
-close_row three "Bob gone: Alice's refund at R" "$f3_txid" "$f3_payer" "$f3_payee"
-say "  on chain: $onchain transactions (3 fundings, 3 closes); off chain: $((CHUNKS + 5 + 1)) payments"
+close_row two "Alice gone: Bob's commitment, rung 5" "$f2_txid" "$f2_payer" "$f2_payee"
+close_row three "Bob gone: Alice's checkpoint, rung 1" "$f3_txid" "$f3_payer" "$f3_payee"
+say "  on chain: $onchain transactions (3 fundings, 3 closes); off chain: $((CHUNKS + 5 + 2)) payments,"
+say "  of which $((f1_checkpoints + 5 + 1)) checkpoints ($f1_checkpoints + 5 + 1)"
 say "  demo finished in $((SECONDS - started)) s; every check passed"

@@ -91,7 +91,9 @@ pub enum Command {
     /// Download FILE from a payee's file service (`serve --serve-dir`), paying for each chunk
     /// as it arrives, on a new channel (--capacity) or an open one (--channel); check the
     /// whole file against the hash the payee announced, then settle the channel
-    /// cooperatively. Shows a progress bar when stderr is a terminal.
+    /// cooperatively. A download broken off resumes when run again with --channel: from the
+    /// first chunk not paid for, never paying for a chunk twice. Shows a progress bar when
+    /// stderr is a terminal.
     Fetch(FetchArgs),
     /// Settle a channel cooperatively: both sign the final split, which is broadcast at once.
     Close(ChannelArg),
@@ -247,7 +249,8 @@ pub struct FetchArgs {
         conflicts_with = "channel"
     )]
     pub capacity: Option<u64>,
-    /// Pay on this open channel with the payee instead.
+    /// Pay on this open channel with the payee instead (and resume a download of the file
+    /// broken off on it: PATH.part is kept up to the chunks the channel has paid for).
     #[arg(long, value_parser = parse_channel_id)]
     pub channel: Option<ChannelId>,
     /// Refuse the file if one chunk costs more than this, in sat.
