@@ -320,7 +320,7 @@ say "  1% of the capacity). A payment is one signature of Alice's on the commitm
 say "  locktime; a checkpoint is countersigned by Bob too, and the payments after it move one rung"
 say "  (6 blocks) down: $CHUNKS payments used $f1_checkpoints rungs, the newest at $f1_rung_locktime (R = $f1_refund). Had every"
 say "  payment been a checkpoint (act two's scheme), they would have needed $CHUNKS rungs: the default"
-say "  terms have about 165"
+say "  terms have 166"
 say "  the first $(((294 - 1) / PRICE)) totals ($PRICE to $(((294 - 1) / PRICE * PRICE)) sat) were below Bob's 294-sat dust limit: those"
 say "  commitments had no output for him. None of the commitments was broadcast"
 say "  the settlement (nLockTime 0, signed by both) is broadcast: $f1_settlement"
@@ -345,8 +345,8 @@ for k in 1 2 3 4 5; do
 done
 f2_locktime=$(alice show "$f2_channel" | field current_locktime)
 ((f2_locktime == locktime)) || fail "show says current_locktime $f2_locktime, pay said $locktime"
-say "  Alice pays 5 x 2000 sat; each payment is a checkpoint on its own rung: payment k is final at"
-say "  L_k = R - 2k, so payment 5 at $f2_locktime (R = $f2_refund)"
+say "  Alice pays 5 x 2000 sat; each payment is a checkpoint on its own rung: commitment k is final"
+say "  at L_k = R - 2k, so commitment 5 at $f2_locktime (R = $f2_refund)"
 bob_view=$(bob show "$f2_channel")
 [[ $(field paid_total_sat <<<"$bob_view") == 10000 && $(field payments <<<"$bob_view") == 5 &&
     $(field checkpoints <<<"$bob_view") == 5 ]] || fail "Bob holds $bob_view"
@@ -399,7 +399,7 @@ bob_view=$(bob show "$f3_channel")
     fail "Bob holds $bob_view"
 say "  then 500 sat more: a payment after the checkpoint, one rung down. Bob holds Alice's signature"
 say "  on a commitment for 3500 sat final at L_2 = R - 12 = $f3_newest; Alice keeps her checkpoint"
-say "  Then Bob's serve is killed (kill -9) and never comes back"
+say "  then Bob's serve is killed (kill -9) and never comes back"
 { kill -9 "$serve_pid" && wait "$serve_pid"; } 2>/dev/null || true
 serve_pid=""
 : >"$work/watch.out"
@@ -416,7 +416,7 @@ mine_to $((f3_exit - 1))
 sleep 1
 [[ $(wc -l <"$work/watch.out") == 1 && -z $(mempool_spend "$f3_funding") ]] ||
     fail "something happened before the checkpoint was final: $(cat "$work/watch.out")"
-say "  mined to $((f3_exit - 1)): Bob's 3500-sat commitment has been final since $f3_newest but Bob is gone;"
+say "  mined to $((f3_exit - 1)): Bob's 3500-sat commitment has been final since block $f3_newest but Bob is gone;"
 say "  Alice's checkpoint is not final yet: nothing broadcast"
 mine 1
 wait_for 10 "the watch's broadcast" has_line 2

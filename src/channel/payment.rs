@@ -67,7 +67,7 @@ impl CheckpointPolicy {
 
     /// The default for a channel of `capacity`: a checkpoint for every 1% of the capacity paid,
     /// however small the payments. So a channel makes at most 100 checkpoints over its whole
-    /// capacity (the default terms leave about 165 rungs), and the payer's way out moves one
+    /// capacity (the default terms leave 166 rungs), and the payer's way out moves one
     /// `step` earlier for each 1% it pays.
     pub fn default_for(capacity: Amount) -> Self {
         let share = (capacity.to_sat() / Self::DEFAULT_SHARE).max(1);

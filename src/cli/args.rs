@@ -192,7 +192,7 @@ pub struct TermsArgs {
     pub lifetime: u32,
     /// Blocks between commitment locktimes: the payee's window to react if the payer vanishes.
     /// Each checkpoint uses one step of the lifetime, so the channel takes about
-    /// (lifetime - margin) / step checkpoints (165 by default), and any number of payments.
+    /// (lifetime - margin) / step checkpoints (166 by default), and any number of payments.
     #[arg(long, default_value_t = 6)]
     pub step: u32,
     /// Fee rate of the funding and channel transactions, sat/vB [default: the node's estimate

@@ -122,9 +122,11 @@ pub(super) async fn fetch(g: &Global, a: &FetchArgs, ui: &Ui<'_>) -> Result<Outp
     let paid = client.payer().paid().checked_sub(paid_before).unwrap_or(Amount::ZERO);
     let tx = client.close().await?;
     let txid = tx.compute_txid();
-    let params = client.payer().funded().expect("settled").funded.channel.params();
+    let funded = &client.payer().funded().expect("settled").funded;
+    let params = funded.channel.params();
     let (payer_sat, payee_sat) = split_sat(&tx, params);
     let funding = params.funding_outpoint;
+    let (payments, checkpoints) = (funded.payments(), funded.checkpoints());
     Ok(Output {
         json: json!({
             "channel_id": channel_id.to_string(),
@@ -136,6 +138,8 @@ pub(super) async fn fetch(g: &Global, a: &FetchArgs, ui: &Ui<'_>) -> Result<Outp
             "resumed_from": from,
             "sha256": sha256.to_string(),
             "paid_sat": paid.to_sat(),
+            "payments": payments,
+            "checkpoints": checkpoints,
             "settlement_txid": txid.to_string(),
             "payer_sat": payer_sat,
             "payee_sat": payee_sat,
