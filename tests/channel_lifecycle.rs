@@ -233,9 +233,13 @@ fn a_state_saved_before_pipelining_still_loads() {
     let mut pair = Pair::open(sat(100_000));
     route(pair.payer.pay(sat(700), TIP).unwrap(), &mut pair.out);
     let queue = serde_json::to_value(pair.payer.state()).unwrap();
-    let in_flight = queue["stage"]["Funded"]["pending"][0].clone();
-    assert!(in_flight.is_object(), "{queue}");
-    // The older form: one optional payment in flight, or none.
+    let stored = &queue["stage"]["Funded"]["pending"][0];
+    assert!(stored.is_array(), "{queue}");
+    // The older form: one optional payment in flight, by name, with its signature; or none.
+    let sig = pair.payer.funded().unwrap().pending[0].payer_sig.unwrap();
+    let in_flight = serde_json::json!({
+        "number": stored[0], "paid": stored[1], "locktime": stored[2], "payer_sig": sig,
+    });
     for (old, expected) in [(in_flight, 1), (serde_json::Value::Null, 0)] {
         let mut state = queue.clone();
         state["stage"]["Funded"]["pending"] = old;
