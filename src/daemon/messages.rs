@@ -215,14 +215,14 @@ impl<C: Chain + Send + Sync + 'static> Shared<C> {
         let mut guard = self.lock_slot(id).await.ok_or(Refusal::UnknownChannel)?;
         let slot = &mut *guard;
         if let Message::FileRequest(request) = msg {
-            slot.peer = Some(peer.downgrade());
+            slot.attach(peer);
             return self.file_request(slot, request).await;
         }
         let tip = self.tip.load(Ordering::SeqCst);
         let before = slot.payee.clone();
         let actions = slot.payee.handle_message(msg, tip).map_err(|e| refusal(msg, e))?;
         // A message the channel took: this connection is now where its payer is.
-        slot.peer = Some(peer.downgrade());
+        slot.attach(peer);
         if let Err(e) = self.carry_out(slot, actions).await {
             // Not on disk, so not done: go back to what is.
             warn!(channel_id = %id, "cannot save: {e}");
@@ -261,7 +261,7 @@ impl<C: Chain + Send + Sync + 'static> Shared<C> {
                 Err(e) => refused.push((msg, refusal(msg, e))),
             }
         }
-        slot.peer = Some(peer.downgrade());
+        slot.attach(peer);
         let save = actions.iter().any(|a| matches!(a, Action::Persist));
         let mut actions = newest_acks(actions);
         // The payer is here now: ask it to settle while it can, rather than wait for a block

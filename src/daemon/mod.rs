@@ -145,6 +145,19 @@ struct Slot {
     sale: Sale,
 }
 
+impl Slot {
+    /// Makes `peer` the connection the payer speaks on. A new connection stops the file sale's
+    /// sending: chunks go to the connection that asked for them, and a payer that reconnects
+    /// asks again (the chunk out unpaid stays owed).
+    fn attach(&mut self, peer: &mpsc::Sender<Message>) {
+        let current = self.peer.as_ref().and_then(mpsc::WeakSender::upgrade);
+        if !current.is_some_and(|c| c.same_channel(peer)) {
+            self.sale.stop();
+        }
+        self.peer = Some(peer.downgrade());
+    }
+}
+
 type Slots = HashMap<ChannelId, Arc<tokio::sync::Mutex<Slot>>>;
 
 struct Shared<C> {

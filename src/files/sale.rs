@@ -176,6 +176,13 @@ impl Sale {
         self.next(paid)
     }
 
+    /// Stops sending (the payer went away): nothing goes out until it asks again. The chunk
+    /// out unpaid, if any, stays owed.
+    pub fn stop(&mut self) {
+        self.sending = None;
+        self.waiting = None;
+    }
+
     /// Returns the file being sent.
     pub fn file(&self) -> Option<&Arc<ServedFile>> {
         self.sending.as_ref()
@@ -252,6 +259,12 @@ mod tests {
         assert_eq!(sale.price(&f, sats(5)), PRICE);
         assert_eq!(sale.paid(sats(2000)), Some(2));
         assert_eq!(sale.price(&f, sats(5)), PRICE);
+        // The payer goes away with chunk 2 out: its payment, resent on a new connection, sends
+        // nothing more until the payer asks.
+        sale.stop();
+        assert_eq!(sale.paid(sats(3000)), None);
+        assert_eq!(sale.paid_chunks(&f), 3);
+        assert_eq!(sale.request(f.clone(), 3, PRICE, sats(3000)), Ok(Some(3)));
     }
 
     #[test]
