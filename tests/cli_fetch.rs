@@ -111,15 +111,7 @@ fn ten_thousand_chunks_at_one_sat_each_on_one_channel_with_the_default_terms() {
     let out = tempfile::tempdir().unwrap();
     let path = out.path().join("film.bin");
     let started = Instant::now();
-    let summary = shop.payer.json(&[
-        "fetch",
-        &shop.daemon.peer(),
-        "film.bin",
-        "--out",
-        path.to_str().unwrap(),
-        "--channel",
-        channel,
-    ]);
+    let summary = fetch_on(&shop, &path, channel);
     println!("{CHUNKS} chunks fetched and paid in {:?}", started.elapsed());
     assert_eq!(std::fs::read(&path).unwrap(), data);
     assert_eq!(
@@ -154,6 +146,13 @@ fn payee_address(shop: &Shop) -> bitcoin::Address {
     let record = store.channel(id.parse().unwrap()).unwrap().unwrap();
     let paychan::store::ChannelState::Payee(state) = record.state else { panic!() };
     bitcoin::Address::from_script(&state.payee_script, bitcoin::Network::Regtest).unwrap()
+}
+
+/// Runs `fetch film.bin --out PATH --channel CHANNEL` and returns its summary.
+fn fetch_on(shop: &Shop, path: &std::path::Path, channel: &str) -> Value {
+    let peer = shop.daemon.peer();
+    let out = path.to_str().unwrap();
+    shop.payer.json(&["fetch", &peer, "film.bin", "--out", out, "--channel", channel])
 }
 
 /// Starts `fetch FILE --out PATH --channel CHANNEL` in the background.
@@ -211,15 +210,7 @@ fn a_download_broken_off_by_a_payer_crash_resumes_and_pays_each_chunk_once() {
     child.wait().unwrap();
     let held = std::fs::metadata(&part).unwrap().len();
     assert!(held < data.len() as u64, "the download was cut off");
-    let summary = shop.payer.json(&[
-        "fetch",
-        &shop.daemon.peer(),
-        "film.bin",
-        "--out",
-        path.to_str().unwrap(),
-        "--channel",
-        channel,
-    ]);
+    let summary = fetch_on(&shop, &path, channel);
     assert_paid_once_per_chunk(&shop, channel, &summary, &data, &path);
 }
 
@@ -245,15 +236,7 @@ fn a_download_broken_off_by_a_payee_crash_resumes_and_the_chunk_out_unpaid_is_st
         Some(&listen),
         &["--serve-dir", &dir, "--price-per-chunk", "10", "--chunk-size", "100"],
     );
-    let summary = shop.payer.json(&[
-        "fetch",
-        &shop.daemon.peer(),
-        "film.bin",
-        "--out",
-        path.to_str().unwrap(),
-        "--channel",
-        &channel,
-    ]);
+    let summary = fetch_on(&shop, &path, &channel);
     assert_paid_once_per_chunk(&shop, &channel, &summary, &data, &path);
 }
 
