@@ -1,6 +1,6 @@
-//! Writes the seed inputs under `seeds/`: every message of the protocol for the fuzz channel,
-//! framed (for `frame_decode`), and short operation sequences (for `payee_messages`, whose input
-//! format is described at the top of its target).
+//! Writes the seed inputs under `seeds/` (emptied first): every message of the protocol for the
+//! fuzz channel, framed (for `frame_decode`), and short operation sequences (for
+//! `payee_messages`, whose input format is described at the top of its target).
 //!
 //! Run from `fuzz/`: `cargo run --example make_seeds`.
 
@@ -11,76 +11,237 @@ use paychan::bitcoin::hashes::Hash;
 use paychan::bitcoin::Amount;
 use paychan::channel::{Payee, Payer};
 use paychan::net::frame::encode_frame;
-use paychan::wire::{self, Message};
+use paychan::wire::{self, Message, PROTOCOL_VERSION};
 use paychan_fuzz::{payee_config, payer_config, sent, signer, Opened, CHANNEL_ID, TIP};
+
+/// `payee_messages`' first byte: the channel open, under checkpoint policy `policy` (0 the
+/// default, every 1000 sat; 1 every payment; 2 on request; 3 every 3 payments or 2500 sat).
+fn open(policy: u8) -> u8 {
+    2 | policy << 2
+}
+
+/// `payee_messages`' first byte: the channel awaiting funding, under the default policy.
+const AWAITING_FUNDING: u8 = 0;
+
+/// A payment of `amount` sat as the policy says, sent at once.
+fn pay(amount: u16) -> Vec<u8> {
+    word(amount)
+}
+
+/// A checkpoint payment of `amount` sat, sent at once.
+fn checkpoint(amount: u16) -> Vec<u8> {
+    word(amount | 0x2000)
+}
+
+/// A payment of `amount` sat held back (pipelined); `flags` adds 0x2000 (a checkpoint).
+fn held(amount: u16, flags: u16) -> Vec<u8> {
+    word(amount | flags | 0x8000)
+}
+
+/// A payment of `amount` sat after which the connection drops; `flags` as for [`held`].
+fn dropped(amount: u16, flags: u16) -> Vec<u8> {
+    word(amount | flags | 0x4000)
+}
+
+fn word(w: u16) -> Vec<u8> {
+    [vec![1], w.to_le_bytes().to_vec()].concat()
+}
+
+/// A mutated message: `base`, `field` (with 0x80: re-signed by the payer's key), `value`.
+fn mutate(base: u8, field: u8, value: u64) -> Vec<u8> {
+    [vec![2, base, field], value.to_le_bytes().to_vec()].concat()
+}
+
+const CLOSE: u8 = 4;
+const RECONNECT: u8 = 6;
 
 fn main() -> std::io::Result<()> {
     let opened = Opened::new();
     let msgs = every_message(&opened);
 
     let frames = Path::new("seeds/frame_decode");
+    let _ = fs::remove_dir_all(frames);
     fs::create_dir_all(frames)?;
     let mut all = Vec::new();
-    for msg in &msgs {
+    for (name, msg) in &msgs {
         let frame = encode_frame(&msg.encode()).expect("small");
-        fs::write(frames.join(msg.name()), &frame)?;
+        fs::write(frames.join(name), &frame)?;
         all.extend_from_slice(&frame);
     }
     fs::write(frames.join("all_messages"), &all)?;
     fs::write(frames.join("oversize"), [0x00, 0x01, 0x00, 0x01, b'{'])?;
     fs::write(frames.join("truncated"), &all[..all.len() - 3])?;
+    // The regression input of a panic found by this target: a funding_created whose funding_tx
+    // is empty (bitcoin's serde hex reader panicked on a transaction cut short).
+    let empty_tx = format!(
+        r#"{{"version":{PROTOCOL_VERSION},"message":{{"type":"funding_created","channel_id":"{}","funding_tx":"","vout":0}}}}"#,
+        CHANNEL_ID
+    );
+    fs::write(
+        frames.join("funding_created_empty_tx"),
+        encode_frame(empty_tx.as_bytes()).expect("small"),
+    )?;
+    // A message of the version before checkpoints, which this build refuses.
+    let old = br#"{"version":1,"message":{"type":"pay_ack","channel_id":"0707070707070707070707070707070707070707070707070707070707070707","update":1,"signature":"3044"}}"#;
+    fs::write(frames.join("version_1_pay_ack"), encode_frame(old).expect("small"))?;
 
     let ops = Path::new("seeds/payee_messages");
+    let _ = fs::remove_dir_all(ops);
     fs::create_dir_all(ops)?;
-    let open = 2;
-    let pay = |amount: u16| [vec![1], amount.to_le_bytes().to_vec()].concat();
     let mut programs: Vec<(String, Vec<u8>)> = vec![
-        ("pay_pay_close".into(), [vec![open], pay(1000), pay(2000), vec![4]].concat()),
+        (
+            // The default policy: 1000 sat is a checkpoint, 200 is not; close.
+            "pay_pay_close".into(),
+            [vec![open(0)], pay(1000), pay(200), vec![CLOSE]].concat(),
+        ),
         (
             "open_then_pay".into(),
             // From awaiting funding: reconnect (funding_created), one confirmation, pay, close.
-            [vec![0, 6, 5, 1], pay(10_000), vec![3, 1, 0, 0, 4]].concat(),
+            [vec![AWAITING_FUNDING, RECONNECT, 5, 1], pay(1000), vec![3, 1, 0, 0, CLOSE]].concat(),
         ),
         (
             "pay_replay_tip".into(),
             // Pay, replay it, move the tip near the ladder's end (shutdown, close).
-            [vec![open], pay(500), vec![7, 0, 3, 0, 0x42, 0x04]].concat(),
+            [vec![open(0)], pay(500), vec![7, 0, 3, 0, 0x42, 0x04]].concat(),
         ),
         (
+            // Five 1-sat payments and one of 300: the payee's output appears past its dust limit.
+            "dust_payments".into(),
+            [vec![open(2)], pay(1), pay(1), pay(1), pay(1), pay(1), pay(300), vec![CLOSE]].concat(),
+        ),
+        (
+            // On request only: two payments on rung 1, a checkpoint, two on rung 2, a
+            // checkpoint, one on rung 3, close.
+            "checkpoint_between_payments".into(),
+            [
+                vec![open(2)],
+                pay(100),
+                pay(100),
+                checkpoint(100),
+                pay(100),
+                pay(1),
+                checkpoint(1),
+                pay(5),
+                vec![CLOSE],
+            ]
+            .concat(),
+        ),
+        (
+            // Every payment a checkpoint (the original scheme): three payments, three rungs.
+            "every_payment".into(),
+            [vec![open(1)], pay(10), pay(20), pay(30), vec![CLOSE]].concat(),
+        ),
+        (
+            // Every 3 payments or 2500 sat: 1000 + 1000 then 600 (2600 sat: a checkpoint), then
+            // three small ones (the third a checkpoint).
+            "every_three_or_2500".into(),
+            [vec![open(3)], pay(1000), pay(1000), pay(600), pay(1), pay(2), pay(3), vec![CLOSE]]
+                .concat(),
+        ),
+        (
+            // Pipelined across a checkpoint: five payments held back, the third a checkpoint,
+            // then sent as one burst with a sixth; close.
+            "pipelined_across_checkpoint".into(),
+            [
+                vec![open(2)],
+                held(100, 0),
+                held(100, 0),
+                held(100, 0x2000),
+                held(100, 0),
+                held(100, 0),
+                pay(100),
+                vec![CLOSE],
+            ]
+            .concat(),
+        ),
+        (
+            // Pipelined under the default policy: bursts crossing 1000 sat.
             "pipelined".into(),
-            // Two pays held back, a third sends all three; two more held back, then a reconnect
-            // resends them; close.
             [
-                vec![open],
-                pay(0x8000 | 1000),
-                pay(0x8000 | 2000),
-                pay(500),
-                pay(0x8000 | 300),
-                pay(0x8000 | 400),
-                vec![6, 4],
+                vec![open(0)],
+                held(400, 0),
+                held(400, 0),
+                pay(400),
+                held(300, 0),
+                held(400, 0),
+                vec![RECONNECT, CLOSE],
             ]
             .concat(),
         ),
         (
-            "resigned_mutations".into(),
-            // A fresh pay with its total changed and re-signed by the payer, then one with its
-            // update number changed, not re-signed.
+            // A checkpoint taken, its ack lost with the connection; a payment waits; the
+            // reconnect resends both: the payee answers the replay with the checkpoint's ack.
+            "lost_checkpoint_ack".into(),
+            [vec![open(2)], pay(50), dropped(50, 0x2000), pay(50), vec![RECONNECT, CLOSE]].concat(),
+        ),
+        (
+            // Payments taken, then a burst whose second payment's answers are lost; reconnect.
+            "lost_acks_replayed".into(),
             [
-                vec![open],
-                pay(700),
-                vec![2, 0, 0x82],
-                3u64.to_le_bytes().to_vec(),
-                vec![2, 0, 0x01],
-                6u64.to_le_bytes().to_vec(),
+                vec![open(3)],
+                pay(10),
+                held(10, 0),
+                dropped(10, 0),
+                held(10, 0),
+                pay(10),
+                vec![RECONNECT],
+                pay(10),
+                vec![CLOSE],
             ]
             .concat(),
+        ),
+        (
+            // A pay with its total changed and re-signed by the payer, then one with its update
+            // number changed, not re-signed.
+            "resigned_mutations".into(),
+            [vec![open(0)], pay(700), mutate(0, 0x82, 3), mutate(0, 0x01, 6)].concat(),
+        ),
+        (
+            // A payment's checkpoint flag flipped (the signature covers only the commitment),
+            // then a checkpoint's.
+            "flipped_checkpoint_flag".into(),
+            [vec![open(2)], pay(700), mutate(0, 5, 1000 << 48), mutate(1, 5, 1000 << 48)].concat(),
+        ),
+        (
+            // A payment one rung off after a checkpoint, re-signed by the payer; then the other
+            // reading of the flag on the next rung.
+            "wrong_rung".into(),
+            [
+                vec![open(2)],
+                checkpoint(700),
+                mutate(0, 0x84, 4 | 1000 << 48),
+                mutate(0, 0x84, 1000 << 48),
+                mutate(1, 0x86, 1000 << 48),
+            ]
+            .concat(),
+        ),
+        (
+            // Re-signed by the payer: a total above the dust limit, totals near the capacity
+            // (the payer's output trimmed below its dust limit, then over the balance), and an
+            // older payment's number with new content.
+            "dust_and_old_numbers".into(),
+            [
+                vec![open(2)],
+                pay(5),
+                pay(5),
+                mutate(0, 0x87, 300 << 2),
+                mutate(0, 0x87, 1 | 800 << 2),
+                mutate(0, 0x87, 1 | 650 << 2),
+                mutate(0, 0x87, 1 | 450 << 2),
+                mutate(0, 0x87, 3 | 1 << 2),
+            ]
+            .concat(),
+        ),
+        (
+            // The open_channel repeated with another checkpoint policy, then an invalid one.
+            "open_channel_policies".into(),
+            [vec![AWAITING_FUNDING], mutate(4, 1, 3), mutate(4, 2, 0), mutate(4, 3, 0)].concat(),
         ),
     ];
-    for msg in &msgs {
+    for (name, msg) in &msgs {
         let bytes = msg.encode();
         let len = u16::try_from(bytes.len()).expect("small").to_le_bytes();
-        programs
-            .push((format!("raw_{}", msg.name()), [vec![open, 0], len.to_vec(), bytes].concat()));
+        programs.push((format!("raw_{name}"), [vec![open(0), 0], len.to_vec(), bytes].concat()));
     }
     for (name, program) in programs {
         fs::write(ops.join(name), program)?;
@@ -88,8 +249,9 @@ fn main() -> std::io::Result<()> {
     Ok(())
 }
 
-/// Returns one message of each kind for the fuzz channel, each as an honest party sends it.
-fn every_message(opened: &Opened) -> Vec<Message> {
+/// Returns one message of each kind for the fuzz channel (two of `pay` and `pay_ack`: a
+/// payment and a checkpoint), each as an honest party sends it, with its seed's name.
+fn every_message(opened: &Opened) -> Vec<(String, Message)> {
     let (_, actions) = Payer::open(payer_config(), signer(1), CHANNEL_ID, TIP).expect("fixed");
     let open_channel = sent(actions).remove(0);
     let Message::OpenChannel(o) = &open_channel else { unreachable!() };
@@ -102,33 +264,23 @@ fn every_message(opened: &Opened) -> Vec<Message> {
 
     let (mut payer, mut payee) = (opened.open.payer.clone(), opened.open.payee.clone());
     let channel_ready = sent(payee.reestablish()).pop();
-    let pay = sent(payer.pay(Amount::from_sat(1000), TIP).expect("open")).remove(0);
-    let pay_ack = sent(payee.handle_message(&pay, TIP).expect("honest")).remove(0);
-    payer.handle_message(&pay_ack).expect("honest");
+    // Under the default policy (every 1000 sat), 400 is a payment and 700 more a checkpoint.
+    let mut round = |amount| {
+        let pay = sent(payer.pay(Amount::from_sat(amount), TIP).expect("open")).remove(0);
+        let ack = sent(payee.handle_message(&pay, TIP).expect("honest")).remove(0);
+        payer.handle_message(&ack).expect("honest");
+        (pay, ack)
+    };
+    let (pay, pay_ack) = round(400);
+    let (pay_checkpoint, pay_ack_checkpoint) = round(700);
+    let Message::Pay(p) = &pay_checkpoint else { unreachable!() };
+    assert!(p.checkpoint, "700 sat more crosses 1000 sat");
     let shutdown = sent(payee.request_close().expect("open")).remove(0);
     let closing_signed = sent(payer.close().expect("open")).remove(0);
     let closing_ack = sent(payee.handle_message(&closing_signed, TIP).expect("honest")).remove(0);
 
     let channel_id = CHANNEL_ID;
-    vec![
-        open_channel,
-        accept_channel,
-        opened.funding_created.clone(),
-        refund_signed,
-        channel_ready.expect("an open payee repeats channel_ready"),
-        pay,
-        pay_ack,
-        shutdown,
-        closing_signed,
-        closing_ack,
-        Message::Reestablish(wire::Reestablish { channel_id }),
-        Message::Error(wire::ErrorMessage { channel_id, message: "refused".to_owned() }),
-        Message::FileRequest(wire::FileRequest {
-            channel_id,
-            name: "film.bin".to_owned(),
-            from_chunk: 0,
-            max_price_per_chunk_sat: Some(1000),
-        }),
+    let file_offer = |paid_chunks| {
         Message::FileOffer(wire::FileOffer {
             channel_id,
             name: "film.bin".to_owned(),
@@ -137,7 +289,33 @@ fn every_message(opened: &Opened) -> Vec<Message> {
             price_per_chunk_sat: 1000,
             sha256: Hash::hash(b"hello"),
             owed_sat: 0,
-        }),
-        Message::FileChunk(wire::FileChunk { channel_id, index: 2, data: b"o".to_vec() }),
+            paid_chunks,
+        })
+    };
+    let named = |m: Message| (m.name().to_owned(), m);
+    vec![
+        named(open_channel),
+        named(accept_channel),
+        named(opened.funding_created.clone()),
+        named(refund_signed),
+        named(channel_ready.expect("an open payee repeats channel_ready")),
+        named(pay),
+        ("pay_checkpoint".into(), pay_checkpoint),
+        named(pay_ack),
+        ("pay_ack_checkpoint".into(), pay_ack_checkpoint),
+        named(shutdown),
+        named(closing_signed),
+        named(closing_ack),
+        named(Message::Reestablish(wire::Reestablish { channel_id })),
+        named(Message::Error(wire::ErrorMessage { channel_id, message: "refused".to_owned() })),
+        named(Message::FileRequest(wire::FileRequest {
+            channel_id,
+            name: "film.bin".to_owned(),
+            from_chunk: 0,
+            max_price_per_chunk_sat: Some(1000),
+        })),
+        named(file_offer(0)),
+        ("file_offer_resumed".into(), file_offer(2)),
+        named(Message::FileChunk(wire::FileChunk { channel_id, index: 2, data: b"o".to_vec() })),
     ]
 }

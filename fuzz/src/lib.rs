@@ -1,10 +1,12 @@
-//! Shared setup for the fuzz targets: fixed keys, and one channel opened by the real payer and
-//! payee, stopped at each stage of its opening (as `tests/common` does for the integration
-//! tests).
+//! Shared setup for the fuzz targets: fixed keys, and channels opened by the real payer and
+//! payee under each of a few checkpoint policies, stopped at each stage of their opening (as
+//! `tests/common` does for the integration tests).
 
 use paychan::bitcoin::hashes::Hash;
+use std::num::NonZeroU64;
+
 use paychan::bitcoin::{Address, Amount, FeeRate, Network, OutPoint, ScriptBuf, TxOut, Txid};
-use paychan::channel::{Action, Payee, PayeeConfig, Payer, PayerConfig};
+use paychan::channel::{Action, CheckpointPolicy, Payee, PayeeConfig, Payer, PayerConfig};
 use paychan::keys::ChannelSigner;
 use paychan::tx::{build_funding, sign_p2wpkh_input, FundingInput};
 use paychan::wire::{ChannelId, Message};
@@ -38,8 +40,28 @@ pub fn p2wpkh_address(byte: u8) -> Address {
     Address::p2wpkh(&key.try_into().expect("compressed"), NETWORK)
 }
 
-/// Returns the payer's configuration.
+/// The checkpoint policies the fuzz channels are opened with, by index: the default (a
+/// checkpoint for every 1% of the capacity, 1000 sat), every payment (the original scheme), only
+/// when the payer asks, and every 3 payments or 2500 sat, whichever comes first.
+pub fn policies() -> [CheckpointPolicy; 4] {
+    [
+        CheckpointPolicy::default_for(CAPACITY),
+        CheckpointPolicy::every_payment(),
+        CheckpointPolicy::on_request(),
+        CheckpointPolicy {
+            every_payments: NonZeroU64::new(3),
+            every_sat: Some(Amount::from_sat(2500)),
+        },
+    ]
+}
+
+/// Returns the payer's configuration, with the default checkpoint policy.
 pub fn payer_config() -> PayerConfig {
+    payer_config_with(CheckpointPolicy::default_for(CAPACITY))
+}
+
+/// Returns the payer's configuration with checkpoint policy `checkpoints`.
+pub fn payer_config_with(checkpoints: CheckpointPolicy) -> PayerConfig {
     PayerConfig {
         network: NETWORK,
         capacity: CAPACITY,
@@ -48,6 +70,7 @@ pub fn payer_config() -> PayerConfig {
         step: STEP,
         margin: MARGIN,
         payout: p2wpkh_address(11),
+        checkpoints,
     }
 }
 
@@ -93,6 +116,8 @@ pub struct Parties {
 /// One channel opened honestly, with both parties saved at each stage of the open.
 #[derive(Debug)]
 pub struct Opened {
+    /// The payer's `open_channel`.
+    pub open_channel: Message,
     /// The payee has accepted and the payer has signed the funding; `funding_created` is not
     /// delivered yet.
     pub awaiting_funding: Parties,
@@ -107,14 +132,22 @@ pub struct Opened {
 }
 
 impl Opened {
-    /// Runs the open: `open_channel`, `accept_channel`, a funding transaction spending a made-up
-    /// wallet coin, `funding_created`, `refund_signed`, one confirmation, `channel_ready`.
+    /// Runs the open with the default checkpoint policy (see [`Opened::with_checkpoints`]).
     pub fn new() -> Opened {
+        Opened::with_checkpoints(CheckpointPolicy::default_for(CAPACITY))
+    }
+
+    /// Runs the open with checkpoint policy `checkpoints`: `open_channel`, `accept_channel`, a
+    /// funding transaction spending a made-up wallet coin, `funding_created`, `refund_signed`,
+    /// one confirmation, `channel_ready`.
+    pub fn with_checkpoints(checkpoints: CheckpointPolicy) -> Opened {
+        let config = payer_config_with(checkpoints);
         let (mut payer, actions) =
-            Payer::open(payer_config(), signer(1), CHANNEL_ID, TIP).expect("fixed terms");
-        let Message::OpenChannel(open) = only_message(actions) else { panic!("open_channel") };
+            Payer::open(config, signer(1), CHANNEL_ID, TIP).expect("fixed terms");
+        let open_channel = only_message(actions);
+        let Message::OpenChannel(open) = &open_channel else { panic!("open_channel") };
         let (mut payee, actions) =
-            Payee::accept(&open, &payee_config(), signer(2), TIP).expect("fixed terms");
+            Payee::accept(open, &payee_config(), signer(2), TIP).expect("fixed terms");
         let accept = only_message(actions);
         let actions = payer.handle_message(&accept).expect("the payee's own accept");
         let (address, amount) = actions
@@ -159,7 +192,14 @@ impl Opened {
         payer.handle_message(&ready).expect("channel_ready");
         let open = Parties { payer, payee };
 
-        Opened { awaiting_funding, funding_created, funded, open, funding: (outpoint, txout) }
+        Opened {
+            open_channel,
+            awaiting_funding,
+            funding_created,
+            funded,
+            open,
+            funding: (outpoint, txout),
+        }
     }
 }
 
