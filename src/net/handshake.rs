@@ -7,8 +7,11 @@
 //! expected key, or an answer to another nonce, is refused. A payee that speaks another
 //! version answers [`HelloReply::Refused`] and closes.
 //!
-//! The connection is not encrypted: channel messages carry only signatures that are worthless
-//! to anyone but the two parties, and every one of them is checked by the state machines.
+//! The connection is not encrypted, and past the handshake not authenticated: channel messages
+//! carry signatures worthless to anyone but the two parties, each checked by the state machines,
+//! so no forged message moves money; but a message's other fields (a `pay`'s checkpoint flag,
+//! an `error`) can be forged or dropped on the path, which can stop a channel (see
+//! docs/protocol.md, Transport).
 
 use bitcoin::hashes::{sha256, Hash, HashEngine};
 use bitcoin::hex::{DisplayHex, FromHex};
