@@ -9,7 +9,7 @@
 use std::fmt;
 
 use bitcoin::hashes::Hash;
-use bitcoin::secp256k1::{self, All, Message, Secp256k1, SecretKey};
+use bitcoin::secp256k1::{self, All, Message, Secp256k1, SecretKey, Verification};
 use bitcoin::sighash::SegwitV0Sighash;
 use bitcoin::{ecdsa, EcdsaSighashType, PublicKey};
 
@@ -73,6 +73,11 @@ impl ChannelSigner {
         Self::new(SecretKey::new(&mut secp256k1::rand::thread_rng()))
     }
 
+    /// Returns the secp256k1 context (for checking signatures with it).
+    pub fn secp(&self) -> &Secp256k1<All> {
+        &self.secp
+    }
+
     /// Returns the compressed public key that goes into the funding script.
     pub fn public_key(&self) -> PublicKey {
         self.public
@@ -97,10 +102,31 @@ impl ChannelSigner {
         if sig.sighash_type != EcdsaSighashType::All {
             return Err(SignatureError::WrongSighashType { found: sig.sighash_type.to_string() });
         }
-        let msg = Message::from_digest(sighash.to_byte_array());
-        self.secp
-            .verify_ecdsa(&msg, &sig.signature, &key.inner)
-            .map_err(|_| SignatureError::Invalid)
+        let check = SignatureCheck { sighash, signature: *sig, key: *key };
+        check.verify(&self.secp).then_some(()).ok_or(SignatureError::Invalid)
+    }
+}
+
+/// A signature to check: `key`'s signature over `sighash`, parsed and of type `SIGHASH_ALL`.
+///
+/// The payee's state machine makes these for a run of payments
+/// ([`crate::channel::Payee::prepare_payments`]) so that the caller can check them wherever it
+/// likes, on several threads say, and hand the results back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignatureCheck {
+    /// The BIP 143 digest signed.
+    pub sighash: SegwitV0Sighash,
+    /// The signature.
+    pub signature: ecdsa::Signature,
+    /// The key that must have made it.
+    pub key: PublicKey,
+}
+
+impl SignatureCheck {
+    /// Whether the signature is valid.
+    pub fn verify<C: Verification>(&self, secp: &Secp256k1<C>) -> bool {
+        let msg = Message::from_digest(self.sighash.to_byte_array());
+        secp.verify_ecdsa(&msg, &self.signature.signature, &self.key.inner).is_ok()
     }
 }
 

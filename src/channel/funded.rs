@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::payment::NextPayment;
 use super::{ChannelError, CheckpointPolicy, Payment, TxKind};
 use crate::funding::FundingScript;
-use crate::keys::{parse_signature, ChannelSigner};
+use crate::keys::{parse_signature, ChannelSigner, SignatureCheck};
 use crate::ladder::LockTimeLadder;
 use crate::tx::{ChannelTxBuilder, ChannelTxParams};
 use crate::wire::{ChannelId, RawSignature};
@@ -170,6 +170,21 @@ impl Channel {
     ) -> Result<ecdsa::Signature, ChannelError> {
         let sighash = self.builder.sighash(tx)?;
         verify_raw(signer, kind, sighash, raw, &self.peer_key(signer))
+    }
+
+    /// Parses `raw` as the other party's signature over our own copy `tx`, to be checked later
+    /// ([`SignatureCheck::verify`]).
+    pub(crate) fn signature_check(
+        &self,
+        signer: &ChannelSigner,
+        kind: TxKind,
+        tx: &Transaction,
+        raw: &RawSignature,
+    ) -> Result<SignatureCheck, ChannelError> {
+        let sighash = self.builder.sighash(tx)?;
+        let wrap = |source| ChannelError::Signature { tx: kind, source };
+        let signature = parse_signature(&raw.0).map_err(wrap)?;
+        Ok(SignatureCheck { sighash, signature, key: self.peer_key(signer) })
     }
 
     /// Checks `raw` as [`Channel::check_signature`] does, then signs the same transaction with

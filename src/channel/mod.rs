@@ -29,6 +29,7 @@ mod funded;
 mod payee;
 mod payer;
 mod payment;
+mod payment_run;
 
 pub use error::{ChannelError, TxKind};
 pub use funded::{
@@ -37,6 +38,7 @@ pub use funded::{
 pub use payee::{Payee, PayeeConfig, PayeeStage, PayeeState};
 pub use payer::{Payer, PayerConfig, PayerFunded, PayerStage, PayerState};
 pub use payment::{CheckpointPolicy, Payment};
+pub use payment_run::PaymentRun;
 
 use bitcoin::{Address, Amount, Transaction};
 

@@ -9,10 +9,10 @@ use serde::{Deserialize, Serialize};
 use super::funded::check_id;
 use super::payment::NextPayment;
 use super::{
-    Action, ChannelError, ChannelTerms, CheckpointPolicy, FundedChannel, SettlementSigs,
+    Action, ChannelError, ChannelTerms, CheckpointPolicy, FundedChannel, Payment, SettlementSigs,
     SignedUpdate, TxKind,
 };
-use crate::keys::ChannelSigner;
+use crate::keys::{ChannelSigner, SignatureCheck, SignatureError};
 use crate::ladder::LockTimeLadder;
 use crate::wire::{self, Message};
 
@@ -93,8 +93,8 @@ pub struct PayeeState {
 /// The payee's state machine.
 #[derive(Debug, Clone)]
 pub struct Payee {
-    signer: ChannelSigner,
-    state: PayeeState,
+    pub(super) signer: ChannelSigner,
+    pub(super) state: PayeeState,
 }
 
 impl Payee {
@@ -423,36 +423,54 @@ impl Payee {
             // flight: the acks of our newest checkpoint and newest payment answer them all.
             return Ok(acks.into_iter().map(Action::Send).collect());
         }
+        let checked = self.check_pay(f.newest.as_ref(), m, tip)?;
+        if !checked.signature.verify(self.signer.secp()) {
+            let (tx, source) = (TxKind::Commitment(m.update), SignatureError::Invalid);
+            return Err(ChannelError::Signature { tx, source });
+        }
+        Ok(self.take_pay(checked))
+    }
+
+    /// Checks payment `m` as the one after `after`, all but its signature's validity: returns
+    /// it, its commitment, and the signature to check.
+    pub(super) fn check_pay(
+        &self,
+        after: Option<&Payment>,
+        m: &wire::Pay,
+        tip: u32,
+    ) -> Result<CheckedPay, ChannelError> {
+        let f = self.open_channel("pay")?;
         let paid = Amount::from_sat(m.paid_total_sat);
         let margin = self.state.margin;
-        let (mut payment, tx) = f.payment_after(
-            f.newest.as_ref(),
-            m.update,
-            paid,
-            m.locktime,
-            m.checkpoint,
-            tip,
-            margin,
-        )?;
-        let channel = &f.channel;
+        let (payment, tx) =
+            f.payment_after(after, m.update, paid, m.locktime, m.checkpoint, tip, margin)?;
         let kind = TxKind::Commitment(m.update);
-        let (payer_sig, checkpoint) = if m.checkpoint {
-            let (payer_sig, payee_sig) =
-                channel.countersign(&self.signer, kind, &tx, &m.signature)?;
-            let (number, locktime) = (m.update, m.locktime);
-            (payer_sig, Some(SignedUpdate { number, paid, locktime, payer_sig, payee_sig }))
+        let signature = f.channel.signature_check(&self.signer, kind, &tx, &m.signature)?;
+        Ok(CheckedPay { payment, signature })
+    }
+
+    /// Takes a payment whose signature is checked and valid: countersigns it if it is a
+    /// checkpoint, makes it the newest, and acknowledges it once persisted.
+    pub(super) fn take_pay(&mut self, checked: CheckedPay) -> Vec<Action> {
+        let CheckedPay { mut payment, signature } = checked;
+        let payer_sig = signature.signature;
+        let checkpoint = if payment.checkpoint {
+            // The same digest the payer signed: our copy of its commitment.
+            let payee_sig = self.signer.sign(signature.sighash);
+            let (number, paid, locktime) = (payment.number, payment.paid, payment.locktime);
+            Some(SignedUpdate { number, paid, locktime, payer_sig, payee_sig })
         } else {
-            (channel.check_signature(&self.signer, kind, &tx, &m.signature)?, None)
+            None
         };
         payment.payer_sig = Some(payer_sig);
-        let ack = self.ack(m.update, checkpoint.as_ref());
+        let ack = self.ack(payment.number, checkpoint.as_ref());
         let f = self.funded_mut();
         f.newest = Some(payment);
         if checkpoint.is_some() {
             f.checkpoint = checkpoint;
         }
         // Persist before acknowledging: an acknowledged payment must survive a crash.
-        Ok(vec![Action::Persist, Action::Send(ack)])
+        vec![Action::Persist, Action::Send(ack)]
     }
 
     fn on_closing_signed(&mut self, m: &wire::ClosingSigned) -> Result<Vec<Action>, ChannelError> {
@@ -495,7 +513,7 @@ impl Payee {
     /// newest checkpoint, with its signature, if `m` is not newer than it (the payer may lack
     /// that signature), then the ack of the newest payment. They only repeat what the payer
     /// already holds or is owed; nothing changes.
-    fn replayed_pay(&self, f: &FundedChannel, m: &wire::Pay) -> Option<Vec<Message>> {
+    pub(super) fn replayed_pay(&self, f: &FundedChannel, m: &wire::Pay) -> Option<Vec<Message>> {
         let newest = f.newest.as_ref()?;
         let same = newest.number == m.update
             && newest.paid.to_sat() == m.paid_total_sat
@@ -525,7 +543,7 @@ impl Payee {
     }
 
     /// Returns the funded channel if it is ready and not settled.
-    fn open_channel(&self, what: &'static str) -> Result<&FundedChannel, ChannelError> {
+    pub(super) fn open_channel(&self, what: &'static str) -> Result<&FundedChannel, ChannelError> {
         match &self.state.stage {
             PayeeStage::Funded(f) if f.ready && f.settlement.is_none() => Ok(f),
             _ => Err(self.unexpected(what)),
@@ -543,6 +561,14 @@ impl Payee {
     fn unexpected(&self, what: &'static str) -> ChannelError {
         ChannelError::Unexpected { what, state: self.state.stage.name() }
     }
+}
+
+/// A payment checked but for its signature's validity.
+#[derive(Debug, Clone)]
+pub(super) struct CheckedPay {
+    pub payment: Payment,
+    /// The payer's signature over the commitment's digest.
+    pub signature: SignatureCheck,
 }
 
 /// Reads the checkpoint policy an `open_channel` proposes.

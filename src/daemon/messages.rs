@@ -16,11 +16,12 @@ use super::{Shared, Slot};
 use crate::chain::Chain;
 use crate::channel::{Action, ChannelError, Payee, PayeeConfig};
 use crate::files::{CatalogError, Sale, SaleError};
-use crate::keys::ChannelSigner;
+use crate::keys::{ChannelSigner, SignatureCheck};
 use crate::net::{Connection, NetError};
 use crate::store::StoreError;
 use crate::wallet::{Branch, WalletError};
 use crate::wire::{ChannelId, ErrorMessage, Message, OpenChannel};
+use bitcoin::secp256k1::{Secp256k1, VerifyOnly};
 
 /// Why a message was refused; sent back to the payer in an `error` message.
 #[derive(Debug, thiserror::Error)]
@@ -255,8 +256,10 @@ impl<C: Chain + Send + Sync + 'static> Shared<C> {
         let before = (slot.payee.clone(), slot.sale.record().cloned());
         let mut refused = Vec::new();
         let mut actions = Vec::new();
-        for msg in pays {
-            match slot.payee.handle_message(msg, tip) {
+        let run = slot.payee.prepare_payments(pays, tip);
+        let valid = self.check_signatures(run.checks()).await;
+        for (msg, outcome) in pays.iter().zip(slot.payee.apply_payments(run, &valid, pays, tip)) {
+            match outcome {
                 Ok(more) => actions.extend(more),
                 Err(e) => refused.push((msg, refusal(msg, e))),
             }
@@ -292,6 +295,32 @@ impl<C: Chain + Send + Sync + 'static> Shared<C> {
             }
         }
         Some(refused)
+    }
+}
+
+/// Runs of payments shorter than this have their signatures checked on the channel's task;
+/// longer ones half there and half on another thread, so that one busy channel uses two cores.
+const PARALLEL_CHECKS: usize = 16;
+
+impl<C: Chain + Send + Sync + 'static> Shared<C> {
+    /// Checks the payers' signatures of a run of payments (`Payee::prepare_payments`): the
+    /// second half on the blocking pool while this task checks the first.
+    async fn check_signatures(&self, checks: &[SignatureCheck]) -> Vec<bool> {
+        let verify = |secp: &Secp256k1<VerifyOnly>, c: &[SignatureCheck]| -> Vec<bool> {
+            c.iter().map(|c| c.verify(secp)).collect()
+        };
+        if checks.len() < PARALLEL_CHECKS {
+            return verify(&self.verifier, checks);
+        }
+        let (first, second) = checks.split_at(checks.len() / 2);
+        let (secp, second) = (Arc::clone(&self.verifier), second.to_vec());
+        let other = tokio::task::spawn_blocking(move || verify(&secp, &second));
+        let mut valid = verify(&self.verifier, first);
+        // Not checked if the pool is shutting down: `apply_payments` then checks them itself.
+        if let Ok(rest) = other.await {
+            valid.extend(rest);
+        }
+        valid
     }
 }
 

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bitcoin::secp256k1::{Secp256k1, SecretKey};
+use bitcoin::secp256k1::{Secp256k1, SecretKey, VerifyOnly};
 use bitcoin::{Network, PublicKey, Transaction};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
@@ -172,6 +172,8 @@ struct Shared<C> {
     /// Channels awaiting their funding, as of the last poll plus opens since.
     unfunded: AtomicUsize,
     channels: Mutex<Slots>,
+    /// For checking payers' signatures off the channel's task (see `check_signatures`).
+    verifier: Arc<Secp256k1<VerifyOnly>>,
 }
 
 /// The payee daemon. See the [module docs](self).
@@ -217,6 +219,7 @@ impl<C: Chain + Send + Sync + 'static> Daemon<C> {
             tip_read: Mutex::new(Instant::now()),
             unfunded: AtomicUsize::new(0),
             channels: Mutex::new(channels),
+            verifier: Arc::new(Secp256k1::verification_only()),
         };
         Ok(Daemon { shared: Arc::new(shared), _lock: lock })
     }
