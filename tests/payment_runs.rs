@@ -99,6 +99,25 @@ proptest! {
 use bitcoin::hashes::Hash;
 
 #[test]
+fn an_honest_run_is_taken_on_the_callers_checks_alone() {
+    let mut pair = Pair::open_with(payer_config(Amount::from_sat(100_000)));
+    let mut msgs: Vec<Message> = (0..5)
+        .map(|_| route(pair.payer.pay(Amount::from_sat(10), TIP).unwrap(), &mut pair.out).remove(0))
+        .collect();
+    // The last signature is another key's: the caller says it checks, and apply takes its word
+    // (it checks nothing itself again, unless the state moved under the run).
+    let Message::Pay(last) = &mut msgs[4] else { panic!() };
+    last.signature = RawSignature(
+        signer(9).sign(bitcoin::sighash::SegwitV0Sighash::from_byte_array([1; 32])).to_vec(),
+    );
+    let run = pair.payee.prepare_payments(&msgs, TIP);
+    assert_eq!(run.checks().len(), 5);
+    let outcomes = pair.payee.apply_payments(run, &[true; 5], &msgs, TIP);
+    assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+    assert_eq!(pair.payee.paid(), Amount::from_sat(50));
+}
+
+#[test]
 fn a_run_after_a_close_in_it_is_refused_as_one_by_one_would() {
     let mut pair = Pair::open_with(payer_config(Amount::from_sat(100_000)));
     pair.pay(Amount::from_sat(1000)).unwrap();

@@ -446,13 +446,15 @@ impl Payee {
             f.payment_after(after, m.update, paid, m.locktime, m.checkpoint, tip, margin)?;
         let kind = TxKind::Commitment(m.update);
         let signature = f.channel.signature_check(&self.signer, kind, &tx, &m.signature)?;
+        // As the payee will store it.
+        let payment = Payment { payer_sig: Some(signature.signature), ..payment };
         Ok(CheckedPay { payment, signature })
     }
 
     /// Takes a payment whose signature is checked and valid: countersigns it if it is a
     /// checkpoint, makes it the newest, and acknowledges it once persisted.
     pub(super) fn take_pay(&mut self, checked: CheckedPay) -> Vec<Action> {
-        let CheckedPay { mut payment, signature } = checked;
+        let CheckedPay { payment, signature } = checked;
         let payer_sig = signature.signature;
         let checkpoint = if payment.checkpoint {
             // The same digest the payer signed: our copy of its commitment.
@@ -462,7 +464,6 @@ impl Payee {
         } else {
             None
         };
-        payment.payer_sig = Some(payer_sig);
         let ack = self.ack(payment.number, checkpoint.as_ref());
         let f = self.funded_mut();
         f.newest = Some(payment);
