@@ -37,8 +37,8 @@ pub struct PayerConfig {
     pub margin: u32,
     /// Where the payer's money goes (refund and change of every split).
     pub payout: Address,
-    /// When to ask the payee to countersign ([`CheckpointPolicy::default_for`] the capacity is
-    /// the command line's default).
+    /// When to ask the payee to countersign (the command line's default:
+    /// [`CheckpointPolicy::default_for`] the capacity).
     pub checkpoints: CheckpointPolicy,
 }
 
