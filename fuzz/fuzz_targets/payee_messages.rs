@@ -955,24 +955,17 @@ impl Run<'_> {
     }
 }
 
-/// Keeps of a burst's answers what the daemon sends back: every checkpoint's ack (it carries the
-/// payee's signature) and the newest ack, which covers every payment before it.
+/// Keeps of a burst's answers what the daemon sends back (`channel::needed_acks`): every
+/// checkpoint's ack and the newest ack, which covers every payment before it.
 fn newest_acks(answers: Vec<Message>) -> Vec<Message> {
-    let mut later_ack = false;
-    let mut kept: Vec<Message> = answers
+    let actions = answers.into_iter().map(Action::Send).collect();
+    paychan::channel::needed_acks(actions)
         .into_iter()
-        .rev()
-        .filter(|m| match m {
-            Message::PayAck(ack) => {
-                let keep = ack.signature.is_some() || !later_ack;
-                later_ack = true;
-                keep
-            }
-            _ => true,
+        .filter_map(|a| match a {
+            Action::Send(m) => Some(m),
+            _ => None,
         })
-        .collect();
-    kept.reverse();
-    kept
+        .collect()
 }
 
 /// Returns the payee restored from `state`'s JSON.

@@ -38,7 +38,7 @@ pub use funded::{
 pub use payee::{Payee, PayeeConfig, PayeeStage, PayeeState};
 pub use payer::{Payer, PayerConfig, PayerFunded, PayerStage, PayerState};
 pub use payment::{CheckpointPolicy, Payment};
-pub use payment_run::PaymentRun;
+pub use payment_run::{needed_acks, PaymentRun};
 
 use bitcoin::{Address, Amount, Transaction};
 

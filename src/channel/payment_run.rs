@@ -114,3 +114,44 @@ impl Payee {
         out
     }
 }
+
+/// Keeps, of the actions answering a run of payments, the acknowledgements the payer needs:
+/// every checkpoint's (it carries the payee's signature) and the newest, which covers every
+/// payment before it. Other actions stay, in order.
+pub fn needed_acks(actions: Vec<Action>) -> Vec<Action> {
+    let mut later_ack = false;
+    let mut kept: Vec<Action> = actions
+        .into_iter()
+        .rev()
+        .filter(|a| match a {
+            Action::Send(Message::PayAck(ack)) => {
+                let keep = ack.signature.is_some() || !later_ack;
+                later_ack = true;
+                keep
+            }
+            _ => true,
+        })
+        .collect();
+    kept.reverse();
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{ChannelId, PayAck, RawSignature, Shutdown};
+
+    fn ack(update: u64, signed: bool) -> Action {
+        let signature = signed.then(|| RawSignature(vec![0x30]));
+        Action::Send(Message::PayAck(PayAck { channel_id: ChannelId([1; 32]), update, signature }))
+    }
+
+    #[test]
+    fn only_checkpoint_acks_and_the_newest_are_needed() {
+        let shutdown = Action::Send(Message::Shutdown(Shutdown { channel_id: ChannelId([1; 32]) }));
+        let actions =
+            vec![ack(1, false), ack(2, true), ack(3, false), shutdown.clone(), ack(4, false)];
+        assert_eq!(needed_acks(actions), vec![ack(2, true), shutdown, ack(4, false)]);
+        assert_eq!(needed_acks(vec![ack(5, false)]), vec![ack(5, false)]);
+    }
+}

@@ -14,7 +14,7 @@ use tracing::{debug, info, warn};
 
 use super::{Shared, Slot};
 use crate::chain::Chain;
-use crate::channel::{Action, ChannelError, Payee, PayeeConfig};
+use crate::channel::{needed_acks, Action, ChannelError, Payee, PayeeConfig};
 use crate::files::{CatalogError, Sale, SaleError};
 use crate::keys::{ChannelSigner, SignatureCheck};
 use crate::net::{Connection, NetError};
@@ -266,7 +266,9 @@ impl<C: Chain + Send + Sync + 'static> Shared<C> {
         }
         slot.attach(peer);
         let save = actions.iter().any(|a| matches!(a, Action::Persist));
-        let mut actions = newest_acks(actions);
+        // One save for the run (below), and the acks the payer needs.
+        actions.retain(|a| !matches!(a, Action::Persist));
+        let mut actions = needed_acks(actions);
         // The payer is here now: ask it to settle while it can, rather than wait for a block
         // and maybe find it gone. No next chunk then: it could not be paid for.
         let near_end = slot.payee.near_end(tip);
@@ -322,28 +324,6 @@ impl<C: Chain + Send + Sync + 'static> Shared<C> {
         }
         valid
     }
-}
-
-/// Keeps, of the actions of a run of payments, the acknowledgements the payer needs: every
-/// checkpoint's (it carries the payee's signature) and the newest, which covers every payment
-/// before it. The persists are dropped: the caller saves once for the run.
-fn newest_acks(actions: Vec<Action>) -> Vec<Action> {
-    let mut later_ack = false;
-    let mut kept: Vec<Action> = actions
-        .into_iter()
-        .rev()
-        .filter(|a| match a {
-            Action::Persist => false,
-            Action::Send(Message::PayAck(ack)) => {
-                let keep = ack.signature.is_some() || !later_ack;
-                later_ack = true;
-                keep
-            }
-            _ => true,
-        })
-        .collect();
-    kept.reverse();
-    kept
 }
 
 /// Tells the payer why `msg` was refused.
