@@ -73,11 +73,6 @@ impl ChannelSigner {
         Self::new(SecretKey::new(&mut secp256k1::rand::thread_rng()))
     }
 
-    /// Returns the secp256k1 context (for checking signatures with it).
-    pub fn secp(&self) -> &Secp256k1<All> {
-        &self.secp
-    }
-
     /// Returns the compressed public key that goes into the funding script.
     pub fn public_key(&self) -> PublicKey {
         self.public

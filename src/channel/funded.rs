@@ -2,7 +2,6 @@
 //! channel parameters, the newest payment, the newest checkpoint (the newest commitment both
 //! have signed), and the settlement once both have signed it.
 
-use bitcoin::sighash::SegwitV0Sighash;
 use bitcoin::{
     ecdsa, Amount, FeeRate, Network, OutPoint, PublicKey, ScriptBuf, Transaction, TxOut,
 };
@@ -168,12 +167,11 @@ impl Channel {
         tx: &Transaction,
         raw: &RawSignature,
     ) -> Result<ecdsa::Signature, ChannelError> {
-        let sighash = self.builder.sighash(tx)?;
-        verify_raw(signer, kind, sighash, raw, &self.peer_key(signer))
+        verified(signer, kind, &self.signature_check(signer, kind, tx, raw)?)
     }
 
     /// Parses `raw` as the other party's signature over our own copy `tx`, to be checked later
-    /// ([`SignatureCheck::verify`]).
+    /// ([`SignatureCheck::verify`], or [`verified`]).
     pub(crate) fn signature_check(
         &self,
         signer: &ChannelSigner,
@@ -196,9 +194,8 @@ impl Channel {
         tx: &Transaction,
         raw: &RawSignature,
     ) -> Result<(ecdsa::Signature, ecdsa::Signature), ChannelError> {
-        let sighash = self.builder.sighash(tx)?;
-        let theirs = verify_raw(signer, kind, sighash, raw, &self.peer_key(signer))?;
-        Ok((theirs, signer.sign(sighash)))
+        let check = self.signature_check(signer, kind, tx, raw)?;
+        Ok((verified(signer, kind, &check)?, signer.sign(check.sighash)))
     }
 
     /// The key of the party `signer` is not.
@@ -212,18 +209,16 @@ impl Channel {
     }
 }
 
-/// Parses `raw` and checks it is `key`'s `SIGHASH_ALL` signature over `sighash`.
-fn verify_raw(
+/// Returns the signature of `check` if it is valid (checked with `signer`'s context), the
+/// signature error of the `kind` of transaction otherwise.
+pub(crate) fn verified(
     signer: &ChannelSigner,
     kind: TxKind,
-    sighash: SegwitV0Sighash,
-    raw: &RawSignature,
-    key: &PublicKey,
+    check: &SignatureCheck,
 ) -> Result<ecdsa::Signature, ChannelError> {
     let wrap = |source| ChannelError::Signature { tx: kind, source };
-    let sig = parse_signature(&raw.0).map_err(wrap)?;
-    signer.verify(sighash, &sig, key).map_err(wrap)?;
-    Ok(sig)
+    signer.verify(check.sighash, &check.signature, &check.key).map_err(wrap)?;
+    Ok(check.signature)
 }
 
 impl TryFrom<ChannelParams> for Channel {

@@ -6,13 +6,13 @@ use bitcoin::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::funded::check_id;
+use super::funded::{check_id, verified};
 use super::payment::NextPayment;
 use super::{
     Action, ChannelError, ChannelTerms, CheckpointPolicy, FundedChannel, Payment, SettlementSigs,
     SignedUpdate, TxKind,
 };
-use crate::keys::{ChannelSigner, SignatureCheck, SignatureError};
+use crate::keys::{ChannelSigner, SignatureCheck};
 use crate::ladder::LockTimeLadder;
 use crate::wire::{self, Message};
 
@@ -424,10 +424,7 @@ impl Payee {
             return Ok(acks.into_iter().map(Action::Send).collect());
         }
         let checked = self.check_pay(f.newest.as_ref(), m, tip)?;
-        if !checked.signature.verify(self.signer.secp()) {
-            let (tx, source) = (TxKind::Commitment(m.update), SignatureError::Invalid);
-            return Err(ChannelError::Signature { tx, source });
-        }
+        verified(&self.signer, TxKind::Commitment(m.update), &checked.signature)?;
         Ok(self.take_pay(checked))
     }
 
