@@ -1,0 +1,43 @@
+//! `init`, `address`, `balance`.
+
+use bitcoin::secp256k1::Secp256k1;
+use bitcoin::PublicKey;
+use serde_json::json;
+
+use super::args::Global;
+use super::{connect_node, open_datadir, CliError, Output};
+use paychan_node::datadir::DataDir;
+
+pub(super) fn init(g: &Global) -> Result<Output, CliError> {
+    let created = !g.datadir.join(paychan_wallet::SEED_FILE).exists();
+    let datadir = DataDir::init(&g.datadir, g.network)?;
+    let secret = datadir.wallet.node_secret()?;
+    let node_id = PublicKey::new(secret.public_key(&Secp256k1::signing_only()));
+    let path = datadir.path.display().to_string();
+    Ok(Output {
+        json: json!({ "node_id": node_id.to_string(), "datadir": path, "created": created }),
+        text: format!(
+            "node id: {node_id}\ndata directory: {path}{}\n\
+             (payers connect to {node_id}@HOST:PORT once `paychan serve` runs)\n",
+            if created { "" } else { " (already initialized: nothing changed)" }
+        ),
+    })
+}
+
+pub(super) fn address(g: &Global) -> Result<Output, CliError> {
+    let mut datadir = open_datadir(g)?;
+    // The daemon hands out addresses too: one writer at a time, or two would get the same.
+    datadir.lock()?;
+    let address = datadir.wallet.new_address()?;
+    Ok(Output { json: json!({ "address": address.to_string() }), text: format!("{address}\n") })
+}
+
+pub(super) fn balance(g: &Global) -> Result<Output, CliError> {
+    let datadir = open_datadir(g)?;
+    let chain = connect_node(g)?;
+    let balance = datadir.wallet.balance(&chain)?;
+    Ok(Output {
+        json: json!({ "confirmed_sat": balance.to_sat() }),
+        text: format!("{} sat confirmed and spendable\n", balance.to_sat()),
+    })
+}

@@ -1,0 +1,9 @@
+//! What these tests share beyond the test kit: the `paychan` binary driven as a child process,
+//! and a raw peer that speaks the wire protocol by hand.
+#![allow(dead_code, unused_imports)] // each test file uses a different part
+
+pub mod cli;
+pub mod raw_peer;
+
+pub use paychan_testkit::*;
+pub use paychan_testkit::{bitcoind as node, regtest};

@@ -1,0 +1,86 @@
+//! The daemon's limits against a flood of opens and connections: channels that never get a
+//! funding are capped and forgotten, and one address cannot take every connection.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bitcoin::{Address, Amount, CompressedPublicKey, Network, PublicKey};
+use common::cli::{Daemon, Party};
+use common::node::Node;
+use common::raw_peer::RawPeer;
+use paychan::channel::{Payer, PayerConfig};
+use paychan::keys::ChannelSigner;
+use paychan::wire::{ChannelId, Message};
+
+const ANSWER: Duration = Duration::from_secs(5);
+
+/// An `open_channel` for a fresh channel on terms the daemon accepts.
+fn open_message(tip: u32) -> Message {
+    let signer = ChannelSigner::random();
+    let key = CompressedPublicKey(signer.public_key().inner);
+    let config = PayerConfig {
+        network: Network::Regtest,
+        capacity: Amount::from_sat(100_000),
+        feerate_sat_per_vb: 2,
+        refund_locktime: tip + 100,
+        step: 2,
+        margin: 6,
+        payout: Address::p2wpkh(&key, Network::Regtest),
+        checkpoints: paychan::channel::CheckpointPolicy::default_for(Amount::from_sat(100_000)),
+    };
+    let (_, actions) = Payer::open(config, signer, ChannelId::random(), tip).unwrap();
+    actions
+        .into_iter()
+        .find_map(|a| match a {
+            paychan::channel::PayerAction::Send(m) => Some(m),
+            _ => None,
+        })
+        .unwrap()
+}
+
+#[test]
+fn unfunded_channels_are_capped_then_forgotten() {
+    let node = Node::start();
+    let payee = Party::new(&node);
+    let limits = ["--max-unfunded", "2", "--unfunded-expiry", "2"];
+    let daemon = Daemon::start(&payee, None, &limits);
+    let node_id: PublicKey = daemon.node_id.parse().unwrap();
+    let mut peer = RawPeer::handshake(&daemon.listen, &node_id);
+    for _ in 0..2 {
+        peer.send(&open_message(node.height()));
+        assert!(matches!(peer.recv(ANSWER), Message::AcceptChannel(_)));
+    }
+    peer.send(&open_message(node.height()));
+    match peer.recv(ANSWER) {
+        Message::Error(e) => assert!(e.message.contains("too many channels"), "{}", e.message),
+        other => panic!("a third unfunded open was answered {other:?}"),
+    }
+    assert_eq!(payee.json(&["list"])["channels"].as_array().unwrap().len(), 2);
+    // Once forgotten, the two free their places (and their rows).
+    let start = Instant::now();
+    while !payee.json(&["list"])["channels"].as_array().unwrap().is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(10), "unfunded channels never forgotten");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut peer = RawPeer::handshake(&daemon.listen, &node_id);
+    peer.send(&open_message(node.height()));
+    assert!(matches!(peer.recv(ANSWER), Message::AcceptChannel(_)));
+}
+
+#[test]
+fn one_address_cannot_take_every_connection() {
+    let node = Node::start();
+    let payee = Party::new(&node);
+    let daemon = Daemon::start(&payee, None, &["--max-connections-per-ip", "3"]);
+    let node_id: PublicKey = daemon.node_id.parse().unwrap();
+    let held: Vec<RawPeer> = (0..3).map(|_| RawPeer::connect(&daemon.listen)).collect();
+    // Give the daemon a moment to count them.
+    std::thread::sleep(Duration::from_millis(200));
+    let mut fourth = RawPeer::connect(&daemon.listen);
+    let closed = fourth.wait_closed(Duration::from_secs(1));
+    assert!(closed.is_ok(), "a fourth connection from one address was kept");
+    drop(held);
+    std::thread::sleep(Duration::from_millis(200));
+    RawPeer::handshake(&daemon.listen, &node_id);
+}

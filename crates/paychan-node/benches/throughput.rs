@@ -1,0 +1,565 @@
+//! Durable payments per second over loopback TCP, through the real payee daemon and payer client
+//! with SQLite on both sides, for one channel (a million payments of 1 sat on one channel by
+//! default) and for 100 channels at once; with, in the same run, the disk's fsync floor and the
+//! raw cryptography of a payment (one ECDSA signature, the payer's, and one verification, the
+//! payee's), and the ratios against the targets.
+//!
+//! The channels have the command line's default terms: lifetime 1008 blocks, step 6, the
+//! payer's margin 6, and a checkpoint for every 1% of the capacity paid (at most 100, each
+//! countersigned by the payee); every other payment is the payer's signature only.
+//!
+//! "Durable": the payee saves every payment (`synchronous=FULL`) before its acknowledgement
+//! leaves, and the payer saves every payment before it sends it. The payer pipelines: it signs a
+//! batch, saves it once, sends it in one write, and keeps up to a window in flight; the daemon
+//! takes what arrived together on a channel and saves once before acknowledging it all. After
+//! each run the payee's database is read back and must hold every payment.
+//!
+//! The daemon and the payer clients share one tokio runtime with a worker thread per core (the
+//! payee's store writer and the payers' commits block threads of their own while they wait for
+//! the disk). Channels are opened in memory (the two state machines, a made-up funding) and written to
+//! both sides' stores before the daemon starts: the chain is not on the payment path, so a
+//! stand-in chain answers the daemon's polls (tip, funding confirmed and unspent).
+//!
+//! Run: `cargo bench --bench throughput` (release build). Arguments after `--`:
+//! `--payments N` (one channel, default 1000000), `--per-channel N` (100 channels, default 2000),
+//! `--rounds N` (100-channel rounds, each next to its own crypto-bound measure; default 3),
+//! `--window N` and `--batch N` (default 256 and 64 for one channel; 64 and 32 for 100).
+
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bitcoin::hashes::Hash;
+use bitcoin::secp256k1::{Message as SecpMessage, Secp256k1, SecretKey};
+use bitcoin::{
+    absolute, transaction, Amount, FeeRate, Network, OutPoint, PublicKey, ScriptBuf, Sequence,
+    Transaction, TxIn, TxOut, Txid, Witness,
+};
+use paychan::chain::{Chain, ChainError, OutputStatus, Tip, TxStatus, Utxo};
+use paychan::channel::{CheckpointPolicy, PayeeConfig, PayerConfig};
+use paychan::miniscript::descriptor::{Descriptor, DescriptorPublicKey};
+use paychan::store::{ChannelRecord, ChannelState, Store};
+use paychan::wire::ChannelId;
+use paychan_node::client::{ClientTimeouts, PayerClient, Pipelined};
+use paychan_node::daemon::{Daemon, DaemonConfig};
+use paychan_node::datadir::DataDir;
+use paychan_sqlite::{SqliteStore, STORE_FILE};
+use paychan_testkit::{open_channel, Sides};
+use paychan_wallet::Branch;
+use tokio::net::TcpListener;
+
+const TIP: u32 = 1_000;
+/// Each payment: 1 sat, a micropayment.
+const PAYMENT: Amount = Amount::from_sat(1);
+/// The command line's default terms (`open --help`).
+const LIFETIME: u32 = 1008;
+const STEP: u32 = 6;
+const MARGIN: u32 = 6;
+const NETWORK: Network = Network::Regtest;
+
+struct Args {
+    rounds: usize,
+    payments: usize,
+    per_channel: usize,
+    window: Option<usize>,
+    batch: Option<usize>,
+}
+
+fn args() -> Args {
+    let mut a =
+        Args { rounds: 3, payments: 1_000_000, per_channel: 2_000, window: None, batch: None };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().and_then(|v| v.parse().ok()).expect("a number after the flag");
+        match flag.as_str() {
+            "--rounds" => a.rounds = value(),
+            "--payments" => a.payments = value(),
+            "--per-channel" => a.per_channel = value(),
+            "--window" => a.window = Some(value()),
+            "--batch" => a.batch = Some(value()),
+            _ => {} // cargo bench passes --bench
+        }
+    }
+    a
+}
+
+fn main() {
+    let args = args();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!("throughput bench: {cores} cores");
+
+    let dir = tempfile::tempdir_in(std::env::var_os("CARGO_TARGET_TMPDIR").unwrap_or(".".into()))
+        .expect("temp dir");
+    let fsync = fsync_floor(dir.path(), 300);
+    let crypto_before = crypto_cost(3_000);
+
+    let one = run(
+        dir.path().join("one"),
+        1,
+        args.payments,
+        args.window.unwrap_or(256),
+        args.batch.unwrap_or(64),
+    );
+    // The 100-channel ratio is measured in rounds, each next to its own measure of the bound,
+    // and the median round reported: the machine's speed drifts between measurements.
+    let mut rounds: Vec<(f64, Report)> = (0..args.rounds)
+        .map(|round| {
+            // The bound for both parties on every core, measured (the cores may not scale
+            // linearly), right before the run it is compared with.
+            let bound = crypto_rate_parallel(cores, Duration::from_millis(1500));
+            let many = run(
+                dir.path().join(format!("many{round}")),
+                100,
+                args.per_channel,
+                args.window.unwrap_or(64),
+                args.batch.unwrap_or(32),
+            );
+            (bound, many)
+        })
+        .collect();
+    rounds.sort_by(|a, b| (a.1.rate() / a.0).total_cmp(&(b.1.rate() / b.0)));
+    let crypto_after = crypto_cost(3_000);
+    let crypto = (crypto_before + crypto_after) / 2;
+    let extrapolated = cores as f64 / crypto.as_secs_f64();
+
+    println!();
+    println!(
+        "fsync floor (4 KiB write + fdatasync, median of 300): {:.3} ms -> at most {:.0} \
+         sequential durable writes/s",
+        ms(fsync),
+        1.0 / fsync.as_secs_f64()
+    );
+    println!(
+        "raw crypto per payment (1 ECDSA sign + 1 verify) on one core: {:.1} us before, {:.1} \
+         us after the runs ({:.0} payments/s; x {cores} cores = {:.0}/s)",
+        us(crypto_before),
+        us(crypto_after),
+        1.0 / crypto.as_secs_f64(),
+        extrapolated
+    );
+    let line = |name: &str, r: &Report| {
+        println!(
+            "{name}: {} payments in {:.2} s = {:.0} durable payments/s; latency p50 {:.2} ms, \
+             p99 {:.2} ms (window {}, batch {}); CPU {:.0}% busy, {:.1} us per payment",
+            r.payments,
+            r.elapsed.as_secs_f64(),
+            r.rate(),
+            ms(r.p50),
+            ms(r.p99),
+            r.window,
+            r.batch,
+            100.0 * r.busy(),
+            us(r.cpu) / r.payments as f64
+        )
+    };
+    line("1 channel", &one);
+    for (i, (bound, many)) in rounds.iter().enumerate() {
+        println!(
+            "round {i}: crypto-bound rate on {cores} threads at once {bound:.0} payments/s; \
+             100 channels at {:.1}% of it",
+            100.0 * many.rate() / bound
+        );
+        line("  100 channels", many);
+    }
+    let (bound, many) = &rounds[rounds.len() / 2];
+    println!();
+    println!("1 channel vs target 20,000/s: {:.2}x", one.rate() / 20_000.0);
+    println!(
+        "1 channel vs the fsync floor's sequential rate: {:.2}x",
+        one.rate() * fsync.as_secs_f64()
+    );
+    println!(
+        "100 channels vs the crypto-bound rate, median of {} rounds: {:.1}% (target 80%)",
+        rounds.len(),
+        100.0 * many.rate() / bound
+    );
+    println!(
+        "100 channels: {:.1} us of the {cores} cores per payment = {:.2}x the raw crypto on one core",
+        1e6 * cores as f64 / many.rate(),
+        cores as f64 / many.rate() / crypto.as_secs_f64()
+    );
+    println!(
+        "{}",
+        serde_json::json!({
+            "cores": cores,
+            "fsync_ms": ms(fsync),
+            "crypto_us": us(crypto),
+            "crypto_bound_per_s": bound.round(),
+            "crypto_one_core_x_cores_per_s": extrapolated.round(),
+            "one_channel": one.json(),
+            "hundred_channels": many.json(),
+            "one_channel_vs_2500": one.rate() / 2_500.0,
+            "one_channel_vs_20000": one.rate() / 20_000.0,
+            "one_channel_cpu_vs_crypto": one.cpu.as_secs_f64() / one.payments as f64 / crypto.as_secs_f64(),
+            "hundred_vs_crypto_bound": many.rate() / bound,
+            "hundred_vs_crypto_bound_rounds":
+                rounds.iter().map(|(b, m)| m.rate() / b).collect::<Vec<_>>(),
+        })
+    );
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+/// The median time of writing 4 KiB and flushing it to disk, in `dir`.
+fn fsync_floor(dir: &Path, n: usize) -> Duration {
+    use std::io::Write;
+    let mut file = std::fs::File::create(dir.join("fsync")).expect("file");
+    let mut times: Vec<Duration> = (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            file.write_all(&[7; 4096]).expect("write");
+            file.sync_data().expect("fdatasync");
+            t.elapsed()
+        })
+        .collect();
+    times.sort();
+    times[n / 2]
+}
+
+/// The median over rounds of the time of one ECDSA signature and one verification with
+/// libsecp256k1 (the `secp256k1` crate that `bitcoin` re-exports).
+fn crypto_cost(n: usize) -> Duration {
+    let secp = Secp256k1::new();
+    let key = SecretKey::from_slice(&[1; 32]).unwrap();
+    let public = key.public_key(&secp);
+    let mut rounds: Vec<Duration> = (0..10)
+        .map(|round| {
+            let t = Instant::now();
+            for i in 0..n / 10 {
+                let msg = SecpMessage::from_digest(
+                    bitcoin::hashes::sha256::Hash::hash(&((round * n + i) as u64).to_le_bytes())
+                        .to_byte_array(),
+                );
+                let sig = secp.sign_ecdsa(&msg, &key);
+                secp.verify_ecdsa(&msg, &sig, &public).unwrap();
+            }
+            t.elapsed() / (n / 10) as u32
+        })
+        .collect();
+    rounds.sort();
+    rounds[rounds.len() / 2]
+}
+
+/// Payments' worth of raw crypto per second with `threads` threads doing it at once for `run`.
+fn crypto_rate_parallel(threads: usize, run: Duration) -> f64 {
+    let start = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let secp = Secp256k1::new();
+                let key = SecretKey::from_slice(&[t as u8 + 1; 32]).unwrap();
+                let public = key.public_key(&secp);
+                let mut n = 0u64;
+                while start.elapsed() < run {
+                    let digest = bitcoin::hashes::sha256::Hash::hash(&n.to_le_bytes());
+                    let msg = SecpMessage::from_digest(digest.to_byte_array());
+                    let sig = secp.sign_ecdsa(&msg, &key);
+                    secp.verify_ecdsa(&msg, &sig, &public).unwrap();
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let total: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    total as f64 / start.elapsed().as_secs_f64()
+}
+
+/// The CPU time this process has used so far, all threads (from `/proc/self/stat`, whose times
+/// are in USER_HZ = 100 ticks per second on Linux).
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
+struct Report {
+    payments: usize,
+    elapsed: Duration,
+    /// CPU time used by the process during the run.
+    cpu: Duration,
+    p50: Duration,
+    p99: Duration,
+    window: usize,
+    batch: usize,
+}
+
+impl Report {
+    /// The share of all cores' time the process was busy during the run.
+    fn busy(&self) -> f64 {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        self.cpu.as_secs_f64() / (self.elapsed.as_secs_f64() * cores as f64)
+    }
+
+    fn rate(&self) -> f64 {
+        self.payments as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "payments": self.payments,
+            "seconds": self.elapsed.as_secs_f64(),
+            "per_s": self.rate().round(),
+            "p50_ms": ms(self.p50),
+            "p99_ms": ms(self.p99),
+            "cpu_busy": self.busy(),
+            "window": self.window,
+            "batch": self.batch,
+        })
+    }
+}
+
+/// Opens `channels` channels, starts the daemon, pays `per_channel` payments of 1 sat on each
+/// at once, stops, and checks the payee's database holds them all.
+fn run(
+    dir: std::path::PathBuf,
+    channels: usize,
+    per_channel: usize,
+    window: usize,
+    batch: usize,
+) -> Report {
+    std::fs::create_dir_all(&dir).unwrap();
+    let chain = StandIn::default();
+    let payee_dir = dir.join("payee");
+    let mut payee = DataDir::init(&payee_dir, NETWORK).expect("payee data dir");
+    let node_secret = payee.wallet.node_secret().unwrap();
+    let node_id = PublicKey::new(node_secret.public_key(&Secp256k1::signing_only()));
+
+    let daemon_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = daemon_rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+    let peer = format!("{node_id}@{}", listener.local_addr().unwrap());
+
+    let mut payers = Vec::new();
+    for i in 0..channels {
+        let mut payer_dir =
+            DataDir::init(&dir.join(format!("payer{i}")), NETWORK).expect("payer data dir");
+        let id = open_in_memory(&mut payer_dir, &mut payee, &chain, &peer, per_channel);
+        payers.push((payer_dir, id));
+    }
+    let mut config = DaemonConfig::new(NETWORK);
+    config.min_conf = 1;
+    let (wallet, store, lock) = payee.into_locked_parts().unwrap();
+    let daemon = Daemon::new(store, wallet, chain.clone(), config).unwrap().holding(lock);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = daemon_rt.spawn(daemon.run(listener, async {
+        let _ = stopped.await;
+    }));
+
+    let payer_rt = &daemon_rt;
+    let start = Arc::new(tokio::sync::Barrier::new(channels + 1));
+    let latencies = Arc::new(Mutex::new(Vec::new()));
+    let tasks: Vec<_> = payers
+        .into_iter()
+        .map(|(mut payer_dir, id)| {
+            let (chain, start, latencies) = (chain.clone(), start.clone(), latencies.clone());
+            payer_rt.spawn(async move {
+                let timeouts = ClientTimeouts::default();
+                let mut client = PayerClient::resume(payer_dir.parts(), &chain, id, timeouts)
+                    .await
+                    .expect("resume");
+                let amounts = vec![PAYMENT; per_channel];
+                // The batches sent and not yet wholly acknowledged, oldest first.
+                let mut sent: VecDeque<(u64, Instant)> = VecDeque::new();
+                let mut lat = Vec::with_capacity(per_channel);
+                let mut next_acked = 1u64;
+                start.wait().await;
+                client
+                    .pay_pipelined(&amounts, window, batch, |e| match e {
+                        Pipelined::Sent { up_to } => sent.push_back((up_to, Instant::now())),
+                        Pipelined::Acknowledged { up_to } => {
+                            let now = Instant::now();
+                            while next_acked <= up_to {
+                                while sent.front().is_some_and(|(u, _)| *u < next_acked) {
+                                    sent.pop_front();
+                                }
+                                let at = sent.front().expect("sent before acked").1;
+                                lat.push(now - at);
+                                next_acked += 1;
+                            }
+                        }
+                    })
+                    .await
+                    .expect("payments");
+                assert_eq!(client.payer().paid(), PAYMENT * per_channel as u64);
+                latencies.lock().unwrap().extend(lat);
+            })
+        })
+        .collect();
+    payer_rt.block_on(start.wait());
+    let (t, cpu) = (Instant::now(), cpu_time());
+    for task in tasks {
+        payer_rt.block_on(task).expect("payer task");
+    }
+    let (elapsed, cpu) = (t.elapsed(), cpu_time() - cpu);
+    let _ = stop.send(());
+    daemon_rt.block_on(served).unwrap().expect("daemon");
+
+    // Durable means on disk: read the payee's database back.
+    let store = SqliteStore::open(&payee_dir.join(STORE_FILE)).unwrap();
+    let held: Vec<(u64, u64)> = store
+        .channels()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r.state.funded().map(|f| (f.payments(), f.paid().to_sat())))
+        .collect();
+    let expected = (per_channel as u64, (PAYMENT * per_channel as u64).to_sat());
+    assert_eq!(held, vec![expected; channels], "the payee's database misses payments");
+
+    let mut lat = latencies.lock().unwrap().clone();
+    lat.sort();
+    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+    Report {
+        payments: channels * per_channel,
+        elapsed,
+        cpu,
+        p50: pct(0.5),
+        p99: pct(0.99),
+        window,
+        batch,
+    }
+}
+
+/// Opens a channel between a payer data dir and the payee's entirely in memory, with a
+/// made-up funding the stand-in chain reports confirmed, and saves both sides.
+fn open_in_memory(
+    payer_dir: &mut DataDir,
+    payee: &mut DataDir,
+    chain: &StandIn,
+    peer: &str,
+    payments: usize,
+) -> ChannelId {
+    let channel_id = ChannelId::random();
+    let payer_index = payer_dir.store.reserve_key_index().unwrap();
+    let payee_index = payee.store.reserve_key_index().unwrap();
+    let payer_signer = payer_dir.wallet.channel_signer(payer_index).unwrap();
+    let payee_signer = payee.wallet.channel_signer(payee_index).unwrap();
+    let capacity = PAYMENT * payments as u64 + Amount::from_sat(1_000_000);
+    let config = PayerConfig {
+        network: NETWORK,
+        capacity,
+        feerate_sat_per_vb: 1,
+        refund_locktime: TIP + LIFETIME,
+        step: STEP,
+        margin: MARGIN,
+        payout: payer_dir.wallet.address(Branch::Receive, 0).unwrap(),
+        checkpoints: CheckpointPolicy::default_for(capacity),
+    };
+    let payee_config = PayeeConfig {
+        network: NETWORK,
+        payout: payee.wallet.address(Branch::Receive, 0).unwrap(),
+        margin: 2,
+        min_step: 1,
+        min_feerate_sat_per_vb: 1,
+        min_conf: 1,
+    };
+    let sides = Sides {
+        payer: config,
+        payer_key: payer_signer,
+        payee: payee_config,
+        payee_key: payee_signer,
+    };
+    let (payer, payee_sm, _) = open_channel(sides, channel_id, TIP, |address, amount| {
+        let funding = made_up_funding(address.script_pubkey(), amount);
+        let outpoint = OutPoint::new(funding.compute_txid(), 0);
+        chain.fundings.lock().unwrap().insert(outpoint, funding.output[0].clone());
+        funding
+    });
+    payee
+        .store
+        .save_channel(&ChannelRecord {
+            key_index: payee_index,
+            peer: None,
+            state: ChannelState::Payee(payee_sm.state().clone()),
+            closed: None,
+            service: None,
+        })
+        .unwrap();
+    payer_dir
+        .store
+        .save_channel(&ChannelRecord {
+            key_index: payer_index,
+            peer: Some(peer.into()),
+            state: ChannelState::Payer(payer.state().clone()),
+            closed: None,
+            service: None,
+        })
+        .unwrap();
+    channel_id
+}
+
+/// A funding transaction from a made-up segwit coin (never broadcast: the chain is a stand-in).
+fn made_up_funding(script_pubkey: ScriptBuf, value: Amount) -> Transaction {
+    Transaction {
+        version: transaction::Version::TWO,
+        lock_time: absolute::LockTime::ZERO,
+        input: vec![TxIn {
+            previous_output: OutPoint::new(Txid::from_byte_array(rand_bytes()), 0),
+            script_sig: ScriptBuf::new(),
+            sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
+            witness: Witness::from_slice(&[[1u8; 72].as_slice(), [2u8; 33].as_slice()]),
+        }],
+        output: vec![TxOut { value, script_pubkey }],
+    }
+}
+
+fn rand_bytes() -> [u8; 32] {
+    ChannelId::random().0
+}
+
+/// The chain as the payment path needs it: a fixed tip, every made-up funding confirmed and
+/// unspent. Nothing is ever broadcast in these runs.
+#[derive(Clone, Default)]
+struct StandIn {
+    fundings: Arc<Mutex<HashMap<OutPoint, TxOut>>>,
+}
+
+impl Chain for StandIn {
+    fn tip(&self) -> Result<Tip, ChainError> {
+        Ok(Tip { height: TIP, median_time_past: 0 })
+    }
+    fn test_accept(&self, _: &Transaction) -> Result<(), ChainError> {
+        Ok(())
+    }
+    fn broadcast(&self, tx: &Transaction) -> Result<Txid, ChainError> {
+        Ok(tx.compute_txid())
+    }
+    fn tx_status(&self, _: Txid) -> Result<TxStatus, ChainError> {
+        Ok(TxStatus::Confirmed(6))
+    }
+    fn output_status(&self, outpoint: OutPoint) -> Result<OutputStatus, ChainError> {
+        Ok(match self.fundings.lock().unwrap().get(&outpoint) {
+            Some(txout) => OutputStatus::Unspent { txout: txout.clone(), confirmations: 6 },
+            None => OutputStatus::SpentOrMissing,
+        })
+    }
+    fn output_status_in_blocks(&self, outpoint: OutPoint) -> Result<OutputStatus, ChainError> {
+        self.output_status(outpoint)
+    }
+    fn find_spend(&self, _: OutPoint) -> Result<Option<(Transaction, u32)>, ChainError> {
+        Ok(None)
+    }
+    fn fee_rate(&self, _: u16) -> Result<FeeRate, ChainError> {
+        Ok(FeeRate::from_sat_per_vb(1).unwrap())
+    }
+    fn scan_outputs(
+        &self,
+        _: &[Descriptor<DescriptorPublicKey>],
+        _: u32,
+    ) -> Result<Vec<Utxo>, ChainError> {
+        Ok(Vec::new())
+    }
+}

@@ -1,0 +1,421 @@
+//! The payee daemon: accepts channels over TCP, watches their funding on chain, and takes
+//! payments, for many channels and connections at once.
+//!
+//! It is the I/O around [`Payee`]: messages come from [`crate::net`] connections, states go to
+//! the [`Store`] through the group-commit [`StoreWriter`], transactions go to the [`Chain`]. A
+//! [`Service`] sold over the channels (the paid file service) gets the extension messages. Each channel
+//! sits behind its own lock, so a slow or hostile connection holds up only the channel it talks
+//! about, and a connection that misbehaves (a malformed or oversized frame, a stalled message,
+//! no handshake) is closed without touching any other.
+//!
+//! Every [`PayeeAction::Persist`] is awaited before the actions after it: an acknowledgement never
+//! leaves before the commitment it acknowledges is on disk.
+
+mod chain_watch;
+mod messages;
+mod service;
+
+use messages::Refusal;
+pub use service::{Service, ServiceError, Session};
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bitcoin::secp256k1::{Secp256k1, SecretKey, VerifyOnly};
+use bitcoin::{Network, PublicKey, Transaction};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, Semaphore};
+use tracing::{info, warn};
+
+use paychan::chain::{Chain, ChainError};
+use paychan::channel::{ChannelError, Payee, PayeeAction, PayeeConfig};
+use paychan::closing::Closure;
+use paychan::store::{ChannelRecord, ChannelState, Store, StoreError};
+use paychan::wire::{ChannelId, Message};
+use paychan_wallet::{Wallet, WalletError};
+
+use crate::net::Timeouts;
+use crate::StoreWriter;
+
+/// What the daemon accepts and how patient it is.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    /// The chain.
+    pub network: Network,
+    /// Funding confirmations required before payments.
+    pub min_conf: u32,
+    /// See [`PayeeConfig::margin`].
+    pub margin: u32,
+    /// See [`PayeeConfig::min_step`].
+    pub min_step: u32,
+    /// See [`PayeeConfig::min_feerate_sat_per_vb`].
+    pub min_feerate_sat_per_vb: u64,
+    /// Connection timeouts.
+    pub timeouts: Timeouts,
+    /// How often the node is asked for the tip and the fundings' confirmations.
+    pub poll_interval: Duration,
+    /// Connections served at once; more are closed at once.
+    pub max_connections: usize,
+    /// Connections served at once from one IP address.
+    pub max_connections_per_ip: usize,
+    /// Channels accepted but not yet funded (`funding_created` not received) at once; more
+    /// opens are refused until some are funded or expire.
+    pub max_unfunded: usize,
+    /// How long an accepted channel may wait for its `funding_created` before it is forgotten.
+    /// The payee has signed nothing for it yet, so nothing is at stake.
+    pub unfunded_expiry: Duration,
+    /// The service sold over the channels (the paid file service), if any.
+    pub service: Option<Arc<dyn Service>>,
+}
+
+impl DaemonConfig {
+    /// Returns the defaults for `network`: [`PayeeConfig::default_min_conf`], a margin of 2
+    /// blocks, a step of at least 1 block, 1 sat/vB, the default [`Timeouts`], a poll each
+    /// second, 512 connections (below the usual limit of 1024 open files) and 100 per IP
+    /// address, 100 channels awaiting their funding, forgotten after 10 minutes, no service.
+    pub fn new(network: Network) -> DaemonConfig {
+        DaemonConfig {
+            network,
+            min_conf: PayeeConfig::default_min_conf(network),
+            margin: 2,
+            min_step: 1,
+            min_feerate_sat_per_vb: 1,
+            timeouts: Timeouts::default(),
+            poll_interval: Duration::from_secs(1),
+            max_connections: 512,
+            max_connections_per_ip: 100,
+            max_unfunded: 100,
+            unfunded_expiry: Duration::from_secs(600),
+            service: None,
+        }
+    }
+}
+
+/// Errors of the daemon.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DaemonError {
+    /// The data directory is in use by another process.
+    #[cfg(feature = "datadir")]
+    #[error(transparent)]
+    DataDir(#[from] crate::datadir::DataDirError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The wallet failed (a payout address or a channel key).
+    #[error(transparent)]
+    Wallet(#[from] WalletError),
+    /// The node failed.
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+    /// A stored channel does not restore.
+    #[error("channel {channel_id}: {source}")]
+    Restore {
+        /// The channel.
+        channel_id: ChannelId,
+        /// Why.
+        #[source]
+        source: ChannelError,
+    },
+    /// Listening failed.
+    #[error("cannot listen: {0}")]
+    Listen(#[source] std::io::Error),
+    /// The task that follows the chain stopped (it panicked): without it no commitment would be
+    /// broadcast in time, so the daemon stops too.
+    #[error("the chain watcher stopped")]
+    WatcherStopped,
+}
+
+/// One channel, behind its own lock.
+struct Slot {
+    payee: Payee,
+    key_index: u32,
+    /// The connection the payer last spoke on, for what the daemon sends unasked. Weak, so
+    /// that the connection closes when its task ends, whatever the channel still points at.
+    peer: Option<mpsc::WeakSender<Message>>,
+    /// The confirmed transaction that spent the funding: nothing more to watch.
+    closed: Option<Closure>,
+    /// When this process accepted or loaded it.
+    since: Instant,
+    /// The service's session on this channel, saved with the channel.
+    session: Option<Box<dyn Session>>,
+}
+
+impl Slot {
+    /// Makes `peer` the connection the payer speaks on. A new connection stops what the
+    /// service was sending on the old one (the file service's chunks go to the connection that
+    /// asked for them, and a payer that reconnects asks again).
+    fn attach(&mut self, peer: &mpsc::Sender<Message>) {
+        let current = self.peer.as_ref().and_then(mpsc::WeakSender::upgrade);
+        if !current.is_some_and(|c| c.same_channel(peer)) {
+            if let Some(session) = &mut self.session {
+                session.reconnected();
+            }
+        }
+        self.peer = Some(peer.downgrade());
+    }
+}
+
+type Slots = HashMap<ChannelId, Arc<tokio::sync::Mutex<Slot>>>;
+
+struct Shared<C> {
+    config: DaemonConfig,
+    node_secret: SecretKey,
+    wallet: Mutex<Wallet>,
+    store: StoreWriter,
+    chain: Arc<C>,
+    tip: AtomicU32,
+    /// When the node last told the tip.
+    tip_read: Mutex<Instant>,
+    /// Channels awaiting their funding, as of the last poll plus opens since.
+    unfunded: AtomicUsize,
+    channels: Mutex<Slots>,
+    /// For checking payers' signatures off the channel's task (see `check_signatures`).
+    verifier: Arc<Secp256k1<VerifyOnly>>,
+}
+
+/// The payee daemon. See the [module docs](self).
+pub struct Daemon<C> {
+    shared: Arc<Shared<C>>,
+    /// Whatever must live as long as the daemon (the data directory's lock).
+    _held: Option<Box<dyn Send + Sync>>,
+}
+
+impl<C: Chain + Send + Sync + 'static> Daemon<C> {
+    /// Loads the payee channels of `store` and prepares to serve them, with channel keys and
+    /// payout addresses from `wallet`. The store moves to a writer thread of its own.
+    ///
+    /// # Errors
+    /// [`DaemonError::Store`], [`DaemonError::Wallet`], [`DaemonError::Restore`].
+    pub fn new(
+        store: impl Store + Send + 'static,
+        wallet: Wallet,
+        chain: C,
+        config: DaemonConfig,
+    ) -> Result<Daemon<C>, DaemonError> {
+        let mut channels = Slots::new();
+        for record in store.channels()? {
+            let ChannelState::Payee(state) = record.state else { continue };
+            let channel_id = state.terms.channel_id;
+            let signer = wallet.channel_signer(record.key_index)?;
+            let payee = Payee::restore(signer, state)
+                .map_err(|source| DaemonError::Restore { channel_id, source })?;
+            let slot = Slot {
+                payee,
+                key_index: record.key_index,
+                peer: None,
+                closed: record.closed,
+                since: Instant::now(),
+                session: config.service.as_ref().map(|s| s.session(channel_id, record.service)),
+            };
+            channels.insert(channel_id, Arc::new(tokio::sync::Mutex::new(slot)));
+        }
+        let shared = Shared {
+            config,
+            node_secret: wallet.node_secret()?,
+            wallet: Mutex::new(wallet),
+            store: StoreWriter::spawn(store),
+            chain: Arc::new(chain),
+            tip: AtomicU32::new(0),
+            tip_read: Mutex::new(Instant::now()),
+            unfunded: AtomicUsize::new(0),
+            channels: Mutex::new(channels),
+            verifier: Arc::new(Secp256k1::verification_only()),
+        };
+        Ok(Daemon { shared: Arc::new(shared), _held: None })
+    }
+
+    /// Keeps `held` (such as a lock on the data directory) for as long as the daemon lives.
+    pub fn holding(mut self, held: impl Send + Sync + 'static) -> Daemon<C> {
+        self._held = Some(Box::new(held));
+        self
+    }
+
+    /// Returns the node key payers connect to.
+    pub fn node_id(&self) -> PublicKey {
+        PublicKey::new(self.shared.node_secret.public_key(&Secp256k1::signing_only()))
+    }
+
+    /// Returns how many channels the daemon serves.
+    pub fn channel_count(&self) -> usize {
+        self.shared.slots().len()
+    }
+
+    /// Serves `listener` until `shutdown` completes.
+    ///
+    /// # Errors
+    /// [`DaemonError::Chain`] if the node cannot tell the tip at start,
+    /// [`DaemonError::WatcherStopped`] if the chain watcher dies.
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), DaemonError> {
+        let Daemon { shared, _held } = self;
+        let tip = shared.blocking(|chain| chain.tip()).await?.height;
+        shared.set_tip(tip);
+        let mut watcher = tokio::spawn(chain_watch::run(Arc::clone(&shared)));
+        let permits = Arc::new(Semaphore::new(shared.config.max_connections));
+        let per_ip = Arc::new(Mutex::new(HashMap::new()));
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                _ = &mut watcher => return Err(DaemonError::WatcherStopped),
+                accepted = listener.accept() => {
+                    let (stream, addr) = match accepted {
+                        Ok(a) => a,
+                        Err(e) => {
+                            warn!("accept failed: {e}");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+                        warn!(%addr, "too many connections; closing this one");
+                        continue;
+                    };
+                    let limit = shared.config.max_connections_per_ip;
+                    let Some(per_ip) = PerIp::take(&per_ip, addr.ip(), limit) else {
+                        warn!(%addr, "too many connections from this address; closing this one");
+                        continue;
+                    };
+                    let shared = Arc::clone(&shared);
+                    tokio::spawn(async move {
+                        shared.connection(stream, addr).await;
+                        drop((permit, per_ip));
+                    });
+                }
+            }
+        }
+        watcher.abort();
+        info!("stopped");
+        Ok(())
+    }
+}
+
+impl<C: Chain + Send + Sync + 'static> Shared<C> {
+    fn set_tip(&self, tip: u32) {
+        self.tip.store(tip, Ordering::SeqCst);
+        *self.tip_read.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+
+    /// Returns the tip, if the node told it recently enough to check a payment against: within
+    /// ten polls, and at least 30 s.
+    fn fresh_tip(&self) -> Result<u32, Refusal> {
+        let read = *self.tip_read.lock().unwrap_or_else(|e| e.into_inner());
+        let limit = (self.config.poll_interval * 10).max(Duration::from_secs(30));
+        if read.elapsed() > limit {
+            return Err(Refusal::StaleTip);
+        }
+        Ok(self.tip.load(Ordering::SeqCst))
+    }
+
+    fn wallet(&self) -> std::sync::MutexGuard<'_, Wallet> {
+        self.wallet.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn slots(&self) -> std::sync::MutexGuard<'_, Slots> {
+        self.channels.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn slot(&self, id: ChannelId) -> Option<Arc<tokio::sync::Mutex<Slot>>> {
+        self.slots().get(&id).cloned()
+    }
+
+    /// Locks channel `id`, if it exists still once the lock is taken (an open that failed to
+    /// save removes its channel while others wait for it).
+    async fn lock_slot(&self, id: ChannelId) -> Option<tokio::sync::OwnedMutexGuard<Slot>> {
+        let slot = self.slot(id)?;
+        let guard = Arc::clone(&slot).lock_owned().await;
+        self.slot(id).is_some_and(|s| Arc::ptr_eq(&s, &slot)).then_some(guard)
+    }
+
+    /// Runs a node call on the blocking pool.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(&C) -> Result<T, ChainError> + Send + 'static,
+    ) -> Result<T, ChainError> {
+        let chain = Arc::clone(&self.chain);
+        tokio::task::spawn_blocking(move || call(&chain)).await.expect("node calls do not panic")
+    }
+
+    /// Sends `msg` on the payer's connection, if it is there and reading.
+    fn send(&self, slot: &mut Slot, msg: Message) {
+        let peer = slot.peer.as_ref().and_then(mpsc::WeakSender::upgrade);
+        if peer.is_none_or(|p| p.try_send(msg).is_err()) {
+            // Gone, or not reading: the payer asks again when it reconnects.
+            slot.peer = None;
+        }
+    }
+
+    /// Carries out `actions` in order. Fails only if a persist fails, and then does nothing
+    /// after it.
+    async fn carry_out(
+        &self,
+        slot: &mut Slot,
+        actions: Vec<PayeeAction>,
+    ) -> Result<(), StoreError> {
+        for action in actions {
+            match action {
+                PayeeAction::Persist => self.persist(slot).await?,
+                PayeeAction::Send(msg) => self.send(slot, msg),
+                PayeeAction::Broadcast(tx) => self.broadcast(tx),
+                other => warn!("an action this build does not know: {other:?}"),
+            }
+        }
+        Ok(())
+    }
+
+    async fn persist(&self, slot: &Slot) -> Result<(), StoreError> {
+        let state = ChannelState::Payee(slot.payee.state().clone());
+        let closed = slot.closed.clone();
+        let service = slot.session.as_ref().and_then(|s| s.record());
+        let key_index = slot.key_index;
+        self.store.save(ChannelRecord { key_index, peer: None, state, closed, service }).await
+    }
+
+    fn broadcast(&self, tx: Transaction) {
+        let chain = Arc::clone(&self.chain);
+        tokio::task::spawn_blocking(move || {
+            let txid = tx.compute_txid();
+            match chain.broadcast(&tx) {
+                Ok(_) => info!(%txid, "broadcast"),
+                Err(e) => warn!(%txid, "broadcast refused: {e}"),
+            }
+        });
+    }
+}
+
+/// A connection counted against its IP address's limit, for as long as it lives.
+struct PerIp {
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl PerIp {
+    fn take(counts: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr, max: usize) -> Option<PerIp> {
+        let mut map = counts.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(PerIp { counts: Arc::clone(counts), ip })
+    }
+}
+
+impl Drop for PerIp {
+    fn drop(&mut self) {
+        let mut map = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}

@@ -1,0 +1,450 @@
+//! paychan's channel store on SQLite: [`SqliteStore`] implements [`paychan::store::Store`].
+//!
+//! The database runs in WAL mode with `synchronous=FULL`, so a commit is on disk when it returns
+//! and a crash (even `kill -9` or a power cut) leaves the last committed state. Every change is
+//! one transaction. The schema carries its version in `PRAGMA user_version` and is brought up to
+//! date by its numbered migrations when the store opens; a database from a newer build is refused.
+//!
+//! A channel's state machine state is stored as the core's versioned JSON
+//! ([`ChannelState::encode`]), next to its role, key index, peer, what a service keeps with it
+//! (the file service's sale, payee side; the column is named `sale`) and, once a watcher saw it,
+//! the transaction that closed it on chain.
+#![warn(missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bitcoin::Network;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use serde_json::Value;
+
+use paychan::closing::Closure;
+use paychan::store::{ChannelRecord, ChannelState, Store, StoreError};
+use paychan::wire::ChannelId;
+
+/// The store's file name in the data directory.
+pub const STORE_FILE: &str = "paychan.sqlite";
+
+/// The schema, one migration per version: migration `i` takes the schema from version `i` to
+/// `i + 1`. Append only.
+const MIGRATIONS: &[&str] = &[
+    "
+    CREATE TABLE settings (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    CREATE TABLE channels (
+        id TEXT PRIMARY KEY,
+        role TEXT NOT NULL CHECK (role IN ('payer', 'payee')),
+        key_index INTEGER NOT NULL UNIQUE,
+        peer TEXT,
+        state TEXT NOT NULL,
+        created INTEGER NOT NULL,
+        updated INTEGER NOT NULL
+    );
+",
+    "
+    ALTER TABLE channels ADD COLUMN closed TEXT;
+",
+    "
+    ALTER TABLE channels ADD COLUMN sale TEXT;
+",
+];
+
+/// The SQLite store. See the [crate docs](crate).
+pub struct SqliteStore {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl SqliteStore {
+    /// Opens (or creates) the store at `path` and migrates it to the current schema.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`], [`StoreError::NewerSchema`].
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let conn = Connection::open(path).map_err(sqlite_err(path))?;
+        let mut store = SqliteStore { conn, path: path.to_owned() };
+        store.configure().map_err(sqlite_err(path))?;
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn configure(&self) -> rusqlite::Result<()> {
+        // Another process (a CLI reading while the daemon writes) waits rather than fails.
+        self.conn.busy_timeout(Duration::from_secs(10))?;
+        self.conn.pragma_update(None, "journal_mode", "WAL")?;
+        self.conn.pragma_update(None, "synchronous", "FULL")?;
+        Ok(())
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let tx = self.begin()?;
+        let version: u32 =
+            tx.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(sqlite_err(&path))?;
+        let supported = MIGRATIONS.len() as u32;
+        if version > supported {
+            return Err(StoreError::NewerSchema {
+                location: location(&path),
+                found: version,
+                supported,
+            });
+        }
+        for migration in &MIGRATIONS[version as usize..] {
+            tx.execute_batch(migration).map_err(sqlite_err(&path))?;
+        }
+        tx.pragma_update(None, "user_version", supported).map_err(sqlite_err(&path))?;
+        tx.commit().map_err(sqlite_err(&path))
+    }
+
+    /// Reads setting `name` and, in the same transaction, writes what `update` returns for it
+    /// (`None`: leave it).
+    fn update_setting<T>(
+        &mut self,
+        name: &str,
+        update: impl FnOnce(Option<String>) -> Result<(Option<String>, T), StoreError>,
+    ) -> Result<T, StoreError> {
+        let path = self.path.clone();
+        let tx = self.begin()?;
+        let stored: Option<String> = tx
+            .query_row("SELECT value FROM settings WHERE name = ?1", [name], |r| r.get(0))
+            .optional()
+            .map_err(sqlite_err(&path))?;
+        let (write, result) = update(stored)?;
+        if let Some(value) = write {
+            tx.execute(
+                "INSERT INTO settings (name, value) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                [name, &value],
+            )
+            .map_err(sqlite_err(&path))?;
+        }
+        tx.commit().map_err(sqlite_err(&path))?;
+        Ok(result)
+    }
+
+    /// Starts a write transaction, taking the write lock at once (so a reader that writes
+    /// later cannot deadlock against another writer).
+    fn begin(&mut self) -> Result<rusqlite::Transaction<'_>, StoreError> {
+        self.conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sqlite_err(&self.path))
+    }
+
+    fn record(
+        &self,
+        (role, key_index, peer, state, closed, sale): RowFields,
+    ) -> Result<ChannelRecord, StoreError> {
+        let state = ChannelState::decode(&role, &state).map_err(|e| StoreError::Corrupt {
+            location: location(&self.path),
+            reason: e.to_string(),
+        })?;
+        let closed = self.column("closing transaction", closed)?;
+        let service = self.column("service record", sale)?;
+        Ok(ChannelRecord { key_index, peer, state, closed, service })
+    }
+}
+
+impl SqliteStore {
+    /// Parses an optional JSON column.
+    fn column<T: serde::de::DeserializeOwned>(
+        &self,
+        what: &str,
+        json: Option<String>,
+    ) -> Result<Option<T>, StoreError> {
+        json.map(|j| serde_json::from_str(&j)).transpose().map_err(|e| StoreError::Corrupt {
+            location: location(&self.path),
+            reason: format!("{what}: {e}"),
+        })
+    }
+}
+
+impl Store for SqliteStore {
+    /// Checks that the store is for `network`, recording it on first use.
+    ///
+    /// # Errors
+    /// [`StoreError::WrongNetwork`] if it was created for another network,
+    /// [`StoreError::Sqlite`], [`StoreError::Corrupt`].
+    fn check_network(&mut self, network: Network) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        self.update_setting("network", |stored| {
+            let Some(s) = stored else { return Ok((Some(network.to_core_arg().into()), ())) };
+            let stored = Network::from_core_arg(&s).map_err(|e| StoreError::Corrupt {
+                location: location(&path),
+                reason: format!("network {s:?}: {e}"),
+            })?;
+            if stored != network {
+                return Err(StoreError::WrongNetwork { stored, requested: network });
+            }
+            Ok((None, ()))
+        })
+    }
+
+    /// Hands out the next channel key index, durably: an index is never handed out twice, even
+    /// if the channel it was for is never saved.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`], [`StoreError::Corrupt`] (a corrupt counter, or all 2^31 used).
+    fn reserve_key_index(&mut self) -> Result<u32, StoreError> {
+        let path = self.path.clone();
+        self.update_setting("next_key_index", |next| {
+            let corrupt =
+                |reason: String| StoreError::Corrupt { location: location(&path), reason };
+            let index = match next {
+                None => 0,
+                Some(s) => {
+                    s.parse::<u32>().map_err(|e| corrupt(format!("next_key_index {s:?}: {e}")))?
+                }
+            };
+            let bumped = index
+                .checked_add(1)
+                .filter(|i| *i < 1 << 31)
+                .ok_or_else(|| corrupt("channel key indexes exhausted".into()))?;
+            Ok((Some(bumped.to_string()), index))
+        })
+    }
+
+    /// Saves several channels in one transaction: one commit, one disk flush, for all of them.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`]; then none of them is saved.
+    fn save_channels(&mut self, records: &[ChannelRecord]) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let tx = self.begin()?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO channels (id, role, key_index, peer, state, closed, sale, created,
+                         updated)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)
+                     ON CONFLICT (id) DO UPDATE SET state = excluded.state,
+                         peer = excluded.peer, updated = excluded.updated,
+                         closed = COALESCE(excluded.closed, closed), sale = excluded.sale",
+                )
+                .map_err(sqlite_err(&path))?;
+            for r in records {
+                let state = r.state.encode();
+                let closed = r.closed.as_ref().map(|c| {
+                    serde_json::to_string(c)
+                        .expect("a closure holds only JSON-representable values")
+                });
+                let sale = r.service.as_ref().map(Value::to_string);
+                let id = r.state.channel_id().to_string();
+                let (role, key, peer) = (r.state.role(), r.key_index, &r.peer);
+                stmt.execute(params![id, role, key, peer, state, closed, sale, now])
+                    .map_err(sqlite_err(&path))?;
+            }
+        }
+        tx.commit().map_err(sqlite_err(&path))
+    }
+
+    /// Records the transaction that closed channel `id` on chain, leaving its state as it is (a
+    /// watcher may run next to the command that writes the state).
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`].
+    fn record_closure(&mut self, id: ChannelId, closure: &Closure) -> Result<(), StoreError> {
+        let closed =
+            serde_json::to_string(closure).expect("a closure holds only JSON-representable values");
+        self.conn
+            .execute("UPDATE channels SET closed = ?2 WHERE id = ?1", [id.to_string(), closed])
+            .map_err(sqlite_err(&self.path))?;
+        Ok(())
+    }
+
+    /// Deletes the channel `id` (one that never got a funding: nothing is at stake in it).
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`].
+    fn delete_channel(&mut self, id: ChannelId) -> Result<(), StoreError> {
+        self.conn
+            .execute("DELETE FROM channels WHERE id = ?1", [id.to_string()])
+            .map_err(sqlite_err(&self.path))?;
+        Ok(())
+    }
+
+    /// Returns the channel `id`, if stored.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`], [`StoreError::Corrupt`].
+    fn channel(&self, id: ChannelId) -> Result<Option<ChannelRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT role, key_index, peer, state, closed, sale FROM channels WHERE id = ?1",
+            )
+            .map_err(sqlite_err(&self.path))?;
+        let row = stmt
+            .query_row([id.to_string()], row_fields)
+            .optional()
+            .map_err(sqlite_err(&self.path))?;
+        row.map(|fields| self.record(fields)).transpose()
+    }
+
+    /// Returns every channel, oldest first.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`], [`StoreError::Corrupt`].
+    fn channels(&self) -> Result<Vec<ChannelRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT role, key_index, peer, state, closed, sale FROM channels ORDER BY rowid",
+            )
+            .map_err(sqlite_err(&self.path))?;
+        let rows = stmt
+            .query_map([], row_fields)
+            .map_err(sqlite_err(&self.path))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(sqlite_err(&self.path))?;
+        rows.into_iter().map(|fields| self.record(fields)).collect()
+    }
+}
+
+type RowFields = (String, u32, Option<String>, String, Option<String>, Option<String>);
+
+fn row_fields(row: &rusqlite::Row<'_>) -> rusqlite::Result<RowFields> {
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?))
+}
+
+fn sqlite_err(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+    move |source| StoreError::Backend { location: location(path), source: Box::new(source) }
+}
+
+fn location(path: &Path) -> String {
+    path.display().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bitcoin::{Address, Amount, CompressedPublicKey};
+    use paychan::channel::{CheckpointPolicy, Payer, PayerConfig};
+    use paychan::closing::ClosingKind;
+    use paychan::keys::ChannelSigner;
+
+    fn payer_record(key_index: u32) -> ChannelRecord {
+        let signer = ChannelSigner::from_slice(&[key_index as u8 + 1; 32]).unwrap();
+        let key = CompressedPublicKey(signer.public_key().inner);
+        let config = PayerConfig {
+            network: Network::Regtest,
+            capacity: Amount::from_sat(100_000),
+            feerate_sat_per_vb: 2,
+            refund_locktime: 1_000,
+            step: 2,
+            margin: 6,
+            payout: Address::p2wpkh(&key, Network::Regtest),
+            checkpoints: CheckpointPolicy::on_request(),
+        };
+        let (payer, _) =
+            Payer::open(config, signer, ChannelId([key_index as u8; 32]), 500).unwrap();
+        ChannelRecord {
+            key_index,
+            peer: Some("peer".into()),
+            state: ChannelState::Payer(payer.state().clone()),
+            closed: None,
+            service: None,
+        }
+    }
+
+    #[test]
+    fn channels_round_trip_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STORE_FILE);
+        let mut store = SqliteStore::open(&path).unwrap();
+        let (a, b) = (payer_record(0), payer_record(1));
+        store.save_channels(&[a.clone(), b.clone()]).unwrap();
+        let mut a2 = a.clone();
+        a2.peer = Some("moved".into());
+        store.save_channel(&a2).unwrap();
+        drop(store);
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.channels().unwrap(), vec![a2.clone(), b]);
+        assert_eq!(store.channel(a.state.channel_id()).unwrap(), Some(a2));
+        assert_eq!(store.channel(ChannelId([9; 32])).unwrap(), None);
+    }
+
+    #[test]
+    fn a_closure_stays_recorded_when_the_state_is_saved_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(&dir.path().join(STORE_FILE)).unwrap();
+        let record = payer_record(0);
+        let id = record.state.channel_id();
+        store.save_channel(&record).unwrap();
+        let closure = Closure {
+            txid: "4a5e1e4baab89f3a32518a88c31bc87f618f76673e2cc77ab2127b7afdeda33b"
+                .parse()
+                .unwrap(),
+            kind: ClosingKind::Commitment { rung: 3 },
+            height: 812,
+            payer_amount: bitcoin::Amount::from_sat(60_000),
+            payee_amount: bitcoin::Amount::from_sat(39_000),
+        };
+        store.record_closure(id, &closure).unwrap();
+        store.save_channel(&record).unwrap();
+        assert_eq!(store.channel(id).unwrap().unwrap().closed, Some(closure));
+    }
+
+    #[test]
+    fn a_service_record_is_saved_with_its_channel() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STORE_FILE);
+        let mut store = SqliteStore::open(&path).unwrap();
+        let mut record = payer_record(0);
+        record.service = Some(serde_json::json!({ "name": "film.bin", "paid_chunks": 7 }));
+        store.save_channel(&record).unwrap();
+        drop(store);
+        let store = SqliteStore::open(&path).unwrap();
+        let id = record.state.channel_id();
+        assert_eq!(store.channel(id).unwrap(), Some(record));
+    }
+
+    #[test]
+    fn key_indexes_are_never_handed_out_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STORE_FILE);
+        let mut store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.reserve_key_index().unwrap(), 0);
+        assert_eq!(store.reserve_key_index().unwrap(), 1);
+        drop(store);
+        assert_eq!(SqliteStore::open(&path).unwrap().reserve_key_index().unwrap(), 2);
+    }
+
+    #[test]
+    fn the_network_is_fixed_at_first_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(&dir.path().join(STORE_FILE)).unwrap();
+        store.check_network(Network::Regtest).unwrap();
+        store.check_network(Network::Regtest).unwrap();
+        let err = store.check_network(Network::Bitcoin).unwrap_err();
+        assert!(matches!(
+            err,
+            StoreError::WrongNetwork { stored: Network::Regtest, requested: Network::Bitcoin }
+        ));
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused_and_wal_and_full_sync_are_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STORE_FILE);
+        let store = SqliteStore::open(&path).unwrap();
+        let pragma = |name| -> String {
+            store
+                .conn
+                .pragma_query_value(None, name, |r| r.get::<_, rusqlite::types::Value>(0))
+                .map(|v| format!("{v:?}"))
+                .unwrap()
+        };
+        assert_eq!(pragma("journal_mode"), "Text(\"wal\")");
+        assert_eq!(pragma("synchronous"), "Integer(2)"); // FULL
+        assert_eq!(pragma("user_version"), format!("Integer({})", MIGRATIONS.len()));
+        store.conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(store);
+        let err = SqliteStore::open(&path).err().expect("newer schema refused");
+        assert!(matches!(err, StoreError::NewerSchema { found: 99, .. }), "{err}");
+    }
+}

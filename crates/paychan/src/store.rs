@@ -1,0 +1,357 @@
+//! The channel store: what a storage backend keeps for each channel, and how durably.
+//!
+//! [`Store`] is the trait the daemon, the payer client and the watchers save through. The
+//! `paychan-sqlite` crate implements it on SQLite (the embedded default); a PostgreSQL backend is
+//! planned beside it. A backend stores [`ChannelRecord`]s, whose channel state it writes as the
+//! versioned text of [`ChannelState::encode`], so every backend reads what any other wrote.
+//!
+//! # Durability
+//! A channel's state is money: a payee that forgets a payment loses it, and a payer that forgets
+//! a checkpoint may broadcast a state the payee can beat. So, for every backend:
+//! - **A save is durable when it returns `Ok`.** The record survives a crash of the process or
+//!   of the machine (a power cut) from that moment on. The state machines' [`Persist`] action
+//!   relies on this: nothing is sent or broadcast until the save has returned.
+//! - **A batch is atomic.** [`Store::save_channels`] saves all of its records or, when it
+//!   returns an error, none of them.
+//! - **A failed call changes nothing** that a later read would see.
+//! - **Key indexes are never handed out twice** ([`Store::reserve_key_index`]), even across
+//!   crashes, and even if the channel they were for is never saved.
+//!
+//! [`Persist`]: crate::channel::PayerAction::Persist
+
+use bitcoin::Network;
+use serde::{Deserialize, Serialize};
+
+use crate::channel::{ChannelTerms, FundedChannel, PayeeStage, PayeeState, PayerStage, PayerState};
+use crate::closing::Closure;
+use crate::wire::ChannelId;
+
+/// The version of the channel state encoding that [`ChannelState::encode`] writes. States
+/// written before the version was recorded read as version 0.
+pub const STATE_VERSION: u32 = 1;
+
+/// Errors from a store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The backend failed (an I/O or database error).
+    #[error("store {location}: {source}")]
+    Backend {
+        /// Where the store is (a file, a database URL without its password).
+        location: String,
+        /// The cause, as the backend reported it.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The store was written by a newer paychan.
+    #[error("store {location} has schema version {found}; this build knows up to {supported}")]
+    NewerSchema {
+        /// Where the store is.
+        location: String,
+        /// Its schema version.
+        found: u32,
+        /// The newest this build knows.
+        supported: u32,
+    },
+    /// The data belongs to another chain.
+    #[error("this data directory is for {stored}, not {requested}")]
+    WrongNetwork {
+        /// The network it was created for.
+        stored: Network,
+        /// The network asked for.
+        requested: Network,
+    },
+    /// The thread or task that writes for a daemon has stopped: nothing more can be saved.
+    #[error("the store's writer thread has stopped")]
+    WriterStopped,
+    /// A stored value does not parse.
+    #[error("store {location} is corrupt: {reason}")]
+    Corrupt {
+        /// Where the store is.
+        location: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Where channels are kept. See the [module docs](self) for the durability every
+/// implementation guarantees.
+pub trait Store {
+    /// Checks that the store is for `network`, recording it on first use.
+    ///
+    /// # Errors
+    /// [`StoreError::WrongNetwork`] if it was created for another network, or a backend error.
+    fn check_network(&mut self, network: Network) -> Result<(), StoreError>;
+
+    /// Hands out the next channel key index, durably: an index is never handed out twice.
+    ///
+    /// # Errors
+    /// A backend error, or [`StoreError::Corrupt`] (all 2^31 indexes used).
+    fn reserve_key_index(&mut self) -> Result<u32, StoreError>;
+
+    /// Saves several channels (insert or update) atomically and durably: when this returns
+    /// `Ok` all are on disk, and when it returns an error none is saved. A record without a
+    /// closure never erases a closure already stored.
+    ///
+    /// # Errors
+    /// A backend error.
+    fn save_channels(&mut self, records: &[ChannelRecord]) -> Result<(), StoreError>;
+
+    /// Saves one channel, as [`Store::save_channels`].
+    ///
+    /// # Errors
+    /// A backend error.
+    fn save_channel(&mut self, record: &ChannelRecord) -> Result<(), StoreError> {
+        self.save_channels(std::slice::from_ref(record))
+    }
+
+    /// Records the transaction that closed channel `id` on chain, durably, leaving its state as
+    /// it is (a watcher may run next to the command that writes the state).
+    ///
+    /// # Errors
+    /// A backend error.
+    fn record_closure(&mut self, id: ChannelId, closure: &Closure) -> Result<(), StoreError>;
+
+    /// Deletes the channel `id` (one that never got a funding: nothing is at stake in it).
+    ///
+    /// # Errors
+    /// A backend error.
+    fn delete_channel(&mut self, id: ChannelId) -> Result<(), StoreError>;
+
+    /// Returns the channel `id`, if stored.
+    ///
+    /// # Errors
+    /// A backend error, or [`StoreError::Corrupt`].
+    fn channel(&self, id: ChannelId) -> Result<Option<ChannelRecord>, StoreError>;
+
+    /// Returns every channel, oldest first.
+    ///
+    /// # Errors
+    /// A backend error, or [`StoreError::Corrupt`].
+    fn channels(&self) -> Result<Vec<ChannelRecord>, StoreError>;
+}
+
+/// A stored channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelRecord {
+    /// The index of its key (the wallet derives the channel key from it).
+    pub key_index: u32,
+    /// The payee, as `PUBKEY@HOST:PORT` (payer side only).
+    pub peer: Option<String>,
+    /// The state machine's state.
+    pub state: ChannelState,
+    /// The confirmed transaction that spent the funding, once a watcher saw it. Saving a record
+    /// without one never erases one already stored.
+    pub closed: Option<Closure>,
+    /// What a service sold over the channel keeps with it (payee side; the file service's sale),
+    /// saved with every state. The store keeps it as it is.
+    pub service: Option<serde_json::Value>,
+}
+
+/// A channel's side and state machine state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // one per channel
+pub enum ChannelState {
+    /// We pay.
+    Payer(PayerState),
+    /// We are paid.
+    Payee(PayeeState),
+}
+
+/// Why a stored channel state could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateDecodeError {
+    /// The role is neither `payer` nor `payee`.
+    #[error("unknown role {0:?}")]
+    UnknownRole(String),
+    /// The state was written by a newer paychan.
+    #[error("{role} channel state has version {found}; this build reads up to {supported}")]
+    NewerVersion {
+        /// The role.
+        role: &'static str,
+        /// Its version.
+        found: u32,
+        /// The newest this build reads.
+        supported: u32,
+    },
+    /// The text does not parse as a state.
+    #[error("{role} channel state: {source}")]
+    Malformed {
+        /// The role.
+        role: &'static str,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// The encoding: the state under its version number.
+#[derive(Serialize)]
+struct VersionedRef<'a, T> {
+    version: u32,
+    state: &'a T,
+}
+
+impl ChannelState {
+    /// Returns `"payer"` or `"payee"`.
+    pub fn role(&self) -> &'static str {
+        match self {
+            ChannelState::Payer(_) => "payer",
+            ChannelState::Payee(_) => "payee",
+        }
+    }
+
+    /// Returns the channel id.
+    pub fn channel_id(&self) -> ChannelId {
+        self.terms().channel_id
+    }
+
+    /// Returns what the payer proposed.
+    pub fn terms(&self) -> &ChannelTerms {
+        match self {
+            ChannelState::Payer(s) => &s.terms,
+            ChannelState::Payee(s) => &s.terms,
+        }
+    }
+
+    /// Returns the stage in words ([`PayerStage::name`], [`PayeeStage::name`]).
+    pub fn stage_name(&self) -> &'static str {
+        match self {
+            ChannelState::Payer(s) => s.stage.name(),
+            ChannelState::Payee(s) => s.stage.name(),
+        }
+    }
+
+    /// Returns this side's safety margin in blocks.
+    pub fn margin(&self) -> u32 {
+        match self {
+            ChannelState::Payer(s) => s.margin,
+            ChannelState::Payee(s) => s.margin,
+        }
+    }
+
+    /// Returns what both sides hold once the refund is signed.
+    pub fn funded(&self) -> Option<&FundedChannel> {
+        match self {
+            ChannelState::Payer(PayerState { stage: PayerStage::Funded(f), .. }) => Some(&f.funded),
+            ChannelState::Payee(PayeeState { stage: PayeeStage::Funded(f), .. }) => Some(f),
+            _ => None,
+        }
+    }
+
+    /// Encodes the state for a store: JSON, `{"version": STATE_VERSION, "state": {...}}`. The
+    /// role is stored beside it ([`ChannelState::role`]).
+    pub fn encode(&self) -> String {
+        let json = match self {
+            ChannelState::Payer(state) => {
+                serde_json::to_string(&VersionedRef { version: STATE_VERSION, state })
+            }
+            ChannelState::Payee(state) => {
+                serde_json::to_string(&VersionedRef { version: STATE_VERSION, state })
+            }
+        };
+        json.expect("channel states hold only JSON-representable values")
+    }
+
+    /// Decodes a state that [`ChannelState::encode`] wrote for `role`, of any version up to
+    /// [`STATE_VERSION`], including those written before the version was recorded (the bare
+    /// state, version 0).
+    ///
+    /// # Errors
+    /// [`StateDecodeError`]: an unknown role, a newer version, or text that does not parse.
+    pub fn decode(role: &str, text: &str) -> Result<ChannelState, StateDecodeError> {
+        match role {
+            "payer" => decode_versioned("payer", text).map(ChannelState::Payer),
+            "payee" => decode_versioned("payee", text).map(ChannelState::Payee),
+            other => Err(StateDecodeError::UnknownRole(other.to_owned())),
+        }
+    }
+}
+
+fn decode_versioned<T: serde::de::DeserializeOwned>(
+    role: &'static str,
+    text: &str,
+) -> Result<T, StateDecodeError> {
+    #[derive(Deserialize)]
+    struct Version {
+        version: Option<u32>,
+    }
+    #[derive(Deserialize)]
+    struct Versioned<T> {
+        state: T,
+    }
+    let malformed = |source| StateDecodeError::Malformed { role, source };
+    // Version 0 states are bare: they hold no `version` field of their own.
+    match serde_json::from_str::<Version>(text).map_err(malformed)?.version {
+        None => serde_json::from_str(text).map_err(malformed),
+        Some(found) if found > STATE_VERSION => {
+            Err(StateDecodeError::NewerVersion { role, found, supported: STATE_VERSION })
+        }
+        Some(_) => Ok(serde_json::from_str::<Versioned<T>>(text).map_err(malformed)?.state),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channel::{CheckpointPolicy, Payer, PayerConfig};
+    use crate::keys::ChannelSigner;
+    use bitcoin::{Address, Amount, CompressedPublicKey};
+
+    fn payer_state() -> ChannelState {
+        let signer = ChannelSigner::from_slice(&[1; 32]).unwrap();
+        let key = CompressedPublicKey(signer.public_key().inner);
+        let config = PayerConfig {
+            network: Network::Regtest,
+            capacity: Amount::from_sat(100_000),
+            feerate_sat_per_vb: 2,
+            refund_locktime: 1_000,
+            step: 2,
+            margin: 6,
+            payout: Address::p2wpkh(&key, Network::Regtest),
+            checkpoints: CheckpointPolicy::on_request(),
+        };
+        let (payer, _) = Payer::open(config, signer, ChannelId([3; 32]), 500).unwrap();
+        ChannelState::Payer(payer.state().clone())
+    }
+
+    #[test]
+    fn a_state_is_stored_under_its_version_and_reads_back() {
+        let state = payer_state();
+        let text = state.encode();
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(json["version"], STATE_VERSION);
+        assert!(json["state"].is_object());
+        assert_eq!(ChannelState::decode("payer", &text).unwrap(), state);
+    }
+
+    #[test]
+    fn a_state_from_before_versions_reads_as_version_0() {
+        let state = payer_state();
+        let ChannelState::Payer(inner) = &state else { panic!("made as a payer") };
+        let bare = serde_json::to_string(inner).unwrap();
+        assert_eq!(ChannelState::decode("payer", &bare).unwrap(), state);
+    }
+
+    #[test]
+    fn a_newer_version_an_unknown_role_and_garbage_are_refused() {
+        let text = payer_state().encode();
+        let newer = text.replacen(
+            &format!("\"version\":{STATE_VERSION}"),
+            &format!("\"version\":{}", STATE_VERSION + 1),
+            1,
+        );
+        assert!(matches!(
+            ChannelState::decode("payer", &newer),
+            Err(StateDecodeError::NewerVersion { role: "payer", .. })
+        ));
+        assert!(matches!(
+            ChannelState::decode("watcher", &text),
+            Err(StateDecodeError::UnknownRole(_))
+        ));
+        // A payer's state is not a payee's.
+        assert!(ChannelState::decode("payee", &text).is_err());
+        assert!(ChannelState::decode("payer", "{").is_err());
+    }
+}
