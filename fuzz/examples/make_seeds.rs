@@ -9,10 +9,11 @@ use std::path::Path;
 
 use paychan::bitcoin::hashes::Hash;
 use paychan::bitcoin::Amount;
-use paychan::channel::{Payee, Payer};
-use paychan::net::frame::encode_frame;
-use paychan::wire::{self, Message, PROTOCOL_VERSION};
-use paychan_fuzz::{payee_config, payer_config, sent, signer, Opened, CHANNEL_ID, TIP};
+use paychan::channel::Payee;
+use paychan::wire::{self, Extension, Message, PROTOCOL_VERSION};
+use paychan_fuzz::{payee_config, sent, signer, Opened, CHANNEL_ID, TIP};
+use paychan_node::net::frame::encode_frame;
+use serde_json::json;
 
 /// `payee_messages`' first byte: the channel open, under checkpoint policy `policy` (0 the
 /// default, every 1000 sat; 1 every payment; 2 on request; 3 every 3 payments or 2500 sat).
@@ -252,8 +253,7 @@ fn main() -> std::io::Result<()> {
 /// Returns one message of each kind for the fuzz channel (two of `pay` and `pay_ack`: a
 /// payment and a checkpoint), each as an honest party sends it, with its seed's name.
 fn every_message(opened: &Opened) -> Vec<(String, Message)> {
-    let (_, actions) = Payer::open(payer_config(), signer(1), CHANNEL_ID, TIP).expect("fixed");
-    let open_channel = sent(actions).remove(0);
+    let open_channel = opened.open_channel.clone();
     let Message::OpenChannel(o) = &open_channel else { unreachable!() };
     let (_, actions) = Payee::accept(o, &payee_config(), signer(2), TIP).expect("fixed");
     let accept_channel = sent(actions).remove(0);
@@ -280,17 +280,25 @@ fn every_message(opened: &Opened) -> Vec<(String, Message)> {
     let closing_ack = sent(payee.handle_message(&closing_signed, TIP).expect("honest")).remove(0);
 
     let channel_id = CHANNEL_ID;
-    let file_offer = |paid_chunks| {
-        Message::FileOffer(wire::FileOffer {
-            channel_id,
-            name: "film.bin".to_owned(),
-            size: 5,
-            chunk_size: 2,
-            price_per_chunk_sat: 1000,
-            sha256: Hash::hash(b"hello"),
-            owed_sat: 0,
-            paid_chunks,
-        })
+    // The file service's messages (`paychan-files`), extensions to the core.
+    let extension = |kind: &str, body: serde_json::Value| {
+        Message::Extension(Extension::new(kind, &body).expect("an object with a channel id"))
+    };
+    let sha256: paychan::bitcoin::hashes::sha256::Hash = Hash::hash(b"hello");
+    let file_offer = |paid_chunks: u64| {
+        extension(
+            "file_offer",
+            json!({
+                "channel_id": channel_id,
+                "name": "film.bin",
+                "size": 5,
+                "chunk_size": 2,
+                "price_per_chunk_sat": 1000,
+                "sha256": sha256,
+                "owed_sat": 0,
+                "paid_chunks": paid_chunks,
+            }),
+        )
     };
     let named = |m: Message| (m.name().to_owned(), m);
     vec![
@@ -308,14 +316,23 @@ fn every_message(opened: &Opened) -> Vec<(String, Message)> {
         named(closing_ack),
         named(Message::Reestablish(wire::Reestablish { channel_id })),
         named(Message::Error(wire::ErrorMessage { channel_id, message: "refused".to_owned() })),
-        named(Message::FileRequest(wire::FileRequest {
-            channel_id,
-            name: "film.bin".to_owned(),
-            from_chunk: 0,
-            max_price_per_chunk_sat: Some(1000),
-        })),
-        named(file_offer(0)),
+        (
+            "file_request".into(),
+            extension(
+                "file_request",
+                json!({
+                    "channel_id": channel_id,
+                    "name": "film.bin",
+                    "from_chunk": 0,
+                    "max_price_per_chunk_sat": 1000,
+                }),
+            ),
+        ),
+        ("file_offer".into(), file_offer(0)),
         ("file_offer_resumed".into(), file_offer(2)),
-        named(Message::FileChunk(wire::FileChunk { channel_id, index: 2, data: b"o".to_vec() })),
+        (
+            "file_chunk".into(),
+            extension("file_chunk", json!({ "channel_id": channel_id, "index": 2, "data": "6f" })),
+        ),
     ]
 }

@@ -7,8 +7,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use paychan::net::frame::{decode_frame, encode_frame, FrameError, MAX_FRAME};
 use paychan::wire::Message;
+use paychan_node::net::frame::{decode_frame, encode_frame, FrameError, MAX_FRAME};
 
 fuzz_target!(|data: &[u8]| {
     let mut rest = data;

@@ -61,8 +61,8 @@ use paychan::bitcoin::hashes::Hash;
 use paychan::bitcoin::sighash::SegwitV0Sighash;
 use paychan::bitcoin::{absolute, ecdsa, Amount, OutPoint, PublicKey, Transaction};
 use paychan::channel::{
-    Action, ChannelError, CheckpointPolicy, FundedChannel, Payee, PayeeState, Payer, PayerStage,
-    PayerState, Payment,
+    ChannelError, CheckpointPolicy, FundedChannel, Payee, PayeeAction, PayeeState, Payer,
+    PayerAction, PayerStage, PayerState, Payment,
 };
 use paychan::keys::{parse_signature, ChannelSigner};
 use paychan::wire::{Message, OpenChannel, PayAck, RawSignature};
@@ -253,7 +253,7 @@ impl Run<'_> {
     }
 
     /// Gives `msg` to the payee and checks what came of it.
-    fn deliver(&mut self, msg: &Message) -> Result<Vec<Action>, ChannelError> {
+    fn deliver(&mut self, msg: &Message) -> Result<Vec<PayeeAction>, ChannelError> {
         let before = self.payee.state().clone();
         let result = self.payee.handle_message(msg, self.tip);
         self.check_call(&before, &result, msg);
@@ -294,7 +294,7 @@ impl Run<'_> {
                     .payer
                     .resend_pending()
                     .expect("rebuilds")
-                    .contains(&Action::Send(msg.clone()));
+                    .contains(&PayerAction::Send(msg.clone()));
             if in_flight {
                 self.burst(vec![Held { pay: msg.clone(), drop_after: false }]);
                 return;
@@ -308,7 +308,7 @@ impl Run<'_> {
     fn check_call(
         &mut self,
         before: &PayeeState,
-        result: &Result<Vec<Action>, ChannelError>,
+        result: &Result<Vec<PayeeAction>, ChannelError>,
         what: &dyn std::fmt::Debug,
     ) {
         let after = self.payee.state().clone();
@@ -320,13 +320,17 @@ impl Run<'_> {
                         settlement(before).is_none(),
                         "{what:?} changed a settled payee: {before:?} -> {after:?}"
                     );
-                    assert_eq!(actions.first(), Some(&Action::Persist), "{what:?}: {actions:?}");
+                    assert_eq!(
+                        actions.first(),
+                        Some(&PayeeAction::Persist),
+                        "{what:?}: {actions:?}"
+                    );
                     self.payee = restored(&self.fixture.payee_signer, &after);
                     self.check_taken(before, what);
                     self.check_newest_commitment();
                 }
                 for action in actions {
-                    if let Action::Send(Message::PayAck(ack)) = action {
+                    if let PayeeAction::Send(Message::PayAck(ack)) = action {
                         self.check_ack(ack);
                     }
                 }
@@ -564,7 +568,7 @@ impl Run<'_> {
     }
 
     /// Gives the payee's `msg` to the payer and checks what came of it.
-    fn answer_payer(&mut self, msg: &Message) -> Result<Vec<Action>, ChannelError> {
+    fn answer_payer(&mut self, msg: &Message) -> Result<Vec<PayerAction>, ChannelError> {
         let before = self.payer.state().clone();
         let result = self.payer.handle_message(msg);
         self.check_payer_call(&before, &result, msg);
@@ -576,7 +580,7 @@ impl Run<'_> {
     fn check_payer_call(
         &mut self,
         before: &PayerState,
-        result: &Result<Vec<Action>, ChannelError>,
+        result: &Result<Vec<PayerAction>, ChannelError>,
         what: &dyn std::fmt::Debug,
     ) {
         let after = self.payer.state();
@@ -585,7 +589,11 @@ impl Run<'_> {
             Ok(actions) if after != before => {
                 // Its JSON is checked at the end of the input (`check_payer_restores`): each
                 // change would cost the whole queue of payments in flight.
-                assert_eq!(actions.first(), Some(&Action::Persist), "payer: {what:?}: {actions:?}")
+                assert_eq!(
+                    actions.first(),
+                    Some(&PayerAction::Persist),
+                    "payer: {what:?}: {actions:?}"
+                )
             }
             Ok(_) => {}
         }
@@ -620,7 +628,7 @@ impl Run<'_> {
         match self.deliver(closing) {
             Ok(actions) => {
                 assert!(
-                    actions.iter().any(|a| matches!(a, Action::Broadcast(_))),
+                    actions.iter().any(|a| matches!(a, PayeeAction::Broadcast(_))),
                     "a settlement taken is broadcast: {actions:?}"
                 );
                 for reply in sent(actions) {
@@ -704,16 +712,16 @@ impl Run<'_> {
             Some(settlement) => Some(settlement),
             None => self.payee.newest_commitment().expect("rebuilds"),
         };
-        let broadcasts = actions.iter().any(|a| matches!(a, Action::Broadcast(_)));
+        let broadcasts = actions.iter().any(|a| matches!(a, PayeeAction::Broadcast(_)));
         self.check_payer_exit(broadcasts);
         for action in actions {
             match action {
-                Action::Broadcast(tx) => {
+                PayeeAction::Broadcast(tx) => {
                     assert_eq!(Some(&tx), expected.as_ref(), "broadcast at tip {}", self.tip);
                     let lock = tx.lock_time.to_consensus_u32();
                     assert!(lock <= self.tip, "broadcast of locktime {lock} at tip {}", self.tip);
                 }
-                Action::Send(msg @ Message::Shutdown(_)) => {
+                PayeeAction::Send(msg @ Message::Shutdown(_)) => {
                     // The payer answers a shutdown with closing_signed.
                     if !self.connected {
                         continue;
@@ -735,7 +743,7 @@ impl Run<'_> {
     fn check_payer_exit(&self, payee_broadcasts: bool) {
         let actions = self.payer.tip_changed(self.tip).expect("the payer's state rebuilds");
         let Some(exit) = actions.iter().find_map(|a| match a {
-            Action::Broadcast(tx) => Some(tx),
+            PayerAction::Broadcast(tx) => Some(tx),
             _ => None,
         }) else {
             return;
@@ -958,14 +966,8 @@ impl Run<'_> {
 /// Keeps of a burst's answers what the daemon sends back (`channel::needed_acks`): every
 /// checkpoint's ack and the newest ack, which covers every payment before it.
 fn newest_acks(answers: Vec<Message>) -> Vec<Message> {
-    let actions = answers.into_iter().map(Action::Send).collect();
-    paychan::channel::needed_acks(actions)
-        .into_iter()
-        .filter_map(|a| match a {
-            Action::Send(m) => Some(m),
-            _ => None,
-        })
-        .collect()
+    let actions = answers.into_iter().map(PayeeAction::Send).collect();
+    sent(paychan::channel::needed_acks(actions))
 }
 
 /// Returns the payee restored from `state`'s JSON.
@@ -1056,8 +1058,6 @@ fn set_channel_id(msg: &mut Message, id: paychan::wire::ChannelId) {
         Message::ClosingAck(m) => m.channel_id = id,
         Message::Reestablish(m) => m.channel_id = id,
         Message::Error(m) => m.channel_id = id,
-        Message::FileRequest(m) => m.channel_id = id,
-        Message::FileOffer(m) => m.channel_id = id,
-        Message::FileChunk(m) => m.channel_id = id,
+        Message::Extension(m) => m.channel_id = id,
     }
 }
