@@ -5,55 +5,21 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
-
 use bitcoin::Txid;
 use common::cli::{Daemon, Party};
+use common::fixture;
 use common::node::Node;
-
-/// Unpacks the fixture: the node's data directory, the payer's (alice), the payee's (bob), each
-/// in a temporary directory of its own, then the channel id and the payee's node id.
-fn unpack() -> (tempfile::TempDir, tempfile::TempDir, tempfile::TempDir, String, String) {
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1_datadirs.tar.gz");
-    let untar = |dir: &Path, what: &[&str], strip: u32| {
-        let status = Command::new("tar")
-            .arg("-xzf")
-            .arg(&fixture)
-            .arg("-C")
-            .arg(dir)
-            .arg(format!("--strip-components={strip}"))
-            .args(what)
-            .status()
-            .expect("run tar");
-        assert!(status.success(), "unpacking {what:?} from {}", fixture.display());
-    };
-    let [node, alice, bob] = ["node", "alice", "bob"].map(|name| {
-        let dir = tempfile::tempdir().unwrap();
-        untar(dir.path(), &[name], 1);
-        dir
-    });
-    let ids = tempfile::tempdir().unwrap();
-    untar(ids.path(), &["channel_id", "payee_node_id"], 0);
-    let read = |name: &str| std::fs::read_to_string(ids.path().join(name)).unwrap();
-    (node, alice, bob, read("channel_id").trim().into(), read("payee_node_id").trim().into())
-}
 
 #[test]
 fn a_channel_stored_by_the_release_before_checkpoints_goes_on_and_settles() {
-    let (node_dir, alice_dir, bob_dir, channel, payee_id) = unpack();
-    let node = Node::start_in(node_dir);
-    let payee = Party::existing(&node, bob_dir, &payee_id);
-    let payer = Party::existing(&node, alice_dir, "");
+    let fixture::Fixture { node, alice, bob, channel, payee_id } =
+        fixture::unpack("v1_datadirs.tar.gz");
+    let node = Node::start_in(node);
+    let payee = Party::existing(&node, bob, &payee_id);
+    let payer = Party::existing(&node, alice, "");
     let daemon = Daemon::start(&payee, None, &[]);
     assert_eq!(daemon.node_id, payee_id);
-    // The payee listens elsewhere now: point the payer's record of the channel at it.
-    let store = rusqlite::Connection::open(payer.datadir().join("paychan.sqlite")).unwrap();
-    let moved = store
-        .execute("UPDATE channels SET peer = ?1 WHERE id = ?2", [&daemon.peer(), &channel])
-        .unwrap();
-    assert_eq!(moved, 1);
-    drop(store);
+    fixture::move_peer(payer.datadir(), &channel, &daemon.peer());
 
     // Both read the old states: three payments, each one signed by both (a checkpoint).
     for party in [&payer, &payee] {

@@ -13,8 +13,9 @@
 //! - [`Download`] (sans-IO, payer): checks an offer against what the payer will pay, takes the
 //!   chunks in order, and checks the whole file against the announced hash.
 //!
-//! The messages are `file_request`, `file_offer` and `file_chunk` ([`paychan::wire`]); payments are
+//! The messages are `file_request`, `file_offer` and `file_chunk` ([`messages`]); payments are
 //! ordinary `pay` messages. See docs/protocol.md.
+#![warn(missing_docs)]
 
 mod catalog;
 mod download;

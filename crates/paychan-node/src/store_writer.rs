@@ -4,7 +4,7 @@
 //! thread takes every request waiting at that moment: it saves all the records in one
 //! transaction (with many channels busy, one disk flush serves many payments), after carrying
 //! out the batch's other requests (key indexes, deletes) one by one. No async task ever blocks
-//! on SQLite. Each channel saves from behind its own lock, so a channel's saves stay in order.
+//! on the store. Each channel saves from behind its own lock, so a channel's saves stay in order.
 
 use std::sync::mpsc;
 use std::thread;

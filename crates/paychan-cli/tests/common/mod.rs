@@ -3,6 +3,7 @@
 #![allow(dead_code, unused_imports)] // each test file uses a different part
 
 pub mod cli;
+pub mod fixture;
 pub mod raw_peer;
 
 pub use paychan_testkit::*;
