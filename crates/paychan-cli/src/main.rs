@@ -1,6 +1,14 @@
-//! The `paychan` command: parses the command line, runs it (see `crate::cli`), prints the
-//! output (one JSON object with `--json`, text otherwise), and reports errors as `error: ...` on
-//! stderr with exit status 1.
+//! The `paychan` command line, the top of the workspace: the wallet, payer and payee channels,
+//! the payee daemon (`serve`), the watchers, and the paid file service (`serve --serve-dir`,
+//! `fetch`), for a person or a script. The channel rules live in the core, `paychan`; this crate
+//! wires it to the others: `paychan-bitcoind` (the node), `paychan-node` (the daemon, the payer
+//! client, and the data directory with the wallet, the SQLite store and the lock) and
+//! `paychan-files`. See docs/architecture.md.
+//!
+//! This file parses the command line, runs it (see `crate::cli`), prints the output (one JSON
+//! object with `--json`, text otherwise; a progress bar on a terminal during `fetch`), and
+//! reports errors as `error: ...` on stderr with exit status 1. The end-to-end tests in `tests/`
+//! run the built binary.
 
 use std::io::Write;
 use std::process::ExitCode;

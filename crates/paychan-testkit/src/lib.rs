@@ -1,11 +1,22 @@
-//! Not published: what paychan's tests, benches, fuzz targets and example share.
+//! Not published: what paychan's tests, benches and fuzz targets (`fuzz/`, a workspace of its
+//! own) share. Nothing here is for embedders: it panics where a test would fail.
 //!
-//! - Fixed keys ([`signer`]), the terms every test starts from ([`payer_config`],
-//!   [`payee_config`]) and a made-up wallet coin ([`fund`]).
-//! - The open-a-channel driver: [`Pair`] carries both parties' actions to each other in one
-//!   process, and [`Opening`] stops an open at any step.
-//! - With the `regtest` feature: [`bitcoind::Node`], a throwaway regtest `bitcoind` per test, and
-//!   [`regtest::RegtestChannel`], a channel driven through the engine against it.
+//! - Fixed keys ([`signer`], [`wallet`]), the terms every test starts from ([`payer_config`],
+//!   [`payee_config`]: regtest, opened at [`TIP`], the refund [`LIFETIME`] blocks later) and a
+//!   funding signed from a made-up wallet coin ([`fund`]).
+//! - The open-a-channel driver, both parties in one process: [`route`] carries out one side's
+//!   actions ([`Step`]), checking that a `Persist`, if any, comes first, and returns the
+//!   messages for the other side, keeping broadcasts and funding requests in an [`Outbox`];
+//!   [`Pair`] runs a whole open (or one up to the funding broadcast) with the fixed keys, then
+//!   payments and the close; [`Opening`] stops an open at any step so that a test can interfere
+//!   there; and [`open_channel`] opens a channel with the keys and terms a caller chooses
+//!   ([`Sides`]).
+//! - With the `consensus` feature: `Pair::verify_spend`, Bitcoin Core's script interpreter
+//!   (libbitcoinconsensus) on a spend of the funding.
+//! - With the `regtest` feature: [`bitcoind::Node`], a throwaway regtest `bitcoind` per test
+//!   (found where `regtest/bitcoind.sh install` looks for it or builds it), and
+//!   [`regtest::RegtestChannel`], a channel driven through the engine against it, every
+//!   broadcast sent to the node.
 
 #[cfg(feature = "regtest")]
 pub mod bitcoind;
