@@ -322,26 +322,15 @@ fn location(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bitcoin::{Address, Amount, CompressedPublicKey};
-    use paychan::channel::{CheckpointPolicy, Payer, PayerConfig};
+    use bitcoin::Amount;
+    use paychan::channel::Payer;
     use paychan::closing::ClosingKind;
-    use paychan::keys::ChannelSigner;
+    use paychan_testkit::{payer_config, signer, TIP};
 
     fn payer_record(key_index: u32) -> ChannelRecord {
-        let signer = ChannelSigner::from_slice(&[key_index as u8 + 1; 32]).unwrap();
-        let key = CompressedPublicKey(signer.public_key().inner);
-        let config = PayerConfig {
-            network: Network::Regtest,
-            capacity: Amount::from_sat(100_000),
-            feerate_sat_per_vb: 2,
-            refund_locktime: 1_000,
-            step: 2,
-            margin: 6,
-            payout: Address::p2wpkh(&key, Network::Regtest),
-            checkpoints: CheckpointPolicy::on_request(),
-        };
-        let (payer, _) =
-            Payer::open(config, signer, ChannelId([key_index as u8; 32]), 500).unwrap();
+        let config = payer_config(Amount::from_sat(100_000));
+        let id = ChannelId([key_index as u8; 32]);
+        let (payer, _) = Payer::open(config, signer(key_index as u8 + 1), id, TIP).unwrap();
         ChannelRecord {
             key_index,
             peer: Some("peer".into()),
