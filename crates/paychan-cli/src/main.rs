@@ -13,11 +13,11 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::Parser;
-use indicatif::{ProgressBar, ProgressStyle};
 mod cli;
 
+use clap::Parser;
 use cli::{args::Command, Cli, Output, Transfer};
+use indicatif::{ProgressBar, ProgressStyle};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {

@@ -403,7 +403,7 @@ impl<'a, C: Chain, S: Store> PayerClient<'a, C, S> {
         let f =
             self.payer.funded().ok_or(ClientError::NeverFunded(self.channel_id(), "not funded"))?;
         let tx = f.funded.settlement_tx()?.expect("settled above");
-        broadcast(self.chain, &tx)?;
+        blocking(|| broadcast(self.chain, &tx))?;
         Ok(tx)
     }
 
