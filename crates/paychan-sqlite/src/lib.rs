@@ -322,98 +322,13 @@ fn location(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bitcoin::Amount;
-    use paychan::channel::Payer;
-    use paychan::closing::ClosingKind;
-    use paychan_testkit::{payer_config, signer, TIP};
-
-    fn payer_record(key_index: u32) -> ChannelRecord {
-        let config = payer_config(Amount::from_sat(100_000));
-        let id = ChannelId([key_index as u8; 32]);
-        let (payer, _) = Payer::open(config, signer(key_index as u8 + 1), id, TIP).unwrap();
-        ChannelRecord {
-            key_index,
-            peer: Some("peer".into()),
-            state: ChannelState::Payer(payer.state().clone()),
-            closed: None,
-            service: None,
-        }
-    }
 
     #[test]
-    fn channels_round_trip_and_survive_a_reopen() {
+    fn the_store_keeps_the_contract_of_the_trait() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(STORE_FILE);
-        let mut store = SqliteStore::open(&path).unwrap();
-        let (a, b) = (payer_record(0), payer_record(1));
-        store.save_channels(&[a.clone(), b.clone()]).unwrap();
-        let mut a2 = a.clone();
-        a2.peer = Some("moved".into());
-        store.save_channel(&a2).unwrap();
-        drop(store);
-        let store = SqliteStore::open(&path).unwrap();
-        assert_eq!(store.channels().unwrap(), vec![a2.clone(), b]);
-        assert_eq!(store.channel(a.state.channel_id()).unwrap(), Some(a2));
-        assert_eq!(store.channel(ChannelId([9; 32])).unwrap(), None);
-    }
-
-    #[test]
-    fn a_closure_stays_recorded_when_the_state_is_saved_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = SqliteStore::open(&dir.path().join(STORE_FILE)).unwrap();
-        let record = payer_record(0);
-        let id = record.state.channel_id();
-        store.save_channel(&record).unwrap();
-        let closure = Closure {
-            txid: "4a5e1e4baab89f3a32518a88c31bc87f618f76673e2cc77ab2127b7afdeda33b"
-                .parse()
-                .unwrap(),
-            kind: ClosingKind::Commitment { rung: 3 },
-            height: 812,
-            payer_amount: bitcoin::Amount::from_sat(60_000),
-            payee_amount: bitcoin::Amount::from_sat(39_000),
-        };
-        store.record_closure(id, &closure).unwrap();
-        store.save_channel(&record).unwrap();
-        assert_eq!(store.channel(id).unwrap().unwrap().closed, Some(closure));
-    }
-
-    #[test]
-    fn a_service_record_is_saved_with_its_channel() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(STORE_FILE);
-        let mut store = SqliteStore::open(&path).unwrap();
-        let mut record = payer_record(0);
-        record.service = Some(serde_json::json!({ "name": "film.bin", "paid_chunks": 7 }));
-        store.save_channel(&record).unwrap();
-        drop(store);
-        let store = SqliteStore::open(&path).unwrap();
-        let id = record.state.channel_id();
-        assert_eq!(store.channel(id).unwrap(), Some(record));
-    }
-
-    #[test]
-    fn key_indexes_are_never_handed_out_twice() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(STORE_FILE);
-        let mut store = SqliteStore::open(&path).unwrap();
-        assert_eq!(store.reserve_key_index().unwrap(), 0);
-        assert_eq!(store.reserve_key_index().unwrap(), 1);
-        drop(store);
-        assert_eq!(SqliteStore::open(&path).unwrap().reserve_key_index().unwrap(), 2);
-    }
-
-    #[test]
-    fn the_network_is_fixed_at_first_use() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = SqliteStore::open(&dir.path().join(STORE_FILE)).unwrap();
-        store.check_network(Network::Regtest).unwrap();
-        store.check_network(Network::Regtest).unwrap();
-        let err = store.check_network(Network::Bitcoin).unwrap_err();
-        assert!(matches!(
-            err,
-            StoreError::WrongNetwork { stored: Network::Regtest, requested: Network::Bitcoin }
-        ));
+        paychan_testkit::store::check_contract(|name| {
+            SqliteStore::open(&dir.path().join(format!("{name}.sqlite"))).unwrap()
+        });
     }
 
     #[test]

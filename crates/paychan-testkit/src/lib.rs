@@ -11,6 +11,8 @@
 //!   payments and the close; [`Opening`] stops an open at any step so that a test can interfere
 //!   there; and [`open_channel`] opens a channel with the keys and terms a caller chooses
 //!   ([`Sides`]).
+//! - The [`Store`](paychan::store::Store) contract as tests any backend runs
+//!   ([`store::check_contract`]).
 //! - With the `consensus` feature: `Pair::verify_spend`, Bitcoin Core's script interpreter
 //!   (libbitcoinconsensus) on a spend of the funding.
 //! - With the `regtest` feature: [`bitcoind::Node`], a throwaway regtest `bitcoind` per test
@@ -22,6 +24,7 @@
 pub mod bitcoind;
 #[cfg(feature = "regtest")]
 pub mod regtest;
+pub mod store;
 
 use bitcoin::hashes::Hash;
 use bitcoin::{Address, Amount, Network, OutPoint, ScriptBuf, Transaction, TxOut, Txid};

@@ -17,6 +17,9 @@
 //! - **Key indexes are never handed out twice** ([`Store::reserve_key_index`]), even across
 //!   crashes, and even if the channel they were for is never saved.
 //!
+//! The test kit (`paychan-testkit`, `store::check_contract`) checks what of this a test can see
+//! from outside; every backend runs it.
+//!
 //! [`Persist`]: crate::channel::PayerAction::Persist
 
 use bitcoin::Network;
