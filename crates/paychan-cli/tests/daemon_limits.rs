@@ -1,5 +1,6 @@
 //! The daemon's limits against a flood of opens and connections: channels that never get a
-//! funding are capped and forgotten, and one address cannot take every connection.
+//! funding are capped and forgotten, one address cannot take every connection, and an open
+//! cannot take the id of a channel the data directory pays on.
 
 mod common;
 
@@ -17,6 +18,11 @@ const ANSWER: Duration = Duration::from_secs(5);
 
 /// An `open_channel` for a fresh channel on terms the daemon accepts.
 fn open_message(tip: u32) -> Message {
+    open_message_with_id(tip, ChannelId::random())
+}
+
+/// An `open_channel` for channel `id` on terms the daemon accepts.
+fn open_message_with_id(tip: u32, id: ChannelId) -> Message {
     let signer = ChannelSigner::random();
     let key = CompressedPublicKey(signer.public_key().inner);
     let config = PayerConfig {
@@ -29,7 +35,7 @@ fn open_message(tip: u32) -> Message {
         payout: Address::p2wpkh(&key, Network::Regtest),
         checkpoints: paychan::channel::CheckpointPolicy::default_for(Amount::from_sat(100_000)),
     };
-    let (_, actions) = Payer::open(config, signer, ChannelId::random(), tip).unwrap();
+    let (_, actions) = Payer::open(config, signer, id, tip).unwrap();
     actions
         .into_iter()
         .find_map(|a| match a {
@@ -83,4 +89,34 @@ fn one_address_cannot_take_every_connection() {
     drop(held);
     std::thread::sleep(Duration::from_millis(200));
     RawPeer::handshake(&daemon.listen, &node_id);
+}
+
+#[test]
+fn an_open_naming_a_channel_this_directory_pays_on_is_refused_with_nothing_lost() {
+    let node = Node::start();
+    let (alice, bob) = (Party::new(&node), Party::new(&node));
+    alice.fund(&node);
+    let bobs = Daemon::start(&bob, None, &[]);
+    let channel = alice.open(&node, &bobs, 100_000, &[])["channel_id"].as_str().unwrap().to_owned();
+    alice.json(&["pay", &channel, "1000"]);
+    let before = alice.channel(&channel);
+
+    // Alice serves too, from the same directory; a payer names her channel's id.
+    let alices = Daemon::start(&alice, None, &[]);
+    let node_id: PublicKey = alices.node_id.parse().unwrap();
+    let mut peer = RawPeer::handshake(&alices.listen, &node_id);
+    peer.send(&open_message_with_id(node.height(), channel.parse().unwrap()));
+    match peer.recv(ANSWER) {
+        Message::Error(e) => assert!(e.message.contains("already in use"), "{}", e.message),
+        other => panic!("an open with a taken id was answered {other:?}"),
+    }
+    // Another id is served as usual.
+    peer.send(&open_message(node.height()));
+    assert!(matches!(peer.recv(ANSWER), Message::AcceptChannel(_)));
+    drop(alices);
+
+    // Her channel is as it was, and pays on.
+    assert_eq!(alice.channel(&channel), before);
+    let paid = alice.json(&["pay", &channel, "500"]);
+    assert_eq!(paid["paid_total_sat"], 1500);
 }

@@ -223,7 +223,8 @@ impl Store for SqliteStore {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)
                      ON CONFLICT (id) DO UPDATE SET state = excluded.state,
                          peer = excluded.peer, updated = excluded.updated,
-                         closed = COALESCE(excluded.closed, closed), sale = excluded.sale",
+                         closed = COALESCE(excluded.closed, closed), sale = excluded.sale
+                     WHERE role = excluded.role",
                 )
                 .map_err(sqlite_err(&path))?;
             for r in records {
@@ -235,8 +236,14 @@ impl Store for SqliteStore {
                 let sale = r.service.as_ref().map(Value::to_string);
                 let id = r.state.channel_id().to_string();
                 let (role, key, peer) = (r.state.role(), r.key_index, &r.peer);
-                stmt.execute(params![id, role, key, peer, state, closed, sale, now])
+                let saved = stmt
+                    .execute(params![id, role, key, peer, state, closed, sale, now])
                     .map_err(sqlite_err(&path))?;
+                // The update skipped: the id is the other role's. The whole batch rolls back.
+                if saved == 0 {
+                    let other = if role == "payer" { "payee" } else { "payer" };
+                    return Err(StoreError::IdInUse { id: r.state.channel_id(), role: other });
+                }
             }
         }
         tx.commit().map_err(sqlite_err(&path))

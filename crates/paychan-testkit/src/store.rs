@@ -3,7 +3,7 @@
 //! what the trait's docs promise that a test can see from outside: records read back as saved,
 //! across a reopen; a batch saved whole; a closure never erased by a later save; a service's
 //! record kept; deletes; key indexes never handed out twice, across a reopen; the network fixed
-//! at first use. (That a save survives a power cut is the backend's own test to make.)
+//! at first use; an id never shared by a payer and a payee channel. (That a save survives a power cut is the backend's own test to make.)
 
 use bitcoin::{Amount, Network};
 use paychan::channel::Payer;
@@ -23,6 +23,7 @@ pub fn check_contract<S: Store>(mut open: impl FnMut(&str) -> S) {
     a_deleted_channel_is_gone(&mut open);
     key_indexes_are_never_handed_out_twice(&mut open);
     the_network_is_fixed_at_first_use(&mut open);
+    an_id_is_never_shared_by_the_two_roles(&mut open);
 }
 
 /// A payer channel's record with key index `key_index` (its id is `[key_index; 32]`).
@@ -94,6 +95,26 @@ fn key_indexes_are_never_handed_out_twice<S: Store>(open: &mut impl FnMut(&str) 
     assert_eq!(store.reserve_key_index().unwrap(), 1);
     drop(store);
     assert_eq!(open("key_indexes").reserve_key_index().unwrap(), 2);
+}
+
+fn an_id_is_never_shared_by_the_two_roles<S: Store>(open: &mut impl FnMut(&str) -> S) {
+    let mut store = open("roles");
+    // The test kit's payee channel has the id [7; 32], as the payer record with key index 7.
+    let (opening, _) = crate::Opening::proposed(payer_config(Amount::from_sat(100_000)));
+    let payee = ChannelRecord {
+        key_index: 8,
+        peer: None,
+        state: ChannelState::Payee(opening.payee.state().clone()),
+        closed: None,
+        service: None,
+    };
+    let payer = payer_record(7);
+    assert_eq!(payer.state.channel_id(), payee.state.channel_id());
+    store.save_channel(&payer).unwrap();
+    let err = store.save_channels(&[payer_record(1), payee]).unwrap_err();
+    assert!(matches!(err, StoreError::IdInUse { role: "payer", .. }), "{err}");
+    // Nothing of the batch is saved, and the payer's channel is as it was.
+    assert_eq!(store.channels().unwrap(), vec![payer]);
 }
 
 fn the_network_is_fixed_at_first_use<S: Store>(open: &mut impl FnMut(&str) -> S) {

@@ -64,6 +64,15 @@ pub enum StoreError {
         /// The network asked for.
         requested: Network,
     },
+    /// The channel id is already used in this store by a channel of the other role: ids are
+    /// unique across roles, so that one side's channel is never saved over the other's.
+    #[error("channel id {id} is already used here by a {role} channel")]
+    IdInUse {
+        /// The id.
+        id: ChannelId,
+        /// The role of the channel that has it.
+        role: &'static str,
+    },
     /// The thread or task that writes for a daemon has stopped: nothing more can be saved.
     #[error("the store's writer thread has stopped")]
     WriterStopped,
@@ -97,7 +106,8 @@ pub trait Store {
     /// closure never erases a closure already stored.
     ///
     /// # Errors
-    /// A backend error.
+    /// [`StoreError::IdInUse`] if a record's id belongs to a stored channel of the other role;
+    /// a backend error.
     fn save_channels(&mut self, records: &[ChannelRecord]) -> Result<(), StoreError>;
 
     /// Saves one channel, as [`Store::save_channels`].

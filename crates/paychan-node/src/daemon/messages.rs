@@ -28,6 +28,8 @@ use crate::net::{Connection, NetError};
 pub(super) enum Refusal {
     #[error("unknown channel")]
     UnknownChannel,
+    #[error("this channel id is already in use here; open with another")]
+    IdInUse,
     #[error("too many channels are waiting for their funding; try again later")]
     TooManyUnfunded,
     #[error("the payee cannot reach its bitcoin node; try again later")]
@@ -148,6 +150,9 @@ impl<C: Chain + Send + Sync + 'static> Shared<C> {
         open: &OpenChannel,
         peer: &mpsc::Sender<Message>,
     ) -> Result<(), Refusal> {
+        if self.taken.contains(&open.channel_id) {
+            return Err(Refusal::IdInUse);
+        }
         if self.unfunded.load(Ordering::SeqCst) >= self.config.max_unfunded {
             return Err(Refusal::TooManyUnfunded);
         }

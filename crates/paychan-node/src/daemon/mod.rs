@@ -18,7 +18,7 @@ mod service;
 use messages::Refusal;
 pub use service::{Service, ServiceError, Session};
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -173,6 +173,9 @@ struct Shared<C> {
     /// Channels awaiting their funding, as of the last poll plus opens since.
     unfunded: AtomicUsize,
     channels: Mutex<Slots>,
+    /// The ids of the data directory's payer channels: an open naming one is refused (no
+    /// process adds to them while the daemon holds the directory).
+    taken: HashSet<ChannelId>,
     /// For checking payers' signatures off the channel's task (see `check_signatures`).
     verifier: Arc<Secp256k1<VerifyOnly>>,
 }
@@ -197,8 +200,13 @@ impl<C: Chain + Send + Sync + 'static> Daemon<C> {
         config: DaemonConfig,
     ) -> Result<Daemon<C>, DaemonError> {
         let mut channels = Slots::new();
+        let mut taken = HashSet::new();
         for record in store.channels()? {
-            let ChannelState::Payee(state) = record.state else { continue };
+            let ChannelState::Payee(state) = record.state else {
+                // The directory's payer channels: their ids are not for a payer of ours.
+                taken.insert(record.state.channel_id());
+                continue;
+            };
             let channel_id = state.terms.channel_id;
             let signer = wallet.channel_signer(record.key_index)?;
             let payee = Payee::restore(signer, state)
@@ -223,6 +231,7 @@ impl<C: Chain + Send + Sync + 'static> Daemon<C> {
             tip_read: Mutex::new(Instant::now()),
             unfunded: AtomicUsize::new(0),
             channels: Mutex::new(channels),
+            taken,
             verifier: Arc::new(Secp256k1::verification_only()),
         };
         Ok(Daemon { shared: Arc::new(shared), _held: None })
