@@ -463,6 +463,7 @@ fn open_in_memory(
         payout: payee.wallet.address(Branch::Receive, 0).unwrap(),
         margin: 2,
         min_step: 1,
+        max_lifetime: PayeeConfig::default_max_lifetime(NETWORK),
         min_feerate_sat_per_vb: 1,
         min_conf: 1,
     };

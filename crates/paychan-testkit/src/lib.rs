@@ -72,6 +72,8 @@ pub fn payee_config() -> PayeeConfig {
         payout: p2wpkh_address(12),
         margin: MARGIN,
         min_step: 1,
+        // Tests choose their own terms; the policy has tests of its own.
+        max_lifetime: u32::MAX,
         min_feerate_sat_per_vb: 1,
         min_conf: 1,
     }

@@ -99,6 +99,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         payout: p2wpkh(&key(12)),
         margin: 6,
         min_step: 1,
+        max_lifetime: PayeeConfig::default_max_lifetime(Network::Regtest),
         min_feerate_sat_per_vb: 1,
         min_conf: 1,
     };

@@ -94,6 +94,15 @@ fn open_outside_policy_is_refused() {
     let err = Payee::accept(&open, &strict, signer(2), TIP).unwrap_err();
     assert_eq!(err, ChannelError::StepTooShort { min: 6, got: 1 });
 
+    // A refund further off than the payee waits for its money.
+    let open = open_message();
+    let mut patient = payee_config();
+    patient.max_lifetime = LIFETIME - 1;
+    let err = Payee::accept(&open, &patient, signer(2), TIP).unwrap_err();
+    assert_eq!(err, ChannelError::LifetimeTooLong { max: LIFETIME - 1, got: LIFETIME });
+    patient.max_lifetime = LIFETIME;
+    assert!(Payee::accept(&open, &patient, signer(2), TIP).is_ok());
+
     // A refund so close to the tip that not one commitment fits above the margin.
     let open = open_message();
     let err = Payee::accept(&open, &payee_config(), signer(2), TIP + LIFETIME).unwrap_err();

@@ -123,16 +123,25 @@ pub struct ServeArgs {
     /// Where to listen, HOST:PORT (port 0 picks a free one; the address is printed).
     #[arg(long, default_value = "127.0.0.1:9735")]
     pub listen: String,
-    /// Funding confirmations required before taking payments [default: 1 on regtest, 3 on test
-    /// networks, 6 on bitcoin].
+    /// Funding confirmations required before taking payments, at least 1 off regtest [default:
+    /// 1 on regtest, 3 on test networks, 6 on bitcoin].
     #[arg(long)]
     pub min_conf: Option<u32>,
     /// Refuse a payment whose commitment becomes final within this many blocks of the tip.
     #[arg(long, default_value_t = 2)]
     pub margin: u32,
-    /// Refuse channels whose locktime step is below this many blocks.
-    #[arg(long, default_value_t = 1)]
-    pub min_step: u32,
+    /// Refuse channels whose locktime step is below this many blocks: the payee's window to get
+    /// its newest commitment mined if the payer vanishes [default: 1 on regtest, 6 elsewhere].
+    #[arg(long)]
+    pub min_step: Option<u32>,
+    /// Refuse channels whose refund locktime R is more than this many blocks above the tip: the
+    /// payee's money may be claimable on chain only near R [default: 4032].
+    #[arg(long, value_name = "BLOCKS")]
+    pub max_lifetime: Option<u32>,
+    /// Refuse channels whose fee rate is below this, in sat/vB [default: the node's fee
+    /// estimate for confirmation within 1008 blocks, rounded down, read at each open].
+    #[arg(long, value_name = "SAT_PER_VB")]
+    pub min_feerate: Option<u64>,
     /// Seconds a connection may take to finish the handshake.
     #[arg(long, default_value_t = 10)]
     pub handshake_timeout: u64,

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bitcoin::Amount;
+use bitcoin::{Amount, Network};
 
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -20,6 +20,13 @@ pub(super) async fn serve(
     a: &ServeArgs,
     announce: &(dyn Fn(&Output) + Sync),
 ) -> Result<Output, CliError> {
+    if a.min_conf == Some(0) && g.network != Network::Regtest {
+        return Err(CliError::NotApplicable(
+            "--min-conf 0 is for regtest only: a payer could double-spend an unconfirmed funding \
+             after being served"
+                .into(),
+        ));
+    }
     // The files first: a mistake in them needs neither the node nor the lock.
     let catalog = match &a.serve_dir {
         Some(dir) => Some(Arc::new(Catalog::read(dir, a.chunk_size).map_err(CliError::Files)?)),
@@ -38,7 +45,13 @@ pub(super) async fn serve(
         config.min_conf = n;
     }
     config.margin = a.margin;
-    config.min_step = a.min_step;
+    if let Some(n) = a.min_step {
+        config.min_step = n;
+    }
+    if let Some(n) = a.max_lifetime {
+        config.max_lifetime = n;
+    }
+    config.min_feerate_sat_per_vb = a.min_feerate;
     config.timeouts.handshake = Duration::from_secs(a.handshake_timeout);
     config.timeouts.idle = Duration::from_secs(a.idle_timeout);
     config.timeouts.frame = Duration::from_secs(a.frame_timeout);

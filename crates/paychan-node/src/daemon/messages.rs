@@ -20,7 +20,7 @@ use paychan::store::StoreError;
 use paychan::wire::{ChannelId, ErrorMessage, Extension, Message, OpenChannel};
 use paychan_wallet::{Branch, WalletError};
 
-use super::{ServiceError, Shared, Slot};
+use super::{ServiceError, Shared, Slot, MIN_FEERATE_TARGET};
 use crate::net::{Connection, NetError};
 
 /// Why a message was refused; sent back to the payer in an `error` message.
@@ -28,6 +28,8 @@ use crate::net::{Connection, NetError};
 pub(super) enum Refusal {
     #[error("unknown channel")]
     UnknownChannel,
+    #[error("the payee's node gives no fee estimate yet; try again later")]
+    NoFeeEstimate,
     #[error("this channel id is already in use here; open with another")]
     IdInUse,
     #[error("too many channels are waiting for their funding; try again later")]
@@ -158,12 +160,20 @@ impl<C: Chain + Send + Sync + 'static> Shared<C> {
         }
         let tip = self.fresh_tip()?;
         let c = &self.config;
+        let min_feerate_sat_per_vb = match c.min_feerate_sat_per_vb {
+            Some(rate) => rate,
+            None => {
+                let estimate = self.blocking(|chain| chain.fee_rate(MIN_FEERATE_TARGET)).await;
+                estimate.map_err(|_| Refusal::NoFeeEstimate)?.to_sat_per_vb_floor().max(1)
+            }
+        };
         let mut config = PayeeConfig {
             network: c.network,
             payout: self.wallet().address(Branch::Receive, 0)?,
             margin: c.margin,
             min_step: c.min_step,
-            min_feerate_sat_per_vb: c.min_feerate_sat_per_vb,
+            max_lifetime: c.max_lifetime,
+            min_feerate_sat_per_vb,
             min_conf: c.min_conf,
         };
         // Check the terms with a stand-in key and address first: a refused open uses up

@@ -45,14 +45,18 @@ use crate::StoreWriter;
 pub struct DaemonConfig {
     /// The chain.
     pub network: Network,
-    /// Funding confirmations required before payments.
+    /// Funding confirmations required before payments: at least 1 off regtest
+    /// ([`Daemon::new`] refuses 0 there).
     pub min_conf: u32,
     /// See [`PayeeConfig::margin`].
     pub margin: u32,
     /// See [`PayeeConfig::min_step`].
     pub min_step: u32,
-    /// See [`PayeeConfig::min_feerate_sat_per_vb`].
-    pub min_feerate_sat_per_vb: u64,
+    /// See [`PayeeConfig::max_lifetime`].
+    pub max_lifetime: u32,
+    /// See [`PayeeConfig::min_feerate_sat_per_vb`]; `None`: the node's fee estimate for
+    /// confirmation within [`MIN_FEERATE_TARGET`] blocks, read at each open and rounded down.
+    pub min_feerate_sat_per_vb: Option<u64>,
     /// Connection timeouts.
     pub timeouts: Timeouts,
     /// How often the node is asked for the tip and the fundings' confirmations.
@@ -73,16 +77,18 @@ pub struct DaemonConfig {
 
 impl DaemonConfig {
     /// Returns the defaults for `network`: [`PayeeConfig::default_min_conf`], a margin of 2
-    /// blocks, a step of at least 1 block, 1 sat/vB, the default [`Timeouts`], a poll each
-    /// second, 512 connections (below the usual limit of 1024 open files) and 100 per IP
-    /// address, 100 channels awaiting their funding, forgotten after 10 minutes, no service.
+    /// blocks, [`PayeeConfig::default_min_step`], [`PayeeConfig::default_max_lifetime`], the
+    /// node's fee estimate as the least fee rate, the default [`Timeouts`], a poll each second,
+    /// 512 connections (below the usual limit of 1024 open files) and 100 per IP address, 100
+    /// channels awaiting their funding, forgotten after 10 minutes, no service.
     pub fn new(network: Network) -> DaemonConfig {
         DaemonConfig {
             network,
             min_conf: PayeeConfig::default_min_conf(network),
             margin: 2,
-            min_step: 1,
-            min_feerate_sat_per_vb: 1,
+            min_step: PayeeConfig::default_min_step(network),
+            max_lifetime: PayeeConfig::default_max_lifetime(network),
+            min_feerate_sat_per_vb: None,
             timeouts: Timeouts::default(),
             poll_interval: Duration::from_secs(1),
             max_connections: 512,
@@ -93,6 +99,11 @@ impl DaemonConfig {
         }
     }
 }
+
+/// The confirmation target of the fee estimate that is the least fee rate accepted by default
+/// ([`DaemonConfig::min_feerate_sat_per_vb`]): the node's most patient estimate, which a payer
+/// using the node's estimate for a sooner confirmation meets.
+pub const MIN_FEERATE_TARGET: u16 = 1008;
 
 /// Errors of the daemon.
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +116,9 @@ pub enum DaemonError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The configuration is unsafe for its network.
+    #[error("{0}")]
+    Policy(&'static str),
     /// The wallet failed (a payout address or a channel key).
     #[error(transparent)]
     Wallet(#[from] WalletError),
@@ -199,6 +213,10 @@ impl<C: Chain + Send + Sync + 'static> Daemon<C> {
         chain: C,
         config: DaemonConfig,
     ) -> Result<Daemon<C>, DaemonError> {
+        if config.min_conf == 0 && config.network != Network::Regtest {
+            // A payer could double-spend an unconfirmed funding after being served.
+            return Err(DaemonError::Policy("min_conf must be at least 1 off regtest"));
+        }
         let mut channels = Slots::new();
         let mut taken = HashSet::new();
         for record in store.channels()? {

@@ -76,6 +76,14 @@ pub enum ChannelError {
         /// Proposed.
         got: u32,
     },
+    /// The refund's locktime is further from the tip than we accept.
+    #[error("lifetime {got} blocks (to the refund's locktime) is above the maximum {max}")]
+    LifetimeTooLong {
+        /// The most accepted.
+        max: u32,
+        /// Proposed: the refund's locktime less the tip.
+        got: u32,
+    },
     /// The funding transaction has no output at the index given.
     #[error("funding transaction has no output {vout}")]
     FundingOutputMissing {

@@ -27,8 +27,13 @@ pub struct PayeeConfig {
     /// notice it wants before its newest state becomes final.
     pub margin: u32,
     /// The least locktime step accepted, in blocks: the payee's window to get the newest
-    /// commitment mined before the previous one becomes final, when the payer vanishes.
+    /// commitment mined before the previous one becomes final, when the payer vanishes
+    /// ([`PayeeConfig::default_min_step`]).
     pub min_step: u32,
+    /// The most blocks from the tip to the refund's locktime `R` accepted: the payee's money is
+    /// claimable on chain only once the payer stops paying and its newest state becomes final,
+    /// which may take until near `R` ([`PayeeConfig::default_max_lifetime`]).
+    pub max_lifetime: u32,
     /// The least fee rate accepted, in sat/vB, so that closing transactions relay.
     pub min_feerate_sat_per_vb: u64,
     /// Confirmations of the funding required before taking payments
@@ -38,6 +43,21 @@ pub struct PayeeConfig {
 }
 
 impl PayeeConfig {
+    /// Returns the default least step for `network`: 1 block on regtest, where blocks come on
+    /// demand; 6 elsewhere (an hour, on mainnet, to get the newest commitment mined).
+    pub fn default_min_step(network: Network) -> u32 {
+        match network {
+            Network::Regtest => 1,
+            _ => 6,
+        }
+    }
+
+    /// Returns the default longest lifetime: 4032 blocks (four weeks on mainnet) on every
+    /// network, four times the command line's default lifetime.
+    pub fn default_max_lifetime(_network: Network) -> u32 {
+        4032
+    }
+
     /// Returns the default funding confirmations for `network`: 1 on regtest, where blocks come
     /// on demand and nobody reorganizes them; 3 on the test networks; 6 on mainnet, where a
     /// double-spend after a reorganization is worth attempting.
@@ -144,6 +164,10 @@ impl Payee {
             .ok_or(ChannelError::Tx(crate::tx::TxError::Overflow))?;
         if open.step < config.min_step {
             return Err(ChannelError::StepTooShort { min: config.min_step, got: open.step });
+        }
+        let lifetime = open.refund_locktime.saturating_sub(tip);
+        if lifetime > config.max_lifetime {
+            return Err(ChannelError::LifetimeTooLong { max: config.max_lifetime, got: lifetime });
         }
         let ladder = LockTimeLadder::new(open.refund_locktime, open.step)?;
         ladder.usable_locktime(1, tip, config.margin)?;
