@@ -1,6 +1,6 @@
 //! The daemon's limits against a flood of opens and connections: channels that never get a
-//! funding are capped and forgotten, one address cannot take every connection, and an open
-//! cannot take the id of a channel the data directory pays on.
+//! funding, or whose funding never confirms, are capped and forgotten; one address cannot take
+//! every connection; and an open cannot take the id of a channel the data directory pays on.
 
 mod common;
 
@@ -119,4 +119,75 @@ fn an_open_naming_a_channel_this_directory_pays_on_is_refused_with_nothing_lost(
     assert_eq!(alice.channel(&channel), before);
     let paid = alice.json(&["pay", &channel, "500"]);
     assert_eq!(paid["paid_total_sat"], 1500);
+}
+
+/// Opens a channel with a funding that spends a made-up coin (the test kit's), so it can never
+/// confirm: the payee signs its refund all the same (it cannot tell). Returns its id.
+fn open_with_made_up_funding(peer: &mut RawPeer, tip: u32) -> Result<ChannelId, String> {
+    let signer = ChannelSigner::random();
+    let key = CompressedPublicKey(signer.public_key().inner);
+    let capacity = Amount::from_sat(100_000);
+    let config = PayerConfig {
+        refund_locktime: tip + 100,
+        step: 2,
+        payout: Address::p2wpkh(&key, Network::Regtest),
+        checkpoints: paychan::channel::CheckpointPolicy::default_for(capacity),
+        ..common::payer_config(capacity)
+    };
+    let (mut payer, actions) = Payer::open(config, signer, ChannelId::random(), tip).unwrap();
+    let mut out = common::Outbox::default();
+    peer.send(&common::route(actions, &mut out).remove(0));
+    let accept = match peer.recv(ANSWER) {
+        accept @ Message::AcceptChannel(_) => accept,
+        Message::Error(e) => return Err(e.message),
+        other => panic!("an open was answered {other:?}"),
+    };
+    common::route(payer.handle_message(&accept).unwrap(), &mut out);
+    let (address, amount) = out.fund_requests.pop().expect("the payer asks for its funding");
+    let funding = common::fund(&address, amount);
+    peer.send(&common::route(payer.funding_signed(funding).unwrap(), &mut out).remove(0));
+    assert!(matches!(peer.recv(ANSWER), Message::RefundSigned(_)), "the refund is signed");
+    Ok(payer.state().terms.channel_id)
+}
+
+#[test]
+fn fundings_that_never_confirm_are_capped_then_forgotten_while_payments_go_on() {
+    let node = Node::start();
+    let (alice, bob) = (Party::new(&node), Party::new(&node));
+    alice.fund(&node);
+    let limits = ["--max-unfunded", "3", "--funding-expiry", "4"];
+    let daemon = Daemon::start(&bob, None, &limits);
+    let channel =
+        alice.open(&node, &daemon, 100_000, &[])["channel_id"].as_str().unwrap().to_owned();
+    let node_id: PublicKey = daemon.node_id.parse().unwrap();
+    let mut peer = RawPeer::handshake(&daemon.listen, &node_id);
+
+    // Three fundings that cannot confirm fill the cap; a fourth open is refused.
+    let flood: Vec<ChannelId> =
+        (0..3).map(|_| open_with_made_up_funding(&mut peer, node.height()).unwrap()).collect();
+    // The daemon counts them at its next poll.
+    std::thread::sleep(Duration::from_millis(1500));
+    let err = open_with_made_up_funding(&mut peer, node.height()).unwrap_err();
+    assert!(err.contains("too many channels"), "{err}");
+    assert_eq!(bob.json(&["list"])["channels"].as_array().unwrap().len(), 4);
+    alice.json(&["pay", &channel, "1000"]);
+
+    // Blocks come and they do not confirm: forgotten after 4, their rows with them, while the
+    // real channel pays on at every block.
+    for paid in 2..=6 {
+        node.mine(1);
+        alice.json(&["pay", &channel, "1000"]);
+        assert_eq!(alice.channel(&channel)["paid_total_sat"], paid * 1000);
+    }
+    let start = Instant::now();
+    while bob.json(&["list"])["channels"].as_array().unwrap().len() > 1 {
+        assert!(start.elapsed() < Duration::from_secs(10), "unconfirmed channels never forgotten");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for id in flood {
+        assert!(bob.fails(&["show", &id.to_string()]).contains("no channel"));
+    }
+    // Their places are free again.
+    open_with_made_up_funding(&mut peer, node.height()).unwrap();
+    assert_eq!(bob.channel(&channel)["paid_total_sat"], 6000);
 }

@@ -160,13 +160,19 @@ pub struct ServeArgs {
     /// Connections served at once from one IP address.
     #[arg(long, default_value_t = 100)]
     pub max_connections_per_ip: usize,
-    /// Channels accepted and waiting for their funding at once; more opens are refused.
+    /// Channels accepted and waiting for their funding or its confirmation at once; more opens
+    /// are refused.
     #[arg(long, default_value_t = 100)]
     pub max_unfunded: usize,
     /// Seconds an accepted channel may wait for its funding before it is forgotten (nothing
     /// is signed for it yet).
     #[arg(long, default_value_t = 600)]
     pub unfunded_expiry: u64,
+    /// Blocks a channel's funding may take to confirm, from its `funding_created` (or from a
+    /// restart of `serve`), before the channel is forgotten: nothing but a refund of it was
+    /// signed, no payment taken. Until then it counts against --max-unfunded.
+    #[arg(long, value_name = "BLOCKS", default_value_t = 144)]
+    pub funding_expiry: u32,
     /// Sell the files in this directory (its regular files, read and hashed at start) to
     /// payers with `paychan fetch`, chunk by chunk, each chunk sent once the one before is paid.
     #[arg(long, value_name = "DIR")]

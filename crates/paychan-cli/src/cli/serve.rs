@@ -60,6 +60,7 @@ pub(super) async fn serve(
     config.max_connections_per_ip = a.max_connections_per_ip;
     config.max_unfunded = a.max_unfunded;
     config.unfunded_expiry = Duration::from_secs(a.unfunded_expiry);
+    config.funding_expiry = a.funding_expiry;
     config.service = Some(Arc::new(service));
     let min_conf = config.min_conf;
     let (wallet, store, lock) = datadir.into_locked_parts()?;

@@ -57,6 +57,15 @@ pub(super) async fn run<C: Chain + Send + Sync + 'static>(shared: Arc<Shared<C>>
             if let Err(e) = check_funding(&shared, &mut slot).await {
                 warn!("funding check: {e}");
             }
+            if slot.payee.funded().is_some_and(|f| !f.ready) {
+                let since = *slot.funding_since.get_or_insert(tip);
+                if tip.saturating_sub(since) >= shared.config.funding_expiry {
+                    forget_unconfirmed(&shared, id, since).await;
+                } else {
+                    unfunded += 1;
+                }
+                continue;
+            }
             if slot.payee.funded().is_some_and(|f| f.ready) {
                 match funding_spend(&shared, &slot).await {
                     Ok(Spend::None) => tip_changed(&shared, &mut slot, tip, new_block).await,
@@ -80,6 +89,22 @@ async fn forget_unfunded<C: Chain + Send + Sync + 'static>(shared: &Shared<C>, i
             info!(channel_id = %id, "no funding came: channel forgotten");
         }
         Err(e) => warn!(channel_id = %id, "cannot forget an unfunded channel: {e}"),
+    }
+}
+
+/// Forgets a channel whose funding did not confirm in time: the payee signed nothing but a
+/// refund of it and took no payment on it (a made-up or double-spent funding never confirms).
+async fn forget_unconfirmed<C: Chain + Send + Sync + 'static>(
+    shared: &Shared<C>,
+    id: ChannelId,
+    since: u32,
+) {
+    match shared.store.delete(id).await {
+        Ok(()) => {
+            shared.slots().remove(&id);
+            info!(channel_id = %id, since, "the funding did not confirm in time: channel forgotten");
+        }
+        Err(e) => warn!(channel_id = %id, "cannot forget an unconfirmed channel: {e}"),
     }
 }
 

@@ -192,7 +192,8 @@ impl<C: Chain + Send + Sync + 'static> Shared<C> {
         let peer = Some(peer.downgrade());
         let since = Instant::now();
         let session = self.config.service.as_ref().map(|s| s.session(open.channel_id, None));
-        let slot = Slot { payee, key_index, peer, closed: None, since, session };
+        let funding_since = None;
+        let slot = Slot { payee, key_index, peer, closed: None, since, funding_since, session };
         let slot = Arc::new(tokio::sync::Mutex::new(slot));
         let mut guard = Arc::clone(&slot).lock_owned().await;
         match self.slots().entry(open.channel_id) {

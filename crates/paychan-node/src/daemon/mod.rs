@@ -71,6 +71,11 @@ pub struct DaemonConfig {
     /// How long an accepted channel may wait for its `funding_created` before it is forgotten.
     /// The payee has signed nothing for it yet, so nothing is at stake.
     pub unfunded_expiry: Duration,
+    /// Blocks a funding may take to confirm, from when the daemon first sees it (at its
+    /// `funding_created`, or at a restart), before its channel is forgotten. The payee has
+    /// signed nothing but a refund of that funding, and took no payment on it; until then the
+    /// channel counts against [`DaemonConfig::max_unfunded`].
+    pub funding_expiry: u32,
     /// The service sold over the channels (the paid file service), if any.
     pub service: Option<Arc<dyn Service>>,
 }
@@ -80,7 +85,8 @@ impl DaemonConfig {
     /// blocks, [`PayeeConfig::default_min_step`], [`PayeeConfig::default_max_lifetime`], the
     /// node's fee estimate as the least fee rate, the default [`Timeouts`], a poll each second,
     /// 512 connections (below the usual limit of 1024 open files) and 100 per IP address, 100
-    /// channels awaiting their funding, forgotten after 10 minutes, no service.
+    /// channels awaiting their funding, forgotten after 10 minutes without one or 144 blocks
+    /// without its confirmation, no service.
     pub fn new(network: Network) -> DaemonConfig {
         DaemonConfig {
             network,
@@ -95,6 +101,7 @@ impl DaemonConfig {
             max_connections_per_ip: 100,
             max_unfunded: 100,
             unfunded_expiry: Duration::from_secs(600),
+            funding_expiry: 144,
             service: None,
         }
     }
@@ -154,6 +161,9 @@ struct Slot {
     closed: Option<Closure>,
     /// When this process accepted or loaded it.
     since: Instant,
+    /// The tip when this process first saw the channel funded but not ready: its funding
+    /// expires [`DaemonConfig::funding_expiry`] blocks later.
+    funding_since: Option<u32>,
     /// The service's session on this channel, saved with the channel.
     session: Option<Box<dyn Session>>,
 }
@@ -235,6 +245,7 @@ impl<C: Chain + Send + Sync + 'static> Daemon<C> {
                 peer: None,
                 closed: record.closed,
                 since: Instant::now(),
+                funding_since: None,
                 session: config.service.as_ref().map(|s| s.session(channel_id, record.service)),
             };
             channels.insert(channel_id, Arc::new(tokio::sync::Mutex::new(slot)));
