@@ -10,7 +10,9 @@
 #![warn(missing_docs)]
 
 use bitcoin::consensus::encode::serialize_hex;
-use bitcoin::{Amount, FeeRate, Network, OutPoint, ScriptBuf, Transaction, TxOut, Txid};
+use bitcoin::{
+    Amount, Block, BlockHash, FeeRate, Network, OutPoint, ScriptBuf, Transaction, TxOut, Txid,
+};
 use bitcoincore_rpc::jsonrpc;
 use bitcoincore_rpc::{Auth, Client, RpcApi};
 use miniscript::descriptor::{Descriptor, DescriptorPublicKey};
@@ -20,6 +22,7 @@ use serde_json::{json, Value};
 use std::sync::{Arc, RwLock};
 
 use paychan::chain::{Chain, ChainError, OutputStatus, Rejection, Tip, TxStatus, Utxo};
+use paychan::watch::BlockSource;
 
 /// The fee rate [`RpcChain::fee_rate`] falls back to on regtest, where `estimatesmartfee` has
 /// no data until many blocks with fee-paying transactions exist: 2 sat/vB, twice the default
@@ -28,6 +31,9 @@ pub const REGTEST_FALLBACK_FEERATE: FeeRate = FeeRate::from_sat_per_kwu(500);
 
 /// Bitcoin Core's RPC error code for "no such transaction" (`RPC_INVALID_ADDRESS_OR_KEY`).
 const RPC_INVALID_ADDRESS_OR_KEY: i32 = -5;
+/// Bitcoin Core's RPC error code for a parameter out of range (`RPC_INVALID_PARAMETER`): a
+/// height above the best block, for `getblockhash`.
+const RPC_INVALID_PARAMETER: i32 = -8;
 /// Bitcoin Core's RPC error codes for a transaction refused by `sendrawtransaction`:
 /// `RPC_TRANSACTION_ERROR`, `RPC_TRANSACTION_REJECTED`, `RPC_TRANSACTION_ALREADY_IN_CHAIN`.
 const RPC_TRANSACTION_REFUSED: [i32; 3] = [-25, -26, -27];
@@ -175,6 +181,28 @@ fn rpc_error(e: &ChainError) -> Option<(i32, &str)> {
 /// A reason that means "the node already has it in its mempool": not a failure to broadcast.
 fn already_in_mempool(reason: &str) -> bool {
     reason.contains("txn-already-in-mempool")
+}
+
+/// Three calls per new block: `getbestblockhash`, `getblockhash`, and `getblock` in its raw
+/// form (verbosity 0), decoded here.
+impl BlockSource for RpcChain {
+    fn best_block_hash(&self) -> Result<BlockHash, ChainError> {
+        self.call("getbestblockhash", &[])
+    }
+
+    fn block_hash(&self, height: u32) -> Result<Option<BlockHash>, ChainError> {
+        match self.call("getblockhash", &[json!(height)]) {
+            Ok(hash) => Ok(Some(hash)),
+            Err(e) if rpc_error(&e).is_some_and(|(c, _)| c == RPC_INVALID_PARAMETER) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn block(&self, hash: BlockHash) -> Result<Block, ChainError> {
+        let hex: String = self.call("getblock", &[json!(hash), json!(0)])?;
+        bitcoin::consensus::encode::deserialize_hex(&hex)
+            .map_err(|e| ChainError::UnexpectedAnswer { method: "getblock", detail: e.to_string() })
+    }
 }
 
 #[derive(Deserialize)]

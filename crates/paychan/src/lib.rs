@@ -37,6 +37,7 @@ pub mod keys;
 pub mod ladder;
 pub mod store;
 pub mod tx;
+pub mod watch;
 pub mod wire;
 
 pub use bitcoin;
