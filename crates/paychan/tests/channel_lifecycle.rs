@@ -169,6 +169,35 @@ fn no_payment_before_the_funding_is_confirmed() {
 }
 
 #[test]
+fn a_funding_reorged_out_takes_no_payment_until_it_is_back_at_min_conf() {
+    use paychan::channel::PayeeAction;
+    let mut pair = Pair::open(sat(100_000));
+    pair.pay(sat(1000)).unwrap();
+    assert_eq!(pair.payee.funding_reorged(), vec![PayeeAction::Persist]);
+    assert_eq!(pair.payee.funding_reorged(), vec![], "once");
+    assert_eq!(pair.payee.state().stage.name(), "awaiting funding confirmation");
+    // A payment now is refused, and changes nothing.
+    let pay = route(pair.payer.pay(sat(500), pair.tip).unwrap(), &mut pair.out).remove(0);
+    let before = pair.payee.state().clone();
+    let err = pair.payee.handle_message(&pay, pair.tip).unwrap_err();
+    assert!(matches!(err, ChannelError::Unexpected { what: "pay", .. }), "{err}");
+    assert_eq!(pair.payee.state(), &before);
+    // What the payee holds is still broadcast once final.
+    let newest = pair.payee.newest_commitment().unwrap().unwrap();
+    let at = newest.lock_time.to_consensus_u32();
+    assert_eq!(pair.payee.tip_changed(at).unwrap(), vec![PayeeAction::Broadcast(newest)]);
+    // Back at min_conf: ready again, channel_ready again, and the payment is taken.
+    let (outpoint, txout) = pair.funding_output();
+    assert_eq!(pair.payee.funding_confirmed(outpoint, &txout, 0).unwrap(), vec![]);
+    let ready = route(pair.payee.funding_confirmed(outpoint, &txout, 1).unwrap(), &mut pair.out);
+    assert!(matches!(&ready[..], [Message::ChannelReady(_)]), "{ready:?}");
+    assert!(route(pair.payer.handle_message(&ready[0]).unwrap(), &mut pair.out).is_empty());
+    let ack = route(pair.payee.handle_message(&pay, pair.tip).unwrap(), &mut pair.out).remove(0);
+    route(pair.payer.handle_message(&ack).unwrap(), &mut pair.out);
+    assert_eq!(pair.payee.paid(), sat(1500));
+}
+
+#[test]
 fn ladder_exhaustion_stops_payments_with_a_typed_error() {
     let mut pair = Pair::open(sat(100_000));
     // Move the tip so that only two more rungs are above tip + margin.

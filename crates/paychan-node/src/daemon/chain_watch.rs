@@ -57,7 +57,10 @@ pub(super) async fn run<C: Chain + Send + Sync + 'static>(shared: Arc<Shared<C>>
             if let Err(e) = check_funding(&shared, &mut slot).await {
                 warn!("funding check: {e}");
             }
-            if slot.payee.funded().is_some_and(|f| !f.ready) {
+            let Some(f) = slot.payee.funded() else { continue };
+            let (ready, holds) = (f.ready, f.newest.is_some() || f.settlement.is_some());
+            if !ready && !holds {
+                // Never ready: its funding may never confirm.
                 let since = *slot.funding_since.get_or_insert(tip);
                 if tip.saturating_sub(since) >= shared.config.funding_expiry {
                     forget_unconfirmed(&shared, id, since).await;
@@ -66,15 +69,17 @@ pub(super) async fn run<C: Chain + Send + Sync + 'static>(shared: Arc<Shared<C>>
                 }
                 continue;
             }
-            if slot.payee.funded().is_some_and(|f| f.ready) {
-                match funding_spend(&shared, &slot).await {
-                    Ok(Spend::None) => tip_changed(&shared, &mut slot, tip, new_block).await,
-                    Ok(Spend::InMempool) => {}
-                    Ok(Spend::Confirmed(closure)) => {
-                        record_closure(&shared, &mut slot, closure).await
+            // Ready, or holding payments on a funding a reorganization took back: watched.
+            match funding_spend(&shared, &slot).await {
+                Ok(Spend::Unspent { confirmations }) => {
+                    if ready && confirmations < slot.payee.state().min_conf {
+                        funding_reorged(&shared, &mut slot, confirmations).await;
                     }
-                    Err(e) => warn!(channel_id = %id, "cannot check the funding: {e}"),
+                    tip_changed(&shared, &mut slot, tip, new_block).await
                 }
+                Ok(Spend::InMempool) => {}
+                Ok(Spend::Confirmed(closure)) => record_closure(&shared, &mut slot, closure).await,
+                Err(e) => warn!(channel_id = %id, "cannot check the funding: {e}"),
             }
         }
         shared.unfunded.store(unfunded, Ordering::SeqCst);
@@ -139,8 +144,11 @@ async fn check_funding<C: Chain + Send + Sync + 'static>(
 
 /// What spends a ready channel's funding output.
 enum Spend {
-    /// Nothing yet.
-    None,
+    /// Nothing yet; the funding has this many confirmations (0 in the mempool).
+    Unspent {
+        /// The funding's confirmations.
+        confirmations: u32,
+    },
     /// A transaction in the mempool, not yet in a block: wait for it (if it is another's,
     /// ours could not replace it anyway, paying the same fee).
     InMempool,
@@ -153,12 +161,12 @@ async fn funding_spend<C: Chain + Send + Sync + 'static>(
     slot: &Slot,
 ) -> Result<Spend, super::DaemonError> {
     let (Some(f), Some(outpoint)) = (slot.payee.funded(), slot.payee.funding_outpoint()) else {
-        return Ok(Spend::None);
+        return Ok(Spend::InMempool);
     };
-    if let OutputStatus::Unspent { .. } =
+    if let OutputStatus::Unspent { confirmations, .. } =
         shared.blocking(move |chain| chain.output_status(outpoint)).await?
     {
-        return Ok(Spend::None);
+        return Ok(Spend::Unspent { confirmations });
     }
     if let OutputStatus::Unspent { .. } =
         shared.blocking(move |chain| chain.output_status_in_blocks(outpoint)).await?
@@ -171,6 +179,28 @@ async fn funding_spend<C: Chain + Send + Sync + 'static>(
         // Spent in a block that a reorganization has just taken away: look again next time.
         None => Spend::InMempool,
     })
+}
+
+/// The funding of a ready channel lost its confirmations (a reorganization took its block
+/// away): no payment is taken until it is back at `min_conf`.
+async fn funding_reorged<C: Chain + Send + Sync + 'static>(
+    shared: &Shared<C>,
+    slot: &mut Slot,
+    confirmations: u32,
+) {
+    let channel_id = slot.payee.state().terms.channel_id;
+    let before = slot.payee.clone();
+    let actions = slot.payee.funding_reorged();
+    warn!(
+        %channel_id, confirmations,
+        "the funding lost its confirmations (a reorganization): payments are refused until it is \
+         back at min_conf"
+    );
+    if let Err(e) = shared.carry_out(slot, actions).await {
+        // Not on disk: still ready; the next poll tries again.
+        slot.payee = before;
+        warn!(%channel_id, "cannot save: {e}");
+    }
 }
 
 /// Records the transaction that closed the channel: nothing more to watch.

@@ -324,6 +324,20 @@ impl Payee {
         Ok(vec![PayeeAction::Persist, PayeeAction::Send(msg)])
     }
 
+    /// Tells the payee that its channel's funding has fewer than `min_conf` confirmations again:
+    /// a reorganization took its block away. No payment is taken until the funding is back at
+    /// `min_conf` ([`Payee::funding_confirmed`] then sends `channel_ready` again). What the payee
+    /// holds stays its own: [`Payee::tip_changed`] still broadcasts its newest state when due.
+    pub fn funding_reorged(&mut self) -> Vec<PayeeAction> {
+        match self.funded() {
+            Some(f) if f.ready => {
+                self.funded_mut().ready = false;
+                vec![PayeeAction::Persist]
+            }
+            _ => Vec::new(),
+        }
+    }
+
     /// Tells the payee the chain tip is now `tip` (call it on every new block) and returns what
     /// that calls for. Changes no state.
     ///
@@ -338,7 +352,10 @@ impl Payee {
     /// # Errors
     /// [`ChannelError::Tx`] if a transaction cannot be rebuilt (corrupted state).
     pub fn tip_changed(&self, tip: u32) -> Result<Vec<PayeeAction>, ChannelError> {
-        let Some(f) = self.funded().filter(|f| f.ready) else {
+        // A channel that was ready once, even one whose funding a reorganization took back to
+        // the mempool: what it holds is still to be claimed in time.
+        let held = |f: &&FundedChannel| f.ready || f.newest.is_some() || f.settlement.is_some();
+        let Some(f) = self.funded().filter(held) else {
             return Ok(Vec::new());
         };
         if f.settlement.is_some() {
