@@ -209,6 +209,7 @@ impl BlockSource for RpcChain {
 struct BlockchainInfo {
     chain: String,
     blocks: u32,
+    bestblockhash: BlockHash,
     mediantime: u64,
 }
 
@@ -269,7 +270,8 @@ struct ScannedOutput {
 impl Chain for RpcChain {
     fn tip(&self) -> Result<Tip, ChainError> {
         let info: BlockchainInfo = self.call("getblockchaininfo", &[])?;
-        Ok(Tip { height: info.blocks, median_time_past: info.mediantime })
+        let hash = info.bestblockhash;
+        Ok(Tip { height: info.blocks, hash, median_time_past: info.mediantime })
     }
 
     fn test_accept(&self, tx: &Transaction) -> Result<(), ChainError> {

@@ -84,6 +84,56 @@ fn the_payee_broadcasts_its_newest_commitment_once_final_and_records_the_close()
 }
 
 #[test]
+fn a_close_reorganized_out_is_watched_again_and_the_newest_state_broadcast_again() {
+    let OpenChannel { node, daemon, payee, payer, channel, .. } =
+        OpenChannel::new(300_000, &TERMS, &[]);
+    let mut locktime = 0;
+    for _ in 0..2 {
+        locktime = payer.json(&["pay", &channel, "7000"])["locktime"].as_u64().unwrap() as u32;
+    }
+    // The payer vanishes; the payee's newest commitment goes out once final, and is mined.
+    node.mine_to(locktime);
+    let txid = wait_for(Duration::from_secs(10), "commitment broadcast", || {
+        node.mempool().first().copied()
+    });
+    node.mine(1);
+    wait_for(Duration::from_secs(10), "closure recorded", || {
+        (!payee.channel(&channel)["closing"].is_null()).then_some(())
+    });
+
+    // A reorganization back below its locktime: the commitment is out of the chain, and out of
+    // the mempool (not final there). The payee forgets the close and watches the channel again.
+    let client = node.chain.client();
+    let at_locktime = bitcoincore_rpc::RpcApi::get_block_hash(&*client, locktime.into()).unwrap();
+    bitcoincore_rpc::RpcApi::invalidate_block(&*client, &at_locktime).unwrap();
+    assert_eq!(node.height(), locktime - 1);
+    // Empty blocks, paying another address than the invalidated one (else it would be the same
+    // block, refused as invalid).
+    let elsewhere = common::p2wpkh_address(13);
+    for _ in 0..2 {
+        node.chain.mine_block_with(&[], &elsewhere).unwrap();
+    }
+    assert!(node.mempool().is_empty(), "{:?}", node.mempool());
+    wait_for(Duration::from_secs(10), "closure forgotten", || {
+        payee.channel(&channel)["closing"].is_null().then_some(())
+    });
+    assert!(daemon.log().contains("left the best chain"), "{}", daemon.log());
+
+    // Final again on the new chain: the same newest commitment goes out again, and is recorded.
+    let again = wait_for(Duration::from_secs(10), "commitment broadcast again", || {
+        node.mempool().first().copied()
+    });
+    assert_eq!(again, txid);
+    node.mine(1);
+    let closing = wait_for(Duration::from_secs(10), "closure recorded again", || {
+        let c = payee.channel(&channel);
+        (!c["closing"].is_null()).then_some(c)
+    });
+    assert_eq!(closing["closing"]["txid"].as_str(), Some(&*txid.to_string()));
+    assert_eq!(closing["closing"]["height"].as_u64(), Some(u64::from(locktime) + 2));
+}
+
+#[test]
 fn the_payer_watch_broadcasts_its_newest_checkpoint_once_final() {
     let OpenChannel { node, mut daemon, payer, channel, open, .. } =
         OpenChannel::new(300_000, &TERMS, &[]);
@@ -117,6 +167,51 @@ fn the_payer_watch_broadcasts_its_newest_checkpoint_once_final() {
         (Some("commitment"), Some(1), Some(5_000))
     );
     assert_eq!(c["height"].as_u64(), Some(u64::from(exit) + 1), "R is {refund}");
+    assert_eq!(watch.next(Duration::from_secs(10))["event"], "done");
+    assert!(watch.wait());
+}
+
+#[test]
+fn the_payer_watch_sees_its_close_reorganized_out_and_broadcasts_its_checkpoint_again() {
+    let OpenChannel { node, mut daemon, payer, channel, .. } =
+        OpenChannel::new(300_000, &TERMS, &[]);
+    let exit = payer.json(&["pay", &channel, "5000"])["locktime"].as_u64().unwrap() as u32;
+    daemon.kill9();
+    let watch = Watch::start(&payer, &[]);
+    watch.next(Duration::from_secs(10));
+    node.mine_to(exit);
+    let txid: Txid = watch.next(Duration::from_secs(10))["txid"].as_str().unwrap().parse().unwrap();
+    node.mine(1);
+    assert_eq!(watch.next(Duration::from_secs(10))["event"], "closed");
+    assert_eq!(watch.next(Duration::from_secs(10))["event"], "done");
+    assert!(watch.wait());
+
+    // A reorganization back below the checkpoint's locktime takes it out of the chain and the
+    // mempool. The next `watch` sees it, forgets the close, and broadcasts the checkpoint again
+    // once final.
+    let client = node.chain.client();
+    let at_exit = bitcoincore_rpc::RpcApi::get_block_hash(&*client, exit.into()).unwrap();
+    bitcoincore_rpc::RpcApi::invalidate_block(&*client, &at_exit).unwrap();
+    let elsewhere = common::p2wpkh_address(13);
+    for _ in 0..2 {
+        node.chain.mine_block_with(&[], &elsewhere).unwrap();
+    }
+    assert!(node.mempool().is_empty(), "{:?}", node.mempool());
+    let watch = Watch::start(&payer, &[]);
+    let reorged = watch.next(Duration::from_secs(10));
+    assert_eq!(
+        (reorged["event"].as_str(), reorged["txid"].as_str()),
+        (Some("reorged"), Some(&*txid.to_string()))
+    );
+    assert_eq!(watch.next(Duration::from_secs(10))["event"], "watching");
+    let sent = watch.next(Duration::from_secs(10));
+    assert_eq!(
+        (sent["event"].as_str(), sent["txid"].as_str()),
+        (Some("broadcast"), Some(&*txid.to_string()))
+    );
+    node.mine(1);
+    let closed = watch.next(Duration::from_secs(10));
+    assert_eq!(closed["closing"]["height"].as_u64(), Some(u64::from(exit) + 2));
     assert_eq!(watch.next(Duration::from_secs(10))["event"], "done");
     assert!(watch.wait());
 }

@@ -530,7 +530,8 @@ struct StandIn {
 
 impl Chain for StandIn {
     fn tip(&self) -> Result<Tip, ChainError> {
-        Ok(Tip { height: TIP, median_time_past: 0 })
+        let hash = bitcoin::BlockHash::from_byte_array([1; 32]);
+        Ok(Tip { height: TIP, hash, median_time_past: 0 })
     }
     fn test_accept(&self, _: &Transaction) -> Result<(), ChainError> {
         Ok(())

@@ -17,6 +17,7 @@ use paychan::wire::ChannelId;
 enum Request {
     Save(Box<ChannelRecord>, oneshot::Sender<Result<(), StoreError>>),
     Delete(ChannelId, oneshot::Sender<Result<(), StoreError>>),
+    ForgetClosure(ChannelId, oneshot::Sender<Result<(), StoreError>>),
     ReserveKeyIndex(oneshot::Sender<Result<u32, StoreError>>),
 }
 
@@ -65,6 +66,17 @@ impl StoreWriter {
         answer.await.map_err(|_| StoreError::WriterStopped)?
     }
 
+    /// Forgets channel `id`'s closing transaction ([`Store::forget_closure`]).
+    ///
+    /// # Errors
+    /// As [`StoreWriter::save`].
+    pub async fn forget_closure(&self, id: ChannelId) -> Result<(), StoreError> {
+        let (done, answer) = oneshot::channel();
+        let request = Request::ForgetClosure(id, done);
+        self.requests.send(request).map_err(|_| StoreError::WriterStopped)?;
+        answer.await.map_err(|_| StoreError::WriterStopped)?
+    }
+
     /// Hands out the next channel key index ([`Store::reserve_key_index`]).
     ///
     /// # Errors
@@ -87,6 +99,9 @@ fn write_batch(store: &mut impl Store, batch: Vec<Request>) {
             }
             Request::Delete(id, done) => {
                 let _ = done.send(store.delete_channel(id));
+            }
+            Request::ForgetClosure(id, done) => {
+                let _ = done.send(store.forget_closure(id));
             }
         }
     }

@@ -267,6 +267,13 @@ impl Store for SqliteStore {
     ///
     /// # Errors
     /// [`StoreError::Sqlite`].
+    fn forget_closure(&mut self, id: ChannelId) -> Result<(), StoreError> {
+        self.conn
+            .execute("UPDATE channels SET closed = NULL WHERE id = ?1", [id.to_string()])
+            .map_err(sqlite_err(&self.path))?;
+        Ok(())
+    }
+
     fn delete_channel(&mut self, id: ChannelId) -> Result<(), StoreError> {
         self.conn
             .execute("DELETE FROM channels WHERE id = ?1", [id.to_string()])

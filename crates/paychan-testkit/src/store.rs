@@ -1,7 +1,8 @@
 //! The [`Store`] contract as tests any backend runs: [`check_contract`] takes a function that
 //! opens one of the backend's stores by name (empty the first time, the same one after), and checks
 //! what the trait's docs promise that a test can see from outside: records read back as saved,
-//! across a reopen; a batch saved whole; a closure never erased by a later save; a service's
+//! across a reopen; a batch saved whole; a closure never erased by a later save (only forgotten
+//! on purpose); a service's
 //! record kept; deletes; key indexes never handed out twice, across a reopen; the network fixed
 //! at first use; an id never shared by a payer and a payee channel. (That a save survives a power cut is the backend's own test to make.)
 
@@ -69,6 +70,9 @@ fn a_closure_is_never_erased_by_a_save<S: Store>(open: &mut impl FnMut(&str) -> 
     store.record_closure(id, &closure).unwrap();
     store.save_channel(&record).unwrap();
     assert_eq!(store.channel(id).unwrap().unwrap().closed, Some(closure));
+    // A reorganization took it away: forgotten, and the state stays.
+    store.forget_closure(id).unwrap();
+    assert_eq!(store.channel(id).unwrap(), Some(record));
 }
 
 fn a_service_record_is_kept<S: Store>(open: &mut impl FnMut(&str) -> S) {

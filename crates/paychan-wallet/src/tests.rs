@@ -89,7 +89,8 @@ struct FakeChain {
 
 impl Chain for FakeChain {
     fn tip(&self) -> Result<Tip, ChainError> {
-        Ok(Tip { height: self.height, median_time_past: 0 })
+        let hash = bitcoin::hashes::Hash::from_byte_array([self.height as u8; 32]);
+        Ok(Tip { height: self.height, hash, median_time_past: 0 })
     }
     fn test_accept(&self, _: &Transaction) -> Result<(), ChainError> {
         unimplemented!("the wallet never broadcasts")

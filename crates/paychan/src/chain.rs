@@ -8,13 +8,15 @@
 use bitcoin::{FeeRate, OutPoint, Transaction, TxOut, Txid};
 use miniscript::descriptor::{Descriptor, DescriptorPublicKey};
 
-/// The chain tip: its height and median time past ([BIP 113]).
+/// The chain tip: its height, hash and median time past ([BIP 113]).
 ///
 /// [BIP 113]: https://github.com/bitcoin/bips/blob/master/bip-0113.mediawiki
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tip {
     /// The height of the best block.
     pub height: u32,
+    /// Its hash: a new best block at the same height (a reorganization) has another.
+    pub hash: bitcoin::BlockHash,
     /// The median time past of the best block, in Unix seconds.
     pub median_time_past: u64,
 }

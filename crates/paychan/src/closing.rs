@@ -11,6 +11,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::channel::ChannelParams;
 
+/// How deep a closing transaction must be before the watchers stop checking that it is still in
+/// the best chain: until then a reorganization may take it away, and the channel is watched
+/// again.
+pub const REORG_DEPTH: u32 = 100;
+
 /// Which of the channel's transactions closed it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -125,6 +125,13 @@ pub trait Store {
     /// A backend error.
     fn record_closure(&mut self, id: ChannelId, closure: &Closure) -> Result<(), StoreError>;
 
+    /// Forgets the closing transaction recorded for channel `id`: a reorganization took it out
+    /// of the best chain, and the channel is watched again.
+    ///
+    /// # Errors
+    /// A backend error.
+    fn forget_closure(&mut self, id: ChannelId) -> Result<(), StoreError>;
+
     /// Deletes the channel `id` (one that never got a funding: nothing is at stake in it).
     ///
     /// # Errors

@@ -18,9 +18,9 @@ use tracing::warn;
 use super::args::{Global, WatchArgs};
 use super::channels::closure_json;
 use super::{connect_node, open_datadir, CliError, Output};
-use paychan::chain::{Chain, OutputStatus};
+use paychan::chain::{Chain, OutputStatus, TxStatus};
 use paychan::channel::{Payer, PayerAction};
-use paychan::closing::Closure;
+use paychan::closing::{Closure, REORG_DEPTH};
 use paychan::store::{ChannelState, Store};
 use paychan::wire::ChannelId;
 use paychan_bitcoind::RpcChain;
@@ -49,7 +49,7 @@ pub(super) async fn watch(
     let stop = super::stop_signal();
     tokio::pin!(stop);
     loop {
-        let watched = blocking(|| watched(&datadir, a.channel))?;
+        let watched = blocking(|| watched(&mut datadir, &chain, a.channel, announce))?;
         if first {
             first = false;
             let channels: Vec<_> = watched
@@ -100,14 +100,43 @@ struct Watched {
     refund_locktime: u32,
 }
 
-/// The funded payer channels (or the one asked for) not yet recorded as closed.
-fn watched(datadir: &DataDir, only: Option<ChannelId>) -> Result<Vec<Watched>, CliError> {
+/// The funded payer channels (or the one asked for) not recorded as closed, or whose recorded
+/// close a reorganization took out of the best chain (forgotten here, and announced).
+fn watched(
+    datadir: &mut DataDir,
+    chain: &RpcChain,
+    only: Option<ChannelId>,
+    announce: &(dyn Fn(&Output) + Sync),
+) -> Result<Vec<Watched>, CliError> {
     let mut out = Vec::new();
+    let mut tip = None;
     for record in datadir.store.channels()? {
         let ChannelState::Payer(state) = record.state else { continue };
         let id = state.terms.channel_id;
-        if record.closed.is_some() || only.is_some_and(|o| o != id) {
+        if only.is_some_and(|o| o != id) {
             continue;
+        }
+        if let Some(c) = &record.closed {
+            let tip = match tip {
+                Some(tip) => tip,
+                None => *tip.insert(chain.tip()?.height),
+            };
+            if tip >= c.height.saturating_add(REORG_DEPTH)
+                || matches!(chain.tx_status(c.txid)?, TxStatus::Confirmed(_))
+            {
+                continue;
+            }
+            datadir.store.forget_closure(id)?;
+            announce(&Output {
+                json: json!({
+                    "event": "reorged", "channel_id": id.to_string(), "txid": c.txid.to_string(),
+                }),
+                text: format!(
+                    "channel {id}: its closing transaction {} left the best chain; watching it \
+                     again\n",
+                    c.txid
+                ),
+            });
         }
         let payer = Payer::restore(datadir.wallet.channel_signer(record.key_index)?, state)?;
         let Some(f) = payer.funded() else { continue };

@@ -9,9 +9,9 @@ use tracing::{info, warn};
 
 use super::{Shared, Slot};
 
-use paychan::chain::{Chain, OutputStatus};
+use paychan::chain::{Chain, OutputStatus, TxStatus};
 use paychan::channel::PayeeAction;
-use paychan::closing::{ClosingKind, Closure};
+use paychan::closing::{ClosingKind, Closure, REORG_DEPTH};
 use paychan::wire::ChannelId;
 
 /// Polls until aborted.
@@ -23,7 +23,7 @@ pub(super) async fn run<C: Chain + Send + Sync + 'static>(shared: Arc<Shared<C>>
     loop {
         interval.tick().await;
         let tip = match shared.blocking(|chain| chain.tip()).await {
-            Ok(tip) => tip.height,
+            Ok(tip) => tip,
             Err(e) => {
                 // Once per outage, not once per poll.
                 if !node_down {
@@ -36,14 +36,21 @@ pub(super) async fn run<C: Chain + Send + Sync + 'static>(shared: Arc<Shared<C>>
         if std::mem::take(&mut node_down) {
             info!("the node answers again");
         }
-        shared.set_tip(tip);
-        let new_block = last_tip != Some(tip);
-        last_tip = Some(tip);
+        shared.set_tip(tip.height);
+        // By hash: a reorganization may bring a new best block at the same height.
+        let new_block = last_tip != Some(tip.hash);
+        last_tip = Some(tip.hash);
+        let tip = tip.height;
         let slots: Vec<_> = shared.slots().iter().map(|(id, s)| (*id, s.clone())).collect();
         let mut unfunded = 0;
         for (id, slot) in slots {
             let mut slot = slot.lock().await;
-            if slot.closed.is_some() {
+            if let Some(closure) = &slot.closed {
+                // A reorganization may still take the close away: checked at each block until
+                // it is REORG_DEPTH deep.
+                if new_block && tip < closure.height.saturating_add(REORG_DEPTH) {
+                    check_closure(&shared, &mut slot).await;
+                }
                 continue;
             }
             if slot.payee.funded().is_none() {
@@ -200,6 +207,29 @@ async fn funding_reorged<C: Chain + Send + Sync + 'static>(
         // Not on disk: still ready; the next poll tries again.
         slot.payee = before;
         warn!(%channel_id, "cannot save: {e}");
+    }
+}
+
+/// Checks that the transaction recorded as closing the channel is still in the best chain; if a
+/// reorganization took it away, forgets it, and the channel is watched again (its newest state
+/// broadcast again when due, if the close is not back in the mempool).
+async fn check_closure<C: Chain + Send + Sync + 'static>(shared: &Shared<C>, slot: &mut Slot) {
+    let Some(closure) = &slot.closed else { return };
+    let (channel_id, txid) = (slot.payee.state().terms.channel_id, closure.txid);
+    match shared.blocking(move |chain| chain.tx_status(txid)).await {
+        Ok(TxStatus::Confirmed(_)) => {}
+        Ok(status) => match shared.store.forget_closure(channel_id).await {
+            Ok(()) => {
+                warn!(
+                    %channel_id, %txid, ?status,
+                    "the closing transaction left the best chain (a reorganization): watching \
+                     the channel again"
+                );
+                slot.closed = None;
+            }
+            Err(e) => warn!(%channel_id, "cannot forget the closing transaction: {e}"),
+        },
+        Err(e) => warn!(%channel_id, "cannot check the closing transaction: {e}"),
     }
 }
 
