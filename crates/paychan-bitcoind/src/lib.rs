@@ -332,24 +332,23 @@ impl Chain for RpcChain {
     }
 
     fn find_spend(&self, outpoint: OutPoint) -> Result<Option<(Transaction, u32)>, ChainError> {
-        let mut height = self.tip()?.height;
-        loop {
-            let hash: String = self.call("getblockhash", &[json!(height)])?;
-            let raw: String = self.call("getblock", &[json!(hash), json!(0)])?;
-            let block: bitcoin::Block =
-                bitcoin::consensus::encode::deserialize_hex(&raw).map_err(|e| {
-                    ChainError::UnexpectedAnswer { method: "getblock", detail: e.to_string() }
-                })?;
+        let tip = self.tip()?.height;
+        // No walk past the output's own block (the transaction index tells its depth), and none
+        // at all if its transaction is in no block of the best chain (a reorganization took it
+        // away): without this a reorganized funding was looked for back to the genesis block.
+        let TxStatus::Confirmed(confirmations) = self.tx_status(outpoint.txid)? else {
+            return Ok(None);
+        };
+        let lowest = (tip + 1).saturating_sub(confirmations);
+        for height in (lowest..=tip).rev() {
+            let Some(hash) = self.block_hash(height)? else { continue };
+            let block = self.block(hash)?;
             let spends = |tx: &&Transaction| tx.input.iter().any(|i| i.previous_output == outpoint);
             if let Some(tx) = block.txdata.iter().find(spends) {
                 return Ok(Some((tx.clone(), height)));
             }
-            // The spend cannot be older than the output.
-            if block.txdata.iter().any(|tx| tx.compute_txid() == outpoint.txid) || height == 0 {
-                return Ok(None);
-            }
-            height -= 1;
         }
+        Ok(None)
     }
 
     fn fee_rate(&self, target_blocks: u16) -> Result<FeeRate, ChainError> {

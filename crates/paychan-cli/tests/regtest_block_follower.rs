@@ -94,6 +94,8 @@ fn fundings_and_closes_reorged_out_are_seen_from_blocks_alone() {
         vec![WatchEvent::FundingReorged { channel_id: id }]
     );
     assert_eq!(watch.confirmations(id, node.height()), Some(0));
+    // Nor is it looked for in the blocks: its transaction is in none of them.
+    assert_eq!(paychan::chain::Chain::find_spend(&node.chain, outpoint).unwrap(), None);
     assert_eq!(follower.tip().hash, node.chain.best_block_hash().unwrap());
 
     // Back in a block: confirmed again, at the new height.
@@ -118,6 +120,8 @@ fn fundings_and_closes_reorged_out_are_seen_from_blocks_alone() {
             tx: settlement.clone()
         }]
     );
+    let found = paychan::chain::Chain::find_spend(&node.chain, outpoint).unwrap();
+    assert_eq!(found, Some((settlement.clone(), start + 4)));
     reorg_out_the_tip(&node, 0);
     assert_eq!(
         sync(&source, &mut follower, &mut watch),

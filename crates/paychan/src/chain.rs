@@ -223,7 +223,8 @@ pub trait Chain {
 
     /// Returns the confirmed transaction that spends `outpoint` and its block height, looking
     /// through the blocks from the tip back to the one holding `outpoint`'s own transaction
-    /// (`None` if no block in between spends it). Needs no transaction index.
+    /// (`None` if no block in between spends it, or if that transaction is in no block of the
+    /// best chain).
     ///
     /// # Errors
     /// [`ChainError::Rpc`] or [`ChainError::UnexpectedAnswer`].
