@@ -60,9 +60,13 @@ impl Service for FileService {
         channel_id: ChannelId,
         record: Option<serde_json::Value>,
     ) -> Box<dyn Session> {
-        // A record that does not parse is one this build did not write; the sale starts over
-        // (nothing is owed that the payer has not been sent again).
-        let record = record.and_then(|r| serde_json::from_value::<SaleRecord>(r).ok());
+        // A record that does not parse is one this build did not write: the sale starts over,
+        // said loudly, since the chunks it counted as paid are then offered at a price again.
+        let record = record.and_then(|r| {
+            serde_json::from_value::<SaleRecord>(r)
+                .inspect_err(|e| warn!(%channel_id, "stored file sale unreadable, dropped: {e}"))
+                .ok()
+        });
         let sale = Sale::restore(record);
         Box::new(FileSession { service: self.clone(), channel_id, sale, next: None, refused: None })
     }
