@@ -243,6 +243,12 @@ struct ScriptPubKeyInfo {
 }
 
 #[derive(Deserialize)]
+struct SpendingPrevout {
+    /// The mempool transaction spending the output, if any.
+    spendingtxid: Option<Txid>,
+}
+
+#[derive(Deserialize)]
 struct SmartFee {
     /// BTC per 1000 vbytes.
     feerate: Option<f64>,
@@ -349,6 +355,22 @@ impl Chain for RpcChain {
             }
         }
         Ok(None)
+    }
+
+    fn mempool_spends(&self, outpoints: &[OutPoint]) -> Result<Vec<Option<Txid>>, ChainError> {
+        if outpoints.is_empty() {
+            return Ok(Vec::new());
+        }
+        let asked: Vec<Value> =
+            outpoints.iter().map(|o| json!({ "txid": o.txid, "vout": o.vout })).collect();
+        let answers: Vec<SpendingPrevout> = self.call("gettxspendingprevout", &[json!(asked)])?;
+        if answers.len() != outpoints.len() {
+            return Err(ChainError::UnexpectedAnswer {
+                method: "gettxspendingprevout",
+                detail: format!("{} answers for {} outputs", answers.len(), outpoints.len()),
+            });
+        }
+        Ok(answers.into_iter().map(|a| a.spendingtxid).collect())
     }
 
     fn fee_rate(&self, target_blocks: u16) -> Result<FeeRate, ChainError> {

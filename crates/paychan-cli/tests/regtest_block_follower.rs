@@ -43,7 +43,7 @@ impl BlockSource for Counted<'_> {
 /// Follows the node to its tip and feeds every block to `watch`; returns the watch's events.
 fn sync(node: &Counted, follower: &mut BlockFollower, watch: &mut FundingWatch) -> Vec<WatchEvent> {
     let mut out = Vec::new();
-    for event in follow(node, follower, 1000).expect("follow the node") {
+    for event in follow(node, follower, 1000).expect("follow the node").events {
         match event {
             BlockEvent::Connected { id, block } => {
                 out.extend(watch.block_connected(&block, id.height))

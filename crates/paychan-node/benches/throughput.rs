@@ -40,6 +40,7 @@ use paychan::chain::{Chain, ChainError, OutputStatus, Tip, TxStatus, Utxo};
 use paychan::channel::{CheckpointPolicy, PayeeConfig, PayerConfig};
 use paychan::miniscript::descriptor::{Descriptor, DescriptorPublicKey};
 use paychan::store::{ChannelRecord, ChannelState, Store};
+use paychan::watch::BlockSource;
 use paychan::wire::ChannelId;
 use paychan_node::client::{ClientTimeouts, PayerClient, Pipelined};
 use paychan_node::daemon::{Daemon, DaemonConfig};
@@ -486,6 +487,7 @@ fn open_in_memory(
             peer: None,
             state: ChannelState::Payee(payee_sm.state().clone()),
             closed: None,
+            funding_height: None,
             service: None,
         })
         .unwrap();
@@ -496,6 +498,7 @@ fn open_in_memory(
             peer: Some(peer.into()),
             state: ChannelState::Payer(payer.state().clone()),
             closed: None,
+            funding_height: None,
             service: None,
         })
         .unwrap();
@@ -528,6 +531,19 @@ struct StandIn {
     fundings: Arc<Mutex<HashMap<OutPoint, TxOut>>>,
 }
 
+/// A chain that stays at its tip: no block ever comes.
+impl BlockSource for StandIn {
+    fn best_block_hash(&self) -> Result<bitcoin::BlockHash, ChainError> {
+        Ok(self.tip()?.hash)
+    }
+    fn block_hash(&self, height: u32) -> Result<Option<bitcoin::BlockHash>, ChainError> {
+        Ok((height == TIP).then(|| bitcoin::BlockHash::from_byte_array([1; 32])))
+    }
+    fn block(&self, hash: bitcoin::BlockHash) -> Result<bitcoin::Block, ChainError> {
+        Err(ChainError::UnexpectedAnswer { method: "getblock", detail: format!("no block {hash}") })
+    }
+}
+
 impl Chain for StandIn {
     fn tip(&self) -> Result<Tip, ChainError> {
         let hash = bitcoin::BlockHash::from_byte_array([1; 32]);
@@ -553,6 +569,9 @@ impl Chain for StandIn {
     }
     fn find_spend(&self, _: OutPoint) -> Result<Option<(Transaction, u32)>, ChainError> {
         Ok(None)
+    }
+    fn mempool_spends(&self, outpoints: &[OutPoint]) -> Result<Vec<Option<Txid>>, ChainError> {
+        Ok(vec![None; outpoints.len()])
     }
     fn fee_rate(&self, _: u16) -> Result<FeeRate, ChainError> {
         Ok(FeeRate::from_sat_per_vb(1).unwrap())

@@ -8,6 +8,8 @@
 //!   [`Service`](daemon::Service) sold over the channel (the paid file service of
 //!   `paychan-files`).
 //! - [`client`]: the payer, one channel through one connection, generic the same way.
+//! - [`follow`]: what the daemon's watcher and the payer's `watch` share to follow the chain
+//!   block by block ([`paychan::watch`]).
 //! - [`datadir`] (feature `datadir`, on by default): the wallet and the SQLite store in one
 //!   locked directory, as the command line keeps them.
 //!
@@ -24,6 +26,7 @@ pub mod client;
 pub mod daemon;
 #[cfg(feature = "datadir")]
 pub mod datadir;
+pub mod follow;
 pub mod net;
 mod store_writer;
 

@@ -3,22 +3,24 @@
 //! Callers on the async side hand a record to [`StoreWriter::save`] and await the commit. The
 //! thread takes every request waiting at that moment: it saves all the records in one
 //! transaction (with many channels busy, one disk flush serves many payments), after carrying
-//! out the batch's other requests (key indexes, deletes) one by one. No async task ever blocks
-//! on the store. Each channel saves from behind its own lock, so a channel's saves stay in order.
-
+//! out the batch's other requests (key indexes, deletes, chain positions) one by one. No async
+//! task ever blocks on the store. Each channel saves from behind its own lock, so a channel's
+//! saves stay in order; a caller that needs one request after another awaits the first.
 use std::sync::mpsc;
 use std::thread;
 
 use tokio::sync::oneshot;
 
 use paychan::store::{ChannelRecord, Store, StoreError};
+use paychan::watch::BlockId;
 use paychan::wire::ChannelId;
+
+/// A call on the store other than a save, carried out in the writer's thread.
+type Call = Box<dyn FnOnce(&mut dyn Store) + Send>;
 
 enum Request {
     Save(Box<ChannelRecord>, oneshot::Sender<Result<(), StoreError>>),
-    Delete(ChannelId, oneshot::Sender<Result<(), StoreError>>),
-    ForgetClosure(ChannelId, oneshot::Sender<Result<(), StoreError>>),
-    ReserveKeyIndex(oneshot::Sender<Result<u32, StoreError>>),
+    Call(Call),
 }
 
 /// A handle to the writing thread. Cloning it is cheap; the thread ends with the last handle.
@@ -61,9 +63,7 @@ impl StoreWriter {
     /// # Errors
     /// As [`StoreWriter::save`].
     pub async fn delete(&self, id: ChannelId) -> Result<(), StoreError> {
-        let (done, answer) = oneshot::channel();
-        self.requests.send(Request::Delete(id, done)).map_err(|_| StoreError::WriterStopped)?;
-        answer.await.map_err(|_| StoreError::WriterStopped)?
+        self.call(move |store| store.delete_channel(id)).await
     }
 
     /// Forgets channel `id`'s closing transaction ([`Store::forget_closure`]).
@@ -71,10 +71,31 @@ impl StoreWriter {
     /// # Errors
     /// As [`StoreWriter::save`].
     pub async fn forget_closure(&self, id: ChannelId) -> Result<(), StoreError> {
-        let (done, answer) = oneshot::channel();
-        let request = Request::ForgetClosure(id, done);
-        self.requests.send(request).map_err(|_| StoreError::WriterStopped)?;
-        answer.await.map_err(|_| StoreError::WriterStopped)?
+        self.call(move |store| store.forget_closure(id)).await
+    }
+
+    /// Records channel `id`'s funding height ([`Store::record_funding_height`]).
+    ///
+    /// # Errors
+    /// As [`StoreWriter::save`].
+    pub async fn record_funding_height(
+        &self,
+        id: ChannelId,
+        height: Option<u32>,
+    ) -> Result<(), StoreError> {
+        self.call(move |store| store.record_funding_height(id, height)).await
+    }
+
+    /// Records a watcher's chain position ([`Store::save_chain_position`]).
+    ///
+    /// # Errors
+    /// As [`StoreWriter::save`].
+    pub async fn save_chain_position(
+        &self,
+        watcher: &'static str,
+        blocks: Vec<BlockId>,
+    ) -> Result<(), StoreError> {
+        self.call(move |store| store.save_chain_position(watcher, &blocks)).await
     }
 
     /// Hands out the next channel key index ([`Store::reserve_key_index`]).
@@ -82,9 +103,19 @@ impl StoreWriter {
     /// # Errors
     /// As [`StoreWriter::save`].
     pub async fn reserve_key_index(&self) -> Result<u32, StoreError> {
+        self.call(|store| store.reserve_key_index()).await
+    }
+
+    /// Runs `call` on the store in the writer's thread, in turn with the saves.
+    async fn call<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(&mut dyn Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
         let (done, answer) = oneshot::channel();
-        let request = Request::ReserveKeyIndex(done);
-        self.requests.send(request).map_err(|_| StoreError::WriterStopped)?;
+        let call: Call = Box::new(move |store| {
+            let _ = done.send(call(store));
+        });
+        self.requests.send(Request::Call(call)).map_err(|_| StoreError::WriterStopped)?;
         answer.await.map_err(|_| StoreError::WriterStopped)?
     }
 }
@@ -94,15 +125,7 @@ fn write_batch(store: &mut impl Store, batch: Vec<Request>) {
     for request in batch {
         match request {
             Request::Save(record, done) => saves.push((*record, done)),
-            Request::ReserveKeyIndex(done) => {
-                let _ = done.send(store.reserve_key_index());
-            }
-            Request::Delete(id, done) => {
-                let _ = done.send(store.delete_channel(id));
-            }
-            Request::ForgetClosure(id, done) => {
-                let _ = done.send(store.forget_closure(id));
-            }
+            Request::Call(call) => call(store),
         }
     }
     if saves.is_empty() {

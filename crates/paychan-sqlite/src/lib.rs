@@ -20,6 +20,7 @@ use serde_json::Value;
 
 use paychan::closing::Closure;
 use paychan::store::{ChannelRecord, ChannelState, Store, StoreError};
+use paychan::watch::BlockId;
 use paychan::wire::ChannelId;
 
 /// The store's file name in the data directory.
@@ -48,6 +49,9 @@ const MIGRATIONS: &[&str] = &[
 ",
     "
     ALTER TABLE channels ADD COLUMN sale TEXT;
+",
+    "
+    ALTER TABLE channels ADD COLUMN funding_height INTEGER;
 ",
 ];
 
@@ -134,7 +138,7 @@ impl SqliteStore {
 
     fn record(
         &self,
-        (role, key_index, peer, state, closed, sale): RowFields,
+        (role, key_index, peer, state, closed, sale, funding_height): RowFields,
     ) -> Result<ChannelRecord, StoreError> {
         let state = ChannelState::decode(&role, &state).map_err(|e| StoreError::Corrupt {
             location: location(&self.path),
@@ -142,7 +146,7 @@ impl SqliteStore {
         })?;
         let closed = self.column("closing transaction", closed)?;
         let service = self.column("service record", sale)?;
-        Ok(ChannelRecord { key_index, peer, state, closed, service })
+        Ok(ChannelRecord { key_index, peer, state, closed, funding_height, service })
     }
 }
 
@@ -218,9 +222,9 @@ impl Store for SqliteStore {
         {
             let mut stmt = tx
                 .prepare_cached(
-                    "INSERT INTO channels (id, role, key_index, peer, state, closed, sale, created,
-                         updated)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)
+                    "INSERT INTO channels (id, role, key_index, peer, state, closed, sale,
+                         funding_height, created, updated)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?9, ?8, ?8)
                      ON CONFLICT (id) DO UPDATE SET state = excluded.state,
                          peer = excluded.peer, updated = excluded.updated,
                          closed = COALESCE(excluded.closed, closed), sale = excluded.sale
@@ -237,7 +241,17 @@ impl Store for SqliteStore {
                 let id = r.state.channel_id().to_string();
                 let (role, key, peer) = (r.state.role(), r.key_index, &r.peer);
                 let saved = stmt
-                    .execute(params![id, role, key, peer, state, closed, sale, now])
+                    .execute(params![
+                        id,
+                        role,
+                        key,
+                        peer,
+                        state,
+                        closed,
+                        sale,
+                        now,
+                        r.funding_height
+                    ])
                     .map_err(sqlite_err(&path))?;
                 // The update skipped: the id is the other role's. The whole batch rolls back.
                 if saved == 0 {
@@ -274,6 +288,38 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn record_funding_height(
+        &mut self,
+        id: ChannelId,
+        height: Option<u32>,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE channels SET funding_height = ?2 WHERE id = ?1",
+                params![id.to_string(), height],
+            )
+            .map_err(sqlite_err(&self.path))?;
+        Ok(())
+    }
+
+    fn chain_position(&self, watcher: &str) -> Result<Vec<BlockId>, StoreError> {
+        let stored: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT value FROM settings WHERE name = ?1",
+                [position_setting(watcher)],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(sqlite_err(&self.path))?;
+        Ok(self.column("chain position", stored)?.unwrap_or_default())
+    }
+
+    fn save_chain_position(&mut self, watcher: &str, blocks: &[BlockId]) -> Result<(), StoreError> {
+        let value = serde_json::to_string(blocks).expect("block ids are JSON-representable");
+        self.update_setting(&position_setting(watcher), |_| Ok((Some(value), ())))
+    }
+
     fn delete_channel(&mut self, id: ChannelId) -> Result<(), StoreError> {
         self.conn
             .execute("DELETE FROM channels WHERE id = ?1", [id.to_string()])
@@ -289,7 +335,8 @@ impl Store for SqliteStore {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT role, key_index, peer, state, closed, sale FROM channels WHERE id = ?1",
+                "SELECT role, key_index, peer, state, closed, sale, funding_height FROM channels
+                 WHERE id = ?1",
             )
             .map_err(sqlite_err(&self.path))?;
         let row = stmt
@@ -307,7 +354,8 @@ impl Store for SqliteStore {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT role, key_index, peer, state, closed, sale FROM channels ORDER BY rowid",
+                "SELECT role, key_index, peer, state, closed, sale, funding_height FROM channels
+                 ORDER BY rowid",
             )
             .map_err(sqlite_err(&self.path))?;
         let rows = stmt
@@ -319,10 +367,15 @@ impl Store for SqliteStore {
     }
 }
 
-type RowFields = (String, u32, Option<String>, String, Option<String>, Option<String>);
+type RowFields = (String, u32, Option<String>, String, Option<String>, Option<String>, Option<u32>);
 
 fn row_fields(row: &rusqlite::Row<'_>) -> rusqlite::Result<RowFields> {
-    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?))
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?, row.get(6)?))
+}
+
+/// The setting that holds watcher `watcher`'s chain position.
+fn position_setting(watcher: &str) -> String {
+    format!("chain_position.{watcher}")
 }
 
 fn sqlite_err(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {

@@ -1,15 +1,17 @@
 //! The [`Store`] contract as tests any backend runs: [`check_contract`] takes a function that
-//! opens one of the backend's stores by name (empty the first time, the same one after), and checks
-//! what the trait's docs promise that a test can see from outside: records read back as saved,
-//! across a reopen; a batch saved whole; a closure never erased by a later save (only forgotten
-//! on purpose); a service's
-//! record kept; deletes; key indexes never handed out twice, across a reopen; the network fixed
-//! at first use; an id never shared by a payer and a payee channel. (That a save survives a power cut is the backend's own test to make.)
+//! opens one of the backend's stores by name (empty the first time, the same one after), and
+//! checks what the trait's docs promise that a test can see from outside: records read back as
+//! saved, across a reopen; a batch saved whole; a closure never erased by a later save (only
+//! forgotten on purpose); a service's record kept; a funding height kept apart from saves; each
+//! watcher's chain position; deletes; key indexes never handed out twice, across a reopen; the
+//! network fixed at first use; an id never shared by a payer and a payee channel. (That a save
+//! survives a power cut is the backend's own test to make.)
 
 use bitcoin::{Amount, Network};
 use paychan::channel::Payer;
 use paychan::closing::{ClosingKind, Closure};
 use paychan::store::{ChannelRecord, ChannelState, Store, StoreError};
+use paychan::watch::BlockId;
 use paychan::wire::ChannelId;
 
 use crate::{payer_config, signer, TIP};
@@ -25,6 +27,8 @@ pub fn check_contract<S: Store>(mut open: impl FnMut(&str) -> S) {
     key_indexes_are_never_handed_out_twice(&mut open);
     the_network_is_fixed_at_first_use(&mut open);
     an_id_is_never_shared_by_the_two_roles(&mut open);
+    a_funding_height_is_kept_apart_from_saves(&mut open);
+    chain_positions_read_back_per_watcher(&mut open);
 }
 
 /// A payer channel's record with key index `key_index` (its id is `[key_index; 32]`).
@@ -37,6 +41,7 @@ pub fn payer_record(key_index: u32) -> ChannelRecord {
         peer: Some("peer".into()),
         state: ChannelState::Payer(payer.state().clone()),
         closed: None,
+        funding_height: None,
         service: None,
     }
 }
@@ -110,6 +115,7 @@ fn an_id_is_never_shared_by_the_two_roles<S: Store>(open: &mut impl FnMut(&str) 
         peer: None,
         state: ChannelState::Payee(opening.payee.state().clone()),
         closed: None,
+        funding_height: None,
         service: None,
     };
     let payer = payer_record(7);
@@ -133,4 +139,37 @@ fn the_network_is_fixed_at_first_use<S: Store>(open: &mut impl FnMut(&str) -> S)
         ),
         "{err}"
     );
+}
+
+fn a_funding_height_is_kept_apart_from_saves<S: Store>(open: &mut impl FnMut(&str) -> S) {
+    let mut store = open("funding_height");
+    let record = payer_record(0);
+    let id = record.state.channel_id();
+    store.save_channel(&record).unwrap();
+    store.record_funding_height(id, Some(431)).unwrap();
+    // A save (the state machine's, which knows no height) leaves it.
+    store.save_channel(&record).unwrap();
+    drop(store);
+    let mut store = open("funding_height");
+    assert_eq!(store.channel(id).unwrap().unwrap().funding_height, Some(431));
+    // A reorganization took the funding's block away.
+    store.record_funding_height(id, None).unwrap();
+    assert_eq!(store.channel(id).unwrap(), Some(record));
+}
+
+fn chain_positions_read_back_per_watcher<S: Store>(open: &mut impl FnMut(&str) -> S) {
+    use bitcoin::hashes::Hash;
+    let mut store = open("positions");
+    assert_eq!(store.chain_position("payee").unwrap(), vec![]);
+    let block = |height: u32| BlockId {
+        height,
+        hash: bitcoin::BlockHash::from_byte_array([height as u8; 32]),
+    };
+    store.save_chain_position("payee", &[block(1), block(2)]).unwrap();
+    store.save_chain_position("payer", &[block(5)]).unwrap();
+    store.save_chain_position("payee", &[block(2), block(3)]).unwrap();
+    drop(store);
+    let store = open("positions");
+    assert_eq!(store.chain_position("payee").unwrap(), vec![block(2), block(3)]);
+    assert_eq!(store.chain_position("payer").unwrap(), vec![block(5)]);
 }

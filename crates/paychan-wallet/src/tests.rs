@@ -121,6 +121,9 @@ impl Chain for FakeChain {
     fn find_spend(&self, _: OutPoint) -> Result<Option<(Transaction, u32)>, ChainError> {
         unimplemented!("the wallet never asks")
     }
+    fn mempool_spends(&self, outpoints: &[OutPoint]) -> Result<Vec<Option<Txid>>, ChainError> {
+        unimplemented!("the wallet never asks: {outpoints:?}")
+    }
     fn fee_rate(&self, _: u16) -> Result<FeeRate, ChainError> {
         Ok(FeeRate::from_sat_per_vb(1).unwrap())
     }

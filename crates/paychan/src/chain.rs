@@ -230,6 +230,15 @@ pub trait Chain {
     /// [`ChainError::Rpc`] or [`ChainError::UnexpectedAnswer`].
     fn find_spend(&self, outpoint: OutPoint) -> Result<Option<(Transaction, u32)>, ChainError>;
 
+    /// Returns, for each of `outpoints` in order, the transaction in the node's mempool that
+    /// spends it, if any: one call for every outpoint (Bitcoin Core's
+    /// `gettxspendingprevout`), so that a watcher learns of closes in the mempool without a
+    /// call per channel.
+    ///
+    /// # Errors
+    /// [`ChainError::Rpc`] or [`ChainError::UnexpectedAnswer`].
+    fn mempool_spends(&self, outpoints: &[OutPoint]) -> Result<Vec<Option<Txid>>, ChainError>;
+
     /// Returns a fee rate for confirmation within `target_blocks`.
     ///
     /// # Errors

@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::channel::{ChannelTerms, FundedChannel, PayeeStage, PayeeState, PayerStage, PayerState};
 use crate::closing::Closure;
+use crate::watch::BlockId;
 use crate::wire::ChannelId;
 
 /// The version of the channel state encoding that [`ChannelState::encode`] writes. States
@@ -132,6 +133,33 @@ pub trait Store {
     /// A backend error.
     fn forget_closure(&mut self, id: ChannelId) -> Result<(), StoreError>;
 
+    /// Records the height of the block holding channel `id`'s funding, as a watcher saw it in
+    /// the best chain (`None`: unconfirmed again after a reorganization), leaving the rest of
+    /// the record as it is.
+    ///
+    /// # Errors
+    /// A backend error.
+    fn record_funding_height(
+        &mut self,
+        id: ChannelId,
+        height: Option<u32>,
+    ) -> Result<(), StoreError>;
+
+    /// Returns where the watcher called `watcher` stopped following the chain: the newest
+    /// blocks it processed, oldest first (empty if it never ran).
+    ///
+    /// # Errors
+    /// A backend error, or [`StoreError::Corrupt`].
+    fn chain_position(&self, watcher: &str) -> Result<Vec<BlockId>, StoreError>;
+
+    /// Records, durably, the newest blocks the watcher called `watcher` processed, oldest
+    /// first. A watcher records them after saving what those blocks did to its channels, so a
+    /// crash in between replays the blocks rather than losing what they did.
+    ///
+    /// # Errors
+    /// A backend error.
+    fn save_chain_position(&mut self, watcher: &str, blocks: &[BlockId]) -> Result<(), StoreError>;
+
     /// Deletes the channel `id` (one that never got a funding: nothing is at stake in it).
     ///
     /// # Errors
@@ -163,6 +191,9 @@ pub struct ChannelRecord {
     /// The confirmed transaction that spent the funding, once a watcher saw it. Saving a record
     /// without one never erases one already stored.
     pub closed: Option<Closure>,
+    /// The height of the block holding the funding, as a watcher recorded it
+    /// ([`Store::record_funding_height`]). Saving a record never changes the one stored.
+    pub funding_height: Option<u32>,
     /// What a service sold over the channel keeps with it (payee side; the file service's sale),
     /// saved with every state. The store keeps it as it is.
     pub service: Option<serde_json::Value>,

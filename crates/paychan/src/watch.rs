@@ -98,6 +98,19 @@ impl BlockFollower {
         BlockFollower { recent: VecDeque::from([tip]) }
     }
 
+    /// Starts after `blocks`, the newest blocks processed when the last run stopped, oldest
+    /// first ([`BlockFollower::blocks`]); `None` if there are none.
+    pub fn resume(blocks: &[BlockId]) -> Option<BlockFollower> {
+        let keep = blocks.len().saturating_sub(Self::KEEP);
+        let recent: VecDeque<BlockId> = blocks[keep..].iter().copied().collect();
+        (!recent.is_empty()).then_some(BlockFollower { recent })
+    }
+
+    /// Returns the blocks kept, oldest first: what to store for [`BlockFollower::resume`].
+    pub fn blocks(&self) -> Vec<BlockId> {
+        self.recent.iter().copied().collect()
+    }
+
     /// Returns the newest block processed.
     pub fn tip(&self) -> BlockId {
         *self.recent.back().expect("never empty")
@@ -152,20 +165,30 @@ pub enum BlockEvent {
     },
 }
 
+/// What one [`follow`] call did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    /// The blocks disconnected and connected, in order.
+    pub events: Vec<BlockEvent>,
+    /// Whether the follower's tip is now the node's best block (not when it stopped at
+    /// `max_blocks`): only then is its tip the chain's.
+    pub at_best: bool,
+}
+
 /// Brings `follower` up to the node's best block: every block it lacks, in order, and for a
 /// fork first the blocks to drop, newest first. Stops after `max_blocks` new blocks, so that a
-/// caller far behind sees progress; call again until it returns nothing. Three node calls per
-/// block connected (the best block's hash, the block's hash, the block: fewer per block when
-/// several come at once), one if the follower is at the best block already.
+/// caller far behind sees progress; call again until it is at the best block. Three node calls
+/// per block connected (the best block's hash, the block's hash, the block: fewer per block
+/// when several come at once), one if the follower is at the best block already.
 ///
 /// # Errors
-/// [`FollowError`]. The events before the error are lost with it, and the follower keeps the
-/// state they led to: the caller must not apply half a call.
+/// [`FollowError`]. The events before the error are lost with it, so the caller passes a copy
+/// of its follower and keeps the copy only on success: half a call is never applied.
 pub fn follow(
     source: &impl BlockSource,
     follower: &mut BlockFollower,
     max_blocks: usize,
-) -> Result<Vec<BlockEvent>, FollowError> {
+) -> Result<Progress, FollowError> {
     let mut events = Vec::new();
     let best = source.best_block_hash()?;
     let mut connected = 0;
@@ -185,7 +208,7 @@ pub fn follow(
             Step::Forked => events.push(BlockEvent::Disconnected { id: follower.disconnect()? }),
         }
     }
-    Ok(events)
+    Ok(Progress { events, at_best: follower.tip().hash == best })
 }
 
 /// What a block did to a watched channel.
@@ -278,10 +301,25 @@ impl FundingWatch {
         self.channels.is_empty()
     }
 
+    /// Returns the heights at which channel `id`'s funding is known to be confirmed and spent,
+    /// if watched.
+    pub fn heights(&self, id: ChannelId) -> Option<(Option<u32>, Option<u32>)> {
+        self.channels.get(&id).map(|w| (w.confirmed, w.spent))
+    }
+
     /// Returns channel `id`'s funding confirmations at `tip` (0 while unconfirmed), if watched.
     pub fn confirmations(&self, id: ChannelId, tip: u32) -> Option<u32> {
         let w = self.channels.get(&id)?;
         Some(w.confirmed.map_or(0, |h| tip.saturating_add(1).saturating_sub(h)))
+    }
+
+    /// Reads what `event` did to the watched channels ([`FundingWatch::block_connected`] or
+    /// [`FundingWatch::block_disconnected`]).
+    pub fn apply(&mut self, event: &BlockEvent) -> Vec<WatchEvent> {
+        match event {
+            BlockEvent::Connected { id, block } => self.block_connected(block, id.height),
+            BlockEvent::Disconnected { id } => self.block_disconnected(id.height),
+        }
     }
 
     /// Reads `block`, connected at `height`: the fundings it confirms and the spends it holds.
@@ -445,16 +483,21 @@ mod tests {
         for _ in 0..5 {
             chain.mine(vec![], 0);
         }
-        let events = follow(&chain, &mut follower, 100).unwrap();
+        let events = follow(&chain, &mut follower, 100).unwrap().events;
         assert_eq!(connected(&events), vec![1, 2, 3, 4, 5]);
         assert_eq!(follower.tip(), chain.id(5));
         // One best-hash call, then two per block.
         assert_eq!(chain.calls.replace(0), 1 + 2 * 5);
-        assert!(follow(&chain, &mut follower, 100).unwrap().is_empty());
+        let idle = follow(&chain, &mut follower, 100).unwrap();
+        assert!(idle.events.is_empty() && idle.at_best);
         assert_eq!(chain.calls.replace(0), 1);
         chain.mine(vec![], 0);
-        assert_eq!(connected(&follow(&chain, &mut follower, 1).unwrap()), vec![6]);
+        chain.mine(vec![], 0);
+        let one = follow(&chain, &mut follower, 1).unwrap();
+        assert_eq!((connected(&one.events), one.at_best), (vec![6], false), "stopped at one");
         assert_eq!(chain.calls.replace(0), 3, "one block: three calls");
+        let rest = follow(&chain, &mut follower, 1).unwrap();
+        assert_eq!((connected(&rest.events), rest.at_best), (vec![7], true));
     }
 
     #[test]
@@ -471,7 +514,7 @@ mod tests {
         for _ in 0..3 {
             chain.mine(vec![], 1);
         }
-        let events = follow(&chain, &mut follower, 100).unwrap();
+        let events = follow(&chain, &mut follower, 100).unwrap().events;
         let ids: Vec<(bool, BlockId)> = events
             .iter()
             .map(|e| match e {
@@ -502,7 +545,7 @@ mod tests {
         follow(&chain, &mut follower, 100).unwrap();
         chain.blocks.truncate(3);
         chain.mine(vec![], 1);
-        let events = follow(&chain, &mut follower, 100).unwrap();
+        let events = follow(&chain, &mut follower, 100).unwrap().events;
         assert_eq!(connected(&events), vec![3]);
         assert_eq!(events.len(), 3, "two blocks disconnected, one connected: {events:?}");
         assert_eq!(follower.tip(), chain.id(3));

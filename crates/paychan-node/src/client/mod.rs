@@ -580,6 +580,7 @@ impl<'a, C: Chain, S: Store> PayerClient<'a, C, S> {
             peer: Some(self.peer.to_string()),
             state: ChannelState::Payer(self.payer.state().clone()),
             closed: None,
+            funding_height: None,
             service: None,
         };
         // A commit waits for the disk: let the worker's other tasks move to another thread

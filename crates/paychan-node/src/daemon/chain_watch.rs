@@ -1,287 +1,264 @@
-//! The daemon's view of the chain: it polls the node for the tip (there is no ZMQ in this
-//! build), tells every channel of a new block, and tells channels waiting for their funding how
-//! many confirmations it has.
+//! The daemon's view of the chain, block by block (there is no ZMQ in this build: it polls the
+//! node for its best block's hash).
+//!
+//! Each poll costs one node call when no block came, and three per new block however many
+//! channels the daemon serves: [`paychan::watch::follow`] reads each block once, and the
+//! [`FundingWatch`](paychan::watch::FundingWatch) in [`Shared`] turns it into channel events through its index of funding outpoints (handled in
+//! [`super::chain_events`]). The blocks processed are stored after what they did, so a restart
+//! replays from there and asks nothing per channel. Besides the blocks, the node is asked:
+//! - once per channel newly funded, about its funding (a payer may have broadcast it early);
+//! - once per poll, while some channels are due to close, which of their fundings a
+//!   transaction in the mempool spends (one call for all of them), and the newest state of each
+//!   of the others is broadcast again.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
-use super::{Shared, Slot};
+use super::{chain_events, Shared};
 
-use paychan::chain::{Chain, OutputStatus, TxStatus};
+use crate::follow;
+use paychan::chain::Chain;
 use paychan::channel::PayeeAction;
-use paychan::closing::{ClosingKind, Closure, REORG_DEPTH};
+use paychan::closing::REORG_DEPTH;
+use paychan::watch::{BlockFollower, BlockId, BlockSource, FollowError, Progress};
 use paychan::wire::ChannelId;
 
-/// Polls until aborted.
-pub(super) async fn run<C: Chain + Send + Sync + 'static>(shared: Arc<Shared<C>>) {
+/// The name the daemon's chain position is stored under.
+pub(super) const WATCHER: &str = "payee";
+
+/// What the watcher keeps between polls.
+pub(super) struct Watcher {
+    follower: BlockFollower,
+    /// Channels with a commitment, settlement or refund to broadcast (as of the last block):
+    /// broadcast at each poll until their funding is spent.
+    due: BTreeSet<ChannelId>,
+    /// A save failed: the position is not stored again in this run, so that a restart replays
+    /// the blocks whose effects may be missing.
+    stuck: bool,
+    node_down: bool,
+}
+
+impl Watcher {
+    pub(super) fn tip(&self) -> u32 {
+        self.follower.tip().height
+    }
+}
+
+/// Follows the chain until aborted, from `position` (the blocks processed when the last run
+/// stopped; empty the first time).
+pub(super) async fn run<C: Chain + BlockSource + Send + Sync + 'static>(
+    shared: Arc<Shared<C>>,
+    position: Vec<BlockId>,
+) {
     let mut interval = tokio::time::interval(shared.config.poll_interval);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_tip = None;
-    let mut node_down = false;
-    loop {
+    let mut w = loop {
         interval.tick().await;
-        let tip = match shared.blocking(|chain| chain.tip()).await {
-            Ok(tip) => tip,
-            Err(e) => {
+        let position = position.clone();
+        match shared.blocking(move |chain| follow::start(chain, &position)).await {
+            Ok(follower) => {
+                let (due, stuck, node_down) = (BTreeSet::new(), false, false);
+                break Watcher { follower, due, stuck, node_down };
+            }
+            Err(e) => warn!("cannot start following the chain: {e}"),
+        }
+    };
+    info!(height = w.tip(), "following the chain");
+    loop {
+        chain_events::check_fresh(&shared, &mut w).await;
+        let follower = w.follower.clone();
+        let followed = shared
+            .blocking(move |chain| {
+                let mut follower = follower;
+                Ok(paychan::watch::follow(chain, &mut follower, follow::MAX_BLOCKS_PER_POLL)
+                    .map(|p| (follower, p)))
+            })
+            .await;
+        match followed {
+            Ok(Ok((follower, progress))) => {
+                if std::mem::take(&mut w.node_down) {
+                    info!("the node answers again");
+                }
+                blocks(&shared, &mut w, follower, progress).await;
+            }
+            Ok(Err(FollowError::Chain(e))) | Err(e) => {
                 // Once per outage, not once per poll.
-                if !node_down {
+                if !std::mem::replace(&mut w.node_down, true) {
                     warn!("cannot reach the node (payments are refused until it answers): {e}");
-                    node_down = true;
                 }
-                continue;
             }
+            Ok(Err(e)) => error!("cannot follow the chain (payments are refused): {e}"),
+        }
+        expire(&shared, w.tip()).await;
+        broadcast_due(&shared, &mut w).await;
+        interval.tick().await;
+    }
+}
+
+/// Applies what one [`follow`] did, then stores the position.
+async fn blocks<C: Chain + BlockSource + Send + Sync + 'static>(
+    shared: &Shared<C>,
+    w: &mut Watcher,
+    follower: BlockFollower,
+    progress: Progress,
+) {
+    let new_blocks = !progress.events.is_empty();
+    let mut saved = true;
+    for event in &progress.events {
+        let events = shared.funding_watch().apply(event);
+        for e in events {
+            saved &= chain_events::apply(shared, w, e).await;
+        }
+    }
+    w.follower = follower;
+    let tip = w.tip();
+    if new_blocks {
+        saved &= tip_changed(shared, w, tip).await;
+        if !saved && !std::mem::replace(&mut w.stuck, true) {
+            warn!("a channel could not be saved: the chain position is no longer stored, so a restart replays these blocks");
+        }
+        if !w.stuck {
+            if let Err(e) = shared.store.save_chain_position(WATCHER, w.follower.blocks()).await {
+                warn!("cannot store the chain position: {e}");
+            }
+        }
+    }
+    if progress.at_best {
+        shared.set_tip(tip);
+    }
+}
+
+/// Tells every channel of the new tip: a channel maturing may become ready, a close deep
+/// enough is no longer watched, what a channel holds becomes due. Returns whether every save
+/// succeeded.
+async fn tip_changed<C: Chain + BlockSource + Send + Sync + 'static>(
+    shared: &Shared<C>,
+    w: &mut Watcher,
+    tip: u32,
+) -> bool {
+    let mut saved = true;
+    for (id, slot) in shared.slot_list() {
+        let mut slot = slot.lock().await;
+        if let Some(closure) = &slot.closed {
+            // A reorganization may still take the close away until it is REORG_DEPTH deep.
+            if tip >= closure.height.saturating_add(REORG_DEPTH) {
+                shared.funding_watch().unwatch(id);
+            }
+            continue;
+        }
+        let Some(f) = slot.payee.funded() else { continue };
+        if !f.ready {
+            saved &= chain_events::maturing(shared, &mut slot, tip).await;
+        }
+        let channel_id = id;
+        match slot.payee.tip_changed(tip) {
+            Ok(actions) => {
+                let due = actions.iter().any(|a| matches!(a, PayeeAction::Broadcast(_)));
+                if due {
+                    w.due.insert(id);
+                }
+                // Broadcasts go out in `broadcast_due`, once the mempool is checked.
+                let rest = actions.into_iter().filter(|a| !matches!(a, PayeeAction::Broadcast(_)));
+                if let Err(e) = shared.carry_out(&mut slot, rest.collect()).await {
+                    warn!(%channel_id, "{e}");
+                    saved = false;
+                }
+            }
+            Err(e) => warn!(%channel_id, "{e}"),
+        }
+    }
+    saved
+}
+
+/// Forgets the channels whose funding never came or never confirmed in time, and counts the
+/// others still waiting (against `max_unfunded`).
+async fn expire<C: Chain + BlockSource + Send + Sync + 'static>(shared: &Shared<C>, tip: u32) {
+    let mut waiting = 0;
+    for (id, slot) in shared.slot_list() {
+        let mut slot = slot.lock().await;
+        if slot.closed.is_some() {
+            continue;
+        }
+        let Some(f) = slot.payee.funded() else {
+            if slot.since.elapsed() > shared.config.unfunded_expiry {
+                forget(shared, id, "no funding came").await;
+            } else {
+                waiting += 1;
+            }
+            continue;
         };
-        if std::mem::take(&mut node_down) {
-            info!("the node answers again");
+        if f.ready || f.newest.is_some() || f.settlement.is_some() {
+            continue;
         }
-        shared.set_tip(tip.height);
-        // By hash: a reorganization may bring a new best block at the same height.
-        let new_block = last_tip != Some(tip.hash);
-        last_tip = Some(tip.hash);
-        let tip = tip.height;
-        let slots: Vec<_> = shared.slots().iter().map(|(id, s)| (*id, s.clone())).collect();
-        let mut unfunded = 0;
-        for (id, slot) in slots {
-            let mut slot = slot.lock().await;
-            if let Some(closure) = &slot.closed {
-                // A reorganization may still take the close away: checked at each block until
-                // it is REORG_DEPTH deep.
-                if new_block && tip < closure.height.saturating_add(REORG_DEPTH) {
-                    check_closure(&shared, &mut slot).await;
-                }
-                continue;
-            }
-            if slot.payee.funded().is_none() {
-                if slot.since.elapsed() > shared.config.unfunded_expiry {
-                    forget_unfunded(&shared, id).await;
-                } else {
-                    unfunded += 1;
-                }
-                continue;
-            }
-            if let Err(e) = check_funding(&shared, &mut slot).await {
-                warn!("funding check: {e}");
-            }
-            let Some(f) = slot.payee.funded() else { continue };
-            let (ready, holds) = (f.ready, f.newest.is_some() || f.settlement.is_some());
-            if !ready && !holds {
-                // Never ready: its funding may never confirm.
-                let since = *slot.funding_since.get_or_insert(tip);
-                if tip.saturating_sub(since) >= shared.config.funding_expiry {
-                    forget_unconfirmed(&shared, id, since).await;
-                } else {
-                    unfunded += 1;
-                }
-                continue;
-            }
-            // Ready, or holding payments on a funding a reorganization took back: watched.
-            match funding_spend(&shared, &slot).await {
-                Ok(Spend::Unspent { confirmations }) => {
-                    if ready && confirmations < slot.payee.state().min_conf {
-                        funding_reorged(&shared, &mut slot, confirmations).await;
-                    }
-                    tip_changed(&shared, &mut slot, tip, new_block).await
-                }
-                Ok(Spend::InMempool) => {}
-                Ok(Spend::Confirmed(closure)) => record_closure(&shared, &mut slot, closure).await,
-                Err(e) => warn!(channel_id = %id, "cannot check the funding: {e}"),
-            }
+        // Never ready: its funding may never confirm.
+        let since = *slot.funding_since.get_or_insert(tip);
+        if tip.saturating_sub(since) >= shared.config.funding_expiry {
+            forget(shared, id, "the funding did not confirm in time").await;
+        } else {
+            waiting += 1;
         }
-        shared.unfunded.store(unfunded, Ordering::SeqCst);
     }
+    shared.unfunded.store(waiting, Ordering::SeqCst);
 }
 
-/// Forgets a channel whose payer never sent the funding: the payee signed nothing for it.
-async fn forget_unfunded<C: Chain + Send + Sync + 'static>(shared: &Shared<C>, id: ChannelId) {
-    match shared.store.delete(id).await {
-        Ok(()) => {
-            shared.slots().remove(&id);
-            info!(channel_id = %id, "no funding came: channel forgotten");
-        }
-        Err(e) => warn!(channel_id = %id, "cannot forget an unfunded channel: {e}"),
-    }
-}
-
-/// Forgets a channel whose funding did not confirm in time: the payee signed nothing but a
-/// refund of it and took no payment on it (a made-up or double-spent funding never confirms).
-async fn forget_unconfirmed<C: Chain + Send + Sync + 'static>(
+/// Forgets a channel on which the payee signed nothing but a refund (if anything) and took no
+/// payment.
+async fn forget<C: Chain + BlockSource + Send + Sync + 'static>(
     shared: &Shared<C>,
     id: ChannelId,
-    since: u32,
+    why: &str,
 ) {
     match shared.store.delete(id).await {
         Ok(()) => {
             shared.slots().remove(&id);
-            info!(channel_id = %id, since, "the funding did not confirm in time: channel forgotten");
+            shared.funding_watch().unwatch(id);
+            info!(channel_id = %id, "{why}: channel forgotten");
         }
-        Err(e) => warn!(channel_id = %id, "cannot forget an unconfirmed channel: {e}"),
+        Err(e) => warn!(channel_id = %id, "cannot forget a channel ({why}): {e}"),
     }
 }
 
-/// Asks the node about the funding of a channel that is not ready yet.
-async fn check_funding<C: Chain + Send + Sync + 'static>(
+/// Broadcasts the newest state of each channel due to close, unless a transaction in the
+/// mempool already spends its funding (a close on its way: ours, or the payer's).
+async fn broadcast_due<C: Chain + BlockSource + Send + Sync + 'static>(
     shared: &Shared<C>,
-    slot: &mut Slot,
-) -> Result<(), super::DaemonError> {
-    let Some(outpoint) =
-        slot.payee.funded().filter(|f| !f.ready).map(|_| ()).and(slot.payee.funding_outpoint())
-    else {
-        return Ok(());
+    w: &mut Watcher,
+) {
+    let mut due = Vec::new();
+    for id in std::mem::take(&mut w.due) {
+        let Some(slot) = shared.slot(id) else { continue };
+        let slot = slot.lock().await;
+        if let (None, Some(outpoint)) = (&slot.closed, slot.payee.funding_outpoint()) {
+            due.push((id, outpoint));
+        }
+    }
+    if due.is_empty() {
+        return;
+    }
+    let outpoints: Vec<_> = due.iter().map(|(_, o)| *o).collect();
+    let spends = match shared.blocking(move |chain| chain.mempool_spends(&outpoints)).await {
+        Ok(spends) => spends,
+        Err(e) => {
+            warn!("cannot check the mempool: {e}");
+            w.due.extend(due.iter().map(|(id, _)| *id));
+            return;
+        }
     };
-    let status = shared.blocking(move |chain| chain.output_status(outpoint)).await?;
-    let OutputStatus::Unspent { txout, confirmations } = status else { return Ok(()) };
-    let channel_id = slot.payee.state().terms.channel_id;
-    let before = slot.payee.clone();
-    match slot.payee.funding_confirmed(outpoint, &txout, confirmations) {
-        Ok(actions) if !actions.is_empty() => {
-            info!(%channel_id, confirmations, "funding confirmed; channel ready");
-            if let Err(e) = shared.carry_out(slot, actions).await {
-                // Not on disk: not ready yet; the next poll tries again.
-                slot.payee = before;
-                return Err(e.into());
+    let tip = w.tip();
+    for ((id, _), spend) in due.into_iter().zip(spends) {
+        w.due.insert(id);
+        if spend.is_some() {
+            continue;
+        }
+        let Some(slot) = shared.slot(id) else { continue };
+        let slot = slot.lock().await;
+        for action in slot.payee.tip_changed(tip).unwrap_or_default() {
+            if let PayeeAction::Broadcast(tx) = action {
+                shared.broadcast(tx);
             }
         }
-        Ok(_) => {}
-        Err(e) => warn!(%channel_id, "funding output: {e}"),
-    }
-    Ok(())
-}
-
-/// What spends a ready channel's funding output.
-enum Spend {
-    /// Nothing yet; the funding has this many confirmations (0 in the mempool).
-    Unspent {
-        /// The funding's confirmations.
-        confirmations: u32,
-    },
-    /// A transaction in the mempool, not yet in a block: wait for it (if it is another's,
-    /// ours could not replace it anyway, paying the same fee).
-    InMempool,
-    /// A transaction in a block, whoever sent it.
-    Confirmed(Closure),
-}
-
-async fn funding_spend<C: Chain + Send + Sync + 'static>(
-    shared: &Shared<C>,
-    slot: &Slot,
-) -> Result<Spend, super::DaemonError> {
-    let (Some(f), Some(outpoint)) = (slot.payee.funded(), slot.payee.funding_outpoint()) else {
-        return Ok(Spend::InMempool);
-    };
-    if let OutputStatus::Unspent { confirmations, .. } =
-        shared.blocking(move |chain| chain.output_status(outpoint)).await?
-    {
-        return Ok(Spend::Unspent { confirmations });
-    }
-    if let OutputStatus::Unspent { .. } =
-        shared.blocking(move |chain| chain.output_status_in_blocks(outpoint)).await?
-    {
-        return Ok(Spend::InMempool);
-    }
-    let params = f.channel.params().clone();
-    Ok(match shared.blocking(move |chain| chain.find_spend(outpoint)).await? {
-        Some((tx, height)) => Spend::Confirmed(Closure::read(&tx, height, &params)),
-        // Spent in a block that a reorganization has just taken away: look again next time.
-        None => Spend::InMempool,
-    })
-}
-
-/// The funding of a ready channel lost its confirmations (a reorganization took its block
-/// away): no payment is taken until it is back at `min_conf`.
-async fn funding_reorged<C: Chain + Send + Sync + 'static>(
-    shared: &Shared<C>,
-    slot: &mut Slot,
-    confirmations: u32,
-) {
-    let channel_id = slot.payee.state().terms.channel_id;
-    let before = slot.payee.clone();
-    let actions = slot.payee.funding_reorged();
-    warn!(
-        %channel_id, confirmations,
-        "the funding lost its confirmations (a reorganization): payments are refused until it is \
-         back at min_conf"
-    );
-    if let Err(e) = shared.carry_out(slot, actions).await {
-        // Not on disk: still ready; the next poll tries again.
-        slot.payee = before;
-        warn!(%channel_id, "cannot save: {e}");
-    }
-}
-
-/// Checks that the transaction recorded as closing the channel is still in the best chain; if a
-/// reorganization took it away, forgets it, and the channel is watched again (its newest state
-/// broadcast again when due, if the close is not back in the mempool).
-async fn check_closure<C: Chain + Send + Sync + 'static>(shared: &Shared<C>, slot: &mut Slot) {
-    let Some(closure) = &slot.closed else { return };
-    let (channel_id, txid) = (slot.payee.state().terms.channel_id, closure.txid);
-    match shared.blocking(move |chain| chain.tx_status(txid)).await {
-        Ok(TxStatus::Confirmed(_)) => {}
-        Ok(status) => match shared.store.forget_closure(channel_id).await {
-            Ok(()) => {
-                warn!(
-                    %channel_id, %txid, ?status,
-                    "the closing transaction left the best chain (a reorganization): watching \
-                     the channel again"
-                );
-                slot.closed = None;
-            }
-            Err(e) => warn!(%channel_id, "cannot forget the closing transaction: {e}"),
-        },
-        Err(e) => warn!(%channel_id, "cannot check the closing transaction: {e}"),
-    }
-}
-
-/// Records the transaction that closed the channel: nothing more to watch.
-async fn record_closure<C: Chain + Send + Sync + 'static>(
-    shared: &Shared<C>,
-    slot: &mut Slot,
-    closure: Closure,
-) {
-    let channel_id = slot.payee.state().terms.channel_id;
-    // The payee's own newest state: its settlement, or else its newest payment's commitment.
-    let ours = slot.payee.funded().is_some_and(|f| match closure.kind {
-        ClosingKind::Settlement => f.settlement.is_some(),
-        ClosingKind::Commitment { .. } => {
-            f.settlement.is_none() && f.newest_txid().ok().flatten() == Some(closure.txid)
-        }
-        ClosingKind::Refund | ClosingKind::Unknown => false,
-    });
-    let (txid, kind, height) = (closure.txid, closure.kind.name(), closure.height);
-    let payee_sat = closure.payee_amount.to_sat();
-    if ours {
-        info!(%channel_id, %txid, kind, height, payee_sat, "closed on chain");
-    } else {
-        warn!(
-            %channel_id, %txid, kind, height, payee_sat,
-            "closed on chain by a transaction other than the payee's newest"
-        );
-    }
-    slot.closed = Some(closure);
-    if let Err(e) = shared.persist(slot).await {
-        // Still known in memory; the next start finds the spend again.
-        warn!(%channel_id, "cannot record the closing transaction: {e}");
-    }
-}
-
-/// Carries out what the tip calls for. Broadcasts go out at every poll until something spends
-/// the funding (a dropped broadcast is retried within a poll interval); messages to the payer
-/// (`shutdown`) only once per block.
-async fn tip_changed<C: Chain + Send + Sync + 'static>(
-    shared: &Shared<C>,
-    slot: &mut Slot,
-    tip: u32,
-    new_block: bool,
-) {
-    let channel_id = slot.payee.state().terms.channel_id;
-    match slot.payee.tip_changed(tip) {
-        Ok(mut actions) => {
-            actions.retain(|a| new_block || matches!(a, PayeeAction::Broadcast(_)));
-            if let Err(e) = shared.carry_out(slot, actions).await {
-                warn!(%channel_id, "{e}");
-            }
-        }
-        Err(e) => warn!(%channel_id, "{e}"),
     }
 }

@@ -17,6 +17,7 @@ use paychan::chain::Chain;
 use paychan::channel::{needed_acks, ChannelError, Payee, PayeeAction, PayeeConfig};
 use paychan::keys::{ChannelSigner, SignatureCheck};
 use paychan::store::StoreError;
+use paychan::watch::BlockSource;
 use paychan::wire::{ChannelId, ErrorMessage, Extension, Message, OpenChannel};
 use paychan_wallet::{Branch, WalletError};
 
@@ -60,7 +61,7 @@ const OUTBOX: usize = 1024;
 /// The most messages taken together from one connection.
 const MAX_BATCH: usize = 256;
 
-impl<C: Chain + Send + Sync + 'static> Shared<C> {
+impl<C: Chain + BlockSource + Send + Sync + 'static> Shared<C> {
     pub(super) async fn connection(self: Arc<Self>, stream: TcpStream, addr: SocketAddr) {
         let conn = match Connection::accept(stream, &self.node_secret, self.config.timeouts).await {
             Ok(conn) => conn,
@@ -233,10 +234,19 @@ impl<C: Chain + Send + Sync + 'static> Shared<C> {
         let actions = slot.payee.handle_message(msg, tip).map_err(|e| refusal(msg, e))?;
         // A message the channel took: this connection is now where its payer is.
         slot.attach(peer);
+        // Just funded: watched before the refund's signature leaves, so no block that may hold
+        // the funding is read before the watcher knows of it.
+        let funded = slot.payee.funding_outpoint().filter(|_| before.funded().is_none());
+        if let Some(outpoint) = funded {
+            self.watch_funding(id, outpoint);
+        }
         if let Err(e) = self.carry_out(slot, actions).await {
             // Not on disk, so not done: go back to what is.
             warn!(channel_id = %id, "cannot save: {e}");
             slot.payee = before;
+            if funded.is_some() {
+                self.funding_watch().unwatch(id);
+            }
             return Err(e.into());
         }
         Ok(())
@@ -359,7 +369,7 @@ fn service_record(slot: &Slot) -> Option<serde_json::Value> {
 /// longer ones half there and half on another thread, so that one busy channel uses two cores.
 const PARALLEL_CHECKS: usize = 16;
 
-impl<C: Chain + Send + Sync + 'static> Shared<C> {
+impl<C: Chain + BlockSource + Send + Sync + 'static> Shared<C> {
     /// Checks the payers' signatures of a run of payments (`Payee::prepare_payments`): the
     /// second half on the blocking pool while this task checks the first.
     async fn check_signatures(&self, checks: &[SignatureCheck]) -> Vec<bool> {

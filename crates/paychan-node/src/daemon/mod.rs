@@ -11,6 +11,7 @@
 //! Every [`PayeeAction::Persist`] is awaited before the actions after it: an acknowledgement never
 //! leaves before the commitment it acknowledges is on disk.
 
+mod chain_events;
 mod chain_watch;
 mod messages;
 mod service;
@@ -34,6 +35,7 @@ use paychan::chain::{Chain, ChainError};
 use paychan::channel::{ChannelError, Payee, PayeeAction, PayeeConfig};
 use paychan::closing::Closure;
 use paychan::store::{ChannelRecord, ChannelState, Store, StoreError};
+use paychan::watch::{BlockId, BlockSource, FundingWatch};
 use paychan::wire::{ChannelId, Message};
 use paychan_wallet::{Wallet, WalletError};
 
@@ -59,7 +61,7 @@ pub struct DaemonConfig {
     pub min_feerate_sat_per_vb: Option<u64>,
     /// Connection timeouts.
     pub timeouts: Timeouts,
-    /// How often the node is asked for the tip and the fundings' confirmations.
+    /// How often the node is asked for its best block.
     pub poll_interval: Duration,
     /// Connections served at once; more are closed at once.
     pub max_connections: usize,
@@ -202,18 +204,27 @@ struct Shared<C> {
     taken: HashSet<ChannelId>,
     /// For checking payers' signatures off the channel's task (see `check_signatures`).
     verifier: Arc<Secp256k1<VerifyOnly>>,
+    /// The funded channels' fundings, indexed for reading blocks (see `chain_watch`).
+    funding_watch: Mutex<FundingWatch>,
+    /// Channels whose funding the node is asked about once (see `chain_events::check_fresh`).
+    fresh: Mutex<Vec<ChannelId>>,
 }
 
 /// The payee daemon. See the [module docs](self).
 pub struct Daemon<C> {
     shared: Arc<Shared<C>>,
+    /// Where the chain watcher stopped last time.
+    position: Vec<BlockId>,
     /// Whatever must live as long as the daemon (the data directory's lock).
     _held: Option<Box<dyn Send + Sync>>,
 }
 
-impl<C: Chain + Send + Sync + 'static> Daemon<C> {
+impl<C: Chain + BlockSource + Send + Sync + 'static> Daemon<C> {
     /// Loads the payee channels of `store` and prepares to serve them, with channel keys and
     /// payout addresses from `wallet`. The store moves to a writer thread of its own.
+    ///
+    /// Nothing is asked of the node per channel: the chain watcher goes on from the blocks it
+    /// stored. Only a store from before those were stored has each funding checked once.
     ///
     /// # Errors
     /// [`DaemonError::Store`], [`DaemonError::Wallet`], [`DaemonError::Restore`].
@@ -229,6 +240,8 @@ impl<C: Chain + Send + Sync + 'static> Daemon<C> {
         }
         let mut channels = Slots::new();
         let mut taken = HashSet::new();
+        let position = store.chain_position(chain_watch::WATCHER)?;
+        let (mut funding_watch, mut fresh) = (FundingWatch::default(), Vec::new());
         for record in store.channels()? {
             let ChannelState::Payee(state) = record.state else {
                 // The directory's payer channels: their ids are not for a payer of ours.
@@ -239,6 +252,13 @@ impl<C: Chain + Send + Sync + 'static> Daemon<C> {
             let signer = wallet.channel_signer(record.key_index)?;
             let payee = Payee::restore(signer, state)
                 .map_err(|source| DaemonError::Restore { channel_id, source })?;
+            if let Some(outpoint) = payee.funding_outpoint() {
+                let spent = record.closed.as_ref().map(|c| c.height);
+                funding_watch.watch(channel_id, outpoint, record.funding_height, spent);
+                if position.is_empty() && record.funding_height.is_none() {
+                    fresh.push(channel_id);
+                }
+            }
             let slot = Slot {
                 payee,
                 key_index: record.key_index,
@@ -262,8 +282,10 @@ impl<C: Chain + Send + Sync + 'static> Daemon<C> {
             channels: Mutex::new(channels),
             taken,
             verifier: Arc::new(Secp256k1::verification_only()),
+            funding_watch: Mutex::new(funding_watch),
+            fresh: Mutex::new(fresh),
         };
-        Ok(Daemon { shared: Arc::new(shared), _held: None })
+        Ok(Daemon { shared: Arc::new(shared), position, _held: None })
     }
 
     /// Keeps `held` (such as a lock on the data directory) for as long as the daemon lives.
@@ -292,10 +314,11 @@ impl<C: Chain + Send + Sync + 'static> Daemon<C> {
         listener: TcpListener,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<(), DaemonError> {
-        let Daemon { shared, _held } = self;
-        let tip = shared.blocking(|chain| chain.tip()).await?.height;
-        shared.set_tip(tip);
-        let mut watcher = tokio::spawn(chain_watch::run(Arc::clone(&shared)));
+        let Daemon { shared, position, _held } = self;
+        // Reachable at start, or the daemon does not start. Payments wait for the watcher to
+        // reach the node's best block.
+        shared.blocking(|chain| chain.tip()).await?;
+        let mut watcher = tokio::spawn(chain_watch::run(Arc::clone(&shared), position));
         let permits = Arc::new(Semaphore::new(shared.config.max_connections));
         let per_ip = Arc::new(Mutex::new(HashMap::new()));
         tokio::pin!(shutdown);
@@ -335,7 +358,7 @@ impl<C: Chain + Send + Sync + 'static> Daemon<C> {
     }
 }
 
-impl<C: Chain + Send + Sync + 'static> Shared<C> {
+impl<C: Chain + BlockSource + Send + Sync + 'static> Shared<C> {
     fn set_tip(&self, tip: u32) {
         self.tip.store(tip, Ordering::SeqCst);
         *self.tip_read.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
@@ -358,6 +381,26 @@ impl<C: Chain + Send + Sync + 'static> Shared<C> {
 
     fn slots(&self) -> std::sync::MutexGuard<'_, Slots> {
         self.channels.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Returns every channel, as of now.
+    fn slot_list(&self) -> Vec<(ChannelId, Arc<tokio::sync::Mutex<Slot>>)> {
+        self.slots().iter().map(|(id, s)| (*id, Arc::clone(s))).collect()
+    }
+
+    fn funding_watch(&self) -> std::sync::MutexGuard<'_, FundingWatch> {
+        self.funding_watch.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn fresh(&self) -> std::sync::MutexGuard<'_, Vec<ChannelId>> {
+        self.fresh.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Watches the funding of channel `id`, just funded: blocks are read for it from now on,
+    /// and the node is asked about it once (its payer may have broadcast it already).
+    fn watch_funding(&self, id: ChannelId, outpoint: bitcoin::OutPoint) {
+        self.funding_watch().watch(id, outpoint, None, None);
+        self.fresh().push(id);
     }
 
     fn slot(&self, id: ChannelId) -> Option<Arc<tokio::sync::Mutex<Slot>>> {
@@ -413,7 +456,11 @@ impl<C: Chain + Send + Sync + 'static> Shared<C> {
         let closed = slot.closed.clone();
         let service = slot.session.as_ref().and_then(|s| s.record());
         let key_index = slot.key_index;
-        self.store.save(ChannelRecord { key_index, peer: None, state, closed, service }).await
+        // The funding height is the watcher's to write (`StoreWriter::record_funding_height`).
+        let funding_height = None;
+        let record =
+            ChannelRecord { key_index, peer: None, state, closed, funding_height, service };
+        self.store.save(record).await
     }
 
     fn broadcast(&self, tx: Transaction) {
