@@ -1,11 +1,21 @@
-//! `watch`: the payer's watcher. It polls the node (no ZMQ in this build) and, for each funded
-//! payer channel not yet closed on chain, broadcasts its way out once it is final (the newest
-//! checkpoint, or the refund at R without one), then records the transaction that closed the
-//! channel, whoever sent it.
+//! `watch`: the payer's watcher. It follows the node's chain block by block (polling for the
+//! best block's hash: no ZMQ in this build), as the payee's daemon does: each new block is read
+//! once, whatever the number of channels, and what it does to the payer's channels (a funding
+//! confirmed, a funding spent, either taken back by a reorganization) is recorded and
+//! announced. For each funded payer channel not yet closed on chain it broadcasts its way out
+//! once final (the newest checkpoint, or the refund at R without one), unless a transaction in
+//! the mempool already spends the funding (one node call for all of them), and records the
+//! transaction that closed the channel, whoever sent it.
+//!
+//! The blocks it processed are stored (apart for `watch CHANNEL`, which follows one channel),
+//! so that the next `watch` goes on from there: a close a reorganization took away while no
+//! watcher ran is found then. A channel the blocks cannot tell about (one it has not seen
+//! before without a recorded funding height) costs one look at the node, once.
 //!
 //! It stops on Ctrl-C or SIGTERM (printing what it saw), and once every channel it watches is
-//! closed. It takes no lock and writes only the closure column (`Store::record_closure`), so it can run
-//! next to `pay` and `close`; each poll re-reads the channels, so it sees their newest state.
+//! closed. It takes no lock and writes only the watcher's columns (the closure, the funding
+//! height, its chain position), so it can run next to `pay` and `close`; each poll re-reads
+//! the channels, so it sees their newest state.
 
 use paychan_node::blocking;
 use std::collections::{HashMap, HashSet};
@@ -18,19 +28,23 @@ use tracing::warn;
 use super::args::{Global, WatchArgs};
 use super::channels::closure_json;
 use super::{connect_node, open_datadir, CliError, Output};
-use paychan::chain::{Chain, OutputStatus, TxStatus};
-use paychan::channel::{Payer, PayerAction};
+use paychan::chain::Chain;
+use paychan::channel::{ChannelParams, Payer, PayerAction};
 use paychan::closing::{Closure, REORG_DEPTH};
 use paychan::store::{ChannelState, Store};
+use paychan::watch::{follow, BlockFollower, FollowError, FundingWatch, WatchEvent};
 use paychan::wire::ChannelId;
 use paychan_bitcoind::RpcChain;
 use paychan_node::client::broadcast;
 use paychan_node::datadir::DataDir;
+use paychan_node::follow::{first_look, start, FirstLook, MAX_BLOCKS_PER_POLL};
+
+type Announce<'a> = &'a (dyn Fn(&Output) + Sync);
 
 pub(super) async fn watch(
     g: &Global,
     a: &WatchArgs,
-    announce: &(dyn Fn(&Output) + Sync),
+    announce: Announce<'_>,
 ) -> Result<Output, CliError> {
     let mut datadir = blocking(|| open_datadir(g))?;
     if let Some(id) = a.channel {
@@ -43,16 +57,86 @@ pub(super) async fn watch(
     }
     let chain = blocking(|| connect_node(g))?;
     let poll = Duration::from_millis(a.poll_ms.max(10));
-    let mut watcher = Watcher::default();
+    // One channel's watch stores its own position: the payer's would skip the blocks' effects
+    // on the channels it did not look at.
+    let name = a.channel.map_or_else(|| "payer".to_owned(), |id| format!("payer.{id}"));
+    let position = blocking(|| datadir.store.chain_position(&name))?;
+    let follower = blocking(|| start(&chain, &position))?;
+    let mut w = Watcher {
+        name,
+        only: a.channel,
+        follower,
+        fundings: FundingWatch::default(),
+        params: HashMap::new(),
+        fresh: Vec::new(),
+        announced: HashSet::new(),
+        closed: HashMap::new(),
+        node_down: false,
+    };
     let mut first = true;
     // Made once: a signal that comes while a poll runs still stops the next wait.
     let stop = super::stop_signal();
     tokio::pin!(stop);
     loop {
-        let watched = blocking(|| watched(&mut datadir, &chain, a.channel, announce))?;
+        let open = blocking(|| w.round(&mut datadir, &chain, announce, first))?;
+        first = false;
+        if open == 0 {
+            break;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(poll) => {}
+            () = &mut stop => break,
+        }
+    }
+    let closed: Vec<_> = w.closed.iter().map(|(id, c)| channel_closure(*id, c)).collect();
+    Ok(Output {
+        json: json!({ "event": "done", "closed": closed }),
+        text: format!("{} channel(s) closed while watching\n", closed.len()),
+    })
+}
+
+/// A payer channel to watch, as stored now.
+struct Watched {
+    id: ChannelId,
+    payer: Payer,
+    outpoint: OutPoint,
+    refund_locktime: u32,
+}
+
+/// What the watcher keeps between polls.
+struct Watcher {
+    /// The name its chain position is stored under.
+    name: String,
+    only: Option<ChannelId>,
+    follower: BlockFollower,
+    fundings: FundingWatch,
+    /// The channels indexed in `fundings`, with their parameters (to read a close).
+    params: HashMap<ChannelId, ChannelParams>,
+    /// Channels to look up at the node once (see [`FirstLook`]).
+    fresh: Vec<ChannelId>,
+    /// Broadcasts already announced (each is repeated every poll until something spends the
+    /// funding).
+    announced: HashSet<Txid>,
+    closed: HashMap<ChannelId, Closure>,
+    node_down: bool,
+}
+
+impl Watcher {
+    /// One poll: the new blocks, then (the first time) the announcement of what is watched,
+    /// then the channels the blocks cannot tell about, then the broadcasts due. Returns how
+    /// many channels are still open.
+    fn round(
+        &mut self,
+        datadir: &mut DataDir,
+        chain: &RpcChain,
+        announce: Announce<'_>,
+        first: bool,
+    ) -> Result<usize, CliError> {
+        self.sync(datadir)?;
+        self.follow(datadir, chain, announce)?;
         if first {
-            first = false;
-            let channels: Vec<_> = watched
+            let open = self.sync(datadir)?;
+            let channels: Vec<_> = open
                 .iter()
                 .map(|w| {
                     let exit = w.payer.funded().map(|f| f.funded.checkpoint_locktime());
@@ -66,118 +150,215 @@ pub(super) async fn watch(
             let text = format!("watching {} channel(s); Ctrl-C stops\n", channels.len());
             announce(&Output { json: json!({ "event": "watching", "channels": channels }), text });
         }
-        if watched.is_empty() {
-            break;
+        self.first_looks(datadir, chain, announce)?;
+        let open = self.sync(datadir)?;
+        if let Err(e) = self.broadcast_due(chain, &open, announce) {
+            warn!("{e}");
         }
-        match blocking(|| chain.tip()) {
-            Ok(tip) => blocking(|| {
-                for w in &watched {
-                    if let Err(e) = watcher.check(&mut datadir, &chain, w, tip.height, announce) {
-                        warn!(channel_id = %w.id, "{e}");
-                    }
-                }
-            }),
-            Err(e) => warn!("cannot reach the node: {e}"),
-        }
-        tokio::select! {
-            () = tokio::time::sleep(poll) => {}
-            () = &mut stop => break,
-        }
+        Ok(open.len())
     }
-    let closed: Vec<_> = watcher.closed.iter().map(|(id, c)| channel_closure(*id, c)).collect();
-    Ok(Output {
-        json: json!({ "event": "done", "closed": closed }),
-        text: format!("{} channel(s) closed while watching\n", closed.len()),
-    })
-}
 
-/// A payer channel to watch, as stored now.
-struct Watched {
-    id: ChannelId,
-    payer: Payer,
-    outpoint: OutPoint,
-    ready: bool,
-    refund_locktime: u32,
-}
-
-/// The funded payer channels (or the one asked for) not recorded as closed, or whose recorded
-/// close a reorganization took out of the best chain (forgotten here, and announced).
-fn watched(
-    datadir: &mut DataDir,
-    chain: &RpcChain,
-    only: Option<ChannelId>,
-    announce: &(dyn Fn(&Output) + Sync),
-) -> Result<Vec<Watched>, CliError> {
-    let mut out = Vec::new();
-    let mut tip = None;
-    for record in datadir.store.channels()? {
-        let ChannelState::Payer(state) = record.state else { continue };
-        let id = state.terms.channel_id;
-        if only.is_some_and(|o| o != id) {
-            continue;
-        }
-        if let Some(c) = &record.closed {
-            let tip = match tip {
-                Some(tip) => tip,
-                None => *tip.insert(chain.tip()?.height),
-            };
-            if tip >= c.height.saturating_add(REORG_DEPTH)
-                || matches!(chain.tx_status(c.txid)?, TxStatus::Confirmed(_))
-            {
+    /// Reads the funded payer channels (or the one asked for) and indexes the new ones;
+    /// returns those not closed. A close `REORG_DEPTH` deep is no longer watched.
+    fn sync(&mut self, datadir: &mut DataDir) -> Result<Vec<Watched>, CliError> {
+        let tip = self.follower.tip().height;
+        let mut open = Vec::new();
+        for record in datadir.store.channels()? {
+            let ChannelState::Payer(state) = record.state else { continue };
+            let id = state.terms.channel_id;
+            if self.only.is_some_and(|o| o != id) {
                 continue;
             }
-            datadir.store.forget_closure(id)?;
-            announce(&Output {
-                json: json!({
-                    "event": "reorged", "channel_id": id.to_string(), "txid": c.txid.to_string(),
-                }),
-                text: format!(
-                    "channel {id}: its closing transaction {} left the best chain; watching it \
-                     again\n",
-                    c.txid
-                ),
-            });
+            let spent = record.closed.as_ref().map(|c| c.height);
+            if spent.is_some_and(|h| tip >= h.saturating_add(REORG_DEPTH)) {
+                self.fundings.unwatch(id);
+                self.params.remove(&id);
+                continue;
+            }
+            let payer = Payer::restore(datadir.wallet.channel_signer(record.key_index)?, state)?;
+            let Some(f) = payer.funded() else { continue };
+            let params = f.funded.channel.params();
+            let outpoint = params.funding_outpoint;
+            if !self.params.contains_key(&id) {
+                self.fundings.watch(id, outpoint, record.funding_height, spent);
+                self.params.insert(id, params.clone());
+                if record.funding_height.is_none() && spent.is_none() {
+                    self.fresh.push(id);
+                }
+            }
+            if spent.is_none() {
+                let refund_locktime = f.funded.channel.ladder().refund();
+                open.push(Watched { id, payer, outpoint, refund_locktime });
+            }
         }
-        let payer = Payer::restore(datadir.wallet.channel_signer(record.key_index)?, state)?;
-        let Some(f) = payer.funded() else { continue };
-        let outpoint = f.funded.channel.params().funding_outpoint;
-        let (ready, refund_locktime) = (f.funded.ready, f.funded.channel.ladder().refund());
-        out.push(Watched { id, payer, outpoint, ready, refund_locktime });
+        Ok(open)
     }
-    Ok(out)
-}
 
-/// What the watcher remembers between polls.
-#[derive(Default)]
-struct Watcher {
-    /// Broadcasts already announced (each is repeated every poll until something confirms).
-    announced: HashSet<Txid>,
-    /// Channels whose funding this run saw confirmed and unspent: a spend is then worth
-    /// looking for in the blocks since.
-    seen_confirmed: HashSet<ChannelId>,
-    closed: HashMap<ChannelId, Closure>,
-}
-
-impl Watcher {
-    fn check(
+    /// Reads the new blocks, records and announces what they did, and stores the position.
+    fn follow(
         &mut self,
         datadir: &mut DataDir,
         chain: &RpcChain,
-        w: &Watched,
-        tip: u32,
-        announce: &(dyn Fn(&Output) + Sync),
+        announce: Announce<'_>,
     ) -> Result<(), CliError> {
-        if let OutputStatus::Unspent { confirmations, .. } = chain.output_status(w.outpoint)? {
-            if confirmations > 0 {
-                self.seen_confirmed.insert(w.id);
+        let mut follower = self.follower.clone();
+        let progress = match follow(chain, &mut follower, MAX_BLOCKS_PER_POLL) {
+            Ok(progress) => progress,
+            Err(FollowError::Chain(e)) => {
+                if !std::mem::replace(&mut self.node_down, true) {
+                    warn!("cannot reach the node: {e}");
+                }
+                return Ok(());
             }
-            for tx in due(&w.payer, tip)? {
+            Err(e) => return Err(CliError::NotApplicable(e.to_string())),
+        };
+        self.node_down = false;
+        for block in &progress.events {
+            for event in self.fundings.apply(block) {
+                self.apply(datadir, event, announce)?;
+            }
+        }
+        self.follower = follower;
+        if !progress.events.is_empty() {
+            datadir.store.save_chain_position(&self.name, &self.follower.blocks())?;
+        }
+        Ok(())
+    }
+
+    /// Records and announces what a block did to a channel.
+    fn apply(
+        &mut self,
+        datadir: &mut DataDir,
+        event: WatchEvent,
+        announce: Announce<'_>,
+    ) -> Result<(), CliError> {
+        match event {
+            WatchEvent::FundingConfirmed { channel_id, height, .. } => {
+                datadir.store.record_funding_height(channel_id, Some(height))?;
+            }
+            WatchEvent::FundingReorged { channel_id } => {
+                datadir.store.record_funding_height(channel_id, None)?;
+            }
+            WatchEvent::FundingSpent { channel_id, height, tx } => {
+                let Some(params) = self.params.get(&channel_id) else { return Ok(()) };
+                let closure = Closure::read(&tx, height, params);
+                self.record_closure(datadir, channel_id, closure, announce)?;
+            }
+            WatchEvent::SpendReorged { channel_id } => {
+                let Some(c) = datadir.store.channel(channel_id)?.and_then(|r| r.closed) else {
+                    return Ok(());
+                };
+                datadir.store.forget_closure(channel_id)?;
+                self.closed.remove(&channel_id);
+                announce(&Output {
+                    json: json!({
+                        "event": "reorged", "channel_id": channel_id.to_string(),
+                        "txid": c.txid.to_string(),
+                    }),
+                    text: format!(
+                        "channel {channel_id}: its closing transaction {} left the best chain; \
+                         watching it again\n",
+                        c.txid
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Asks the node about each channel the blocks cannot tell about (see [`FirstLook`]).
+    fn first_looks(
+        &mut self,
+        datadir: &mut DataDir,
+        chain: &RpcChain,
+        announce: Announce<'_>,
+    ) -> Result<(), CliError> {
+        for id in std::mem::take(&mut self.fresh) {
+            let Some(params) = self.params.get(&id) else { continue };
+            let outpoint = params.funding_outpoint;
+            let (confirmed, spent) = self.fundings.heights(id).unwrap_or_default();
+            // The payer's funding is its own, never made up: a spend of it is looked for.
+            match first_look(chain, outpoint, true, params) {
+                Ok(FirstLook::Confirmed(height, _)) => {
+                    self.fundings.watch(id, outpoint, Some(height), spent);
+                    datadir.store.record_funding_height(id, Some(height))?;
+                }
+                Ok(FirstLook::Spent(closure)) => {
+                    self.fundings.watch(id, outpoint, confirmed, Some(closure.height));
+                    self.record_closure(datadir, id, closure, announce)?;
+                }
+                Ok(FirstLook::Nothing) => {}
+                Err(e) => {
+                    warn!(channel_id = %id, "cannot check the funding: {e}");
+                    self.fresh.push(id);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn record_closure(
+        &mut self,
+        datadir: &mut DataDir,
+        id: ChannelId,
+        closure: Closure,
+        announce: Announce<'_>,
+    ) -> Result<(), CliError> {
+        datadir.store.record_closure(id, &closure)?;
+        let c = &closure;
+        announce(&Output {
+            json: json!({ "event": "closed", "channel_id": id.to_string(), "closing": closure_json(c) }),
+            text: format!(
+                "channel {id}: closed by the {} {} at height {} (payer {} sat, payee {} sat)\n",
+                c.kind.name(),
+                c.txid,
+                c.height,
+                c.payer_amount.to_sat(),
+                c.payee_amount.to_sat()
+            ),
+        });
+        self.closed.insert(id, closure);
+        Ok(())
+    }
+
+    /// Broadcasts what is due on the open channels whose funding nothing in the mempool spends
+    /// yet.
+    fn broadcast_due(
+        &mut self,
+        chain: &RpcChain,
+        open: &[Watched],
+        announce: Announce<'_>,
+    ) -> Result<(), CliError> {
+        let tip = self.follower.tip().height;
+        let mut due = Vec::new();
+        for w in open {
+            let txs = due_now(&w.payer, tip)?;
+            if !txs.is_empty() {
+                due.push((w, txs));
+            }
+        }
+        if due.is_empty() {
+            return Ok(());
+        }
+        let outpoints: Vec<OutPoint> = due.iter().map(|(w, _)| w.outpoint).collect();
+        let spends = chain.mempool_spends(&outpoints)?;
+        for ((w, txs), spend) in due.into_iter().zip(spends) {
+            if spend.is_some() {
+                continue;
+            }
+            for tx in txs {
                 let kind = match tx.lock_time.to_consensus_u32() {
                     0 => "settlement",
                     l if l == w.refund_locktime => "refund",
                     _ => "checkpoint",
                 };
-                let txid = broadcast(chain, &tx)?;
+                let txid = match broadcast(chain, &tx) {
+                    Ok(txid) => txid,
+                    Err(e) => {
+                        warn!(channel_id = %w.id, "{e}");
+                        continue;
+                    }
+                };
                 if self.announced.insert(txid) {
                     announce(&Output {
                         json: json!({
@@ -188,33 +369,7 @@ impl Watcher {
                     });
                 }
             }
-            return Ok(());
         }
-        // Spent, maybe only in the mempool: wait for a block. A funding never seen confirmed
-        // (no `channel_ready`) is not looked for in the blocks: it may never have been mined.
-        if !(w.ready || self.seen_confirmed.contains(&w.id))
-            || chain.output_status_in_blocks(w.outpoint)? != OutputStatus::SpentOrMissing
-        {
-            return Ok(());
-        }
-        let Some((tx, height)) = chain.find_spend(w.outpoint)? else { return Ok(()) };
-        let params = w.payer.funded().expect("watched channels are funded").funded.channel.params();
-        let closure = Closure::read(&tx, height, params);
-        datadir.store.record_closure(w.id, &closure)?;
-        let c = &closure;
-        announce(&Output {
-            json: json!({ "event": "closed", "channel_id": w.id.to_string(), "closing": closure_json(c) }),
-            text: format!(
-                "channel {}: closed by the {} {} at height {} (payer {} sat, payee {} sat)\n",
-                w.id,
-                c.kind.name(),
-                c.txid,
-                c.height,
-                c.payer_amount.to_sat(),
-                c.payee_amount.to_sat()
-            ),
-        });
-        self.closed.insert(w.id, closure);
         Ok(())
     }
 }
@@ -222,7 +377,7 @@ impl Watcher {
 /// What the payer broadcasts now on an unspent funding: a settlement the payee has not (it
 /// may have vanished after signing), or its newest checkpoint once final (the refund at R
 /// without one).
-fn due(payer: &Payer, tip: u32) -> Result<Vec<Transaction>, CliError> {
+fn due_now(payer: &Payer, tip: u32) -> Result<Vec<Transaction>, CliError> {
     if let Some(settlement) =
         payer.funded().map(|f| f.funded.settlement_tx()).transpose()?.flatten()
     {
