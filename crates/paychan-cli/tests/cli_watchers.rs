@@ -1,7 +1,8 @@
 //! The watchers, from the command line against a regtest node: the payee's inside `serve`
 //! broadcasts its newest commitment once final when the payer has vanished and records what
 //! closed the channel; the payer's `watch` broadcasts its newest checkpoint once final, or the
-//! refund at R without one, when the payee has vanished. Both pick up after a restart.
+//! refund at R without one, when the payee has vanished. Both pick up after a restart, from the
+//! blocks they stored: what happened meanwhile (a close, a reorganization) is found then.
 
 mod common;
 
@@ -130,6 +131,63 @@ fn a_close_reorganized_out_is_watched_again_and_the_newest_state_broadcast_again
         (!c["closing"].is_null()).then_some(c)
     });
     assert_eq!(closing["closing"]["txid"].as_str(), Some(&*txid.to_string()));
+    assert_eq!(closing["closing"]["height"].as_u64(), Some(u64::from(locktime) + 2));
+}
+
+#[test]
+fn a_restarted_daemon_replays_the_blocks_it_missed_closes_and_reorganizations_alike() {
+    let OpenChannel { node, mut daemon, payee, payer, channel, .. } =
+        OpenChannel::new(300_000, &TERMS, &[]);
+    let mut locktime = 0;
+    for _ in 0..2 {
+        locktime = payer.json(&["pay", &channel, "7000"])["locktime"].as_u64().unwrap() as u32;
+    }
+    // While the daemon is down, the payer's watch closes the channel with its checkpoint (the
+    // payee's newest state too: both payments were checkpoints).
+    daemon.kill9();
+    let watch = Watch::start(&payer, &[]);
+    assert_eq!(watch.next(Duration::from_secs(10))["event"], "watching");
+    node.mine_to(locktime);
+    let txid = watch.next(Duration::from_secs(10))["txid"].as_str().unwrap().to_owned();
+    node.mine(1);
+    assert_eq!(watch.next(Duration::from_secs(10))["event"], "closed");
+    assert_eq!(watch.next(Duration::from_secs(10))["event"], "done");
+    assert!(watch.wait());
+
+    // The daemon goes on from the blocks it stored, and finds the close in them.
+    let mut daemon = Daemon::start(&payee, None, &[]);
+    let closing = wait_for(Duration::from_secs(10), "closure found in the missed blocks", || {
+        let c = payee.channel(&channel);
+        (!c["closing"].is_null()).then_some(c)
+    });
+    assert_eq!(closing["closing"]["txid"].as_str(), Some(&*txid));
+    daemon.kill9();
+
+    // Down again, and a reorganization back below the locktime takes the close away (out of
+    // the mempool too: not final there).
+    let client = node.chain.client();
+    let at_locktime = bitcoincore_rpc::RpcApi::get_block_hash(&*client, locktime.into()).unwrap();
+    bitcoincore_rpc::RpcApi::invalidate_block(&*client, &at_locktime).unwrap();
+    let elsewhere = common::p2wpkh_address(13);
+    for _ in 0..2 {
+        node.chain.mine_block_with(&[], &elsewhere).unwrap();
+    }
+    assert!(node.mempool().is_empty(), "{:?}", node.mempool());
+
+    // At restart the stored blocks no longer match the node's: the daemon disconnects them,
+    // forgets the close, and broadcasts its newest commitment again.
+    let daemon = Daemon::start(&payee, None, &[]);
+    let again = wait_for(Duration::from_secs(10), "commitment broadcast again", || {
+        node.mempool().first().copied()
+    });
+    assert_eq!(again.to_string(), txid);
+    assert!(payee.channel(&channel)["closing"].is_null());
+    assert!(daemon.log().contains("left the best chain"), "{}", daemon.log());
+    node.mine(1);
+    let closing = wait_for(Duration::from_secs(10), "closure recorded again", || {
+        let c = payee.channel(&channel);
+        (!c["closing"].is_null()).then_some(c)
+    });
     assert_eq!(closing["closing"]["height"].as_u64(), Some(u64::from(locktime) + 2));
 }
 

@@ -1,20 +1,21 @@
 //! The core's block follower and funding watch (`paychan::watch`) against a real node, through
 //! `RpcChain`'s `BlockSource`: a channel's funding confirmed, reorged out by a competing chain
 //! (`invalidateblock`, then blocks built with `generateblock` without it), confirmed again, and
-//! its settlement's block reorged out the same way. Three node calls per new block.
+//! its settlement's block reorged out the same way, the settlement then found in the mempool
+//! with one call for any number of fundings. Three node calls per new block.
 
 mod common;
 
 use std::cell::Cell;
 
-use bitcoin::{Block, BlockHash};
+use bitcoin::hashes::Hash;
+use bitcoin::{Block, BlockHash, OutPoint, Txid};
 use bitcoincore_rpc::RpcApi;
 use common::node::Node;
 use common::regtest::{RegtestChannel, Terms};
+use paychan::chain::Chain;
 use paychan::chain::ChainError;
-use paychan::watch::{
-    follow, BlockEvent, BlockFollower, BlockId, BlockSource, FundingWatch, WatchEvent,
-};
+use paychan::watch::{follow, BlockFollower, BlockId, BlockSource, FundingWatch, WatchEvent};
 use paychan::wire::ChannelId;
 
 /// The node's blocks, counting the calls.
@@ -44,12 +45,7 @@ impl BlockSource for Counted<'_> {
 fn sync(node: &Counted, follower: &mut BlockFollower, watch: &mut FundingWatch) -> Vec<WatchEvent> {
     let mut out = Vec::new();
     for event in follow(node, follower, 1000).expect("follow the node").events {
-        match event {
-            BlockEvent::Connected { id, block } => {
-                out.extend(watch.block_connected(&block, id.height))
-            }
-            BlockEvent::Disconnected { id } => out.extend(watch.block_disconnected(id.height)),
-        }
+        out.extend(watch.apply(&event));
     }
     out
 }
@@ -95,7 +91,7 @@ fn fundings_and_closes_reorged_out_are_seen_from_blocks_alone() {
     );
     assert_eq!(watch.confirmations(id, node.height()), Some(0));
     // Nor is it looked for in the blocks: its transaction is in none of them.
-    assert_eq!(paychan::chain::Chain::find_spend(&node.chain, outpoint).unwrap(), None);
+    assert_eq!(Chain::find_spend(&node.chain, outpoint).unwrap(), None);
     assert_eq!(follower.tip().hash, node.chain.best_block_hash().unwrap());
 
     // Back in a block: confirmed again, at the new height.
@@ -120,12 +116,18 @@ fn fundings_and_closes_reorged_out_are_seen_from_blocks_alone() {
             tx: settlement.clone()
         }]
     );
-    let found = paychan::chain::Chain::find_spend(&node.chain, outpoint).unwrap();
+    let found = Chain::find_spend(&node.chain, outpoint).unwrap();
     assert_eq!(found, Some((settlement.clone(), start + 4)));
     reorg_out_the_tip(&node, 0);
     assert_eq!(
         sync(&source, &mut follower, &mut watch),
         vec![WatchEvent::SpendReorged { channel_id: id }]
+    );
+    // The settlement went back to the mempool: one call tells which fundings it spends.
+    let unknown = OutPoint::new(Txid::all_zeros(), 0);
+    assert_eq!(
+        node.chain.mempool_spends(&[outpoint, unknown]).unwrap(),
+        vec![Some(settlement.compute_txid()), None]
     );
 
     // One new block: three node calls (the best block's hash, its hash by height, the block).
