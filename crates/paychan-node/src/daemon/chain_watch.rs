@@ -84,13 +84,17 @@ pub(super) async fn run<C: Chain + BlockSource + Send + Sync + 'static>(
                 }
                 blocks(&shared, &mut w, follower, progress).await;
             }
+            // Once per outage, not once per poll.
             Ok(Err(FollowError::Chain(e))) | Err(e) => {
-                // Once per outage, not once per poll.
                 if !std::mem::replace(&mut w.node_down, true) {
                     warn!("cannot reach the node (payments are refused until it answers): {e}");
                 }
             }
-            Ok(Err(e)) => error!("cannot follow the chain (payments are refused): {e}"),
+            Ok(Err(e)) => {
+                if !std::mem::replace(&mut w.node_down, true) {
+                    error!("cannot follow the chain (payments are refused): {e}");
+                }
+            }
         }
         expire(&shared, w.tip()).await;
         broadcast_due(&shared, &mut w).await;
@@ -153,7 +157,6 @@ async fn tip_changed<C: Chain + BlockSource + Send + Sync + 'static>(
         if !f.ready {
             saved &= chain_events::maturing(shared, &mut slot, tip).await;
         }
-        let channel_id = id;
         match slot.payee.tip_changed(tip) {
             Ok(actions) => {
                 let due = actions.iter().any(|a| matches!(a, PayeeAction::Broadcast(_)));
@@ -163,11 +166,11 @@ async fn tip_changed<C: Chain + BlockSource + Send + Sync + 'static>(
                 // Broadcasts go out in `broadcast_due`, once the mempool is checked.
                 let rest = actions.into_iter().filter(|a| !matches!(a, PayeeAction::Broadcast(_)));
                 if let Err(e) = shared.carry_out(&mut slot, rest.collect()).await {
-                    warn!(%channel_id, "{e}");
+                    warn!(channel_id = %id, "{e}");
                     saved = false;
                 }
             }
-            Err(e) => warn!(%channel_id, "{e}"),
+            Err(e) => warn!(channel_id = %id, "{e}"),
         }
     }
     saved

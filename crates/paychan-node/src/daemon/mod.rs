@@ -195,7 +195,9 @@ struct Shared<C> {
     chain: Arc<C>,
     tip: AtomicU32,
     /// When the node last told the tip.
-    tip_read: Mutex<Instant>,
+    /// When the watcher last reached the node's best block (`None`: not yet since the start,
+    /// and the tip is not known).
+    tip_read: Mutex<Option<Instant>>,
     /// Channels awaiting their funding, as of the last poll plus opens since.
     unfunded: AtomicUsize,
     channels: Mutex<Slots>,
@@ -255,7 +257,8 @@ impl<C: Chain + BlockSource + Send + Sync + 'static> Daemon<C> {
             if let Some(outpoint) = payee.funding_outpoint() {
                 let spent = record.closed.as_ref().map(|c| c.height);
                 funding_watch.watch(channel_id, outpoint, record.funding_height, spent);
-                if position.is_empty() && record.funding_height.is_none() {
+                // A store from before the heights were kept; its closes are known already.
+                if position.is_empty() && record.funding_height.is_none() && spent.is_none() {
                     fresh.push(channel_id);
                 }
             }
@@ -277,7 +280,7 @@ impl<C: Chain + BlockSource + Send + Sync + 'static> Daemon<C> {
             store: StoreWriter::spawn(store),
             chain: Arc::new(chain),
             tip: AtomicU32::new(0),
-            tip_read: Mutex::new(Instant::now()),
+            tip_read: Mutex::new(None),
             unfunded: AtomicUsize::new(0),
             channels: Mutex::new(channels),
             taken,
@@ -304,7 +307,8 @@ impl<C: Chain + BlockSource + Send + Sync + 'static> Daemon<C> {
         self.shared.slots().len()
     }
 
-    /// Serves `listener` until `shutdown` completes.
+    /// Serves `listener` until `shutdown` completes, taking connections once the chain watcher
+    /// has caught up with the node's best block.
     ///
     /// # Errors
     /// [`DaemonError::Chain`] if the node cannot tell the tip at start,
@@ -319,9 +323,20 @@ impl<C: Chain + BlockSource + Send + Sync + 'static> Daemon<C> {
         // reach the node's best block.
         shared.blocking(|chain| chain.tip()).await?;
         let mut watcher = tokio::spawn(chain_watch::run(Arc::clone(&shared), position));
+        tokio::pin!(shutdown);
+        // No connection is taken before the watcher has caught up with the node: every message
+        // is checked against the tip (they wait in the listener's backlog meanwhile).
+        let mut caught_up = tokio::time::interval(Duration::from_millis(10));
+        while !shared.tip_known() {
+            tokio::select! {
+                () = &mut shutdown => return Ok(()),
+                _ = &mut watcher => return Err(DaemonError::WatcherStopped),
+                _ = caught_up.tick() => {}
+            }
+        }
+        info!(tip = shared.tip.load(Ordering::SeqCst), "serving");
         let permits = Arc::new(Semaphore::new(shared.config.max_connections));
         let per_ip = Arc::new(Mutex::new(HashMap::new()));
-        tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
@@ -361,7 +376,12 @@ impl<C: Chain + BlockSource + Send + Sync + 'static> Daemon<C> {
 impl<C: Chain + BlockSource + Send + Sync + 'static> Shared<C> {
     fn set_tip(&self, tip: u32) {
         self.tip.store(tip, Ordering::SeqCst);
-        *self.tip_read.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        *self.tip_read.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    }
+
+    /// Whether the watcher has reached the node's best block since the start.
+    fn tip_known(&self) -> bool {
+        self.tip_read.lock().unwrap_or_else(|e| e.into_inner()).is_some()
     }
 
     /// Returns the tip, if the node told it recently enough to check a payment against: within
@@ -369,7 +389,7 @@ impl<C: Chain + BlockSource + Send + Sync + 'static> Shared<C> {
     fn fresh_tip(&self) -> Result<u32, Refusal> {
         let read = *self.tip_read.lock().unwrap_or_else(|e| e.into_inner());
         let limit = (self.config.poll_interval * 10).max(Duration::from_secs(30));
-        if read.elapsed() > limit {
+        if read.is_none_or(|r| r.elapsed() > limit) {
             return Err(Refusal::StaleTip);
         }
         Ok(self.tip.load(Ordering::SeqCst))
