@@ -290,7 +290,9 @@ impl<C: Chain + BlockSource + Send + Sync + 'static> Shared<C> {
         let mut actions = needed_acks(actions);
         // The payer is here now: ask it to settle while it can, rather than wait for a block
         // and maybe find it gone. Nothing more from the service then: it could not be paid for.
-        let near_end = slot.payee.near_end(tip);
+        // Asked as of the next block: one may come before the payer's next payment, which the
+        // payee would then refuse, and the payer would have a chunk it cannot pay for.
+        let near_end = slot.payee.near_end(tip.saturating_add(1));
         if let (false, Some(session)) = (near_end, &mut slot.session) {
             session.on_paid(slot.payee.paid());
         }
