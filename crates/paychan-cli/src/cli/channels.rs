@@ -272,14 +272,10 @@ pub(super) fn show(g: &Global, id: ChannelId) -> Result<Output, CliError> {
         field("checkpoints_left"),
         json["funding_outpoint"].as_str().unwrap_or("none yet"),
         json["peer"].as_str().unwrap_or("(we are the payee)"),
-        record.closed.as_ref().map_or_else(String::new, |c| format!(
-            "  closed by: {} {} at height {} (payer {} sat, payee {} sat)\n",
-            c.kind.name(),
-            c.txid,
-            c.height,
-            c.payer_amount.to_sat(),
-            c.payee_amount.to_sat()
-        )),
+        record
+            .closed
+            .as_ref()
+            .map_or_else(String::new, |c| format!("  closed by: {}\n", closure_text(c))),
         view.note(),
     );
     Ok(Output { json, text })
@@ -389,6 +385,19 @@ fn policy_json(p: &CheckpointPolicy) -> Value {
         "every_payments": p.every_payments.map(|n| n.get()),
         "every_sat": p.every_sat.map(Amount::to_sat),
     })
+}
+
+/// A recorded closing transaction in words, as `show` and `watch` print it: "KIND TXID at height
+/// H (payer A sat, payee B sat)".
+pub(super) fn closure_text(c: &Closure) -> String {
+    format!(
+        "{} {} at height {} (payer {} sat, payee {} sat)",
+        c.kind.name(),
+        c.txid,
+        c.height,
+        c.payer_amount.to_sat(),
+        c.payee_amount.to_sat()
+    )
 }
 
 /// A recorded closing transaction, as `list`, `show` and `watch` print it.

@@ -26,7 +26,7 @@ use serde_json::json;
 use tracing::warn;
 
 use super::args::{Global, WatchArgs};
-use super::channels::closure_json;
+use super::channels::{closure_json, closure_text};
 use super::{connect_node, open_datadir, CliError, Output};
 use paychan::chain::Chain;
 use paychan::channel::{ChannelParams, Payer, PayerAction};
@@ -308,14 +308,7 @@ impl Watcher {
         let c = &closure;
         announce(&Output {
             json: json!({ "event": "closed", "channel_id": id.to_string(), "closing": closure_json(c) }),
-            text: format!(
-                "channel {id}: closed by the {} {} at height {} (payer {} sat, payee {} sat)\n",
-                c.kind.name(),
-                c.txid,
-                c.height,
-                c.payer_amount.to_sat(),
-                c.payee_amount.to_sat()
-            ),
+            text: format!("channel {id}: closed by the {}\n", closure_text(c)),
         });
         self.closed.insert(id, closure);
         Ok(())
