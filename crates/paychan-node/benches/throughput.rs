@@ -25,6 +25,8 @@
 //! `--rounds N` (100-channel rounds, each next to its own crypto-bound measure; default 3),
 //! `--window N` and `--batch N` (default 256 and 64 for one channel; 64 and 32 for 100).
 
+mod common;
+
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -32,12 +34,9 @@ use std::time::{Duration, Instant};
 
 use bitcoin::hashes::Hash;
 use bitcoin::secp256k1::{Message as SecpMessage, Secp256k1, SecretKey};
-use bitcoin::{
-    absolute, transaction, Amount, FeeRate, Network, OutPoint, PublicKey, ScriptBuf, Sequence,
-    Transaction, TxIn, TxOut, Txid, Witness,
-};
+use bitcoin::{Amount, FeeRate, OutPoint, PublicKey, Transaction, TxOut, Txid};
+use common::{made_up_funding, ms, sides, NETWORK, PAYMENT, TIP};
 use paychan::chain::{Chain, ChainError, OutputStatus, Tip, TxStatus, Utxo};
-use paychan::channel::{CheckpointPolicy, PayeeConfig, PayerConfig};
 use paychan::miniscript::descriptor::{Descriptor, DescriptorPublicKey};
 use paychan::store::{ChannelRecord, ChannelState, Store};
 use paychan::watch::BlockSource;
@@ -46,18 +45,9 @@ use paychan_node::client::{ClientTimeouts, PayerClient, Pipelined};
 use paychan_node::daemon::{Daemon, DaemonConfig};
 use paychan_node::datadir::DataDir;
 use paychan_sqlite::{SqliteStore, STORE_FILE};
-use paychan_testkit::{open_channel, Sides};
+use paychan_testkit::open_channel;
 use paychan_wallet::Branch;
 use tokio::net::TcpListener;
-
-const TIP: u32 = 1_000;
-/// Each payment: 1 sat, a micropayment.
-const PAYMENT: Amount = Amount::from_sat(1);
-/// The command line's default terms (`open --help`).
-const LIFETIME: u32 = 1008;
-const STEP: u32 = 6;
-const MARGIN: u32 = 6;
-const NETWORK: Network = Network::Regtest;
 
 struct Args {
     rounds: usize,
@@ -198,10 +188,6 @@ fn main() {
                 rounds.iter().map(|(b, m)| m.rate() / b).collect::<Vec<_>>(),
         })
     );
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
 }
 
 fn us(d: Duration) -> f64 {
@@ -449,31 +435,11 @@ fn open_in_memory(
     let payer_signer = payer_dir.wallet.channel_signer(payer_index).unwrap();
     let payee_signer = payee.wallet.channel_signer(payee_index).unwrap();
     let capacity = PAYMENT * payments as u64 + Amount::from_sat(1_000_000);
-    let config = PayerConfig {
-        network: NETWORK,
+    let sides = sides(
+        (payer_signer, payer_dir.wallet.address(Branch::Receive, 0).unwrap()),
+        (payee_signer, payee.wallet.address(Branch::Receive, 0).unwrap()),
         capacity,
-        feerate_sat_per_vb: 1,
-        refund_locktime: TIP + LIFETIME,
-        step: STEP,
-        margin: MARGIN,
-        payout: payer_dir.wallet.address(Branch::Receive, 0).unwrap(),
-        checkpoints: CheckpointPolicy::default_for(capacity),
-    };
-    let payee_config = PayeeConfig {
-        network: NETWORK,
-        payout: payee.wallet.address(Branch::Receive, 0).unwrap(),
-        margin: 2,
-        min_step: 1,
-        max_lifetime: PayeeConfig::default_max_lifetime(NETWORK),
-        min_feerate_sat_per_vb: 1,
-        min_conf: 1,
-    };
-    let sides = Sides {
-        payer: config,
-        payer_key: payer_signer,
-        payee: payee_config,
-        payee_key: payee_signer,
-    };
+    );
     let (payer, payee_sm, _) = open_channel(sides, channel_id, TIP, |address, amount| {
         let funding = made_up_funding(address.script_pubkey(), amount);
         let outpoint = OutPoint::new(funding.compute_txid(), 0);
@@ -503,25 +469,6 @@ fn open_in_memory(
         })
         .unwrap();
     channel_id
-}
-
-/// A funding transaction from a made-up segwit coin (never broadcast: the chain is a stand-in).
-fn made_up_funding(script_pubkey: ScriptBuf, value: Amount) -> Transaction {
-    Transaction {
-        version: transaction::Version::TWO,
-        lock_time: absolute::LockTime::ZERO,
-        input: vec![TxIn {
-            previous_output: OutPoint::new(Txid::from_byte_array(rand_bytes()), 0),
-            script_sig: ScriptBuf::new(),
-            sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
-            witness: Witness::from_slice(&[[1u8; 72].as_slice(), [2u8; 33].as_slice()]),
-        }],
-        output: vec![TxOut { value, script_pubkey }],
-    }
-}
-
-fn rand_bytes() -> [u8; 32] {
-    ChannelId::random().0
 }
 
 /// The chain as the payment path needs it: a fixed tip, every made-up funding confirmed and

@@ -1,0 +1,75 @@
+//! What the benches share: the terms their channels open with, made-up fundings, and the unit
+//! they print times in.
+
+use std::time::Duration;
+
+use bitcoin::hashes::Hash;
+use bitcoin::{
+    absolute, transaction, Address, Amount, Network, OutPoint, ScriptBuf, Sequence, Transaction,
+    TxIn, TxOut, Txid, Witness,
+};
+use paychan::channel::{CheckpointPolicy, PayeeConfig, PayerConfig};
+use paychan::keys::ChannelSigner;
+use paychan::wire::ChannelId;
+use paychan_testkit::Sides;
+
+/// The tip at which the channels open.
+pub const TIP: u32 = 1_000;
+/// Each payment: 1 sat, a micropayment.
+pub const PAYMENT: Amount = Amount::from_sat(1);
+pub const NETWORK: Network = Network::Regtest;
+/// The command line's default terms (`open --help`).
+const LIFETIME: u32 = 1008;
+const STEP: u32 = 6;
+const MARGIN: u32 = 6;
+
+/// Both sides of a channel of `capacity` opened at [`TIP`] with the command line's default
+/// terms: lifetime 1008 blocks, step 6, the payer's margin 6, a checkpoint for every 1% of the
+/// capacity paid; the payee's margin 2, and funding confirmed once.
+pub fn sides(
+    (payer_key, payer_payout): (ChannelSigner, Address),
+    (payee_key, payee_payout): (ChannelSigner, Address),
+    capacity: Amount,
+) -> Sides {
+    let payer = PayerConfig {
+        network: NETWORK,
+        capacity,
+        feerate_sat_per_vb: 1,
+        refund_locktime: TIP + LIFETIME,
+        step: STEP,
+        margin: MARGIN,
+        payout: payer_payout,
+        checkpoints: CheckpointPolicy::default_for(capacity),
+    };
+    let payee = PayeeConfig {
+        network: NETWORK,
+        payout: payee_payout,
+        margin: 2,
+        min_step: 1,
+        max_lifetime: PayeeConfig::default_max_lifetime(NETWORK),
+        min_feerate_sat_per_vb: 1,
+        min_conf: 1,
+    };
+    Sides { payer, payer_key, payee, payee_key }
+}
+
+/// A funding transaction from a made-up segwit coin (never broadcast: the benches' chains are
+/// stand-ins).
+pub fn made_up_funding(script_pubkey: ScriptBuf, value: Amount) -> Transaction {
+    Transaction {
+        version: transaction::Version::TWO,
+        lock_time: absolute::LockTime::ZERO,
+        input: vec![TxIn {
+            // A random coin, so that every funding has a txid of its own.
+            previous_output: OutPoint::new(Txid::from_byte_array(ChannelId::random().0), 0),
+            script_sig: ScriptBuf::new(),
+            sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
+            witness: Witness::from_slice(&[[1u8; 72].as_slice(), [2u8; 33].as_slice()]),
+        }],
+        output: vec![TxOut { value, script_pubkey }],
+    }
+}
+
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
