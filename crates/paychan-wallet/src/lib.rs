@@ -153,8 +153,11 @@ pub struct Wallet {
     account: Xpriv,
     /// Its public half.
     account_xpub: Xpub,
-    /// `m/1017'/coin'`, the parent of the node and channel keys.
+    /// `m/1017'/coin'`, the parent of the node key.
     keys: Xpriv,
+    /// `m/1017'/coin'/1'`, the parent of the channel keys, derived once (a daemon derives a
+    /// channel key for each of its channels at every start).
+    channel_keys: Xpriv,
     /// The ranged public descriptors of the receive and change branches.
     descriptors: [Descriptor<DescriptorPublicKey>; 2],
     dir: PathBuf,
@@ -208,8 +211,19 @@ impl Wallet {
         let descriptors = [descriptor(0)?, descriptor(1)?];
         let keys = master
             .derive_priv(&secp, &DerivationPath::from_str(&format!("m/1017'/{coin_type}'"))?)?;
+        let channel_keys = keys.derive_priv(&secp, &[ChildNumber::from_hardened_idx(1)?])?;
         let dir = dir.to_owned();
-        Ok(Wallet { secp, network, account, account_xpub, keys, descriptors, dir, next })
+        Ok(Wallet {
+            secp,
+            network,
+            account,
+            account_xpub,
+            keys,
+            channel_keys,
+            descriptors,
+            dir,
+            next,
+        })
     }
 
     /// Returns the wallet's network.
@@ -232,8 +246,8 @@ impl Wallet {
     /// # Errors
     /// [`WalletError::Derivation`] for an index of 2^31 or more.
     pub fn channel_signer(&self, index: u32) -> Result<ChannelSigner, WalletError> {
-        let path = [ChildNumber::from_hardened_idx(1)?, ChildNumber::from_hardened_idx(index)?];
-        Ok(ChannelSigner::new(self.keys.derive_priv(&self.secp, &path)?.private_key))
+        let child = ChildNumber::from_hardened_idx(index)?;
+        Ok(ChannelSigner::new(self.channel_keys.derive_priv(&self.secp, &[child])?.private_key))
     }
 
     /// Returns the ranged public descriptor of `branch`, `wpkh([fp/84'/1'/0']tpub.../0/*)`.
