@@ -5,10 +5,9 @@
 //! largest satisfaction weight (for fees) and the final witness (for signing).
 
 use std::collections::HashMap;
-use std::str::FromStr;
 
 use bitcoin::{ecdsa, Address, Network, PublicKey, ScriptBuf, TxIn, Weight};
-use miniscript::Descriptor;
+use miniscript::{Descriptor, Miniscript, Segwitv0, Terminal, Threshold};
 
 /// Errors from building or satisfying the funding descriptor.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -66,9 +65,13 @@ impl FundingScript {
                 return Err(FundingError::UncompressedKey(key));
             }
         }
-        let descriptor =
-            Descriptor::<PublicKey>::from_str(&format!("wsh(multi(2,{payer},{payee}))"))
-                .map_err(|e| FundingError::Miniscript(e.to_string()))?;
+        // Built, not parsed from text: every stored channel is rebuilt at each start, and
+        // parsing would decode both keys again.
+        let miniscript = |e: miniscript::Error| FundingError::Miniscript(e.to_string());
+        let keys = Threshold::new(2, vec![payer, payee])
+            .map_err(|e| FundingError::Miniscript(e.to_string()))?;
+        let multi = Miniscript::<PublicKey, Segwitv0>::from_ast(Terminal::Multi(keys));
+        let descriptor = Descriptor::new_wsh(multi.map_err(miniscript)?).map_err(miniscript)?;
         descriptor.sanity_check().map_err(|e| FundingError::Miniscript(e.to_string()))?;
         let witness_script =
             descriptor.explicit_script().map_err(|e| FundingError::Miniscript(e.to_string()))?;
@@ -169,6 +172,11 @@ mod tests {
         let expected = format!("5221{a}21{b}52ae");
         assert_eq!(f.witness_script().to_hex_string(), expected);
         assert!(f.script_pubkey().is_p2wsh());
+        // Built from its parts, it is what the text parses to.
+        let parsed = <Descriptor<PublicKey> as std::str::FromStr>::from_str(&format!(
+            "wsh(multi(2,{a},{b}))"
+        ));
+        assert_eq!(f.descriptor(), &parsed.unwrap());
     }
 
     #[test]
