@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bitcoin::Network;
+use rayon::iter::{IntoParallelIterator, ParallelIterator};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde_json::Value;
 
@@ -134,33 +135,6 @@ impl SqliteStore {
         self.conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(sqlite_err(&self.path))
-    }
-
-    fn record(
-        &self,
-        (role, key_index, peer, state, closed, sale, funding_height): RowFields,
-    ) -> Result<ChannelRecord, StoreError> {
-        let state = ChannelState::decode(&role, &state).map_err(|e| StoreError::Corrupt {
-            location: location(&self.path),
-            reason: e.to_string(),
-        })?;
-        let closed = self.column("closing transaction", closed)?;
-        let service = self.column("service record", sale)?;
-        Ok(ChannelRecord { key_index, peer, state, closed, funding_height, service })
-    }
-}
-
-impl SqliteStore {
-    /// Parses an optional JSON column.
-    fn column<T: serde::de::DeserializeOwned>(
-        &self,
-        what: &str,
-        json: Option<String>,
-    ) -> Result<Option<T>, StoreError> {
-        json.map(|j| serde_json::from_str(&j)).transpose().map_err(|e| StoreError::Corrupt {
-            location: location(&self.path),
-            reason: format!("{what}: {e}"),
-        })
     }
 }
 
@@ -312,7 +286,7 @@ impl Store for SqliteStore {
             )
             .optional()
             .map_err(sqlite_err(&self.path))?;
-        Ok(self.column("chain position", stored)?.unwrap_or_default())
+        Ok(column(&self.path, "chain position", stored)?.unwrap_or_default())
     }
 
     fn save_chain_position(&mut self, watcher: &str, blocks: &[BlockId]) -> Result<(), StoreError> {
@@ -343,7 +317,7 @@ impl Store for SqliteStore {
             .query_row([id.to_string()], row_fields)
             .optional()
             .map_err(sqlite_err(&self.path))?;
-        row.map(|fields| self.record(fields)).transpose()
+        row.map(|fields| record(&self.path, fields)).transpose()
     }
 
     /// Returns every channel, oldest first.
@@ -358,19 +332,58 @@ impl Store for SqliteStore {
                  ORDER BY rowid",
             )
             .map_err(sqlite_err(&self.path))?;
-        let rows = stmt
-            .query_map([], row_fields)
-            .map_err(sqlite_err(&self.path))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(sqlite_err(&self.path))?;
-        rows.into_iter().map(|fields| self.record(fields)).collect()
+        let path: &Path = &self.path;
+        let mut rows = stmt.query_map([], row_fields).map_err(sqlite_err(path))?;
+        let mut records = Vec::new();
+        loop {
+            // Decoding a state (keys, the descriptor, the funding script) costs far more than
+            // reading its row: spread over every core, a daemon with many channels starts that
+            // much sooner. A chunk at a time, so that the rows' text is never all held at once.
+            let chunk = rows.by_ref().take(DECODE_CHUNK).collect::<Result<Vec<_>, _>>();
+            let chunk = chunk.map_err(sqlite_err(path))?;
+            if chunk.is_empty() {
+                return Ok(records);
+            }
+            let decoded: Vec<_> =
+                chunk.into_par_iter().map(|fields| record(path, fields)).collect();
+            for r in decoded {
+                records.push(r?);
+            }
+        }
     }
 }
+
+/// Rows decoded together by [`SqliteStore::channels`].
+const DECODE_CHUNK: usize = 1024;
 
 type RowFields = (String, u32, Option<String>, String, Option<String>, Option<String>, Option<u32>);
 
 fn row_fields(row: &rusqlite::Row<'_>) -> rusqlite::Result<RowFields> {
     Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?, row.get(6)?))
+}
+
+/// Reads a row into a record; `path` names the store in errors.
+fn record(
+    path: &Path,
+    (role, key_index, peer, state, closed, sale, funding_height): RowFields,
+) -> Result<ChannelRecord, StoreError> {
+    let state = ChannelState::decode(&role, &state)
+        .map_err(|e| StoreError::Corrupt { location: location(path), reason: e.to_string() })?;
+    let closed = column(path, "closing transaction", closed)?;
+    let service = column(path, "service record", sale)?;
+    Ok(ChannelRecord { key_index, peer, state, closed, funding_height, service })
+}
+
+/// Parses an optional JSON column.
+fn column<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    what: &str,
+    json: Option<String>,
+) -> Result<Option<T>, StoreError> {
+    json.map(|j| serde_json::from_str(&j)).transpose().map_err(|e| StoreError::Corrupt {
+        location: location(path),
+        reason: format!("{what}: {e}"),
+    })
 }
 
 /// The setting that holds watcher `watcher`'s chain position.

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use bitcoin::secp256k1::{Secp256k1, SecretKey, VerifyOnly};
 use bitcoin::{Network, PublicKey, Transaction};
+use rayon::iter::{IntoParallelIterator, ParallelIterator};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
 use tracing::{info, warn};
@@ -244,35 +245,41 @@ impl<C: Chain + BlockSource + Send + Sync + 'static> Daemon<C> {
         let mut taken = HashSet::new();
         let position = store.chain_position(chain_watch::WATCHER)?;
         let (mut funding_watch, mut fresh) = (FundingWatch::default(), Vec::new());
-        for record in store.channels()? {
-            let ChannelState::Payee(state) = record.state else {
+        // A channel key derived and a state restored per channel: spread over every core.
+        let started = Instant::now();
+        let restored: Vec<_> = store
+            .channels()?
+            .into_par_iter()
+            .map(|record| Ok((record.state.channel_id(), restore(&wallet, record)?)))
+            .collect::<Result<_, DaemonError>>()?;
+        for (channel_id, restored) in restored {
+            let Some(Restored { payee, key_index, closed, funding_height, service }) = restored
+            else {
                 // The directory's payer channels: their ids are not for a payer of ours.
-                taken.insert(record.state.channel_id());
+                taken.insert(channel_id);
                 continue;
             };
-            let channel_id = state.terms.channel_id;
-            let signer = wallet.channel_signer(record.key_index)?;
-            let payee = Payee::restore(signer, state)
-                .map_err(|source| DaemonError::Restore { channel_id, source })?;
             if let Some(outpoint) = payee.funding_outpoint() {
-                let spent = record.closed.as_ref().map(|c| c.height);
-                funding_watch.watch(channel_id, outpoint, record.funding_height, spent);
+                let spent = closed.as_ref().map(|c| c.height);
+                funding_watch.watch(channel_id, outpoint, funding_height, spent);
                 // A store from before the heights were kept; its closes are known already.
-                if position.is_empty() && record.funding_height.is_none() && spent.is_none() {
+                if position.is_empty() && funding_height.is_none() && spent.is_none() {
                     fresh.push(channel_id);
                 }
             }
             let slot = Slot {
                 payee,
-                key_index: record.key_index,
+                key_index,
                 peer: None,
-                closed: record.closed,
+                closed,
                 since: Instant::now(),
                 funding_since: None,
-                session: config.service.as_ref().map(|s| s.session(channel_id, record.service)),
+                session: config.service.as_ref().map(|s| s.session(channel_id, service)),
             };
             channels.insert(channel_id, Arc::new(tokio::sync::Mutex::new(slot)));
         }
+        let ms = started.elapsed().as_millis() as u64;
+        info!(channels = channels.len(), ms, "channels loaded");
         let shared = Shared {
             config,
             node_secret: wallet.node_secret()?,
@@ -493,6 +500,26 @@ impl<C: Chain + BlockSource + Send + Sync + 'static> Shared<C> {
             }
         });
     }
+}
+
+/// A stored payee channel, restored, with what else its record holds.
+struct Restored {
+    payee: Payee,
+    key_index: u32,
+    closed: Option<Closure>,
+    funding_height: Option<u32>,
+    service: Option<serde_json::Value>,
+}
+
+/// Restores a stored channel (a payee's: `None` for a payer's) with its key from `wallet`.
+fn restore(wallet: &Wallet, record: ChannelRecord) -> Result<Option<Restored>, DaemonError> {
+    let ChannelRecord { key_index, state, closed, funding_height, service, .. } = record;
+    let ChannelState::Payee(state) = state else { return Ok(None) };
+    let channel_id = state.terms.channel_id;
+    let signer = wallet.channel_signer(key_index)?;
+    let payee = Payee::restore(signer, state)
+        .map_err(|source| DaemonError::Restore { channel_id, source })?;
+    Ok(Some(Restored { payee, key_index, closed, funding_height, service }))
 }
 
 /// A connection counted against its IP address's limit, for as long as it lives.
