@@ -4,6 +4,9 @@
 //! Each handler saves what changed before it returns, and returns whether it could: the
 //! watcher stores its chain position only after every save of the blocks before it.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use tracing::{info, warn};
 
 use super::chain_watch::Watcher;
@@ -15,31 +18,65 @@ use paychan::closing::{ClosingKind, Closure};
 use paychan::watch::{BlockSource, WatchEvent};
 use paychan::wire::ChannelId;
 
-/// Applies `event`. Returns whether every save succeeded.
-pub(super) async fn apply<C: Chain + BlockSource + Send + Sync + 'static>(
-    shared: &Shared<C>,
-    w: &mut Watcher,
-    event: WatchEvent,
+/// Applies what one block did to the channels, with `tip` the height it leaves the chain at:
+/// each channel's events in order, the channels at once (so that their saves share commits).
+/// Returns whether every save succeeded.
+pub(super) async fn apply_block<C: Chain + BlockSource + Send + Sync + 'static>(
+    shared: &Arc<Shared<C>>,
+    events: Vec<WatchEvent>,
+    tip: u32,
 ) -> bool {
-    let id = match &event {
+    let mut by_channel: HashMap<ChannelId, Vec<WatchEvent>> = HashMap::new();
+    for event in events {
+        by_channel.entry(channel_of(&event)).or_default().push(event);
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for (id, events) in by_channel {
+        let shared = Arc::clone(shared);
+        tasks.spawn(async move {
+            let Some(slot) = shared.slot(id) else { return true };
+            let mut slot = slot.lock().await;
+            let mut saved = true;
+            for event in events {
+                saved &= apply(&shared, &mut slot, event, tip).await;
+            }
+            saved
+        });
+    }
+    let mut saved = true;
+    while let Some(done) = tasks.join_next().await {
+        saved &= done.unwrap_or(false);
+    }
+    saved
+}
+
+fn channel_of(event: &WatchEvent) -> ChannelId {
+    match event {
         WatchEvent::FundingConfirmed { channel_id, .. }
         | WatchEvent::FundingReorged { channel_id }
         | WatchEvent::FundingSpent { channel_id, .. }
         | WatchEvent::SpendReorged { channel_id } => *channel_id,
-    };
-    let Some(slot) = shared.slot(id) else { return true };
-    let mut slot = slot.lock().await;
+    }
+}
+
+/// Applies `event` to its channel. Returns whether every save succeeded.
+async fn apply<C: Chain + BlockSource + Send + Sync + 'static>(
+    shared: &Shared<C>,
+    slot: &mut Slot,
+    event: WatchEvent,
+    tip: u32,
+) -> bool {
     match event {
         WatchEvent::FundingConfirmed { height, txout, .. } => {
-            funding_confirmed(shared, &mut slot, height, &txout, w.tip()).await
+            funding_confirmed(shared, slot, height, &txout, tip).await
         }
-        WatchEvent::FundingReorged { .. } => funding_reorged(shared, &mut slot).await,
+        WatchEvent::FundingReorged { .. } => funding_reorged(shared, slot).await,
         WatchEvent::FundingSpent { height, tx, .. } => {
             let Some(f) = slot.payee.funded() else { return true };
             let closure = Closure::read(&tx, height, f.channel.params());
-            record_closure(shared, &mut slot, closure).await
+            record_closure(shared, slot, closure).await
         }
-        WatchEvent::SpendReorged { .. } => closure_reorged(shared, &mut slot).await,
+        WatchEvent::SpendReorged { .. } => closure_reorged(shared, slot).await,
     }
 }
 

@@ -14,6 +14,7 @@
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
@@ -23,8 +24,11 @@ use crate::follow;
 use paychan::chain::Chain;
 use paychan::channel::PayeeAction;
 use paychan::closing::REORG_DEPTH;
-use paychan::watch::{BlockFollower, BlockId, BlockSource, FollowError, Progress};
+use paychan::watch::{BlockEvent, BlockFollower, BlockId, BlockSource, FollowError, Progress};
 use paychan::wire::ChannelId;
+
+/// The longest time between two looks at every channel for expiry, without a block.
+const EXPIRE_EVERY: Duration = Duration::from_secs(10);
 
 /// The name the daemon's chain position is stored under.
 pub(super) const WATCHER: &str = "payee";
@@ -39,6 +43,10 @@ pub(super) struct Watcher {
     /// the blocks whose effects may be missing.
     stuck: bool,
     node_down: bool,
+    /// Whether the last poll brought a block.
+    new_block: bool,
+    /// When channels were last looked at for expiry.
+    last_expire: Instant,
 }
 
 impl Watcher {
@@ -60,14 +68,16 @@ pub(super) async fn run<C: Chain + BlockSource + Send + Sync + 'static>(
         let position = position.clone();
         match shared.blocking(move |chain| follow::start(chain, &position)).await {
             Ok(follower) => {
-                let (due, stuck, node_down) = (BTreeSet::new(), false, false);
-                break Watcher { follower, due, stuck, node_down };
+                let (due, stuck, node_down, new_block) = (BTreeSet::new(), false, false, true);
+                let last_expire = Instant::now();
+                break Watcher { follower, due, stuck, node_down, new_block, last_expire };
             }
             Err(e) => warn!("cannot start following the chain: {e}"),
         }
     };
     info!(height = w.tip(), "following the chain");
     loop {
+        w.new_block = false;
         chain_events::check_fresh(&shared, &mut w).await;
         let follower = w.follower.clone();
         let followed = shared
@@ -96,7 +106,13 @@ pub(super) async fn run<C: Chain + BlockSource + Send + Sync + 'static>(
                 }
             }
         }
-        expire(&shared, w.tip()).await;
+        // A walk over every channel: at each block, and otherwise often enough for the
+        // unfunded expiry (a time, not a height), not at every poll.
+        let every = (shared.config.unfunded_expiry / 4).min(EXPIRE_EVERY);
+        if w.new_block || w.last_expire.elapsed() >= every {
+            expire(&shared, w.tip()).await;
+            w.last_expire = Instant::now();
+        }
         broadcast_due(&shared, &mut w).await;
         interval.tick().await;
     }
@@ -104,17 +120,22 @@ pub(super) async fn run<C: Chain + BlockSource + Send + Sync + 'static>(
 
 /// Applies what one [`follow`] did, then stores the position.
 async fn blocks<C: Chain + BlockSource + Send + Sync + 'static>(
-    shared: &Shared<C>,
+    shared: &Arc<Shared<C>>,
     w: &mut Watcher,
     follower: BlockFollower,
     progress: Progress,
 ) {
     let new_blocks = !progress.events.is_empty();
+    w.new_block = new_blocks;
     let mut saved = true;
     for event in &progress.events {
+        let tip = match event {
+            BlockEvent::Connected { id, .. } => id.height,
+            BlockEvent::Disconnected { id } => id.height.saturating_sub(1),
+        };
         let events = shared.funding_watch().apply(event);
-        for e in events {
-            saved &= chain_events::apply(shared, w, e).await;
+        if !events.is_empty() {
+            saved &= chain_events::apply_block(shared, events, tip).await;
         }
     }
     w.follower = follower;
