@@ -118,7 +118,7 @@ pub(super) async fn run<C: Chain + BlockSource + Send + Sync + 'static>(
     }
 }
 
-/// Applies what one [`follow`] did, then stores the position.
+/// Applies what one [`paychan::watch::follow`] did, then stores the position.
 async fn blocks<C: Chain + BlockSource + Send + Sync + 'static>(
     shared: &Arc<Shared<C>>,
     w: &mut Watcher,
