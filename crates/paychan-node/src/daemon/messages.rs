@@ -239,6 +239,8 @@ impl<C: Chain + BlockSource + Send + Sync + 'static> Shared<C> {
         let funded = slot.payee.funding_outpoint().filter(|_| before.funded().is_none());
         if let Some(outpoint) = funded {
             self.watch_funding(id, outpoint);
+            // Its funding expires `funding_expiry` blocks from now.
+            slot.funding_since = Some(tip);
         }
         if let Err(e) = self.carry_out(slot, actions).await {
             // Not on disk, so not done: go back to what is.
@@ -246,6 +248,7 @@ impl<C: Chain + BlockSource + Send + Sync + 'static> Shared<C> {
             slot.payee = before;
             if funded.is_some() {
                 self.funding_watch().unwatch(id);
+                slot.funding_since = None;
             }
             return Err(e.into());
         }
