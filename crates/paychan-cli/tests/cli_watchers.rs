@@ -192,6 +192,39 @@ fn a_restarted_daemon_replays_the_blocks_it_missed_closes_and_reorganizations_al
 }
 
 #[test]
+fn a_first_watch_of_one_channel_finds_a_close_made_while_no_watch_ran() {
+    let OpenChannel { node, daemon, payer, channel, .. } = OpenChannel::new(300_000, &TERMS, &[]);
+    let mut locktime = 0;
+    for _ in 0..2 {
+        locktime = payer.json(&["pay", &channel, "7000"])["locktime"].as_u64().unwrap() as u32;
+    }
+    // A full watch records the funding's height, and its own chain position, then stops.
+    let watch = Watch::start(&payer, &[]);
+    assert_eq!(watch.next(Duration::from_secs(10))["event"], "watching");
+    node.mine(1);
+    std::thread::sleep(Duration::from_millis(600));
+    watch.terminate();
+    assert_eq!(watch.next(Duration::from_secs(10))["event"], "done");
+    assert!(watch.wait());
+
+    // The payee closes with its newest commitment while no watch runs.
+    node.mine_to(locktime);
+    wait_for(Duration::from_secs(10), "commitment broadcast", || node.mempool().first().copied());
+    node.mine(1);
+    drop(daemon);
+
+    // A watch of that one channel has no blocks of its own to replay: it asks the node about
+    // the funding once, and finds the close.
+    let watch = Watch::start(&payer, &[&channel]);
+    assert_eq!(watch.next(Duration::from_secs(10))["event"], "watching");
+    let closed = watch.next(Duration::from_secs(10));
+    assert_eq!(closed["event"], "closed");
+    assert_eq!(closed["closing"]["height"].as_u64(), Some(u64::from(locktime) + 1));
+    assert_eq!(watch.next(Duration::from_secs(10))["event"], "done");
+    assert!(watch.wait());
+}
+
+#[test]
 fn the_payer_watch_broadcasts_its_newest_checkpoint_once_final() {
     let OpenChannel { node, mut daemon, payer, channel, open, .. } =
         OpenChannel::new(300_000, &TERMS, &[]);

@@ -63,6 +63,7 @@ pub(super) async fn watch(
     let position = blocking(|| datadir.store.chain_position(&name))?;
     let follower = blocking(|| start(&chain, &position))?;
     let mut w = Watcher {
+        first_run: position.is_empty(),
         name,
         only: a.channel,
         follower,
@@ -107,6 +108,8 @@ struct Watched {
 struct Watcher {
     /// The name its chain position is stored under.
     name: String,
+    /// Whether no position was stored under it: nothing before the node's tip is replayed.
+    first_run: bool,
     only: Option<ChannelId>,
     follower: BlockFollower,
     fundings: FundingWatch,
@@ -182,7 +185,9 @@ impl Watcher {
             if !self.params.contains_key(&id) {
                 self.fundings.watch(id, outpoint, record.funding_height, spent);
                 self.params.insert(id, params.clone());
-                if record.funding_height.is_none() && spent.is_none() {
+                // Unconfirmed as far as the store knows, or this watcher has no blocks of its
+                // own to replay (its first run): the node is asked once.
+                if (record.funding_height.is_none() || self.first_run) && spent.is_none() {
                     self.fresh.push(id);
                 }
             }

@@ -262,8 +262,9 @@ impl<C: Chain + BlockSource + Send + Sync + 'static> Daemon<C> {
             if let Some(outpoint) = payee.funding_outpoint() {
                 let spent = closed.as_ref().map(|c| c.height);
                 funding_watch.watch(channel_id, outpoint, funding_height, spent);
-                // A store from before the heights were kept; its closes are known already.
-                if position.is_empty() && funding_height.is_none() && spent.is_none() {
+                // No blocks to replay (a store from before positions were kept, or a crash
+                // before the first was): each open channel's funding is looked at once.
+                if position.is_empty() && spent.is_none() {
                     fresh.push(channel_id);
                 }
             }
