@@ -245,6 +245,18 @@ pub enum WatchEvent {
     },
 }
 
+impl WatchEvent {
+    /// Returns the channel the event is about.
+    pub fn channel_id(&self) -> ChannelId {
+        match self {
+            WatchEvent::FundingConfirmed { channel_id, .. }
+            | WatchEvent::FundingReorged { channel_id }
+            | WatchEvent::FundingSpent { channel_id, .. }
+            | WatchEvent::SpendReorged { channel_id } => *channel_id,
+        }
+    }
+}
+
 /// One watched channel.
 #[derive(Debug, Clone)]
 struct Watched {

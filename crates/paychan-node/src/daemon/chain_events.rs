@@ -28,7 +28,7 @@ pub(super) async fn apply_block<C: Chain + BlockSource + Send + Sync + 'static>(
 ) -> bool {
     let mut by_channel: HashMap<ChannelId, Vec<WatchEvent>> = HashMap::new();
     for event in events {
-        by_channel.entry(channel_of(&event)).or_default().push(event);
+        by_channel.entry(event.channel_id()).or_default().push(event);
     }
     let mut tasks = tokio::task::JoinSet::new();
     for (id, events) in by_channel {
@@ -48,15 +48,6 @@ pub(super) async fn apply_block<C: Chain + BlockSource + Send + Sync + 'static>(
         saved &= done.unwrap_or(false);
     }
     saved
-}
-
-fn channel_of(event: &WatchEvent) -> ChannelId {
-    match event {
-        WatchEvent::FundingConfirmed { channel_id, .. }
-        | WatchEvent::FundingReorged { channel_id }
-        | WatchEvent::FundingSpent { channel_id, .. }
-        | WatchEvent::SpendReorged { channel_id } => *channel_id,
-    }
 }
 
 /// Applies `event` to its channel. Returns whether every save succeeded.
