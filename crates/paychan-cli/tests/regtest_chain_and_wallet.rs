@@ -12,7 +12,8 @@ use paychan_wallet::{Wallet, WalletError};
 fn wallet_coins_mature_fund_and_are_tracked_by_the_backend() {
     let node = Node::start();
     let dir = tempfile::tempdir().unwrap();
-    let mut wallet = Wallet::open(dir.path(), bitcoin::Network::Regtest).unwrap();
+    let database = dir.path().join("wallet.sqlite");
+    let mut wallet = Wallet::open(dir.path(), &database, bitcoin::Network::Regtest).unwrap();
     let address = wallet.new_address().unwrap();
 
     // 99 blocks to the wallet: none of those coinbases is spendable in the next block yet.

@@ -223,7 +223,8 @@ impl Paying {
         let store = SqliteStore::open(&dir.join(STORE_FILE)).expect("the payer's store");
         let record = store.channel(self.id).expect("read the store").expect("the channel");
         let ChannelState::Payer(state) = record.state else { panic!("not the payer's channel") };
-        let wallet = Wallet::open(dir, Network::Regtest).expect("the payer's wallet");
+        let wallet =
+            Wallet::open(dir, &dir.join(STORE_FILE), Network::Regtest).expect("the payer's wallet");
         let signer = wallet.channel_signer(record.key_index).expect("the channel key");
         // Restoring checks that this key is the channel's payer key.
         (Payer::restore(signer.clone(), state).expect("the payer restores"), signer)

@@ -1,4 +1,4 @@
-//! A data directory: the wallet seed and address indexes ([`paychan_wallet`]), the channel store
+//! A data directory: the wallet seed ([`paychan_wallet`]), the database of the channel store
 //! ([`paychan::store`]), and a lock file.
 //!
 //! One process at a time changes a data directory: the daemon for as long as it runs, a payer
@@ -91,7 +91,7 @@ impl DataDir {
     fn open_existing(path: &Path, network: Network) -> Result<DataDir, DataDirError> {
         let mut store = SqliteStore::open(&path.join(STORE_FILE))?;
         store.check_network(network)?;
-        let wallet = Wallet::open(path, network)?;
+        let wallet = Wallet::open(path, &path.join(STORE_FILE), network)?;
         Ok(DataDir { path: path.to_owned(), wallet, store, lock: None })
     }
 

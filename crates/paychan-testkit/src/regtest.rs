@@ -62,7 +62,8 @@ impl<'n> RegtestChannel<'n> {
     /// payee has signed the refund, the funding is in the mempool, unconfirmed.
     pub fn funded(node: &'n Node, terms: Terms) -> RegtestChannel<'n> {
         let wallet_dir = tempfile::tempdir().expect("temp dir");
-        let mut wallet = Wallet::open(wallet_dir.path(), NETWORK).expect("wallet");
+        let database = wallet_dir.path().join("wallet.sqlite");
+        let mut wallet = Wallet::open(wallet_dir.path(), &database, NETWORK).expect("wallet");
         let coinbase_address = wallet.new_address().expect("address");
         // 101 blocks: the first coinbase (50 BTC on regtest) matures.
         node.chain.mine(101, &coinbase_address).expect("mine");

@@ -1,111 +1,74 @@
-//! The payer's on-chain wallet: paychan's own keys, no wallet in the node.
+//! The on-chain wallet: paychan's own keys in a [BDK] descriptor wallet, no wallet in the node.
 //!
-//! This crate is an adapter beside the core: it keeps its files in the data directory and finds
-//! its coins through any [`Chain`] (the `paychan-bitcoind` crate in the command line).
+//! This crate is an adapter beside the core: it keeps its seed in the data directory, its state
+//! in the data directory's database, and learns of its coins by following blocks from any
+//! [`BlockSource`] (the `paychan-bitcoind` crate in the command line).
 //!
 //! A BIP32 seed lives in the data directory (`wallet.seed`, file mode 0600). Coins are received
 //! on `wpkh` addresses of the [BIP 84] account `m/84'/coin'/0'` (receive branch `/0/*`, change
-//! branch `/1/*`) and found with the node's `scantxoutset`, which sees the confirmed UTXO set
-//! only; coins that a transaction in the node's mempool already spends are left out. The next
-//! unused index of each branch is kept in `wallet.json`.
+//! branch `/1/*`). BDK holds the addresses handed out, the wallet's transactions and the blocks
+//! it has seen, in its own tables of the database ([`Wallet::open`]).
+//!
+//! [`Wallet::sync`] reads the blocks the wallet has not seen, each once, and keeps the
+//! transactions that pay or spend its addresses. Where it starts:
+//! - a wallet made with a fresh seed starts a day of blocks before the first block stamped two
+//!   hours before the seed was made: no coin can pay a seed that did not exist, and the margins
+//!   cover block times that run ahead or out of order;
+//! - a seed that was there before the database held a wallet (a data directory of the previous
+//!   release, which found its coins with `scantxoutset`, or a seed restored from a backup)
+//!   starts at the genesis block, so every coin is found. The previous release's address
+//!   indexes (`wallet.json`) are taken over.
+//!
+//! Spendable coins are confirmed and mature (a coinbase output after 100 blocks); those a
+//! transaction in the node's mempool already spends are left out ([`Wallet::coins`]).
 //!
 //! The same seed gives the node's identity key (`m/1017'/coin'/0'`, which the payee proves in the
 //! handshake) and a fresh key per channel (`m/1017'/coin'/1'/i'`, hardened so that a leaked
 //! channel key reveals no other).
 //!
-//! [`Wallet::fund`] selects coins (largest first), adds change when it is not dust, and signs a
-//! funding transaction from native segwit inputs only ([`paychan::tx::build_funding`]).
+//! [`Wallet::fund`] selects coins with BDK (branch and bound), adds change when it is not dust,
+//! and signs a funding transaction from native segwit inputs only, that signals no
+//! replace-by-fee: every input has sequence `0xffffffff`.
 //!
+//! [BDK]: https://bitcoindevkit.org
 //! [BIP 84]: https://github.com/bitcoin/bips/blob/master/bip-0084.mediawiki
 #![warn(missing_docs)]
 
-use std::fs::{self, File};
-use std::io::{Read, Write};
+mod error;
+mod seed;
+mod spend;
+mod sync;
+
+pub use error::WalletError;
+pub use spend::Coin;
+pub use sync::Synced;
+
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use bitcoin::bip32::{self, ChildNumber, DerivationPath, Xpriv, Xpub};
-use bitcoin::secp256k1::{rand::RngCore, All, Secp256k1, SecretKey};
-use bitcoin::{Address, Amount, CompressedPublicKey, FeeRate, Network, ScriptBuf, Transaction};
+use bdk_wallet::rusqlite::Connection;
+use bdk_wallet::{KeychainKind, PersistedWallet};
+use bitcoin::bip32::{ChildNumber, DerivationPath, Xpriv, Xpub};
+use bitcoin::secp256k1::{All, Secp256k1, SecretKey};
+use bitcoin::{Address, Network};
 use miniscript::descriptor::{Descriptor, DescriptorPublicKey};
-use serde::{Deserialize, Serialize};
 
-use paychan::chain::{Chain, ChainError, OutputStatus, Utxo};
 use paychan::keys::ChannelSigner;
-use paychan::tx::{build_funding, sign_p2wpkh_input, FundingInput, TxError};
+#[cfg(doc)]
+use paychan::watch::BlockSource;
 
 /// The seed file's name in the data directory.
 pub const SEED_FILE: &str = "wallet.seed";
-/// The index file's name in the data directory.
+/// The previous release's index file in the data directory, read once when its wallet moves
+/// into the database.
 pub const INDEX_FILE: &str = "wallet.json";
-/// How many addresses past the next unused one are scanned on each branch.
+/// How many addresses past the last one handed out are watched on each branch.
 pub const LOOKAHEAD: u32 = 100;
 /// Confirmations a coinbase output needs before it can be spent (consensus).
 pub const COINBASE_MATURITY: u32 = 100;
-/// The largest next index a branch may reach: non-hardened indexes end at 2^31, and the scan
-/// looks [`LOOKAHEAD`] further.
+/// The largest index an address may have: non-hardened indexes end at 2^31, and the wallet
+/// watches [`LOOKAHEAD`] further.
 const MAX_INDEX: u32 = (1 << 31) - LOOKAHEAD - 1;
-
-/// Errors from the wallet.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum WalletError {
-    /// Reading or writing a wallet file failed.
-    #[error("wallet file {path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A wallet file exists but cannot be read as one.
-    #[error("wallet file {path} is corrupt: {reason}")]
-    Corrupt {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        reason: String,
-    },
-    /// The seed file can be read by other users.
-    #[error("seed file {path} has mode {mode:o}; it must be 600 (run: chmod 600 {path})")]
-    InsecureSeedFile {
-        /// The file.
-        path: PathBuf,
-        /// Its permission bits.
-        mode: u32,
-    },
-    /// The spendable coins do not cover the amount and the fee.
-    #[error(
-        "insufficient funds: {} sat spendable, {} sat needed (amount plus fee)",
-        available.to_sat(),
-        needed.to_sat()
-    )]
-    InsufficientFunds {
-        /// The coins considered, together.
-        available: Amount,
-        /// The amount plus the fee of spending them.
-        needed: Amount,
-    },
-    /// A branch has used up its address indexes.
-    #[error("no address index left on the {branch:?} branch")]
-    IndexesExhausted {
-        /// The branch.
-        branch: Branch,
-    },
-    /// Deriving a key failed.
-    #[error("key derivation failed: {0}")]
-    Derivation(#[from] bip32::Error),
-    /// The wallet's descriptor did not parse (a bug: it is built from the wallet's own key).
-    #[error("wallet descriptor: {0}")]
-    Descriptor(#[from] miniscript::Error),
-    /// The chain backend failed.
-    #[error(transparent)]
-    Chain(#[from] ChainError),
-    /// Building or signing the transaction failed.
-    #[error(transparent)]
-    Tx(#[from] TxError),
-}
 
 /// The branch of the account an address is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,112 +80,130 @@ pub enum Branch {
 }
 
 impl Branch {
-    fn child(self) -> ChildNumber {
-        ChildNumber::Normal {
-            index: match self {
-                Branch::Receive => 0,
-                Branch::Change => 1,
-            },
+    fn keychain(self) -> KeychainKind {
+        match self {
+            Branch::Receive => KeychainKind::External,
+            Branch::Change => KeychainKind::Internal,
+        }
+    }
+
+    fn of(keychain: KeychainKind) -> Branch {
+        match keychain {
+            KeychainKind::External => Branch::Receive,
+            KeychainKind::Internal => Branch::Change,
         }
     }
 }
 
-/// The next unused index of each branch, persisted in [`INDEX_FILE`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-struct NextIndex {
-    receive: u32,
-    change: u32,
-}
-
-/// A coin of the wallet's, with where its key is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Coin {
-    /// The output and where it is.
-    pub utxo: Utxo,
-    /// Its branch.
-    pub branch: Branch,
-    /// Its index on the branch.
-    pub index: u32,
-}
-
-/// The payer's on-chain wallet. See the [module docs](self).
+/// The on-chain wallet. See the [module docs](self).
 pub struct Wallet {
     secp: Secp256k1<All>,
     network: Network,
-    /// The account key `m/84'/coin'/0'`.
-    account: Xpriv,
-    /// Its public half.
-    account_xpub: Xpub,
+    /// The seed's master key: it signs the wallet's inputs, found by the key origins BDK
+    /// writes into each PSBT input.
+    master: Xpriv,
     /// `m/1017'/coin'`, the parent of the node key.
     keys: Xpriv,
-    /// `m/1017'/coin'/1'`, the parent of the channel keys, derived once (a daemon derives a
-    /// channel key for each of its channels at every start).
-    channel_keys: Xpriv,
-    /// The ranged public descriptors of the receive and change branches.
-    descriptors: [Descriptor<DescriptorPublicKey>; 2],
-    dir: PathBuf,
-    next: NextIndex,
+    channel_keys: ChannelKeys,
+    bdk: PersistedWallet<Connection>,
+    db: Connection,
+    db_path: PathBuf,
 }
 
 impl Wallet {
-    /// Opens the wallet in `dir`, creating a fresh random seed (mode 0600) if there is none.
+    /// Opens the wallet whose seed is in `dir` and whose state is in the SQLite database at
+    /// `database` (the data directory's; BDK's tables sit beside the channel store's). A fresh
+    /// random seed (mode 0600) is made if there is none, and a wallet in the database if there
+    /// is none.
     ///
     /// # Errors
-    /// [`WalletError::Io`], [`WalletError::Corrupt`] or [`WalletError::InsecureSeedFile`].
-    pub fn open(dir: &Path, network: Network) -> Result<Wallet, WalletError> {
-        fs::create_dir_all(dir).map_err(io_err(dir))?;
+    /// [`WalletError::Io`], [`WalletError::Corrupt`], [`WalletError::InsecureSeedFile`],
+    /// [`WalletError::Database`], or [`WalletError::Mismatch`] for a database that holds the
+    /// wallet of another seed or network.
+    pub fn open(dir: &Path, database: &Path, network: Network) -> Result<Wallet, WalletError> {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         let seed_path = dir.join(SEED_FILE);
-        let seed = match read_seed(&seed_path)? {
-            Some(seed) => seed,
-            None => create_seed(&seed_path)?,
+        let (seed, fresh) = match seed::read_seed(&seed_path)? {
+            Some(seed) => (seed, false),
+            None => (seed::create_seed(&seed_path)?, true),
         };
-        let index_path = dir.join(INDEX_FILE);
-        let next: NextIndex = match fs::read(&index_path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| WalletError::Corrupt {
-                path: index_path.clone(),
-                reason: e.to_string(),
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => NextIndex::default(),
-            Err(e) => return Err(io_err(&index_path)(e)),
-        };
-        if next.receive.max(next.change) > MAX_INDEX {
-            let reason = format!("index {next:?} beyond {MAX_INDEX}");
-            return Err(WalletError::Corrupt { path: index_path, reason });
-        }
-        Wallet::from_seed(&seed, network, dir, next)
+        let db = Connection::open(database).map_err(db_err(database))?;
+        Wallet::from_seed(&seed, network, db, database, fresh, &dir.join(INDEX_FILE))
     }
 
     fn from_seed(
         seed: &[u8],
         network: Network,
-        dir: &Path,
-        next: NextIndex,
+        mut db: Connection,
+        db_path: &Path,
+        fresh_seed: bool,
+        legacy_index: &Path,
     ) -> Result<Wallet, WalletError> {
         let secp = Secp256k1::new();
         let master = Xpriv::new_master(network, seed)?;
         let coin_type = if network == Network::Bitcoin { 0 } else { 1 };
-        let path = DerivationPath::from_str(&format!("m/84'/{coin_type}'/0'"))?;
-        let account = master.derive_priv(&secp, &path)?;
-        let account_xpub = Xpub::from_priv(&secp, &account);
+        let account_path = DerivationPath::from_str(&format!("m/84'/{coin_type}'/0'"))?;
+        let account = Xpub::from_priv(&secp, &master.derive_priv(&secp, &account_path)?);
         let origin = format!("{}/84'/{coin_type}'/0'", master.fingerprint(&secp));
-        let descriptor = |branch: u32| {
-            Descriptor::from_str(&format!("wpkh([{origin}]{account_xpub}/{branch}/*)"))
+        // Public descriptors: BDK never holds a private key; the wallet signs with its seed.
+        let descriptor = |branch: u32| format!("wpkh([{origin}]{account}/{branch}/*)");
+        let (receive, change) = (descriptor(0), descriptor(1));
+        let loaded = bdk_wallet::Wallet::load()
+            .descriptor(KeychainKind::External, Some(receive.clone()))
+            .descriptor(KeychainKind::Internal, Some(change.clone()))
+            .check_network(network)
+            .lookahead(LOOKAHEAD)
+            .load_wallet(&mut db)
+            .map_err(|e| WalletError::Mismatch(e.to_string()))?;
+        let bdk = match loaded {
+            Some(mut bdk) => {
+                // BDK keeps in memory only that a change address went into a transaction not
+                // yet confirmed: every change address handed out is taken, so none is reused.
+                for index in 0..bdk.next_derivation_index(KeychainKind::Internal) {
+                    bdk.mark_used(KeychainKind::Internal, index);
+                }
+                bdk
+            }
+            None => {
+                // Read before anything is written, so that a corrupt file changes nothing.
+                let legacy = seed::read_legacy_index(legacy_index)?;
+                let mut bdk = bdk_wallet::Wallet::create(receive, change)
+                    .network(network)
+                    .lookahead(LOOKAHEAD)
+                    .create_wallet(&mut db)
+                    .map_err(|e| WalletError::Mismatch(e.to_string()))?;
+                // The previous release handed out indexes below its next ones.
+                for (keychain, next) in [
+                    (KeychainKind::External, legacy.receive),
+                    (KeychainKind::Internal, legacy.change),
+                ] {
+                    if let Some(last) = next.checked_sub(1) {
+                        let _ = bdk.reveal_addresses_to(keychain, last);
+                    }
+                }
+                // A fresh seed's first sync starts by its time; an older one's at genesis.
+                let birthday = fresh_seed.then(|| {
+                    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+                    now.map_or(0, |d| d.as_secs())
+                });
+                sync::set_start(&mut db, birthday).map_err(db_err(db_path))?;
+                bdk.persist(&mut db).map_err(db_err(db_path))?;
+                bdk
+            }
         };
-        let descriptors = [descriptor(0)?, descriptor(1)?];
         let keys = master
             .derive_priv(&secp, &DerivationPath::from_str(&format!("m/1017'/{coin_type}'"))?)?;
-        let channel_keys = keys.derive_priv(&secp, &[ChildNumber::from_hardened_idx(1)?])?;
-        let dir = dir.to_owned();
+        let parent = keys.derive_priv(&secp, &[ChildNumber::from_hardened_idx(1)?])?;
+        let channel_keys = ChannelKeys { secp: secp.clone(), parent };
         Ok(Wallet {
             secp,
             network,
-            account,
-            account_xpub,
+            master,
             keys,
             channel_keys,
-            descriptors,
-            dir,
-            next,
+            bdk,
+            db,
+            db_path: db_path.to_owned(),
         })
     }
 
@@ -246,172 +227,74 @@ impl Wallet {
     /// # Errors
     /// [`WalletError::Derivation`] for an index of 2^31 or more.
     pub fn channel_signer(&self, index: u32) -> Result<ChannelSigner, WalletError> {
-        let child = ChildNumber::from_hardened_idx(index)?;
-        Ok(ChannelSigner::new(self.channel_keys.derive_priv(&self.secp, &[child])?.private_key))
+        self.channel_keys.signer(index)
+    }
+
+    /// Returns the channel keys' parent, to derive channel signers on other threads (the
+    /// wallet itself, with its database connection, stays on one).
+    pub fn channel_keys(&self) -> &ChannelKeys {
+        &self.channel_keys
     }
 
     /// Returns the ranged public descriptor of `branch`, `wpkh([fp/84'/1'/0']tpub.../0/*)`.
     pub fn descriptor(&self, branch: Branch) -> &Descriptor<DescriptorPublicKey> {
-        match branch {
-            Branch::Receive => &self.descriptors[0],
-            Branch::Change => &self.descriptors[1],
-        }
+        self.bdk.public_descriptor(branch.keychain())
     }
 
     /// Returns the address at `index` on `branch`.
     ///
     /// # Errors
-    /// [`WalletError::Derivation`] for an index of 2^31 or more.
+    /// [`WalletError::IndexesExhausted`] for an index beyond the last the wallet watches.
     pub fn address(&self, branch: Branch, index: u32) -> Result<Address, WalletError> {
-        let path = [branch.child(), ChildNumber::from_normal_idx(index)?];
-        let key = self.account_xpub.derive_pub(&self.secp, &path)?;
-        Ok(Address::p2wpkh(&CompressedPublicKey(key.public_key), self.network))
+        if index > MAX_INDEX {
+            return Err(WalletError::IndexesExhausted { branch });
+        }
+        Ok(self.bdk.peek_address(branch.keychain(), index).address)
     }
 
     /// Hands out the next unused receive address and remembers, durably, that it was handed out.
     ///
     /// # Errors
-    /// [`WalletError::Io`] if the index cannot be saved, [`WalletError::IndexesExhausted`].
+    /// [`WalletError::Database`] if that cannot be saved, [`WalletError::IndexesExhausted`].
     pub fn new_address(&mut self) -> Result<Address, WalletError> {
-        let address = self.address(Branch::Receive, self.next.receive)?;
-        self.next.receive = bump(self.next.receive, Branch::Receive)?;
-        self.save_index()?;
+        let next = self.bdk.next_derivation_index(KeychainKind::External);
+        if next > MAX_INDEX {
+            return Err(WalletError::IndexesExhausted { branch: Branch::Receive });
+        }
+        let address = self.bdk.reveal_next_address(KeychainKind::External).address;
+        self.persist()?;
         Ok(address)
     }
 
-    /// Returns the wallet's outputs in the node's UTXO set that can go into the next block:
-    /// coinbase outputs younger than 100 blocks are left out. Outputs that a transaction in the
-    /// mempool spends are included; see [`Wallet::coins`] for the spendable ones.
-    ///
-    /// # Errors
-    /// [`WalletError::Chain`] if the node cannot scan.
-    pub fn confirmed_coins(&self, chain: &impl Chain) -> Result<Vec<Coin>, WalletError> {
-        let tip = chain.tip()?.height;
-        let end = self.next.receive.max(self.next.change) + LOOKAHEAD;
-        let utxos = chain.scan_outputs(&self.descriptors, end)?;
-        let mut scripts = Vec::new();
-        for branch in [Branch::Receive, Branch::Change] {
-            for index in 0..=end {
-                scripts.push((self.address(branch, index)?.script_pubkey(), branch, index));
-            }
-        }
-        // Spendable in block tip+1 once that block is 100 blocks after the coinbase's.
-        let maturity = u64::from(COINBASE_MATURITY);
-        let mature = |u: &Utxo| !u.coinbase || u64::from(tip) + 1 >= u64::from(u.height) + maturity;
-        Ok(utxos
-            .into_iter()
-            .filter(mature)
-            .filter_map(|utxo| {
-                let (_, branch, index) =
-                    scripts.iter().find(|(s, _, _)| *s == utxo.txout.script_pubkey)?;
-                Some(Coin { utxo, branch: *branch, index: *index })
-            })
-            .collect())
-    }
-
-    /// Returns the coins that can be spent now: [`Wallet::confirmed_coins`] less those a
-    /// transaction in the node's mempool already spends (such as a funding not yet confirmed).
-    ///
-    /// # Errors
-    /// [`WalletError::Chain`] if the node cannot answer.
-    pub fn coins(&self, chain: &impl Chain) -> Result<Vec<Coin>, WalletError> {
-        let mut spendable = Vec::new();
-        for coin in self.confirmed_coins(chain)? {
-            if matches!(chain.output_status(coin.utxo.outpoint)?, OutputStatus::Unspent { .. }) {
-                spendable.push(coin);
-            }
-        }
-        Ok(spendable)
-    }
-
-    /// Returns the sum of [`Wallet::coins`].
-    ///
-    /// # Errors
-    /// [`WalletError::Chain`] if the node cannot answer.
-    pub fn balance(&self, chain: &impl Chain) -> Result<Amount, WalletError> {
-        Ok(self.coins(chain)?.iter().map(|c| c.utxo.txout.value).sum())
-    }
-
-    /// Builds and signs a transaction paying `amount` to `script` at `feerate`: the largest coins
-    /// first until they cover amount and fee, change to a fresh change address. The result is not
-    /// broadcast; for a channel it goes to [`paychan::channel::Payer::funding_signed`].
-    ///
-    /// # Errors
-    /// [`WalletError::InsufficientFunds`] if all spendable coins together fall short;
-    /// [`WalletError::Chain`], [`WalletError::Tx`] or [`WalletError::Io`].
-    pub fn fund(
-        &mut self,
-        chain: &impl Chain,
-        script: &ScriptBuf,
-        amount: Amount,
-        feerate: FeeRate,
-    ) -> Result<Transaction, WalletError> {
-        let mut coins = self.coins(chain)?;
-        coins.sort_by_key(|c| std::cmp::Reverse(c.utxo.txout.value));
-        let mut shortfall = (Amount::ZERO, amount);
-        for take in 1..=coins.len() {
-            match self.fund_from(&coins[..take], script, amount, feerate) {
-                Err(WalletError::InsufficientFunds { available, needed }) => {
-                    shortfall = (available, needed);
-                }
-                result => return result,
-            }
-        }
-        let (available, needed) = shortfall;
-        Err(WalletError::InsufficientFunds { available, needed })
-    }
-
-    /// Like [`Wallet::fund`], spending exactly `coins` (coin control): every one of them is an
-    /// input, change goes to a fresh change address.
-    ///
-    /// # Errors
-    /// [`WalletError::InsufficientFunds`] if `coins` fall short; [`WalletError::Tx`] or
-    /// [`WalletError::Io`].
-    pub fn fund_from(
-        &mut self,
-        coins: &[Coin],
-        script: &ScriptBuf,
-        amount: Amount,
-        feerate: FeeRate,
-    ) -> Result<Transaction, WalletError> {
-        let change = self.address(Branch::Change, self.next.change)?.script_pubkey();
-        let inputs: Vec<FundingInput<'_>> =
-            coins.iter().map(|c| FundingInput::p2wpkh(c.utxo.outpoint, &c.utxo.txout)).collect();
-        let (mut tx, _) = match build_funding(&inputs, script, amount, &change, feerate) {
-            Ok(built) => built,
-            Err(TxError::InsufficientFunds { available, needed }) => {
-                return Err(WalletError::InsufficientFunds { available, needed })
-            }
-            Err(e) => return Err(e.into()),
-        };
-        for (i, coin) in coins.iter().enumerate() {
-            let signer = self.signer(coin.branch, coin.index)?;
-            sign_p2wpkh_input(&mut tx, i, &coin.utxo.txout, &signer)?;
-        }
-        if tx.output.iter().any(|o| o.script_pubkey == change) {
-            self.next.change = bump(self.next.change, Branch::Change)?;
-            self.save_index()?;
-        }
-        Ok(tx)
-    }
-
-    fn signer(&self, branch: Branch, index: u32) -> Result<ChannelSigner, WalletError> {
-        let path = [branch.child(), ChildNumber::from_normal_idx(index)?];
-        let key = self.account.derive_priv(&self.secp, &path)?;
-        Ok(ChannelSigner::new(key.private_key))
-    }
-
-    fn save_index(&self) -> Result<(), WalletError> {
-        let path = self.dir.join(INDEX_FILE);
-        let json = serde_json::to_vec(&self.next).expect("two integers serialize");
-        write_durably(&path, &json, true)
+    /// Writes what changed in the wallet to the database, in one transaction.
+    fn persist(&mut self) -> Result<(), WalletError> {
+        self.bdk.persist(&mut self.db).map_err(db_err(&self.db_path))?;
+        Ok(())
     }
 }
 
-fn bump(index: u32, branch: Branch) -> Result<u32, WalletError> {
-    match index.checked_add(1) {
-        Some(next) if next <= MAX_INDEX => Ok(next),
-        _ => Err(WalletError::IndexesExhausted { branch }),
+/// The parent of the channel keys, `m/1017'/coin'/1'`, derived once (a daemon derives a
+/// channel key for each of its channels at every start, on every core).
+#[derive(Clone)]
+pub struct ChannelKeys {
+    secp: Secp256k1<All>,
+    parent: Xpriv,
+}
+
+impl ChannelKeys {
+    /// Returns the signer of channel number `index`, `m/1017'/coin'/1'/index'`.
+    ///
+    /// # Errors
+    /// [`WalletError::Derivation`] for an index of 2^31 or more.
+    pub fn signer(&self, index: u32) -> Result<ChannelSigner, WalletError> {
+        let child = ChildNumber::from_hardened_idx(index)?;
+        Ok(ChannelSigner::new(self.parent.derive_priv(&self.secp, &[child])?.private_key))
+    }
+}
+
+impl std::fmt::Debug for ChannelKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChannelKeys(..)")
     }
 }
 
@@ -419,63 +302,8 @@ fn io_err(path: &Path) -> impl Fn(std::io::Error) -> WalletError + '_ {
     move |source| WalletError::Io { path: path.to_owned(), source }
 }
 
-/// Reads the hex seed at `path`, refusing a file others can read. `None` if there is no file.
-fn read_seed(path: &Path) -> Result<Option<Vec<u8>>, WalletError> {
-    let mut file = match File::open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_err(path)(e)),
-    };
-    // The mode of the file we opened, not of whatever the path names a moment later.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = file.metadata().map_err(io_err(path))?.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(WalletError::InsecureSeedFile { path: path.to_owned(), mode });
-        }
-    }
-    let mut text = String::new();
-    file.read_to_string(&mut text).map_err(io_err(path))?;
-    let corrupt = |reason: String| WalletError::Corrupt { path: path.to_owned(), reason };
-    let seed: Vec<u8> = bitcoin::hex::FromHex::from_hex(text.trim())
-        .map_err(|e: bitcoin::hex::HexToBytesError| corrupt(e.to_string()))?;
-    if !(16..=64).contains(&seed.len()) {
-        return Err(corrupt(format!("a seed is 16 to 64 bytes, found {}", seed.len())));
-    }
-    Ok(Some(seed))
-}
-
-/// Writes a fresh 32-byte random seed to `path` (mode 0600). If another process created one
-/// first, that seed wins and is returned: a seed file is never overwritten.
-fn create_seed(path: &Path) -> Result<Vec<u8>, WalletError> {
-    let mut seed = vec![0u8; 32];
-    bitcoin::secp256k1::rand::thread_rng().fill_bytes(&mut seed);
-    let hex = bitcoin::hex::DisplayHex::to_lower_hex_string(&seed[..]);
-    write_durably(path, hex.as_bytes(), false)?;
-    match read_seed(path)? {
-        Some(on_disk) => Ok(on_disk),
-        None => Err(WalletError::Corrupt { path: path.to_owned(), reason: "vanished".into() }),
-    }
-}
-
-/// Writes `bytes` to `path` through a fresh temporary file (mode 0600) in the same directory,
-/// fsync and rename, so a crash leaves either the old file or the new one. Without `overwrite`,
-/// an existing file at `path` is kept and the write is dropped.
-fn write_durably(path: &Path, bytes: &[u8], overwrite: bool) -> Result<(), WalletError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err(dir))?;
-    tmp.write_all(bytes).and_then(|()| tmp.as_file().sync_all()).map_err(io_err(tmp.path()))?;
-    if overwrite {
-        tmp.persist(path).map_err(|e| io_err(path)(e.error))?;
-    } else {
-        match tmp.persist_noclobber(path) {
-            Ok(_) => {}
-            Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
-            Err(e) => return Err(io_err(path)(e.error)),
-        }
-    }
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
+fn db_err(path: &Path) -> impl Fn(bdk_wallet::rusqlite::Error) -> WalletError + '_ {
+    move |source| WalletError::Database { path: path.to_owned(), source }
 }
 
 #[cfg(test)]

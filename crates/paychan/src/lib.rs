@@ -35,6 +35,7 @@ pub mod closing;
 pub mod funding;
 pub mod keys;
 pub mod ladder;
+pub mod psbt;
 pub mod store;
 pub mod tx;
 pub mod watch;

@@ -82,8 +82,14 @@ pub enum Command {
     /// payments. Logs go to stderr (RUST_LOG=debug for more); stops on Ctrl-C or SIGTERM.
     Serve(ServeArgs),
     /// Open a channel to a payee: fund it from the wallet and return once it can take payments
-    /// (after the funding's confirmations; on regtest, someone must mine).
+    /// (after the funding's confirmations; on regtest, someone must mine). With --external,
+    /// another wallet funds it: print the funding address and amount, then run `fund`.
     Open(OpenArgs),
+    /// (Payer) Fund a channel opened with `open --external` from another wallet's signed PSBT:
+    /// check it (native segwit inputs, no RBF signal, exactly the capacity to the channel's
+    /// address), get the payee's refund signature against its txid, and only then broadcast
+    /// it. Do not broadcast the PSBT yourself. Returns once the channel can take payments.
+    Fund(FundArgs),
     /// Pay SAT more on a channel (any amount from 1 sat); returns once the payee acknowledged
     /// it. With --checkpoint (or when the channel's checkpoint policy says so), the payee also
     /// countersigns it.
@@ -197,6 +203,28 @@ pub struct OpenArgs {
     /// The channel's terms.
     #[command(flatten)]
     pub terms: TermsArgs,
+    /// Another wallet funds the channel: negotiate the keys, print the funding address, amount
+    /// and descriptor, and return. Pay exactly that amount to that address in a PSBT, without
+    /// RBF, from native segwit coins, sign it, and pass it to `fund` within the payee's limit
+    /// for unfunded channels (10 minutes by default).
+    #[arg(long)]
+    pub external: bool,
+}
+
+/// `fund`.
+#[derive(Debug, Args)]
+pub struct FundArgs {
+    /// The channel id `open --external` printed.
+    #[arg(value_parser = parse_channel_id)]
+    pub channel: ChannelId,
+    /// The signed PSBT: a file holding it in base64 (what `walletprocesspsbt` and Sparrow
+    /// write) or binary, or `-` for standard input.
+    #[arg(long, value_name = "FILE")]
+    pub psbt: PathBuf,
+    /// Confirmations of the funding to wait for, besides the payee's [default: 1 on regtest, 3
+    /// on test networks, 6 on bitcoin].
+    #[arg(long)]
+    pub min_conf: Option<u32>,
 }
 
 /// The terms of a new channel, for `open` and `fetch`.

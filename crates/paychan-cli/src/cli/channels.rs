@@ -12,6 +12,7 @@ use super::{connect_node, open_datadir, CliError, Output};
 use paychan::chain::{Chain, TxStatus};
 use paychan::channel::{ChannelParams, CheckpointPolicy, PayeeConfig};
 use paychan::closing::{split, ClosingKind, Closure};
+use paychan::funding::FundingScript;
 use paychan::store::{ChannelRecord, ChannelState, Store};
 use paychan::wire::ChannelId;
 use paychan_bitcoind::RpcChain;
@@ -29,23 +30,33 @@ pub(super) async fn open(
     let chain = blocking(|| connect_node(g))?;
     let client =
         open_ready(g, &mut datadir, &chain, &a.peer, a.capacity, &a.terms, progress).await?;
+    let min_conf = a.terms.min_conf.unwrap_or_else(|| PayeeConfig::default_min_conf(g.network));
+    opened(&chain, client, min_conf).await
+}
+
+/// Waits for the funding's `min_conf` confirmations of a channel the payee says is ready, and
+/// says what was opened.
+pub(super) async fn opened(
+    chain: &RpcChain,
+    client: PayerClient<'_, RpcChain, SqliteStore>,
+    min_conf: u32,
+) -> Result<Output, CliError> {
     let channel_id = client.channel_id();
     let f = client.payer().funded().expect("funded once ready");
     let funding_txid = f.funding_tx.compute_txid();
     let refund_locktime = f.funded.channel.ladder().refund();
+    let capacity = f.funded.channel.params().terms.capacity.to_sat();
     drop(client);
-    let min_conf = a.terms.min_conf.unwrap_or_else(|| PayeeConfig::default_min_conf(g.network));
-    wait_confirmations(&chain, funding_txid, min_conf).await?;
+    wait_confirmations(chain, funding_txid, min_conf).await?;
     Ok(Output {
         json: json!({
             "channel_id": channel_id.to_string(),
             "funding_txid": funding_txid.to_string(),
-            "capacity_sat": a.capacity,
+            "capacity_sat": capacity,
             "refund_locktime": refund_locktime,
         }),
         text: format!(
-            "channel {channel_id} open: {} sat, funding {funding_txid}, refund locktime {refund_locktime}\n",
-            a.capacity
+            "channel {channel_id} open: {capacity} sat, funding {funding_txid}, refund locktime {refund_locktime}\n",
         ),
     })
 }
@@ -61,22 +72,40 @@ pub(super) async fn open_ready<'a>(
     terms: &TermsArgs,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<PayerClient<'a, RpcChain, SqliteStore>, CliError> {
+    let request = open_request(chain, capacity, terms)?;
+    let timeouts = client_timeouts(g);
+    let client =
+        PayerClient::open(datadir.parts(), chain, peer.clone(), &request, timeouts).await?;
+    wait_ready(client, progress).await
+}
+
+/// What `open` and `fetch` ask for: `terms` on a channel of `capacity`.
+pub(super) fn open_request(
+    chain: &RpcChain,
+    capacity: u64,
+    terms: &TermsArgs,
+) -> Result<OpenRequest, CliError> {
     let feerate = match terms.feerate {
         Some(f) => f,
         None => blocking(|| chain.fee_rate(6))?.to_sat_per_vb_ceil(),
     };
     let capacity = Amount::from_sat(capacity);
-    let request = OpenRequest {
+    Ok(OpenRequest {
         capacity,
         lifetime: terms.lifetime,
         step: terms.step,
         feerate_sat_per_vb: feerate,
         margin: terms.margin,
         checkpoints: terms.checkpoint_policy(capacity),
-    };
-    let timeouts = client_timeouts(g);
-    let mut client =
-        PayerClient::open(datadir.parts(), chain, peer.clone(), &request, timeouts).await?;
+    })
+}
+
+/// Returns `client`, whose funding was just broadcast, once the payee says the channel is
+/// ready.
+pub(super) async fn wait_ready<'a>(
+    mut client: PayerClient<'a, RpcChain, SqliteStore>,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<PayerClient<'a, RpcChain, SqliteStore>, CliError> {
     let channel_id = client.channel_id();
     let funding_txid = client.payer().funded().expect("funded").funding_tx.compute_txid();
     progress(&format!(
@@ -245,6 +274,7 @@ pub(super) fn show(g: &Global, id: ChannelId) -> Result<Output, CliError> {
     let mut json = summary(&record, &view);
     json["tip"] = view.tip.into();
     json["peer"] = record.peer.clone().into();
+    json["funding_descriptor"] = funding_descriptor(&record.state).into();
     view.warn(&mut json);
     let field = |name: &str| match &json[name] {
         Value::String(s) => s.clone(),
@@ -255,7 +285,7 @@ pub(super) fn show(g: &Global, id: ChannelId) -> Result<Output, CliError> {
         "channel {id}\n  role: {}\n  state: {}\n  capacity: {} sat\n  paid: {} sat in {} \
          payment(s)\n  checkpoints: {} (newest: {} sat, final at {})\n  checkpoint policy: {}\n  \
          current locktime: {}\n  refund locktime: {}\n  tip: {}\n  blocks left: {}\n  \
-         checkpoints left: {}\n  funding: {}\n  peer: {}\n{}{}",
+         checkpoints left: {}\n  funding: {}\n  funding descriptor: {}\n  peer: {}\n{}{}",
         field("role"),
         field("state"),
         field("capacity_sat"),
@@ -271,6 +301,7 @@ pub(super) fn show(g: &Global, id: ChannelId) -> Result<Output, CliError> {
         field("blocks_left"),
         field("checkpoints_left"),
         json["funding_outpoint"].as_str().unwrap_or("none yet"),
+        json["funding_descriptor"].as_str().unwrap_or("not yet known (the payee has not accepted)"),
         json["peer"].as_str().unwrap_or("(we are the payee)"),
         record
             .closed
@@ -279,6 +310,18 @@ pub(super) fn show(g: &Global, id: ChannelId) -> Result<Output, CliError> {
         view.note(),
     );
     Ok(Output { json, text })
+}
+
+/// The funding output's descriptor, `wsh(multi(2,payer,payee))#checksum`, once both keys are
+/// known: any wallet can watch the output with it.
+fn funding_descriptor(state: &ChannelState) -> Option<String> {
+    match state {
+        ChannelState::Payer(state) => paychan_node::client::funding_descriptor(state),
+        ChannelState::Payee(state) => {
+            let script = FundingScript::new(state.terms.payer_key, state.payee_key).ok()?;
+            Some(script.descriptor().to_string())
+        }
+    }
 }
 
 /// What `list` and `show` learn from the node, if it answers: they read local state and still

@@ -6,6 +6,7 @@
 
 pub mod args;
 mod channels;
+mod external;
 mod fetch;
 mod recovery;
 mod serve;
@@ -157,7 +158,9 @@ pub async fn run(cli: Cli, ui: &Ui<'_>) -> Result<Output, CliError> {
         Command::Address => wallet::address(g),
         Command::Balance => wallet::balance(g),
         Command::Serve(a) => serve::serve(g, &a, ui.announce).await,
+        Command::Open(a) if a.external => external::open_external(g, &a).await,
         Command::Open(a) => channels::open(g, &a, ui.progress).await,
+        Command::Fund(a) => external::fund(g, &a).await,
         Command::Pay(a) => channels::pay(g, &a).await,
         Command::Fetch(a) => fetch::fetch(g, &a, ui).await,
         Command::Close(a) => channels::close(g, a.channel).await,

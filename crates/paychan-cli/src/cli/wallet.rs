@@ -33,7 +33,9 @@ pub(super) fn address(g: &Global) -> Result<Output, CliError> {
 }
 
 pub(super) fn balance(g: &Global) -> Result<Output, CliError> {
-    let datadir = open_datadir(g)?;
+    // No lock: what the sync saves (blocks, the wallet's transactions) is the same whoever
+    // saves it, and a running daemon's wallet adds only the addresses it hands out.
+    let mut datadir = open_datadir(g)?;
     let chain = connect_node(g)?;
     let balance = datadir.wallet.balance(&chain)?;
     Ok(Output {

@@ -63,7 +63,7 @@ pub fn made_up_funding(script_pubkey: ScriptBuf, value: Amount) -> Transaction {
             // A random coin, so that every funding has a txid of its own.
             previous_output: OutPoint::new(Txid::from_byte_array(ChannelId::random().0), 0),
             script_sig: ScriptBuf::new(),
-            sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
+            sequence: Sequence::MAX,
             witness: Witness::from_slice(&[[1u8; 72].as_slice(), [2u8; 33].as_slice()]),
         }],
         output: vec![TxOut { value, script_pubkey }],

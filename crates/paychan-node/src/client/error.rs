@@ -70,6 +70,12 @@ pub enum ClientError {
     /// The channel never got its funding: nothing is at stake, nothing can be done with it.
     #[error("channel {0} was never funded ({1}); open a new one")]
     NeverFunded(ChannelId, &'static str),
+    /// The channel is not waiting for a funding from another wallet (`fund --psbt`).
+    #[error("channel {0} is {1}, not waiting for its funding; only a channel opened with --external and not funded yet takes a PSBT")]
+    NotAwaitingFunding(ChannelId, &'static str),
+    /// The PSBT cannot fund the channel; nothing was sent or broadcast.
+    #[error("the PSBT cannot fund channel {0}, nothing was broadcast: {1}")]
+    BadPsbt(ChannelId, String),
     /// The channel takes no more payments.
     #[error("channel {0} is {1}: it takes no more payments (open a new channel to pay more)")]
     NotOpen(ChannelId, &'static str),

@@ -20,12 +20,17 @@ pub use error::ClientError;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use bitcoin::{Amount, Transaction, Txid};
+use bitcoin::secp256k1::Secp256k1;
+use bitcoin::{Amount, Psbt, Transaction, Txid};
 use tracing::{debug, info};
 
 use paychan::chain::{Chain, Rejection};
-use paychan::channel::{CheckpointPolicy, Payer, PayerAction, PayerConfig, PayerStage, Payment};
+use paychan::channel::{
+    CheckpointPolicy, Payer, PayerAction, PayerConfig, PayerStage, PayerState, Payment,
+};
+use paychan::funding::FundingScript;
 use paychan::store::{ChannelRecord, ChannelState, Store};
+use paychan::watch::BlockSource;
 use paychan::wire::{self, ChannelId, Extension, Message};
 use paychan_wallet::Wallet;
 
@@ -64,6 +69,20 @@ pub struct OpenRequest {
     pub checkpoints: CheckpointPolicy,
 }
 
+/// What another wallet must pay to fund a channel ([`PayerClient::open_external`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalFunding {
+    /// The channel.
+    pub channel_id: ChannelId,
+    /// The funding output's descriptor, `wsh(multi(2,payer,payee))#checksum`, for a wallet to
+    /// watch it.
+    pub descriptor: String,
+    /// The channel's funding address.
+    pub address: bitcoin::Address,
+    /// The exact amount: the capacity.
+    pub amount: Amount,
+}
+
 /// What [`PayerClient::pay_pipelined`] reports as it goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pipelined {
@@ -98,6 +117,11 @@ pub struct PayerClient<'a, C, S> {
     unsaved: bool,
     /// Whether persists wait for the next send (pipelining).
     defer_persist: bool,
+    /// What opening the channel sends first ([`PayerClient::begin`]).
+    pending_open: Vec<PayerAction>,
+    /// Whether another wallet pays the funding ([`PayerClient::open_external`]): then what it
+    /// must pay is kept here once the payee has accepted, instead of funding from our wallet.
+    external: Option<Option<ExternalFunding>>,
     /// The tip as last read, and when: a payment checks its locktime against a tip at most
     /// [`TIP_FRESHNESS`] old (a block takes minutes; a stream of payments need not ask the node
     /// for each).
@@ -107,7 +131,7 @@ pub struct PayerClient<'a, C, S> {
 /// How long a tip read from the node is used for payments.
 const TIP_FRESHNESS: Duration = Duration::from_secs(1);
 
-impl<'a, C: Chain, S: Store> PayerClient<'a, C, S> {
+impl<'a, C: Chain + BlockSource, S: Store> PayerClient<'a, C, S> {
     /// Opens a channel with `peer` and returns once the payee has signed the refund and the
     /// funding is broadcast; [`PayerClient::wait_ready`] then waits for its confirmations.
     ///
@@ -127,6 +151,89 @@ impl<'a, C: Chain, S: Store> PayerClient<'a, C, S> {
         if available < request.capacity {
             return Err(ClientError::InsufficientFunds { available, capacity: request.capacity });
         }
+        let mut client =
+            PayerClient::begin((wallet, store), chain, peer, request, timeouts).await?;
+        client.opening(Awaited::RefundSignature).await?;
+        info!(channel_id = %client.channel_id(), "funding broadcast");
+        Ok(client)
+    }
+
+    /// Opens a channel with `peer` that another wallet funds: returns once the payee has
+    /// accepted, with the address and amount to pay. The channel waits for
+    /// [`PayerClient::fund_external`], within the payee's limit for unfunded channels (10
+    /// minutes by default); nothing of ours is spent.
+    ///
+    /// # Errors
+    /// [`ClientError::Unreachable`], [`ClientError::Refused`], and the others.
+    pub async fn open_external(
+        (wallet, store): (&'a mut Wallet, &'a mut S),
+        chain: &'a C,
+        peer: PeerAddr,
+        request: &OpenRequest,
+        timeouts: ClientTimeouts,
+    ) -> Result<ExternalFunding, ClientError> {
+        let mut client =
+            PayerClient::begin((wallet, store), chain, peer, request, timeouts).await?;
+        client.external = Some(None);
+        client.opening(Awaited::Accepted).await?;
+        let request = client.external.take().flatten();
+        request.ok_or(ClientError::UnknownAction("accepted without a funding request".into()))
+    }
+
+    /// Funds channel `id`, opened with [`PayerClient::open_external`], with the signed PSBT of
+    /// another wallet: checks it ([`paychan::psbt::funding_tx`], then as a funding of our own),
+    /// gets the payee's refund signature against its txid, and only then broadcasts it.
+    ///
+    /// # Errors
+    /// [`ClientError::BadPsbt`] with nothing sent, [`ClientError::NotAwaitingFunding`],
+    /// [`ClientError::Unreachable`], [`ClientError::Refused`], and the others.
+    pub async fn fund_external(
+        (wallet, store): (&'a mut Wallet, &'a mut S),
+        chain: &'a C,
+        id: ChannelId,
+        psbt: Psbt,
+        timeouts: ClientTimeouts,
+    ) -> Result<PayerClient<'a, C, S>, ClientError> {
+        let record = blocking(|| store.channel(id))?.ok_or(ClientError::UnknownChannel(id))?;
+        let ChannelState::Payer(state) = record.state else {
+            return Err(ClientError::NotPayer(id));
+        };
+        if !matches!(state.stage, PayerStage::AwaitingFunding { .. }) {
+            return Err(ClientError::NotAwaitingFunding(id, state.stage.name()));
+        }
+        let peer: PeerAddr = record
+            .peer
+            .as_deref()
+            .and_then(|p| p.parse().ok())
+            .ok_or(ClientError::CorruptPeer(id))?;
+        let mut payer = Payer::restore(wallet.channel_signer(record.key_index)?, state)?;
+        let bad = |e: String| ClientError::BadPsbt(id, e);
+        let tx = paychan::psbt::funding_tx(&Secp256k1::verification_only(), psbt)
+            .map_err(|e| bad(e.to_string()))?;
+        // Checked on a copy first: a bad transaction is refused before anything is sent.
+        let actions = payer.funding_signed(tx).map_err(|e| bad(e.to_string()))?;
+        let conn =
+            Connection::connect(&peer, timeouts.net).await.map_err(ClientError::Unreachable)?;
+        let key_index = record.key_index;
+        let mut client =
+            PayerClient::new((wallet, store), chain, conn, payer, key_index, peer, timeouts);
+        client.apply(actions).await?;
+        let reply = client.timeouts.reply;
+        client.until(Awaited::RefundSignature, reply).await?;
+        info!(channel_id = %id, "funding from the PSBT broadcast");
+        Ok(client)
+    }
+
+    /// Connects to `peer` and creates the channel: the payer's side, saved, and `open_channel`
+    /// about to leave. Connects before anything is created: if the payee cannot be reached,
+    /// nothing changes.
+    async fn begin(
+        (wallet, store): (&'a mut Wallet, &'a mut S),
+        chain: &'a C,
+        peer: PeerAddr,
+        request: &OpenRequest,
+        timeouts: ClientTimeouts,
+    ) -> Result<PayerClient<'a, C, S>, ClientError> {
         let conn =
             Connection::connect(&peer, timeouts.net).await.map_err(ClientError::Unreachable)?;
         let tip = blocking(|| chain.tip())?.height;
@@ -145,25 +252,31 @@ impl<'a, C: Chain, S: Store> PayerClient<'a, C, S> {
         let (payer, actions) = Payer::open(config, signer, ChannelId::random(), tip)?;
         let mut client =
             PayerClient::new((wallet, store), chain, conn, payer, key_index, peer, timeouts);
-        let reply = client.timeouts.reply;
-        let opening = async {
-            client.apply(actions).await?;
-            client.until(Awaited::RefundSignature, reply).await
+        client.pending_open = actions;
+        Ok(client)
+    }
+
+    /// Sends `open_channel` and goes on until `awaited`. If that fails before any funding was
+    /// signed, nothing is at stake and the channel goes as if it had never been.
+    async fn opening(&mut self, awaited: Awaited) -> Result<(), ClientError> {
+        let reply = self.timeouts.reply;
+        let actions = std::mem::take(&mut self.pending_open);
+        let result = async {
+            self.apply(actions).await?;
+            self.until(awaited, reply).await
         };
-        if let Err(e) = opening.await {
-            if matches!(
-                client.payer.state().stage,
+        if let Err(e) = result.await {
+            let unfunded = matches!(
+                self.payer.state().stage,
                 PayerStage::AwaitingAccept | PayerStage::AwaitingFunding { .. }
-            ) {
-                // Refused, or failed, before any funding was signed: nothing is at stake, so
-                // the channel goes as if it had never been.
-                let id = client.channel_id();
-                blocking(|| client.store.delete_channel(id))?;
+            );
+            if unfunded {
+                let id = self.channel_id();
+                blocking(|| self.store.delete_channel(id))?;
             }
             return Err(e);
         }
-        info!(channel_id = %client.channel_id(), "funding broadcast");
-        Ok(client)
+        Ok(())
     }
 
     /// Reconnects to the payee of channel `id` and picks up where the channel was: a message
@@ -429,6 +542,8 @@ impl<'a, C: Chain, S: Store> PayerClient<'a, C, S> {
             service_inbox: VecDeque::new(),
             unsaved: false,
             defer_persist: false,
+            pending_open: Vec::new(),
+            external: None,
             tip: None,
         }
     }
@@ -553,6 +668,13 @@ impl<'a, C: Chain, S: Store> PayerClient<'a, C, S> {
                     let txid = blocking(|| broadcast(self.chain, &tx))?;
                     info!(%txid, "broadcast");
                 }
+                PayerAction::FundChannel { address, amount } if self.external.is_some() => {
+                    let channel_id = self.channel_id();
+                    let descriptor = funding_descriptor(self.payer.state())
+                        .ok_or(ClientError::UnknownAction("funding before accept".into()))?;
+                    let request = ExternalFunding { channel_id, address, amount, descriptor };
+                    self.external = Some(Some(request));
+                }
                 PayerAction::FundChannel { address, amount } => {
                     let feerate = self.payer.state().terms.feerate;
                     let script = address.script_pubkey();
@@ -592,6 +714,7 @@ impl<'a, C: Chain, S: Store> PayerClient<'a, C, S> {
 /// An answer from the payee that a call waits for, told by the payer's state once it came.
 #[derive(Debug, Clone, Copy)]
 enum Awaited {
+    Accepted,
     RefundSignature,
     Ready,
     Acknowledgement,
@@ -601,6 +724,7 @@ enum Awaited {
 impl Awaited {
     fn what(self) -> &'static str {
         match self {
+            Awaited::Accepted => "accept_channel",
             Awaited::RefundSignature => "the refund signature",
             Awaited::Ready => "channel_ready",
             Awaited::Acknowledgement => "a payment acknowledgement",
@@ -611,6 +735,7 @@ impl Awaited {
     fn arrived(self, payer: &Payer) -> bool {
         let f = payer.funded();
         match self {
+            Awaited::Accepted => !matches!(payer.state().stage, PayerStage::AwaitingAccept),
             Awaited::RefundSignature => f.is_some(),
             Awaited::Ready => f.is_some_and(|f| f.funded.ready),
             Awaited::Acknowledgement => f.is_some_and(|f| f.pending.is_empty()),
@@ -636,6 +761,19 @@ pub fn broadcast(chain: &impl Chain, tx: &Transaction) -> Result<Txid, ClientErr
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Returns the descriptor of a payer channel's funding output, `wsh(multi(2,payer,payee))`
+/// with its checksum, once the payee's key is known.
+pub fn funding_descriptor(state: &PayerState) -> Option<String> {
+    let payee_key = match &state.stage {
+        PayerStage::AwaitingAccept => return None,
+        PayerStage::AwaitingFunding { payee_key, .. } => *payee_key,
+        PayerStage::AwaitingRefund { channel, .. } => channel.params().payee_key,
+        PayerStage::Funded(f) => f.funded.channel.params().payee_key,
+    };
+    let script = FundingScript::new(state.terms.payer_key, payee_key).ok()?;
+    Some(script.descriptor().to_string())
 }
 
 fn in_flight(p: &Payment, e: ClientError) -> ClientError {

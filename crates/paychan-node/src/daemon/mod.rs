@@ -38,7 +38,7 @@ use paychan::closing::Closure;
 use paychan::store::{ChannelRecord, ChannelState, Store, StoreError};
 use paychan::watch::{BlockId, BlockSource, FundingWatch};
 use paychan::wire::{ChannelId, Message};
-use paychan_wallet::{Wallet, WalletError};
+use paychan_wallet::{ChannelKeys, Wallet, WalletError};
 
 use crate::net::Timeouts;
 use crate::StoreWriter;
@@ -247,10 +247,11 @@ impl<C: Chain + BlockSource + Send + Sync + 'static> Daemon<C> {
         let (mut funding_watch, mut fresh) = (FundingWatch::default(), Vec::new());
         // A channel key derived and a state restored per channel: spread over every core.
         let started = Instant::now();
+        let keys = wallet.channel_keys();
         let restored: Vec<_> = store
             .channels()?
             .into_par_iter()
-            .map(|record| Ok((record.state.channel_id(), restore(&wallet, record)?)))
+            .map(|record| Ok((record.state.channel_id(), restore(keys, record)?)))
             .collect::<Result<_, DaemonError>>()?;
         for (channel_id, restored) in restored {
             let Some(Restored { payee, key_index, closed, funding_height, service }) = restored
@@ -512,12 +513,12 @@ struct Restored {
     service: Option<serde_json::Value>,
 }
 
-/// Restores a stored channel (a payee's: `None` for a payer's) with its key from `wallet`.
-fn restore(wallet: &Wallet, record: ChannelRecord) -> Result<Option<Restored>, DaemonError> {
+/// Restores a stored channel (a payee's: `None` for a payer's) with its key from `keys`.
+fn restore(keys: &ChannelKeys, record: ChannelRecord) -> Result<Option<Restored>, DaemonError> {
     let ChannelRecord { key_index, state, closed, funding_height, service, .. } = record;
     let ChannelState::Payee(state) = state else { return Ok(None) };
     let channel_id = state.terms.channel_id;
-    let signer = wallet.channel_signer(key_index)?;
+    let signer = keys.signer(key_index)?;
     let payee = Payee::restore(signer, state)
         .map_err(|source| DaemonError::Restore { channel_id, source })?;
     Ok(Some(Restored { payee, key_index, closed, funding_height, service }))

@@ -115,6 +115,13 @@ pub enum ChannelError {
         /// The input's position.
         index: usize,
     },
+    /// A funding input signals replace-by-fee: the funding could be replaced by one the refund
+    /// does not spend.
+    #[error("funding input {index} signals replace-by-fee")]
+    FundingSignalsRbf {
+        /// The input's position.
+        index: usize,
+    },
     /// The confirmed funding is not the channel's funding outpoint.
     #[error("confirmed funding {got} is not the channel's funding outpoint {expected}")]
     FundingOutpointMismatch {

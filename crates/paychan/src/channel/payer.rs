@@ -235,7 +235,8 @@ impl Payer {
     ///
     /// # Errors
     /// [`ChannelError::FundingNotPaid`], [`ChannelError::FundingAmbiguous`],
-    /// [`ChannelError::FundingValueMismatch`] or [`ChannelError::FundingNotSegwit`].
+    /// [`ChannelError::FundingValueMismatch`], [`ChannelError::FundingNotSegwit`] or
+    /// [`ChannelError::FundingSignalsRbf`].
     pub fn funding_signed(
         &mut self,
         funding_tx: Transaction,
@@ -245,6 +246,9 @@ impl Payer {
         };
         if let Some(index) = funding_tx.input.iter().position(|i| !i.script_sig.is_empty()) {
             return Err(ChannelError::FundingNotSegwit { index });
+        }
+        if let Some(index) = funding_tx.input.iter().position(|i| i.sequence.is_rbf()) {
+            return Err(ChannelError::FundingSignalsRbf { index });
         }
         let funding = FundingScript::new(self.state.terms.payer_key, *payee_key)?;
         let mut paying = funding_tx
