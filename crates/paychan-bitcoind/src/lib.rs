@@ -373,6 +373,45 @@ impl Chain for RpcChain {
         Ok(answers.into_iter().map(|a| a.spendingtxid).collect())
     }
 
+    fn submit_package(&self, txs: &[Transaction]) -> Result<(), ChainError> {
+        let hexes: Vec<String> = txs.iter().map(serialize_hex).collect();
+        let answer: Value = self.call("submitpackage", &[json!(hexes)])?;
+        if answer["package_msg"] == "success" {
+            return Ok(());
+        }
+        // The first transaction refused, with the node's reason.
+        let results = answer["tx-results"].as_object();
+        for tx in txs {
+            let refused = results.into_iter().flat_map(|r| r.values()).find(|r| {
+                r["txid"].as_str() == Some(&tx.compute_txid().to_string()) && r["error"].is_string()
+            });
+            if let Some(result) = refused {
+                let reason = result["error"].as_str().unwrap_or("no reason given");
+                return self.rejected(tx, Rejection::from_reason(reason, None));
+            }
+        }
+        Err(ChainError::UnexpectedAnswer {
+            method: "submitpackage",
+            detail: format!("package refused: {}", answer["package_msg"]),
+        })
+    }
+
+    fn mempool_min_feerate(&self) -> Result<FeeRate, ChainError> {
+        let info: Value = self.call("getmempoolinfo", &[])?;
+        let rate = |field: &str| -> Result<u64, ChainError> {
+            let btc_per_kvb = info[field].as_f64().ok_or_else(|| ChainError::UnexpectedAnswer {
+                method: "getmempoolinfo",
+                detail: format!("no {field}"),
+            })?;
+            let sat_per_kvb = Amount::from_btc(btc_per_kvb).map_err(|e| {
+                ChainError::UnexpectedAnswer { method: "getmempoolinfo", detail: e.to_string() }
+            })?;
+            Ok(sat_per_kvb.to_sat())
+        };
+        let sat_per_kvb = rate("minrelaytxfee")?.max(rate("mempoolminfee")?);
+        Ok(FeeRate::from_sat_per_kwu(sat_per_kvb.div_ceil(4)))
+    }
+
     fn fee_rate(&self, target_blocks: u16) -> Result<FeeRate, ChainError> {
         let estimate: SmartFee = self.call("estimatesmartfee", &[json!(target_blocks)])?;
         match estimate.feerate {

@@ -777,6 +777,12 @@ impl Chain for FakeNode {
         self.count(Call::MempoolSpends);
         Ok(vec![None; outpoints.len()])
     }
+    fn submit_package(&self, _: &[Transaction]) -> Result<(), ChainError> {
+        Err(ChainError::UnexpectedAnswer { method: "submitpackage", detail: "not here".into() })
+    }
+    fn mempool_min_feerate(&self) -> Result<FeeRate, ChainError> {
+        Ok(FeeRate::from_sat_per_vb(1).unwrap())
+    }
     fn fee_rate(&self, _: u16) -> Result<FeeRate, ChainError> {
         self.count(Call::FeeRate);
         Ok(FeeRate::from_sat_per_vb(1).unwrap())

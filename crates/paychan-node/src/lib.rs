@@ -26,6 +26,7 @@ pub mod client;
 pub mod daemon;
 #[cfg(feature = "datadir")]
 pub mod datadir;
+pub mod fee_bump;
 pub mod follow;
 pub mod net;
 mod store_writer;

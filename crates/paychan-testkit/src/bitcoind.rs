@@ -2,7 +2,7 @@
 
 use std::io::Write;
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -59,55 +59,10 @@ impl Node {
     pub fn start_in(dir: tempfile::TempDir) -> Node {
         let exe = bitcoind_exe();
         for _attempt in 0..3 {
-            let port = free_port();
-            let mut child = Command::new(&exe)
-                .args([
-                    "-regtest",
-                    "-listen=0",
-                    "-server=1",
-                    "-txindex=1",
-                    "-rpcbind=127.0.0.1",
-                    "-rpcallowip=127.0.0.1",
-                    "-printtoconsole=0",
-                ])
-                .arg(format!("-rpcport={port}"))
-                .arg(format!("-datadir={}", dir.path().display()))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {}: {e}; {INSTALL_HINT}", exe.display()));
-            let cookie = dir.path().join("regtest/.cookie");
-            let url = format!("http://127.0.0.1:{port}");
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while Instant::now() < deadline {
-                if let Ok(Some(status)) = child.try_wait() {
-                    // Most likely the port was taken between our probe and bitcoind's bind.
-                    let _ =
-                        writeln!(std::io::stderr(), "bitcoind exited early ({status}); retrying");
-                    break;
-                }
-                if cookie.exists() {
-                    if let Ok(chain) = RpcChain::new(&url, Auth::CookieFile(cookie.clone())) {
-                        let version: serde_json::Value =
-                            chain.client().call("getnetworkinfo", &[]).unwrap_or_default();
-                        // Straight to stderr, past the test harness's capture, so the test
-                        // output shows a real node ran.
-                        let _ = writeln!(
-                            std::io::stderr(),
-                            "regtest: {} ({}) pid {} on {url}",
-                            exe.display(),
-                            version["subversion"],
-                            child.id()
-                        );
-                        let burn =
-                            Address::p2wsh(&bitcoin::ScriptBuf::new(), bitcoin::Network::Regtest);
-                        return Node { child, _dir: dir, chain, url, cookie, burn };
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(50));
+            if let Some((child, chain, url, cookie)) = spawn(&exe, dir.path(), free_port(), &[]) {
+                let burn = Address::p2wsh(&bitcoin::ScriptBuf::new(), bitcoin::Network::Regtest);
+                return Node { child, _dir: dir, chain, url, cookie, burn };
             }
-            let _ = child.kill();
-            let _ = child.wait();
         }
         let kept = dir.keep();
         panic!(
@@ -115,6 +70,31 @@ impl Node {
             exe.display(),
             kept.display()
         );
+    }
+
+    /// Stops the node and starts it again on the same chain and RPC port, with `args` added
+    /// (such as `-minrelaytxfee=0.0001`): the mempool is kept (`mempool.dat`), and a process
+    /// that talks to the node reaches it again at the same address.
+    pub fn restart_with(&mut self, args: &[&str]) {
+        self.stop();
+        let port: u16 = self.url.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port");
+        let exe = bitcoind_exe();
+        let (child, chain, _, _) = spawn(&exe, self._dir.path(), port, args)
+            .unwrap_or_else(|| panic!("bitcoind did not restart with {args:?}"));
+        (self.child, self.chain) = (child, chain);
+    }
+
+    fn stop(&mut self) {
+        let _: Result<serde_json::Value, _> = self.chain.client().call("stop", &[]);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// The tip height.
@@ -191,17 +171,65 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
-        let _: Result<serde_json::Value, _> = self.chain.client().call("stop", &[]);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
+}
+
+/// Starts `exe` on `dir` with RPC on `port` and `extra` arguments, and waits until it answers;
+/// `None` if it exits first (most likely the port was taken between our probe and its bind)
+/// or does not answer within 30 s.
+fn spawn(
+    exe: &Path,
+    dir: &Path,
+    port: u16,
+    extra: &[&str],
+) -> Option<(Child, RpcChain, String, PathBuf)> {
+    let mut child = Command::new(exe)
+        .args([
+            "-regtest",
+            "-listen=0",
+            "-server=1",
+            "-txindex=1",
+            "-rpcbind=127.0.0.1",
+            "-rpcallowip=127.0.0.1",
+            "-printtoconsole=0",
+        ])
+        .arg(format!("-rpcport={port}"))
+        .arg(format!("-datadir={}", dir.display()))
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}; {INSTALL_HINT}", exe.display()));
+    let cookie = dir.join("regtest/.cookie");
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            let _ = writeln!(std::io::stderr(), "bitcoind exited early ({status}); retrying");
+            return None;
+        }
+        if cookie.exists() {
+            if let Ok(chain) = RpcChain::new(&url, Auth::CookieFile(cookie.clone())) {
+                let version: serde_json::Value =
+                    chain.client().call("getnetworkinfo", &[]).unwrap_or_default();
+                // Straight to stderr, past the test harness's capture, so the test output shows
+                // a real node ran.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "regtest: {} ({}) pid {} on {url}",
+                    exe.display(),
+                    version["subversion"],
+                    child.id()
+                );
+                return Some((child, chain, url, cookie));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
 }
 
 fn free_port() -> u16 {

@@ -73,6 +73,9 @@ pub enum WalletError {
     /// Deriving a key failed.
     #[error("key derivation failed: {0}")]
     Derivation(#[from] bip32::Error),
+    /// The wallet's descriptor did not parse (a bug: it is built from the wallet's own key).
+    #[error("wallet descriptor: {0}")]
+    Descriptor(#[from] miniscript::Error),
     /// The chain backend failed.
     #[error(transparent)]
     Chain(#[from] ChainError),
@@ -87,6 +90,12 @@ pub enum WalletError {
         height: u32,
         /// BDK's reason.
         reason: String,
+    },
+    /// No output of the transaction to bump is the wallet's, so no child can spend one.
+    #[error("no output of {txid} is this wallet's: nothing to bump it with")]
+    NothingToBump {
+        /// The transaction.
+        txid: bitcoin::Txid,
     },
     /// BDK could not build the transaction.
     #[error("building the transaction: {0}")]

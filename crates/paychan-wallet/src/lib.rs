@@ -19,6 +19,9 @@
 //!   starts at the genesis block, so every coin is found. The previous release's address
 //!   indexes (`wallet.json`) are taken over.
 //!
+//! BDK's wallet is loaded from the database at its first use: a command that only signs (`pay`)
+//! derives the channel key from the seed and never loads it.
+//!
 //! Spendable coins are confirmed and mature (a coinbase output after 100 blocks); those a
 //! transaction in the node's mempool already spends are left out ([`Wallet::coins`]).
 //!
@@ -34,11 +37,13 @@
 //! [BIP 84]: https://github.com/bitcoin/bips/blob/master/bip-0084.mediawiki
 #![warn(missing_docs)]
 
+mod bump;
 mod error;
 mod seed;
 mod spend;
 mod sync;
 
+pub use bump::Bump;
 pub use error::WalletError;
 pub use spend::Coin;
 pub use sync::Synced;
@@ -50,7 +55,7 @@ use bdk_wallet::rusqlite::Connection;
 use bdk_wallet::{KeychainKind, PersistedWallet};
 use bitcoin::bip32::{ChildNumber, DerivationPath, Xpriv, Xpub};
 use bitcoin::secp256k1::{All, Secp256k1, SecretKey};
-use bitcoin::{Address, Network};
+use bitcoin::{Address, Amount, CompressedPublicKey, Network};
 use miniscript::descriptor::{Descriptor, DescriptorPublicKey};
 
 use paychan::keys::ChannelSigner;
@@ -64,6 +69,9 @@ pub const SEED_FILE: &str = "wallet.seed";
 pub const INDEX_FILE: &str = "wallet.json";
 /// How many addresses past the last one handed out are watched on each branch.
 pub const LOOKAHEAD: u32 = 100;
+/// What the wallet keeps confirmed beside its channels, to bump a close by CPFP when fees rise
+/// (`open` does not spend it): a child and its parent of about 350 vB together at 50 sat/vB.
+pub const FEE_RESERVE: Amount = Amount::from_sat(20_000);
 /// Confirmations a coinbase output needs before it can be spent (consensus).
 pub const COINBASE_MATURITY: u32 = 100;
 /// The largest index an address may have: non-hardened indexes end at 2^31, and the wallet
@@ -80,10 +88,12 @@ pub enum Branch {
 }
 
 impl Branch {
-    fn keychain(self) -> KeychainKind {
-        match self {
-            Branch::Receive => KeychainKind::External,
-            Branch::Change => KeychainKind::Internal,
+    fn child(self) -> ChildNumber {
+        ChildNumber::Normal {
+            index: match self {
+                Branch::Receive => 0,
+                Branch::Change => 1,
+            },
         }
     }
 
@@ -105,9 +115,21 @@ pub struct Wallet {
     /// `m/1017'/coin'`, the parent of the node key.
     keys: Xpriv,
     channel_keys: ChannelKeys,
+    /// The account key `m/84'/coin'/0'`, public.
+    account: Xpub,
+    /// The ranged public descriptors of the receive and change branches, and their text.
+    descriptors: [Descriptor<DescriptorPublicKey>; 2],
+    texts: [String; 2],
+    /// The BDK wallet, once loaded ([`Wallet::load`]).
+    loaded: Option<Loaded>,
+    db_path: PathBuf,
+    legacy_index: PathBuf,
+}
+
+/// The BDK wallet and its database connection.
+struct Loaded {
     bdk: PersistedWallet<Connection>,
     db: Connection,
-    db_path: PathBuf,
 }
 
 impl Wallet {
@@ -127,16 +149,20 @@ impl Wallet {
             Some(seed) => (seed, false),
             None => (seed::create_seed(&seed_path)?, true),
         };
-        let db = Connection::open(database).map_err(db_err(database))?;
-        Wallet::from_seed(&seed, network, db, database, fresh, &dir.join(INDEX_FILE))
+        let mut wallet = Wallet::from_seed(&seed, network, database, &dir.join(INDEX_FILE))?;
+        if fresh {
+            // Made now, with the seed: its first sync starts by the seed's time. A seed found
+            // without a wallet in the database is older, and followed from genesis.
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+            wallet.load(Some(now.map_or(0, |d| d.as_secs())))?;
+        }
+        Ok(wallet)
     }
 
     fn from_seed(
         seed: &[u8],
         network: Network,
-        mut db: Connection,
         db_path: &Path,
-        fresh_seed: bool,
         legacy_index: &Path,
     ) -> Result<Wallet, WalletError> {
         let secp = Secp256k1::new();
@@ -147,15 +173,45 @@ impl Wallet {
         let origin = format!("{}/84'/{coin_type}'/0'", master.fingerprint(&secp));
         // Public descriptors: BDK never holds a private key; the wallet signs with its seed.
         let descriptor = |branch: u32| format!("wpkh([{origin}]{account}/{branch}/*)");
-        let (receive, change) = (descriptor(0), descriptor(1));
-        let loaded = bdk_wallet::Wallet::load()
+        let texts = [descriptor(0), descriptor(1)];
+        let descriptors = [Descriptor::from_str(&texts[0])?, Descriptor::from_str(&texts[1])?];
+        let keys = master
+            .derive_priv(&secp, &DerivationPath::from_str(&format!("m/1017'/{coin_type}'"))?)?;
+        let parent = keys.derive_priv(&secp, &[ChildNumber::from_hardened_idx(1)?])?;
+        let channel_keys = ChannelKeys { secp: secp.clone(), parent };
+        Ok(Wallet {
+            secp,
+            network,
+            master,
+            account,
+            keys,
+            channel_keys,
+            descriptors,
+            texts,
+            loaded: None,
+            db_path: db_path.to_owned(),
+            legacy_index: legacy_index.to_owned(),
+        })
+    }
+
+    /// The BDK wallet, loaded from the database at its first use (the commands that only sign,
+    /// such as `pay`, never load it: deriving its addresses is most of a start), created there
+    /// if the database has none. `birthday` is for a wallet made with a fresh seed.
+    fn load(&mut self, birthday: Option<u64>) -> Result<&mut Loaded, WalletError> {
+        if let Some(loaded) = self.loaded.take() {
+            return Ok(self.loaded.insert(loaded));
+        }
+        let db_path = &self.db_path;
+        let mut db = Connection::open(db_path).map_err(db_err(db_path))?;
+        let [receive, change] = self.texts.clone();
+        let found = bdk_wallet::Wallet::load()
             .descriptor(KeychainKind::External, Some(receive.clone()))
             .descriptor(KeychainKind::Internal, Some(change.clone()))
-            .check_network(network)
+            .check_network(self.network)
             .lookahead(LOOKAHEAD)
             .load_wallet(&mut db)
             .map_err(|e| WalletError::Mismatch(e.to_string()))?;
-        let bdk = match loaded {
+        let bdk = match found {
             Some(mut bdk) => {
                 // BDK keeps in memory only that a change address went into a transaction not
                 // yet confirmed: every change address handed out is taken, so none is reused.
@@ -166,9 +222,9 @@ impl Wallet {
             }
             None => {
                 // Read before anything is written, so that a corrupt file changes nothing.
-                let legacy = seed::read_legacy_index(legacy_index)?;
+                let legacy = seed::read_legacy_index(&self.legacy_index)?;
                 let mut bdk = bdk_wallet::Wallet::create(receive, change)
-                    .network(network)
+                    .network(self.network)
                     .lookahead(LOOKAHEAD)
                     .create_wallet(&mut db)
                     .map_err(|e| WalletError::Mismatch(e.to_string()))?;
@@ -181,30 +237,17 @@ impl Wallet {
                         let _ = bdk.reveal_addresses_to(keychain, last);
                     }
                 }
-                // A fresh seed's first sync starts by its time; an older one's at genesis.
-                let birthday = fresh_seed.then(|| {
-                    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
-                    now.map_or(0, |d| d.as_secs())
-                });
                 sync::set_start(&mut db, birthday).map_err(db_err(db_path))?;
                 bdk.persist(&mut db).map_err(db_err(db_path))?;
                 bdk
             }
         };
-        let keys = master
-            .derive_priv(&secp, &DerivationPath::from_str(&format!("m/1017'/{coin_type}'"))?)?;
-        let parent = keys.derive_priv(&secp, &[ChildNumber::from_hardened_idx(1)?])?;
-        let channel_keys = ChannelKeys { secp: secp.clone(), parent };
-        Ok(Wallet {
-            secp,
-            network,
-            master,
-            keys,
-            channel_keys,
-            bdk,
-            db,
-            db_path: db_path.to_owned(),
-        })
+        Ok(self.loaded.insert(Loaded { bdk, db }))
+    }
+
+    /// The BDK wallet, loaded if it was not.
+    fn bdk(&mut self) -> Result<&mut PersistedWallet<Connection>, WalletError> {
+        Ok(&mut self.load(None)?.bdk)
     }
 
     /// Returns the wallet's network.
@@ -238,7 +281,10 @@ impl Wallet {
 
     /// Returns the ranged public descriptor of `branch`, `wpkh([fp/84'/1'/0']tpub.../0/*)`.
     pub fn descriptor(&self, branch: Branch) -> &Descriptor<DescriptorPublicKey> {
-        self.bdk.public_descriptor(branch.keychain())
+        match branch {
+            Branch::Receive => &self.descriptors[0],
+            Branch::Change => &self.descriptors[1],
+        }
     }
 
     /// Returns the address at `index` on `branch`.
@@ -249,7 +295,9 @@ impl Wallet {
         if index > MAX_INDEX {
             return Err(WalletError::IndexesExhausted { branch });
         }
-        Ok(self.bdk.peek_address(branch.keychain(), index).address)
+        let path = [branch.child(), ChildNumber::from_normal_idx(index)?];
+        let key = self.account.derive_pub(&self.secp, &path)?;
+        Ok(Address::p2wpkh(&CompressedPublicKey(key.public_key), self.network))
     }
 
     /// Hands out the next unused receive address and remembers, durably, that it was handed out.
@@ -257,18 +305,20 @@ impl Wallet {
     /// # Errors
     /// [`WalletError::Database`] if that cannot be saved, [`WalletError::IndexesExhausted`].
     pub fn new_address(&mut self) -> Result<Address, WalletError> {
-        let next = self.bdk.next_derivation_index(KeychainKind::External);
-        if next > MAX_INDEX {
+        let bdk = self.bdk()?;
+        if bdk.next_derivation_index(KeychainKind::External) > MAX_INDEX {
             return Err(WalletError::IndexesExhausted { branch: Branch::Receive });
         }
-        let address = self.bdk.reveal_next_address(KeychainKind::External).address;
+        let address = bdk.reveal_next_address(KeychainKind::External).address;
         self.persist()?;
         Ok(address)
     }
 
     /// Writes what changed in the wallet to the database, in one transaction.
     fn persist(&mut self) -> Result<(), WalletError> {
-        self.bdk.persist(&mut self.db).map_err(db_err(&self.db_path))?;
+        let db_path = self.db_path.clone();
+        let loaded = self.load(None)?;
+        loaded.bdk.persist(&mut loaded.db).map_err(db_err(&db_path))?;
         Ok(())
     }
 }

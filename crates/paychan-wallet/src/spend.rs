@@ -2,7 +2,7 @@
 
 use bdk_wallet::chain::ChainPosition;
 use bdk_wallet::error::CreateTxError;
-use bdk_wallet::{LocalOutput, SignOptions};
+use bdk_wallet::{LocalOutput, SignOptions, TxOrdering};
 use bitcoin::{absolute, Amount, FeeRate, OutPoint, ScriptBuf, Sequence, Transaction};
 
 use paychan::chain::{Chain, Utxo};
@@ -34,33 +34,7 @@ impl Wallet {
         chain: &(impl Chain + BlockSource),
     ) -> Result<Vec<Coin>, WalletError> {
         let tip = self.sync(chain)?.tip;
-        Ok(self.confirmed_at(tip))
-    }
-
-    fn confirmed_at(&self, tip: u32) -> Vec<Coin> {
-        // Spendable in block tip+1 once that block is 100 blocks after the coinbase's.
-        let maturity = u64::from(COINBASE_MATURITY);
-        self.bdk
-            .list_unspent()
-            .filter_map(|output: LocalOutput| {
-                let ChainPosition::Confirmed { anchor, .. } = output.chain_position else {
-                    return None;
-                };
-                let height = anchor.block_id.height;
-                let coinbase = self
-                    .bdk
-                    .get_tx(output.outpoint.txid)
-                    .is_some_and(|tx| tx.tx_node.tx.is_coinbase());
-                if coinbase && u64::from(tip) + 1 < u64::from(height) + maturity {
-                    return None;
-                }
-                Some(Coin {
-                    utxo: Utxo { outpoint: output.outpoint, txout: output.txout, height, coinbase },
-                    branch: Branch::of(output.keychain),
-                    index: output.derivation_index,
-                })
-            })
-            .collect()
+        Ok(confirmed_at(self.bdk()?, tip))
     }
 
     /// Returns the coins that can be spent now: [`Wallet::confirmed_coins`] less those a
@@ -130,15 +104,21 @@ impl Wallet {
         feerate: FeeRate,
     ) -> Result<Transaction, WalletError> {
         let allowed: Vec<OutPoint> = coins.iter().map(|c| c.utxo.outpoint).collect();
-        let others: Vec<OutPoint> =
-            self.bdk.list_unspent().map(|o| o.outpoint).filter(|o| !allowed.contains(o)).collect();
-        let mut builder = self.bdk.build_tx();
+        let others: Vec<OutPoint> = self
+            .bdk()?
+            .list_unspent()
+            .map(|o| o.outpoint)
+            .filter(|o| !allowed.contains(o))
+            .collect();
+        let mut builder = self.bdk()?.build_tx();
         builder
             .add_recipient(script.clone(), amount)
             .fee_rate(feerate)
             .unspendable(others)
             // Final and not replaceable: a funding whose txid changed would orphan the refund.
             .set_exact_sequence(Sequence::MAX)
+            // The payment first, the change after it, as the previous wallet wrote them.
+            .ordering(TxOrdering::Untouched)
             .nlocktime(absolute::LockTime::ZERO);
         if every_one {
             builder.add_utxos(&allowed).map_err(|e| WalletError::Build(e.to_string()))?;
@@ -157,7 +137,7 @@ impl Wallet {
         psbt.sign(&self.master, &self.secp)
             .map_err(|(_, e)| WalletError::Sign(format!("{e:?}")))?;
         let finalized = self
-            .bdk
+            .bdk()?
             .finalize_psbt(&mut psbt, SignOptions::default())
             .map_err(|e| WalletError::Sign(e.to_string()))?;
         if !finalized {
@@ -168,4 +148,28 @@ impl Wallet {
         self.persist()?;
         Ok(tx)
     }
+}
+
+/// The wallet's confirmed outputs that can go into block `tip + 1`.
+fn confirmed_at(bdk: &bdk_wallet::Wallet, tip: u32) -> Vec<Coin> {
+    // Spendable in block tip+1 once that block is 100 blocks after the coinbase's.
+    let maturity = u64::from(COINBASE_MATURITY);
+    bdk.list_unspent()
+        .filter_map(|output: LocalOutput| {
+            let ChainPosition::Confirmed { anchor, .. } = output.chain_position else {
+                return None;
+            };
+            let height = anchor.block_id.height;
+            let coinbase =
+                bdk.get_tx(output.outpoint.txid).is_some_and(|tx| tx.tx_node.tx.is_coinbase());
+            if coinbase && u64::from(tip) + 1 < u64::from(height) + maturity {
+                return None;
+            }
+            Some(Coin {
+                utxo: Utxo { outpoint: output.outpoint, txout: output.txout, height, coinbase },
+                branch: Branch::of(output.keychain),
+                index: output.derivation_index,
+            })
+        })
+        .collect()
 }

@@ -6,7 +6,7 @@ use bdk_wallet::rusqlite::{self, Connection, OptionalExtension};
 use paychan::chain::Chain;
 use paychan::watch::{follow, BlockEvent, BlockFollower, BlockId, BlockSource};
 
-use crate::{db_err, Wallet, WalletError};
+use crate::{db_err, Loaded, Wallet, WalletError};
 
 /// Blocks applied and persisted together.
 const BLOCKS_PER_BATCH: usize = 500;
@@ -127,7 +127,7 @@ impl Wallet {
             Some(below) => BdkBlockId { height: below, hash: block.header.prev_blockhash },
             None => BdkBlockId { height, hash: block.block_hash() },
         };
-        self.bdk
+        self.bdk()?
             .apply_block_connected_to(block, height, connected_to)
             .map_err(|e| WalletError::BlockDoesNotConnect { height, reason: e.to_string() })
     }
@@ -141,8 +141,11 @@ impl Wallet {
     }
 
     /// Returns the height of the newest block the wallet has seen.
-    pub fn synced_height(&self) -> u32 {
-        self.bdk.latest_checkpoint().height()
+    ///
+    /// # Errors
+    /// Those of loading the wallet from the database.
+    pub fn synced_height(&mut self) -> Result<u32, WalletError> {
+        Ok(self.bdk()?.latest_checkpoint().height())
     }
 
     /// The follower that resumes where the wallet's chain ends, starting a new wallet where
@@ -151,7 +154,9 @@ impl Wallet {
         &mut self,
         chain: &(impl Chain + BlockSource),
     ) -> Result<BlockFollower, WalletError> {
-        if let Some(birthday) = start(&self.db).map_err(db_err(&self.db_path))? {
+        let db_path = self.db_path.clone();
+        let Loaded { bdk, db } = self.load(None)?;
+        if let Some(birthday) = start(db).map_err(db_err(&db_path))? {
             let height = match birthday {
                 Some(birthday) => height_before(chain, birthday)?,
                 None => 0,
@@ -160,22 +165,21 @@ impl Wallet {
                 // Start there, as if every block below had been seen: none pays this seed.
                 let block = chain.block(hash)?;
                 // Hung from the genesis block, the only one a new wallet's chain holds.
-                let genesis = self.bdk.latest_checkpoint().block_id();
-                self.bdk.apply_block_connected_to(&block, height, genesis).map_err(|e| {
+                let genesis = bdk.latest_checkpoint().block_id();
+                bdk.apply_block_connected_to(&block, height, genesis).map_err(|e| {
                     WalletError::BlockDoesNotConnect { height, reason: e.to_string() }
                 })?;
             }
             // The start and the wallet's first block are saved together.
-            let tx = self.db.transaction().map_err(db_err(&self.db_path))?;
-            tx.execute(&format!("DROP TABLE {START_TABLE}"), []).map_err(db_err(&self.db_path))?;
-            if let Some(changeset) = self.bdk.staged() {
-                changeset.persist_to_sqlite(&tx).map_err(db_err(&self.db_path))?;
+            let tx = db.transaction().map_err(db_err(&db_path))?;
+            tx.execute(&format!("DROP TABLE {START_TABLE}"), []).map_err(db_err(&db_path))?;
+            if let Some(changeset) = bdk.staged() {
+                changeset.persist_to_sqlite(&tx).map_err(db_err(&db_path))?;
             }
-            tx.commit().map_err(db_err(&self.db_path))?;
-            let _ = self.bdk.take_staged();
+            tx.commit().map_err(db_err(&db_path))?;
+            let _ = bdk.take_staged();
         }
-        let mut blocks: Vec<BlockId> = self
-            .bdk
+        let mut blocks: Vec<BlockId> = bdk
             .checkpoints()
             .take(BlockFollower::KEEP)
             .map(|cp| BlockId { height: cp.height(), hash: cp.hash() })

@@ -79,7 +79,9 @@ fn a_corrupt_legacy_index_file_is_refused_and_changes_nothing() {
         br#"{"receive":4294967296,"change":0}"#,
     ] {
         fs::write(&index, bad).unwrap();
-        let err = open_in(dir.path(), Network::Regtest).err().expect("refused");
+        // Read when the wallet moves into the database, at its first use.
+        let mut wallet = open_in(dir.path(), Network::Regtest).expect("the seed opens");
+        let err = wallet.new_address().expect_err("refused");
         assert!(matches!(&err, WalletError::Corrupt { path, .. } if *path == index), "{err}");
     }
     // The refusals wrote no wallet: a good file is still taken over.
@@ -244,6 +246,12 @@ impl Chain for FakeChain {
         let spender = Txid::from_byte_array([0xee; 32]);
         Ok(outpoints.iter().map(|o| spent.contains(o).then_some(spender)).collect())
     }
+    fn submit_package(&self, _: &[Transaction]) -> Result<(), ChainError> {
+        Err(ChainError::UnexpectedAnswer { method: "submitpackage", detail: "not here".into() })
+    }
+    fn mempool_min_feerate(&self) -> Result<FeeRate, ChainError> {
+        Ok(FeeRate::from_sat_per_vb(1).unwrap())
+    }
     fn fee_rate(&self, _: u16) -> Result<FeeRate, ChainError> {
         Ok(FeeRate::from_sat_per_vb(1).unwrap())
     }
@@ -308,12 +316,12 @@ fn a_seed_older_than_the_database_is_scanned_from_genesis_and_keeps_its_indexes(
     // Indexes 0 to 2 were handed out by the previous release: the next is 3, and change 0 is
     // taken too.
     assert_eq!(wallet.new_address().unwrap(), wallet.address(Branch::Receive, 3).unwrap());
-    assert_eq!(wallet.bdk.next_derivation_index(KeychainKind::Internal), 1);
+    assert_eq!(wallet.bdk().unwrap().next_derivation_index(KeychainKind::Internal), 1);
 
     // Reopened, it goes on from its tip and keeps what it found.
     drop(wallet);
     let mut wallet = regtest_wallet(dir.path());
-    assert_eq!(wallet.synced_height(), 8);
+    assert_eq!(wallet.synced_height().unwrap(), 8);
     assert_eq!(wallet.sync(&chain).unwrap(), Synced { tip: 8, connected: 0, disconnected: 0 });
     assert_eq!(wallet.balance(&chain).unwrap(), sat(40_000));
     assert_eq!(wallet.new_address().unwrap(), wallet.address(Branch::Receive, 4).unwrap());

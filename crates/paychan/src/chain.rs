@@ -239,6 +239,22 @@ pub trait Chain {
     /// [`ChainError::Rpc`] or [`ChainError::UnexpectedAnswer`].
     fn mempool_spends(&self, outpoints: &[OutPoint]) -> Result<Vec<Option<Txid>>, ChainError>;
 
+    /// Submits `txs`, a child after its parents, as one package (Bitcoin Core's
+    /// `submitpackage`): their fee rate together is held against the mempool's minimum, so a
+    /// child can carry a parent that pays too little alone (CPFP). A parent the node has
+    /// already is not submitted again.
+    ///
+    /// # Errors
+    /// [`ChainError::Rejected`] with the classified reason of the first transaction refused.
+    fn submit_package(&self, txs: &[Transaction]) -> Result<(), ChainError>;
+
+    /// Returns the lowest fee rate the node's mempool takes now: the higher of its minimum
+    /// relay fee rate and its dynamic minimum (a full mempool's).
+    ///
+    /// # Errors
+    /// [`ChainError::Rpc`] or [`ChainError::UnexpectedAnswer`].
+    fn mempool_min_feerate(&self) -> Result<FeeRate, ChainError>;
+
     /// Returns a fee rate for confirmation within `target_blocks`.
     ///
     /// # Errors

@@ -76,7 +76,8 @@ pub enum Command {
     Init,
     /// Hand out a new address of the wallet, to receive coins for funding channels.
     Address,
-    /// Show the wallet's confirmed, spendable balance in sat (asks the node).
+    /// Show the wallet's confirmed, spendable balance in sat, and the part of it kept to bump
+    /// closes by CPFP when fees rise (follows the blocks the wallet has not seen yet).
     Balance,
     /// Run the payee daemon: accept channels, wait for their funding's confirmations, take
     /// payments. Logs go to stderr (RUST_LOG=debug for more); stops on Ctrl-C or SIGTERM.
@@ -112,9 +113,11 @@ pub enum Command {
     Refund(ChannelArg),
     /// (Payer) Watch the chain for our funded channels until each is closed: broadcast the
     /// newest checkpoint once it is final (the refund at R if there is none), again every poll
-    /// until something confirms; broadcast a cooperative settlement the payee did not; and
-    /// record whatever transaction closed each channel (settlement, commitment or refund). Prints one line (one JSON object with
-    /// --json) per event; safe to stop and start again, and to run next to pay.
+    /// until something confirms (with a child from the wallet, CPFP, if the node refuses it
+    /// for its fee or it waits a block in the mempool); broadcast a cooperative settlement the
+    /// payee did not; and record whatever transaction closed each channel (settlement,
+    /// commitment or refund). Prints one line (one JSON object with --json) per event; safe to
+    /// stop and start again, and to run next to pay.
     Watch(WatchArgs),
     /// List the channels: state, capacity, paid total, payments, checkpoints, locktimes,
     /// blocks left.

@@ -7,6 +7,7 @@ use serde_json::json;
 use super::args::Global;
 use super::{connect_node, open_datadir, CliError, Output};
 use paychan_node::datadir::DataDir;
+use paychan_wallet::FEE_RESERVE;
 
 pub(super) fn init(g: &Global) -> Result<Output, CliError> {
     let created = !g.datadir.join(paychan_wallet::SEED_FILE).exists();
@@ -37,9 +38,18 @@ pub(super) fn balance(g: &Global) -> Result<Output, CliError> {
     // saves it, and a running daemon's wallet adds only the addresses it hands out.
     let mut datadir = open_datadir(g)?;
     let chain = connect_node(g)?;
-    let balance = datadir.wallet.balance(&chain)?;
+    let balance = datadir.wallet.balance(&chain)?.to_sat();
+    let reserve = FEE_RESERVE.to_sat();
+    let available = balance.saturating_sub(reserve);
     Ok(Output {
-        json: json!({ "confirmed_sat": balance.to_sat() }),
-        text: format!("{} sat confirmed and spendable\n", balance.to_sat()),
+        json: json!({
+            "confirmed_sat": balance,
+            "reserve_sat": reserve,
+            "available_sat": available,
+        }),
+        text: format!(
+            "{balance} sat confirmed and spendable: {available} sat for channels, {reserve} sat \
+             kept to bump closes when fees rise\n"
+        ),
     })
 }

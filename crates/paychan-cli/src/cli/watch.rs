@@ -35,9 +35,10 @@ use paychan::store::{ChannelState, Store};
 use paychan::watch::{follow, BlockFollower, FollowError, FundingWatch, WatchEvent};
 use paychan::wire::ChannelId;
 use paychan_bitcoind::RpcChain;
-use paychan_node::client::broadcast;
 use paychan_node::datadir::DataDir;
+use paychan_node::fee_bump::{broadcast_or_bump, Bumps, Close, Outcome};
 use paychan_node::follow::{first_look, start, FirstLook, MAX_BLOCKS_PER_POLL};
+use paychan_wallet::Wallet;
 
 type Announce<'a> = &'a (dyn Fn(&Output) + Sync);
 
@@ -73,6 +74,7 @@ pub(super) async fn watch(
         announced: HashSet::new(),
         closed: HashMap::new(),
         node_down: false,
+        bumps: Bumps::default(),
     };
     let mut first = true;
     // Made once: a signal that comes while a poll runs still stops the next wait.
@@ -122,6 +124,8 @@ struct Watcher {
     announced: HashSet<Txid>,
     closed: HashMap<ChannelId, Closure>,
     node_down: bool,
+    /// Our closes in the mempool, and which were bumped.
+    bumps: Bumps,
 }
 
 impl Watcher {
@@ -155,7 +159,7 @@ impl Watcher {
         }
         self.first_looks(datadir, chain, announce)?;
         let open = self.sync(datadir)?;
-        if let Err(e) = self.broadcast_due(chain, &open, announce) {
+        if let Err(e) = self.broadcast_due(chain, &mut datadir.wallet, &open, announce) {
             warn!("{e}");
         }
         Ok(open.len())
@@ -320,10 +324,12 @@ impl Watcher {
     }
 
     /// Broadcasts what is due on the open channels whose funding nothing in the mempool spends
-    /// yet.
+    /// yet, bumped by a child of the wallet's if the node refuses it for its fee; bumps ours
+    /// once it has waited a block in the mempool.
     fn broadcast_due(
         &mut self,
         chain: &RpcChain,
+        wallet: &mut Wallet,
         open: &[Watched],
         announce: Announce<'_>,
     ) -> Result<(), CliError> {
@@ -336,27 +342,58 @@ impl Watcher {
             }
         }
         if due.is_empty() {
+            self.bumps.retain(&HashSet::new());
             return Ok(());
         }
         let outpoints: Vec<OutPoint> = due.iter().map(|(w, _)| w.outpoint).collect();
         let spends = chain.mempool_spends(&outpoints)?;
+        let mut current = HashSet::new();
         for ((w, txs), spend) in due.into_iter().zip(spends) {
-            if spend.is_some() {
-                continue;
-            }
+            let terms = &w.payer.state().terms;
             for tx in txs {
                 let kind = match tx.lock_time.to_consensus_u32() {
                     0 => "settlement",
                     l if l == w.refund_locktime => "refund",
                     _ => "checkpoint",
                 };
-                let txid = match broadcast(chain, &tx) {
-                    Ok(txid) => txid,
+                let txid = tx.compute_txid();
+                current.insert(txid);
+                // Someone's close is on its way; ours is bumped once it has waited a block.
+                let stuck = match spend {
+                    Some(spending) if spending == txid => self.bumps.stuck(txid, tip),
+                    Some(_) => continue,
+                    None => false,
+                };
+                if spend.is_some() && !stuck {
+                    continue;
+                }
+                let close =
+                    Close { tx, capacity: terms.capacity, target_blocks: terms.ladder.step() };
+                let bumped = match broadcast_or_bump(chain, wallet, &close, stuck) {
+                    Ok(Outcome::Broadcast) => None,
+                    Ok(Outcome::Bumped { child, package_feerate }) => {
+                        self.bumps.bumped(txid);
+                        Some((child, package_feerate.to_sat_per_vb_floor()))
+                    }
                     Err(e) => {
-                        warn!(channel_id = %w.id, "{e}");
+                        warn!(channel_id = %w.id, %txid, "{kind} not broadcast: {e}");
                         continue;
                     }
                 };
+                if let Some((child, sat_per_vb)) = bumped {
+                    announce(&Output {
+                        json: json!({
+                            "event": "bumped", "channel_id": w.id.to_string(), "kind": kind,
+                            "txid": txid.to_string(), "child_txid": child.to_string(),
+                            "package_sat_per_vb": sat_per_vb, "tip": tip,
+                        }),
+                        text: format!(
+                            "channel {}: {kind} {txid} bumped by child {child} to {sat_per_vb} \
+                             sat/vB at tip {tip}\n",
+                            w.id
+                        ),
+                    });
+                }
                 if self.announced.insert(txid) {
                     announce(&Output {
                         json: json!({
@@ -368,6 +405,7 @@ impl Watcher {
                 }
             }
         }
+        self.bumps.retain(&current);
         Ok(())
     }
 }

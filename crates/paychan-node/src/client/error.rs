@@ -86,12 +86,12 @@ pub enum ClientError {
     NotReady(ChannelId),
     /// The wallet's spendable coins are short of the capacity.
     #[error(
-        "insufficient funds: {} sat spendable, {} sat asked for the channel (plus its fee)",
+        "insufficient funds: {} sat spendable besides the fee reserve, {} sat asked for the channel (plus its fee)",
         available.to_sat(),
         capacity.to_sat()
     )]
     InsufficientFunds {
-        /// The spendable balance.
+        /// The spendable balance less the fee reserve.
         available: Amount,
         /// The capacity asked for.
         capacity: Amount,

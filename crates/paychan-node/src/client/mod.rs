@@ -32,7 +32,7 @@ use paychan::funding::FundingScript;
 use paychan::store::{ChannelRecord, ChannelState, Store};
 use paychan::watch::BlockSource;
 use paychan::wire::{self, ChannelId, Extension, Message};
-use paychan_wallet::Wallet;
+use paychan_wallet::{Wallet, FEE_RESERVE};
 
 use crate::blocking;
 use crate::net::{Connection, FrameError, NetError, PeerAddr, Timeouts};
@@ -147,7 +147,9 @@ impl<'a, C: Chain + BlockSource, S: Store> PayerClient<'a, C, S> {
         request: &OpenRequest,
         timeouts: ClientTimeouts,
     ) -> Result<PayerClient<'a, C, S>, ClientError> {
-        let available = blocking(|| wallet.balance(chain))?;
+        // The fee reserve stays in the wallet, to bump the refund or a checkpoint.
+        let balance = blocking(|| wallet.balance(chain))?;
+        let available = balance.checked_sub(FEE_RESERVE).unwrap_or(Amount::ZERO);
         if available < request.capacity {
             return Err(ClientError::InsufficientFunds { available, capacity: request.capacity });
         }
@@ -210,7 +212,20 @@ impl<'a, C: Chain + BlockSource, S: Store> PayerClient<'a, C, S> {
         let bad = |e: String| ClientError::BadPsbt(id, e);
         let tx = paychan::psbt::funding_tx(&Secp256k1::verification_only(), psbt)
             .map_err(|e| bad(e.to_string()))?;
-        // Checked on a copy first: a bad transaction is refused before anything is sent.
+        // The node must take it before the payee signs a refund against it: one it refuses (a
+        // fee below the relay minimum, inputs spent or unknown) would leave the channel waiting
+        // for a funding that never comes. One it has already is let through: whoever broadcast
+        // it still needs the refund.
+        match blocking(|| chain.test_accept(&tx)) {
+            Ok(()) => {}
+            Err(e)
+                if matches!(
+                    e.rejection(),
+                    Some(Rejection::AlreadyConfirmed { .. } | Rejection::AlreadyInMempool { .. })
+                ) => {}
+            Err(e) => return Err(bad(format!("the node would not accept it: {e}"))),
+        }
+        // Checked before anything is sent.
         let actions = payer.funding_signed(tx).map_err(|e| bad(e.to_string()))?;
         let conn =
             Connection::connect(&peer, timeouts.net).await.map_err(ClientError::Unreachable)?;

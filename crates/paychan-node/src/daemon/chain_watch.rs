@@ -11,7 +11,7 @@
 //!   transaction in the mempool spends (one call for all of them), and the newest state of each
 //!   of the others is broadcast again.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
 
 use super::{chain_events, Shared};
+
+use crate::fee_bump::{Bumps, Close};
 
 use crate::follow;
 use paychan::chain::Chain;
@@ -47,6 +49,8 @@ pub(super) struct Watcher {
     new_block: bool,
     /// When channels were last looked at for expiry.
     last_expire: Instant,
+    /// The closes in the mempool, and which were bumped.
+    bumps: Bumps,
 }
 
 impl Watcher {
@@ -70,7 +74,8 @@ pub(super) async fn run<C: Chain + BlockSource + Send + Sync + 'static>(
             Ok(follower) => {
                 let (due, stuck, node_down, new_block) = (BTreeSet::new(), false, false, true);
                 let last_expire = Instant::now();
-                break Watcher { follower, due, stuck, node_down, new_block, last_expire };
+                let bumps = Bumps::default();
+                break Watcher { follower, due, stuck, node_down, new_block, last_expire, bumps };
             }
             Err(e) => warn!("cannot start following the chain: {e}"),
         }
@@ -260,6 +265,7 @@ async fn broadcast_due<C: Chain + BlockSource + Send + Sync + 'static>(
         }
     }
     if due.is_empty() {
+        w.bumps.retain(&HashSet::new());
         return;
     }
     let outpoints: Vec<_> = due.iter().map(|(_, o)| *o).collect();
@@ -272,17 +278,32 @@ async fn broadcast_due<C: Chain + BlockSource + Send + Sync + 'static>(
         }
     };
     let tip = w.tip();
+    let mut current = HashSet::new();
     for ((id, _), spend) in due.into_iter().zip(spends) {
         w.due.insert(id);
-        if spend.is_some() {
-            continue;
-        }
         let Some(slot) = shared.slot(id) else { continue };
         let slot = slot.lock().await;
+        let terms = &slot.payee.state().terms;
+        let (capacity, step) = (terms.capacity, terms.ladder.step());
         for action in slot.payee.tip_changed(tip).unwrap_or_default() {
-            if let PayeeAction::Broadcast(tx) = action {
-                shared.broadcast(tx);
+            let PayeeAction::Broadcast(tx) = action else { continue };
+            let txid = tx.compute_txid();
+            current.insert(txid);
+            // Someone's close is on its way; ours is bumped once it has waited a block.
+            let stuck = match spend {
+                Some(spending) if spending == txid => w.bumps.stuck(txid, tip),
+                Some(_) => continue,
+                None => false,
+            };
+            if spend.is_some() && !stuck {
+                continue;
+            }
+            let close = Close { tx, capacity, target_blocks: step };
+            let bumped = shared.close(id, close, stuck).await.unwrap_or(false);
+            if bumped {
+                w.bumps.bumped(txid);
             }
         }
     }
+    w.bumps.retain(&current);
 }

@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bitcoin::secp256k1::{Secp256k1, SecretKey, VerifyOnly};
-use bitcoin::{Network, PublicKey, Transaction};
+use bitcoin::{Network, PublicKey};
 use rayon::iter::{IntoParallelIterator, ParallelIterator};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
@@ -39,6 +39,8 @@ use paychan::store::{ChannelRecord, ChannelState, Store, StoreError};
 use paychan::watch::{BlockId, BlockSource, FundingWatch};
 use paychan::wire::{ChannelId, Message};
 use paychan_wallet::{ChannelKeys, Wallet, WalletError};
+
+use crate::fee_bump::{self, Close, Outcome};
 
 use crate::net::Timeouts;
 use crate::StoreWriter;
@@ -191,7 +193,7 @@ type Slots = HashMap<ChannelId, Arc<tokio::sync::Mutex<Slot>>>;
 struct Shared<C> {
     config: DaemonConfig,
     node_secret: SecretKey,
-    wallet: Mutex<Wallet>,
+    wallet: Arc<Mutex<Wallet>>,
     store: StoreWriter,
     chain: Arc<C>,
     tip: AtomicU32,
@@ -285,7 +287,7 @@ impl<C: Chain + BlockSource + Send + Sync + 'static> Daemon<C> {
         let shared = Shared {
             config,
             node_secret: wallet.node_secret()?,
-            wallet: Mutex::new(wallet),
+            wallet: Arc::new(Mutex::new(wallet)),
             store: StoreWriter::spawn(store),
             chain: Arc::new(chain),
             tip: AtomicU32::new(0),
@@ -473,7 +475,16 @@ impl<C: Chain + BlockSource + Send + Sync + 'static> Shared<C> {
             match action {
                 PayeeAction::Persist => self.persist(slot).await?,
                 PayeeAction::Send(msg) => self.send(slot, msg),
-                PayeeAction::Broadcast(tx) => self.broadcast(tx),
+                PayeeAction::Broadcast(tx) => {
+                    let terms = &slot.payee.state().terms;
+                    let (capacity, target_blocks) = (terms.capacity, terms.ladder.step());
+                    // Not awaited: the payer's answer need not wait for the node.
+                    drop(self.close(
+                        terms.channel_id,
+                        Close { tx, capacity, target_blocks },
+                        false,
+                    ));
+                }
                 other => warn!("an action this build does not know: {other:?}"),
             }
         }
@@ -492,15 +503,41 @@ impl<C: Chain + BlockSource + Send + Sync + 'static> Shared<C> {
         self.store.save(record).await
     }
 
-    fn broadcast(&self, tx: Transaction) {
-        let chain = Arc::clone(&self.chain);
+    /// Broadcasts `close` of channel `id` on a blocking thread, bumped by CPFP if the node
+    /// refuses it for its fee or `stuck` says it waited in the mempool; the task says whether
+    /// it was bumped.
+    fn close(&self, id: ChannelId, close: Close, stuck: bool) -> tokio::task::JoinHandle<bool> {
+        let (chain, wallet) = (Arc::clone(&self.chain), Arc::clone(&self.wallet));
         tokio::task::spawn_blocking(move || {
-            let txid = tx.compute_txid();
-            match chain.broadcast(&tx) {
-                Ok(_) => info!(%txid, "broadcast"),
-                Err(e) => warn!(%txid, "broadcast refused: {e}"),
+            let txid = close.tx.compute_txid();
+            // The wallet is locked only to bump: new channels take addresses from it meanwhile.
+            let outcome = match stuck {
+                false => fee_bump::refused_for_fee(&*chain, &close),
+                true => Ok(true),
             }
-        });
+            .and_then(|refused| match refused {
+                false => Ok(Outcome::Broadcast),
+                true => {
+                    let mut wallet = wallet.lock().unwrap_or_else(|e| e.into_inner());
+                    fee_bump::bump(&*chain, &mut wallet, &close)
+                }
+            });
+            match outcome {
+                Ok(Outcome::Broadcast) => {
+                    info!(channel_id = %id, %txid, "broadcast");
+                    false
+                }
+                Ok(Outcome::Bumped { child, package_feerate }) => {
+                    let sat_per_vb = package_feerate.to_sat_per_vb_floor();
+                    info!(channel_id = %id, %txid, %child, sat_per_vb, "bumped by CPFP");
+                    true
+                }
+                Err(e) => {
+                    warn!(channel_id = %id, %txid, "close not broadcast: {e}");
+                    false
+                }
+            }
+        })
     }
 }
 
