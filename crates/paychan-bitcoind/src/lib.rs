@@ -154,9 +154,24 @@ impl RpcChain {
     }
 }
 
+/// A client that opens a connection per request (minreq). bitcoincore-rpc's own transport keeps
+/// one connection open, and on it a request often waited for a delayed acknowledgement:
+/// reading 473 blocks took 10.7 s with it, about 22 ms a block, against 0.4 s from Python's
+/// client (`benches/wallet_sync.rs` in paychan-cli).
 fn connect(url: &str, auth: Auth) -> Result<Client, ChainError> {
-    Client::new(url, auth).map_err(|e| rpc_failed("connect", e))
+    let (user, pass) = auth.get_user_pass().map_err(|e| rpc_failed("connect", e))?;
+    let mut transport = jsonrpc::http::minreq_http::Builder::new()
+        .url(url)
+        .map_err(|e| rpc_failed("connect", jsonrpc::Error::Transport(Box::new(e)).into()))?
+        .timeout(RPC_TIMEOUT);
+    if let Some(user) = user {
+        transport = transport.basic_auth(user, pass);
+    }
+    Ok(Client::from_jsonrpc(jsonrpc::Client::with_transport(transport.build())))
 }
+
+/// How long a node call may take (bitcoincore-rpc's own default).
+const RPC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
 fn rpc_failed(method: &'static str, e: bitcoincore_rpc::Error) -> ChainError {
     ChainError::Rpc { method, source: Box::new(e) }

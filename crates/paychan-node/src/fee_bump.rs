@@ -135,14 +135,22 @@ pub struct Bumps {
     /// Closes already bumped: once each (a child replacing a child must pay more, and the
     /// estimate rarely moves within the window).
     bumped: HashSet<Txid>,
+    /// The closes due in this poll.
+    due: HashSet<Txid>,
 }
 
 impl Bumps {
-    /// Whether `txid`, in the mempool at `tip`, has waited a block or more there without a
-    /// bump: then it is bumped.
-    pub fn stuck(&mut self, txid: Txid, tip: u32) -> bool {
-        let since = *self.in_mempool_since.entry(txid).or_insert(tip);
-        tip > since && !self.bumped.contains(&txid)
+    /// Says what to do with our close `txid`, due at `tip`, given the transaction in the
+    /// mempool that spends its funding, if any: `None` to wait (someone's close is on its way,
+    /// or ours has not waited a block yet), `Some(false)` to broadcast it, `Some(true)` to bump
+    /// it (it waited a block in the mempool).
+    pub fn poll(&mut self, txid: Txid, mempool_spend: Option<Txid>, tip: u32) -> Option<bool> {
+        self.due.insert(txid);
+        match mempool_spend {
+            None => Some(false),
+            Some(spend) if spend == txid => self.stuck(txid, tip).then_some(true),
+            Some(_) => None,
+        }
     }
 
     /// Records that `txid` was bumped.
@@ -150,10 +158,18 @@ impl Bumps {
         self.bumped.insert(txid);
     }
 
-    /// Forgets the closes not in `current`: confirmed, or no longer the newest state.
-    pub fn retain(&mut self, current: &HashSet<Txid>) {
-        self.in_mempool_since.retain(|txid, _| current.contains(txid));
-        self.bumped.retain(|txid| current.contains(txid));
+    /// Ends a poll: forgets the closes not due in it (confirmed, or no longer the newest state).
+    pub fn end_poll(&mut self) {
+        let due = std::mem::take(&mut self.due);
+        self.in_mempool_since.retain(|txid, _| due.contains(txid));
+        self.bumped.retain(|txid| due.contains(txid));
+    }
+
+    /// Whether `txid`, in the mempool at `tip`, has waited a block or more there without a
+    /// bump.
+    fn stuck(&mut self, txid: Txid, tip: u32) -> bool {
+        let since = *self.in_mempool_since.entry(txid).or_insert(tip);
+        tip > since && !self.bumped.contains(&txid)
     }
 }
 
@@ -166,15 +182,16 @@ mod tests {
     fn a_close_is_bumped_once_after_waiting_a_block_in_the_mempool() {
         let (a, b) = (Txid::from_byte_array([1; 32]), Txid::from_byte_array([2; 32]));
         let mut bumps = Bumps::default();
-        assert!(!bumps.stuck(a, 100), "just seen");
-        assert!(!bumps.stuck(a, 100), "no block since");
-        assert!(bumps.stuck(a, 101), "a block went by");
+        assert_eq!(bumps.poll(a, None, 100), Some(false), "not in the mempool: broadcast");
+        assert_eq!(bumps.poll(b, Some(a), 100), None, "another close is on its way");
+        assert_eq!(bumps.poll(a, Some(a), 100), None, "just seen in the mempool");
+        assert_eq!(bumps.poll(a, Some(a), 101), Some(true), "a block went by: bump");
         bumps.bumped(a);
-        assert!(!bumps.stuck(a, 105), "bumped once");
-        assert!(!bumps.stuck(b, 105));
-        // Confirmed, or replaced by a newer state: forgotten.
-        bumps.retain(&HashSet::from([b]));
-        assert!(!bumps.stuck(a, 106), "seen again from now");
-        assert!(bumps.stuck(b, 106));
+        assert_eq!(bumps.poll(a, Some(a), 105), None, "bumped once");
+        bumps.end_poll();
+        // Confirmed, or replaced by a newer state: not due in the next poll, so forgotten.
+        bumps.end_poll();
+        assert_eq!(bumps.poll(a, Some(a), 106), None, "seen again from now");
+        assert_eq!(bumps.poll(a, Some(a), 107), Some(true));
     }
 }

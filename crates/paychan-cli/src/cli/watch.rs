@@ -342,12 +342,11 @@ impl Watcher {
             }
         }
         if due.is_empty() {
-            self.bumps.retain(&HashSet::new());
+            self.bumps.end_poll();
             return Ok(());
         }
         let outpoints: Vec<OutPoint> = due.iter().map(|(w, _)| w.outpoint).collect();
         let spends = chain.mempool_spends(&outpoints)?;
-        let mut current = HashSet::new();
         for ((w, txs), spend) in due.into_iter().zip(spends) {
             let terms = &w.payer.state().terms;
             for tx in txs {
@@ -357,16 +356,7 @@ impl Watcher {
                     _ => "checkpoint",
                 };
                 let txid = tx.compute_txid();
-                current.insert(txid);
-                // Someone's close is on its way; ours is bumped once it has waited a block.
-                let stuck = match spend {
-                    Some(spending) if spending == txid => self.bumps.stuck(txid, tip),
-                    Some(_) => continue,
-                    None => false,
-                };
-                if spend.is_some() && !stuck {
-                    continue;
-                }
+                let Some(stuck) = self.bumps.poll(txid, spend, tip) else { continue };
                 let close =
                     Close { tx, capacity: terms.capacity, target_blocks: terms.ladder.step() };
                 let bumped = match broadcast_or_bump(chain, wallet, &close, stuck) {
@@ -405,7 +395,7 @@ impl Watcher {
                 }
             }
         }
-        self.bumps.retain(&current);
+        self.bumps.end_poll();
         Ok(())
     }
 }

@@ -196,19 +196,11 @@ impl<'a, C: Chain + BlockSource, S: Store> PayerClient<'a, C, S> {
         psbt: Psbt,
         timeouts: ClientTimeouts,
     ) -> Result<PayerClient<'a, C, S>, ClientError> {
-        let record = blocking(|| store.channel(id))?.ok_or(ClientError::UnknownChannel(id))?;
-        let ChannelState::Payer(state) = record.state else {
-            return Err(ClientError::NotPayer(id));
-        };
+        let (state, key_index, peer) = payer_record(store, id)?;
         if !matches!(state.stage, PayerStage::AwaitingFunding { .. }) {
             return Err(ClientError::NotAwaitingFunding(id, state.stage.name()));
         }
-        let peer: PeerAddr = record
-            .peer
-            .as_deref()
-            .and_then(|p| p.parse().ok())
-            .ok_or(ClientError::CorruptPeer(id))?;
-        let mut payer = Payer::restore(wallet.channel_signer(record.key_index)?, state)?;
+        let mut payer = Payer::restore(wallet.channel_signer(key_index)?, state)?;
         let bad = |e: String| ClientError::BadPsbt(id, e);
         let tx = paychan::psbt::funding_tx(&Secp256k1::verification_only(), psbt)
             .map_err(|e| bad(e.to_string()))?;
@@ -229,7 +221,6 @@ impl<'a, C: Chain + BlockSource, S: Store> PayerClient<'a, C, S> {
         let actions = payer.funding_signed(tx).map_err(|e| bad(e.to_string()))?;
         let conn =
             Connection::connect(&peer, timeouts.net).await.map_err(ClientError::Unreachable)?;
-        let key_index = record.key_index;
         let mut client =
             PayerClient::new((wallet, store), chain, conn, payer, key_index, peer, timeouts);
         client.apply(actions).await?;
@@ -306,23 +297,18 @@ impl<'a, C: Chain + BlockSource, S: Store> PayerClient<'a, C, S> {
         id: ChannelId,
         timeouts: ClientTimeouts,
     ) -> Result<PayerClient<'a, C, S>, ClientError> {
-        let record = blocking(|| store.channel(id))?.ok_or(ClientError::UnknownChannel(id))?;
-        let ChannelState::Payer(state) = record.state else {
-            return Err(ClientError::NotPayer(id));
-        };
+        let (state, key_index, peer) = payer_record(store, id)?;
         match state.stage {
             PayerStage::AwaitingAccept => return Err(ClientError::NeverFunded(id, "not accepted")),
             PayerStage::AwaitingFunding { .. } => {
-                return Err(ClientError::NeverFunded(id, "no funding built"))
+                return Err(ClientError::NeverFunded(
+                    id,
+                    "no funding yet; one opened with --external takes `fund CHANNEL --psbt FILE`",
+                ))
             }
             _ => {}
         }
-        let peer: PeerAddr = record
-            .peer
-            .as_deref()
-            .and_then(|p| p.parse().ok())
-            .ok_or(ClientError::CorruptPeer(id))?;
-        let signer = wallet.channel_signer(record.key_index)?;
+        let signer = wallet.channel_signer(key_index)?;
         let payer = Payer::restore(signer, state)?;
         let conn = match Connection::connect(&peer, timeouts.net).await {
             Ok(conn) => conn,
@@ -338,7 +324,6 @@ impl<'a, C: Chain + BlockSource, S: Store> PayerClient<'a, C, S> {
                 });
             }
         };
-        let key_index = record.key_index;
         let mut client =
             PayerClient::new((wallet, store), chain, conn, payer, key_index, peer, timeouts);
         client.reestablish().await?;
@@ -776,6 +761,19 @@ pub fn broadcast(chain: &impl Chain, tx: &Transaction) -> Result<Txid, ClientErr
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Reads payer channel `id`: its state, key index and payee.
+fn payer_record(
+    store: &mut impl Store,
+    id: ChannelId,
+) -> Result<(PayerState, u32, PeerAddr), ClientError> {
+    let record = blocking(|| store.channel(id))?.ok_or(ClientError::UnknownChannel(id))?;
+    let ChannelState::Payer(state) = record.state else {
+        return Err(ClientError::NotPayer(id));
+    };
+    let peer = record.peer.as_deref().and_then(|p| p.parse().ok());
+    Ok((state, record.key_index, peer.ok_or(ClientError::CorruptPeer(id))?))
 }
 
 /// Returns the descriptor of a payer channel's funding output, `wsh(multi(2,payer,payee))`

@@ -11,7 +11,7 @@
 //!   transaction in the mempool spends (one call for all of them), and the newest state of each
 //!   of the others is broadcast again.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -146,6 +146,7 @@ async fn blocks<C: Chain + BlockSource + Send + Sync + 'static>(
     w.follower = follower;
     let tip = w.tip();
     if new_blocks {
+        feed_wallet(shared, &progress);
         saved &= tip_changed(shared, w, tip).await;
         if !saved && !std::mem::replace(&mut w.stuck, true) {
             warn!("a channel could not be saved: the chain position is no longer stored, so a restart replays these blocks");
@@ -159,6 +160,33 @@ async fn blocks<C: Chain + BlockSource + Send + Sync + 'static>(
     if progress.at_best {
         shared.set_tip(tip);
     }
+}
+
+/// Hands the blocks just read to the payee's wallet, so that it follows the chain without
+/// reading them again, and a bump finds it up to date. A wallet that is not at the block below
+/// (it has not synced since the daemon started) refuses them; its next sync, before a bump,
+/// reads what it lacks.
+fn feed_wallet<C: Chain + BlockSource + Send + Sync + 'static>(
+    shared: &Arc<Shared<C>>,
+    progress: &Progress,
+) {
+    let blocks: Vec<_> = progress
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            BlockEvent::Connected { id, block } => Some((block.clone(), id.height)),
+            BlockEvent::Disconnected { .. } => None,
+        })
+        .collect();
+    let wallet = Arc::clone(&shared.wallet);
+    tokio::task::spawn_blocking(move || {
+        let mut wallet = wallet.lock().unwrap_or_else(|e| e.into_inner());
+        if blocks.iter().all(|(block, height)| wallet.apply_block(block, *height).is_ok()) {
+            if let Err(e) = wallet.save() {
+                warn!("cannot save the wallet: {e}");
+            }
+        }
+    });
 }
 
 /// Tells every channel of the new tip: a channel maturing may become ready, a close deep
@@ -265,7 +293,7 @@ async fn broadcast_due<C: Chain + BlockSource + Send + Sync + 'static>(
         }
     }
     if due.is_empty() {
-        w.bumps.retain(&HashSet::new());
+        w.bumps.end_poll();
         return;
     }
     let outpoints: Vec<_> = due.iter().map(|(_, o)| *o).collect();
@@ -278,7 +306,6 @@ async fn broadcast_due<C: Chain + BlockSource + Send + Sync + 'static>(
         }
     };
     let tip = w.tip();
-    let mut current = HashSet::new();
     for ((id, _), spend) in due.into_iter().zip(spends) {
         w.due.insert(id);
         let Some(slot) = shared.slot(id) else { continue };
@@ -288,16 +315,7 @@ async fn broadcast_due<C: Chain + BlockSource + Send + Sync + 'static>(
         for action in slot.payee.tip_changed(tip).unwrap_or_default() {
             let PayeeAction::Broadcast(tx) = action else { continue };
             let txid = tx.compute_txid();
-            current.insert(txid);
-            // Someone's close is on its way; ours is bumped once it has waited a block.
-            let stuck = match spend {
-                Some(spending) if spending == txid => w.bumps.stuck(txid, tip),
-                Some(_) => continue,
-                None => false,
-            };
-            if spend.is_some() && !stuck {
-                continue;
-            }
+            let Some(stuck) = w.bumps.poll(txid, spend, tip) else { continue };
             let close = Close { tx, capacity, target_blocks: step };
             let bumped = shared.close(id, close, stuck).await.unwrap_or(false);
             if bumped {
@@ -305,5 +323,5 @@ async fn broadcast_due<C: Chain + BlockSource + Send + Sync + 'static>(
             }
         }
     }
-    w.bumps.retain(&current);
+    w.bumps.end_poll();
 }
