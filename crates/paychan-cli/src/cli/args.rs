@@ -39,7 +39,7 @@ pub struct Cli {
 /// Options every command takes.
 #[derive(Debug, Args)]
 pub struct Global {
-    /// The data directory: wallet seed, address indexes, channel database.
+    /// The data directory: the wallet seed, and the database of the wallet and the channels.
     #[arg(long, env = "PAYCHAN_DATADIR", global = true, default_value_os_t = default_datadir())]
     pub datadir: PathBuf,
     /// The chain: regtest, signet, testnet, testnet4 or bitcoin.

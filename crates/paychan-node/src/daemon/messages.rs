@@ -182,7 +182,8 @@ impl<C: Chain + BlockSource + Send + Sync + 'static> Shared<C> {
         Payee::accept(open, &config, ChannelSigner::random(), tip)?;
         // A fresh key per channel: the funding script must be new (see `Payee::accept`).
         let key_index = self.store.reserve_key_index().await?;
-        // The wallet writes its address index to disk.
+        // The wallet saves the address it hands out in its database (and may be busy with a
+        // bump meanwhile).
         let signer = crate::blocking(|| -> Result<_, Refusal> {
             let mut wallet = self.wallet();
             config.payout = wallet.new_address()?;
