@@ -330,6 +330,16 @@ fn a_bad_psbt_is_refused_and_nothing_is_broadcast() {
         no_utxo.serialize(),
         "PSBT input 0 does not carry the output it spends",
     ));
+    // Signed and well formed, but the node would refuse it: no refund is asked for against a
+    // funding that can never confirm.
+    let mut builder = other.wallet.build_tx();
+    builder
+        .add_recipient(script.clone(), Amount::from_sat(CAPACITY))
+        .fee_rate(FeeRate::ZERO)
+        .set_exact_sequence(Sequence::MAX);
+    let mut free = builder.finish().expect("the wallet builds a PSBT paying no fee");
+    other.sign(&mut free, true);
+    cases.push(("no fee", free.to_string().into(), "the node would not accept it"));
     cases.push(("garbage", b"this is not a PSBT\n".to_vec(), "not a base64 PSBT"));
     cases.push(("garbage binary", b"psbt\xff\x01\x02\x03".to_vec(), "not a PSBT"));
 
