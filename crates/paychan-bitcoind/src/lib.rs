@@ -58,6 +58,12 @@ impl RpcChain {
     /// [`ChainError::Rpc`] if the node cannot be reached or the credentials are refused;
     /// [`ChainError::NoTxIndex`].
     pub fn new(url: &str, auth: Auth) -> Result<RpcChain, ChainError> {
+        // `HOST:PORT` as Bitcoin Core's own tools take it: HTTP.
+        let url = match url.contains("://") {
+            true => url.to_owned(),
+            false => format!("http://{url}"),
+        };
+        let url = url.as_str();
         let client = connect(url, auth.clone())?;
         let client = RwLock::new(Arc::new(client));
         let mut chain = RpcChain { client, url: url.to_owned(), auth, network: Network::Regtest };

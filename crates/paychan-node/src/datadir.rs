@@ -112,6 +112,11 @@ impl DataDir {
         Ok((self.wallet, self.store, DirLock { _file: self.lock }))
     }
 
+    /// Releases the lock [`DataDir::lock`] took, if this value holds it.
+    pub fn unlock(&mut self) {
+        self.lock = None;
+    }
+
     /// Takes the directory's exclusive lock for the life of this value, without waiting.
     ///
     /// # Errors

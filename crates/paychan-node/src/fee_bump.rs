@@ -27,6 +27,9 @@ pub enum BumpError {
     /// The wallet could not build the child (no coin to pay with, no output of ours).
     #[error(transparent)]
     Wallet(#[from] WalletError),
+    /// The wallet is busy (following the chain); the next poll tries again.
+    #[error("the wallet is busy following the chain; the bump waits for the next poll")]
+    Busy,
     /// The close pays out more than the funding holds (a corrupted state).
     #[error("the close pays out more than the funding's {capacity} sat")]
     Overpaid {
@@ -46,7 +49,7 @@ pub struct Close {
     pub target_blocks: u32,
 }
 
-/// What [`broadcast_or_bump`] did.
+/// What broadcasting a close did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// The close went out as it is.
@@ -58,24 +61,6 @@ pub enum Outcome {
         /// The fee rate of close and child together.
         package_feerate: FeeRate,
     },
-}
-
-/// Broadcasts `close`; if the node refuses it for its fee, or `stuck` says it has waited in
-/// the mempool, bumps it with a child from `wallet`.
-///
-/// # Errors
-/// [`BumpError`]: the node's refusal of the close for another reason than its fee, or of the
-/// package; the wallet's.
-pub fn broadcast_or_bump(
-    chain: &(impl Chain + BlockSource),
-    wallet: &mut Wallet,
-    close: &Close,
-    stuck: bool,
-) -> Result<Outcome, BumpError> {
-    if !stuck && !refused_for_fee(chain, close)? {
-        return Ok(Outcome::Broadcast);
-    }
-    bump(chain, wallet, close)
 }
 
 /// Broadcasts `close` as it is; returns whether the node refused it for its fee (then
@@ -117,14 +102,15 @@ pub fn bump(
 }
 
 /// The package fee rate to aim for: the node's estimate for `target_blocks`, and 1 sat/vB above
-/// the mempool's minimum, which moves.
+/// the mempool's minimum, which moves (the floor alone if the node has no estimate).
 ///
 /// # Errors
 /// The node's.
 pub fn target_feerate(chain: &impl Chain, target_blocks: u32) -> Result<FeeRate, ChainError> {
-    let estimate = chain.fee_rate(u16::try_from(target_blocks.max(1)).unwrap_or(u16::MAX))?;
     let floor = FeeRate::from_sat_per_kwu(chain.mempool_min_feerate()?.to_sat_per_kwu() + 250);
-    Ok(estimate.max(floor))
+    // A node without an estimate yet (fresh, or a quiet test network): the floor alone.
+    let estimate = chain.fee_rate(u16::try_from(target_blocks.max(1)).unwrap_or(u16::MAX));
+    Ok(estimate.map_or(floor, |e| e.max(floor)))
 }
 
 /// Which closes waited in the mempool and which were bumped, kept by a watcher between polls.

@@ -19,6 +19,8 @@ use crate::{Wallet, WalletError};
 /// The witness of a `wpkh` input at most: the item count, a 72-byte signature and a 33-byte
 /// key, each with its length.
 const P2WPKH_WITNESS: Weight = Weight::from_wu(1 + 1 + 72 + 1 + 33);
+/// The segwit marker and flag bytes, which an unsigned transaction's weight leaves out.
+const SEGWIT_MARKER: Weight = Weight::from_wu(2);
 /// The smallest change output Bitcoin Core relays to a `wpkh` script (its dust limit).
 const MIN_CHANGE: Amount = Amount::from_sat(294);
 
@@ -76,6 +78,8 @@ impl Wallet {
         let mut extra: Vec<LocalOutput> =
             coins.iter().filter_map(|c| bdk.get_utxo(c.utxo.outpoint)).collect();
         extra.sort_by_key(|o| std::cmp::Reverse(o.txout.value));
+        // The next unused one: a bump refused and tried again at every poll hands out no new
+        // address each time (two children in one run may share it until one confirms).
         let change = bdk.next_unused_address(KeychainKind::Internal).script_pubkey();
         let parent_vsize = parent.weight().to_vbytes_ceil();
 
@@ -85,7 +89,9 @@ impl Wallet {
                 std::iter::once(parent_out.clone()).chain(extra[..take].iter().cloned()).collect();
             let total: Amount = inputs.iter().map(|o| o.txout.value).sum();
             let unsigned = child_tx(&inputs, &change, total);
-            let child_weight = unsigned.weight() + P2WPKH_WITNESS * inputs.len() as u64;
+            // The segwit marker and flag, then each input's witness.
+            let child_weight =
+                unsigned.weight() + SEGWIT_MARKER + P2WPKH_WITNESS * inputs.len() as u64;
             let package_vsize = parent_vsize + child_weight.to_vbytes_ceil();
             let package_fee = package_feerate * Weight::from_vb_unchecked(package_vsize);
             // The child pays what the parent lacks, and at least its own relay fee.

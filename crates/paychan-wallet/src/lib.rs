@@ -69,8 +69,10 @@ pub const SEED_FILE: &str = "wallet.seed";
 pub const INDEX_FILE: &str = "wallet.json";
 /// How many addresses past the last one handed out are watched on each branch.
 pub const LOOKAHEAD: u32 = 100;
-/// What the wallet keeps confirmed beside its channels, to bump a close by CPFP when fees rise
-/// (`open` does not spend it): a child and its parent of about 350 vB together at 50 sat/vB.
+/// What the wallet keeps beside its channels, to bump a close by CPFP when fees rise: a child
+/// and its parent of about 350 vB together at 50 sat/vB. `open` refuses a capacity the balance
+/// less this does not cover; the funding's fee comes out of it, and its change is spendable
+/// once confirmed.
 pub const FEE_RESERVE: Amount = Amount::from_sat(20_000);
 /// Confirmations a coinbase output needs before it can be spent (consensus).
 pub const COINBASE_MATURITY: u32 = 100;
@@ -204,45 +206,66 @@ impl Wallet {
         let db_path = &self.db_path;
         let mut db = Connection::open(db_path).map_err(db_err(db_path))?;
         let [receive, change] = self.texts.clone();
-        let found = bdk_wallet::Wallet::load()
-            .descriptor(KeychainKind::External, Some(receive.clone()))
-            .descriptor(KeychainKind::Internal, Some(change.clone()))
-            .check_network(self.network)
-            .lookahead(LOOKAHEAD)
-            .load_wallet(&mut db)
-            .map_err(|e| WalletError::Mismatch(e.to_string()))?;
-        let bdk = match found {
-            Some(mut bdk) => {
-                // BDK keeps in memory only that a change address went into a transaction not
-                // yet confirmed: every change address handed out is taken, so none is reused.
-                for index in 0..bdk.next_derivation_index(KeychainKind::Internal) {
-                    bdk.mark_used(KeychainKind::Internal, index);
-                }
-                bdk
-            }
+        let load = |db: &mut Connection| {
+            bdk_wallet::Wallet::load()
+                .descriptor(KeychainKind::External, Some(receive.clone()))
+                .descriptor(KeychainKind::Internal, Some(change.clone()))
+                .check_network(self.network)
+                .lookahead(LOOKAHEAD)
+                .load_wallet(db)
+                .map_err(|e| WalletError::Mismatch(e.to_string()))
+        };
+        let mut bdk = match load(&mut db)? {
+            Some(bdk) => bdk,
             None => {
-                // Read before anything is written, so that a corrupt file changes nothing.
-                let legacy = seed::read_legacy_index(&self.legacy_index)?;
-                let mut bdk = bdk_wallet::Wallet::create(receive, change)
-                    .network(self.network)
-                    .lookahead(LOOKAHEAD)
-                    .create_wallet(&mut db)
-                    .map_err(|e| WalletError::Mismatch(e.to_string()))?;
-                // The previous release handed out indexes below its next ones.
-                for (keychain, next) in [
-                    (KeychainKind::External, legacy.receive),
-                    (KeychainKind::Internal, legacy.change),
-                ] {
-                    if let Some(last) = next.checked_sub(1) {
-                        let _ = bdk.reveal_addresses_to(keychain, last);
-                    }
-                }
-                sync::set_start(&mut db, birthday).map_err(db_err(db_path))?;
-                bdk.persist(&mut db).map_err(db_err(db_path))?;
-                bdk
+                self.create(&mut db, birthday)?;
+                let missing =
+                    || WalletError::Mismatch("the wallet just saved does not load".into());
+                load(&mut db)?.ok_or_else(missing)?
             }
         };
+        // BDK keeps in memory only that a change address went into a transaction not yet
+        // confirmed: every change address handed out is taken, so none is reused.
+        for index in 0..bdk.next_derivation_index(KeychainKind::Internal) {
+            bdk.mark_used(KeychainKind::Internal, index);
+        }
         Ok(self.loaded.insert(Loaded { bdk, db }))
+    }
+
+    /// Forgets what was loaded from the database, so that the next use reads it again: another
+    /// process may have changed it (a `watch` runs next to `open`).
+    pub fn reload(&mut self) {
+        self.loaded = None;
+    }
+
+    /// Saves a new wallet in `db`: the descriptors, the previous release's address indexes
+    /// (`wallet.json`, read before anything is written, so that a corrupt file changes nothing)
+    /// and where its first sync starts, in one transaction, so that a crash leaves all of it or
+    /// none.
+    fn create(&self, db: &mut Connection, birthday: Option<u64>) -> Result<(), WalletError> {
+        let legacy = seed::read_legacy_index(&self.legacy_index)?;
+        let [receive, change] = self.texts.clone();
+        let mut bdk = bdk_wallet::Wallet::create(receive, change)
+            .network(self.network)
+            .lookahead(LOOKAHEAD)
+            .create_wallet_no_persist()
+            .map_err(|e| WalletError::Mismatch(e.to_string()))?;
+        // The previous release handed out indexes below its next ones.
+        for (keychain, next) in
+            [(KeychainKind::External, legacy.receive), (KeychainKind::Internal, legacy.change)]
+        {
+            if let Some(last) = next.checked_sub(1) {
+                let _ = bdk.reveal_addresses_to(keychain, last);
+            }
+        }
+        let db_err = db_err(&self.db_path);
+        let tx = db.transaction().map_err(&db_err)?;
+        bdk_wallet::ChangeSet::init_sqlite_tables(&tx).map_err(&db_err)?;
+        if let Some(changeset) = bdk.take_staged() {
+            changeset.persist_to_sqlite(&tx).map_err(&db_err)?;
+        }
+        sync::set_start(&tx, birthday).map_err(&db_err)?;
+        tx.commit().map_err(&db_err)
     }
 
     /// The BDK wallet, loaded if it was not.

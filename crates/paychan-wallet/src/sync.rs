@@ -36,7 +36,7 @@ pub struct Synced {
 
 /// Records where the first sync of a wallet just created starts: near `birthday` for a fresh
 /// seed, at genesis (`None`) for a seed that was there before.
-pub(crate) fn set_start(db: &mut Connection, birthday: Option<u64>) -> rusqlite::Result<()> {
+pub(crate) fn set_start(db: &Connection, birthday: Option<u64>) -> rusqlite::Result<()> {
     db.execute(&format!("CREATE TABLE IF NOT EXISTS {START_TABLE} (birthday INTEGER)"), [])?;
     db.execute(&format!("DELETE FROM {START_TABLE}"), [])?;
     db.execute(&format!("INSERT INTO {START_TABLE} (birthday) VALUES (?1)"), [birthday])?;

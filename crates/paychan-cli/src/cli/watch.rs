@@ -36,9 +36,8 @@ use paychan::watch::{follow, BlockFollower, FollowError, FundingWatch, WatchEven
 use paychan::wire::ChannelId;
 use paychan_bitcoind::RpcChain;
 use paychan_node::datadir::DataDir;
-use paychan_node::fee_bump::{broadcast_or_bump, Bumps, Close, Outcome};
+use paychan_node::fee_bump::{self, Bumps, Close, Outcome};
 use paychan_node::follow::{first_look, start, FirstLook, MAX_BLOCKS_PER_POLL};
-use paychan_wallet::Wallet;
 
 type Announce<'a> = &'a (dyn Fn(&Output) + Sync);
 
@@ -159,7 +158,7 @@ impl Watcher {
         }
         self.first_looks(datadir, chain, announce)?;
         let open = self.sync(datadir)?;
-        if let Err(e) = self.broadcast_due(chain, &mut datadir.wallet, &open, announce) {
+        if let Err(e) = self.broadcast_due(chain, datadir, &open, announce) {
             warn!("{e}");
         }
         Ok(open.len())
@@ -329,7 +328,7 @@ impl Watcher {
     fn broadcast_due(
         &mut self,
         chain: &RpcChain,
-        wallet: &mut Wallet,
+        datadir: &mut DataDir,
         open: &[Watched],
         announce: Announce<'_>,
     ) -> Result<(), CliError> {
@@ -359,7 +358,7 @@ impl Watcher {
                 let Some(stuck) = self.bumps.poll(txid, spend, tip) else { continue };
                 let close =
                     Close { tx, capacity: terms.capacity, target_blocks: terms.ladder.step() };
-                let bumped = match broadcast_or_bump(chain, wallet, &close, stuck) {
+                let bumped = match broadcast_or_bump(chain, datadir, &close, stuck) {
                     Ok(Outcome::Broadcast) => None,
                     Ok(Outcome::Bumped { child, package_feerate }) => {
                         self.bumps.bumped(txid);
@@ -398,6 +397,31 @@ impl Watcher {
         self.bumps.end_poll();
         Ok(())
     }
+}
+
+/// Broadcasts `close`, and bumps it if the node refuses it for its fee or `stuck` says it waited
+/// in the mempool. The watch runs next to `pay` and `open` without the directory's lock: it
+/// takes the lock for the bump only (so that an `open` does not spend the same coin), and reads
+/// the wallet from the database again first. Busy, it tries again at the next poll.
+fn broadcast_or_bump(
+    chain: &RpcChain,
+    datadir: &mut DataDir,
+    close: &Close,
+    stuck: bool,
+) -> Result<Outcome, CliError> {
+    let refused = stuck || fee_bump::refused_for_fee(chain, close).map_err(bump_failed)?;
+    if !refused {
+        return Ok(Outcome::Broadcast);
+    }
+    datadir.lock()?;
+    datadir.wallet.reload();
+    let bumped = fee_bump::bump(chain, &mut datadir.wallet, close);
+    datadir.unlock();
+    bumped.map_err(bump_failed)
+}
+
+fn bump_failed(e: fee_bump::BumpError) -> CliError {
+    CliError::NotApplicable(e.to_string())
 }
 
 /// What the payer broadcasts now on an unspent funding: a settlement the payee has not (it

@@ -81,6 +81,20 @@ pub(super) async fn run<C: Chain + BlockSource + Send + Sync + 'static>(
         }
     };
     info!(height = w.tip(), "following the chain");
+    // The wallet catches up on its own thread (a data directory of the previous release reads
+    // the chain from genesis once): a bump meanwhile finds it busy and waits for a later poll.
+    let (wallet, chain) = (Arc::clone(&shared.wallet), Arc::clone(&shared.chain));
+    tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let mut wallet = wallet.lock().unwrap_or_else(|e| e.into_inner());
+        match wallet.sync(&*chain) {
+            Ok(synced) => {
+                let ms = started.elapsed().as_millis();
+                info!(height = synced.tip, blocks = synced.connected, ms, "wallet synced");
+            }
+            Err(e) => warn!("the wallet cannot follow the chain yet (it tries again): {e}"),
+        }
+    });
     loop {
         w.new_block = false;
         chain_events::check_fresh(&shared, &mut w).await;
@@ -164,8 +178,7 @@ async fn blocks<C: Chain + BlockSource + Send + Sync + 'static>(
 
 /// Hands the blocks just read to the payee's wallet, so that it follows the chain without
 /// reading them again, and a bump finds it up to date. A wallet that is not at the block below
-/// (it has not synced since the daemon started) refuses them; its next sync, before a bump,
-/// reads what it lacks.
+/// (the daemon just started) refuses them, and then syncs on this blocking thread.
 fn feed_wallet<C: Chain + BlockSource + Send + Sync + 'static>(
     shared: &Arc<Shared<C>>,
     progress: &Progress,
@@ -178,13 +191,18 @@ fn feed_wallet<C: Chain + BlockSource + Send + Sync + 'static>(
             BlockEvent::Disconnected { .. } => None,
         })
         .collect();
-    let wallet = Arc::clone(&shared.wallet);
+    let (wallet, chain) = (Arc::clone(&shared.wallet), Arc::clone(&shared.chain));
     tokio::task::spawn_blocking(move || {
         let mut wallet = wallet.lock().unwrap_or_else(|e| e.into_inner());
-        if blocks.iter().all(|(block, height)| wallet.apply_block(block, *height).is_ok()) {
-            if let Err(e) = wallet.save() {
-                warn!("cannot save the wallet: {e}");
-            }
+        let fed = blocks.iter().all(|(block, height)| wallet.apply_block(block, *height).is_ok());
+        let saved = match fed {
+            true => wallet.save(),
+            // Behind (just started, or a node outage): it reads what it lacks, here rather
+            // than in the middle of a bump.
+            false => wallet.sync(&*chain).map(|_| ()),
+        };
+        if let Err(e) = saved {
+            warn!("the wallet cannot follow the chain (bumps will try again): {e}");
         }
     });
 }
@@ -309,16 +327,24 @@ async fn broadcast_due<C: Chain + BlockSource + Send + Sync + 'static>(
     for ((id, _), spend) in due.into_iter().zip(spends) {
         w.due.insert(id);
         let Some(slot) = shared.slot(id) else { continue };
-        let slot = slot.lock().await;
-        let terms = &slot.payee.state().terms;
-        let (capacity, step) = (terms.capacity, terms.ladder.step());
-        for action in slot.payee.tip_changed(tip).unwrap_or_default() {
-            let PayeeAction::Broadcast(tx) = action else { continue };
-            let txid = tx.compute_txid();
+        // What to broadcast, read under the channel's lock; the node is asked without it.
+        let closes: Vec<Close> = {
+            let slot = slot.lock().await;
+            let terms = &slot.payee.state().terms;
+            let (capacity, target_blocks) = (terms.capacity, terms.ladder.step());
+            let actions = slot.payee.tip_changed(tip).unwrap_or_default();
+            actions
+                .into_iter()
+                .filter_map(|a| match a {
+                    PayeeAction::Broadcast(tx) => Some(Close { tx, capacity, target_blocks }),
+                    _ => None,
+                })
+                .collect()
+        };
+        for close in closes {
+            let txid = close.tx.compute_txid();
             let Some(stuck) = w.bumps.poll(txid, spend, tip) else { continue };
-            let close = Close { tx, capacity, target_blocks: step };
-            let bumped = shared.close(id, close, stuck).await.unwrap_or(false);
-            if bumped {
+            if shared.close(id, close, stuck, false).await.unwrap_or(false) {
                 w.bumps.bumped(txid);
             }
         }

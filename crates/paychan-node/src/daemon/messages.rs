@@ -19,7 +19,7 @@ use paychan::keys::{ChannelSigner, SignatureCheck};
 use paychan::store::StoreError;
 use paychan::watch::BlockSource;
 use paychan::wire::{ChannelId, ErrorMessage, Extension, Message, OpenChannel};
-use paychan_wallet::{Branch, WalletError};
+use paychan_wallet::WalletError;
 
 use super::{ServiceError, Shared, Slot, MIN_FEERATE_TARGET};
 use crate::net::{Connection, NetError};
@@ -170,7 +170,7 @@ impl<C: Chain + BlockSource + Send + Sync + 'static> Shared<C> {
         };
         let mut config = PayeeConfig {
             network: c.network,
-            payout: self.wallet().address(Branch::Receive, 0)?,
+            payout: self.stand_in_payout.clone(),
             margin: c.margin,
             min_step: c.min_step,
             max_lifetime: c.max_lifetime,

@@ -38,7 +38,7 @@ use paychan::closing::Closure;
 use paychan::store::{ChannelRecord, ChannelState, Store, StoreError};
 use paychan::watch::{BlockId, BlockSource, FundingWatch};
 use paychan::wire::{ChannelId, Message};
-use paychan_wallet::{ChannelKeys, Wallet, WalletError};
+use paychan_wallet::{Branch, ChannelKeys, Wallet, WalletError};
 
 use crate::fee_bump::{self, Close, Outcome};
 
@@ -193,6 +193,11 @@ type Slots = HashMap<ChannelId, Arc<tokio::sync::Mutex<Slot>>>;
 struct Shared<C> {
     config: DaemonConfig,
     node_secret: SecretKey,
+    /// The address an `open_channel`'s terms are checked with, before a fresh one is handed
+    /// out: derived once, so that no check waits for the wallet (a bump may hold it).
+    stand_in_payout: bitcoin::Address,
+    /// The payee's wallet: payout addresses, and the coins that pay for bumps. Locked from
+    /// blocking threads only.
     wallet: Arc<Mutex<Wallet>>,
     store: StoreWriter,
     chain: Arc<C>,
@@ -287,6 +292,7 @@ impl<C: Chain + BlockSource + Send + Sync + 'static> Daemon<C> {
         let shared = Shared {
             config,
             node_secret: wallet.node_secret()?,
+            stand_in_payout: wallet.address(Branch::Receive, 0)?,
             wallet: Arc::new(Mutex::new(wallet)),
             store: StoreWriter::spawn(store),
             chain: Arc::new(chain),
@@ -478,12 +484,10 @@ impl<C: Chain + BlockSource + Send + Sync + 'static> Shared<C> {
                 PayeeAction::Broadcast(tx) => {
                     let terms = &slot.payee.state().terms;
                     let (capacity, target_blocks) = (terms.capacity, terms.ladder.step());
-                    // Not awaited: the payer's answer need not wait for the node.
-                    drop(self.close(
-                        terms.channel_id,
-                        Close { tx, capacity, target_blocks },
-                        false,
-                    ));
+                    // Not awaited: the payer's answer need not wait for the node (and the task
+                    // may wait for the wallet).
+                    let close = Close { tx, capacity, target_blocks };
+                    drop(self.close(terms.channel_id, close, false, true));
                 }
                 other => warn!("an action this build does not know: {other:?}"),
             }
@@ -505,8 +509,15 @@ impl<C: Chain + BlockSource + Send + Sync + 'static> Shared<C> {
 
     /// Broadcasts `close` of channel `id` on a blocking thread, bumped by CPFP if the node
     /// refuses it for its fee or `stuck` says it waited in the mempool; the task says whether
-    /// it was bumped.
-    fn close(&self, id: ChannelId, close: Close, stuck: bool) -> tokio::task::JoinHandle<bool> {
+    /// it was bumped. A bump finding the wallet busy waits for it if `wait` (a task nobody
+    /// awaits), else gives up until the next poll (the watcher, which must not be held up).
+    fn close(
+        &self,
+        id: ChannelId,
+        close: Close,
+        stuck: bool,
+        wait: bool,
+    ) -> tokio::task::JoinHandle<bool> {
         let (chain, wallet) = (Arc::clone(&self.chain), Arc::clone(&self.wallet));
         tokio::task::spawn_blocking(move || {
             let txid = close.tx.compute_txid();
@@ -517,10 +528,21 @@ impl<C: Chain + BlockSource + Send + Sync + 'static> Shared<C> {
             }
             .and_then(|refused| match refused {
                 false => Ok(Outcome::Broadcast),
-                true => {
-                    let mut wallet = wallet.lock().unwrap_or_else(|e| e.into_inner());
-                    fee_bump::bump(&*chain, &mut wallet, &close)
-                }
+                true => match wallet.try_lock() {
+                    Ok(mut wallet) => fee_bump::bump(&*chain, &mut wallet, &close),
+                    Err(std::sync::TryLockError::Poisoned(e)) => {
+                        fee_bump::bump(&*chain, &mut e.into_inner(), &close)
+                    }
+                    // Following the chain (after a start, possibly long): the watcher asks
+                    // again at the next poll, and is not held up meanwhile.
+                    Err(std::sync::TryLockError::WouldBlock) if !wait => {
+                        Err(fee_bump::BumpError::Busy)
+                    }
+                    Err(std::sync::TryLockError::WouldBlock) => {
+                        let mut wallet = wallet.lock().unwrap_or_else(|e| e.into_inner());
+                        fee_bump::bump(&*chain, &mut wallet, &close)
+                    }
+                },
             });
             match outcome {
                 Ok(Outcome::Broadcast) => {
