@@ -8,7 +8,6 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::str::FromStr;
-use std::time::{Duration, Instant};
 
 use bdk_wallet::miniscript::Descriptor;
 use bdk_wallet::{KeychainKind, SignOptions, Wallet};
@@ -17,7 +16,7 @@ use bitcoin::secp256k1::Secp256k1;
 use bitcoin::{
     Address, Amount, FeeRate, Network, OutPoint, Psbt, PublicKey, ScriptBuf, Sequence, Txid,
 };
-use common::cli::{Daemon, Party};
+use common::cli::{mining_until_done, Daemon, Party};
 use common::node::Node;
 use paychan::watch::BlockSource;
 use serde_json::Value;
@@ -152,8 +151,7 @@ fn open_external(payer: &Party, daemon: &Daemon, capacity: u64) -> External {
 /// Runs `paychan --json fund CHANNEL --psbt FILE`, mining a block every 100 ms until it
 /// returns (it waits for the funding's confirmations), and returns its JSON.
 fn fund_mining(node: &Node, payer: &Party, channel: &str, psbt: &Path) -> Value {
-    let start = Instant::now();
-    let mut child = payer
+    let child = payer
         .command()
         .args(["--json", "fund", channel, "--psbt"])
         .arg(psbt)
@@ -161,20 +159,7 @@ fn fund_mining(node: &Node, payer: &Party, channel: &str, psbt: &Path) -> Value 
         .stderr(Stdio::piped())
         .spawn()
         .expect("run paychan fund");
-    let deadline = start + Duration::from_secs(60);
-    while child.try_wait().expect("wait").is_none() {
-        assert!(Instant::now() < deadline, "fund did not return within 60 s");
-        std::thread::sleep(Duration::from_millis(100));
-        node.mine(1);
-    }
-    let out = child.wait_with_output().expect("fund output");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "fund failed: {stderr}");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 1, "expected one line of JSON, got {stdout:?}");
-    eprintln!("fund returned in {:?}", start.elapsed());
-    serde_json::from_str(lines[0]).expect("fund prints JSON")
+    mining_until_done(node, child, "fund")
 }
 
 /// Checks `fund`'s JSON and the funding on chain: `psbt`'s transaction, confirmed, paying

@@ -47,10 +47,29 @@ fn package_rate(node: &Node, close: &Transaction, child: &Transaction) -> f64 {
     fees.to_sat() as f64 / vsize as f64
 }
 
-fn open(node: &Node, payer: &Party, daemon: &Daemon) -> (String, Txid) {
-    let open = payer.open(node, daemon, 200_000, &TERMS);
+/// A node, a payee with its daemon and a funded payer, and a channel of 200,000 sat between
+/// them; the payee's wallet gets coins too if `payee_coins`.
+struct Setup {
+    node: Node,
+    payee: Party,
+    payer: Party,
+    daemon: Daemon,
+    channel: String,
+    funding: Txid,
+}
+
+fn setup(payee_coins: bool) -> Setup {
+    let node = Node::start();
+    let (payee, payer) = (Party::new(&node), Party::new(&node));
+    payer.fund(&node);
+    if payee_coins {
+        payee.fund(&node);
+    }
+    let daemon = Daemon::start(&payee, None, &[]);
+    let open = payer.open(&node, &daemon, 200_000, &TERMS);
     let channel = open["channel_id"].as_str().unwrap().to_owned();
-    (channel, open["funding_txid"].as_str().unwrap().parse().unwrap())
+    let funding = open["funding_txid"].as_str().unwrap().parse().unwrap();
+    Setup { node, payee, payer, daemon, channel, funding }
 }
 
 /// Restarts the node with the high relay fee, the payee's daemon stopped meanwhile (it reads
@@ -71,13 +90,8 @@ fn confirmed_height(node: &Node, txid: Txid) -> u32 {
 
 #[test]
 fn the_payees_commitment_below_the_relay_minimum_confirms_by_cpfp_and_the_older_state_is_refused() {
-    let mut node = Node::start();
-    let (payee, payer) = (Party::new(&node), Party::new(&node));
-    payer.fund(&node);
     // The payee's 2,000 sat output cannot pay the bump alone: a wallet coin joins it.
-    payee.fund(&node);
-    let daemon = Daemon::start(&payee, None, &[]);
-    let (channel, funding) = open(&node, &payer, &daemon);
+    let Setup { mut node, payee, payer, daemon, channel, funding } = setup(true);
     // A checkpoint at 1,000 sat, the payer's way out; then a payment on the next rung, the
     // payee's newest state, final `step` blocks before that checkpoint.
     payer.json(&["pay", &channel, "1000", "--checkpoint"]);
@@ -120,12 +134,7 @@ fn the_payees_commitment_below_the_relay_minimum_confirms_by_cpfp_and_the_older_
 
 #[test]
 fn a_settlement_below_the_relay_minimum_is_bumped_by_the_payee() {
-    let mut node = Node::start();
-    let (payee, payer) = (Party::new(&node), Party::new(&node));
-    payer.fund(&node);
-    payee.fund(&node);
-    let daemon = Daemon::start(&payee, None, &[]);
-    let (channel, funding) = open(&node, &payer, &daemon);
+    let Setup { mut node, payee, payer, daemon, channel, funding } = setup(true);
     payer.json(&["pay", &channel, "30000"]);
     let daemon = raise_relay_fee(&mut node, &payee, daemon);
 
@@ -147,11 +156,7 @@ fn a_settlement_below_the_relay_minimum_is_bumped_by_the_payee() {
 
 #[test]
 fn the_payers_refund_below_the_relay_minimum_is_bumped_by_its_watch() {
-    let mut node = Node::start();
-    let (payee, payer) = (Party::new(&node), Party::new(&node));
-    payer.fund(&node);
-    let daemon = Daemon::start(&payee, None, &[]);
-    let (channel, funding) = open(&node, &payer, &daemon);
+    let Setup { mut node, payer, daemon, channel, funding, .. } = setup(false);
     let refund: Value = payer.channel(&channel)["refund_locktime"].clone();
     let refund = refund.as_u64().unwrap() as u32;
     // The payee vanishes, with nothing paid: the refund is the payer's way out.

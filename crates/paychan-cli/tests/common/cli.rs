@@ -97,17 +97,7 @@ impl Party {
     /// Opens a channel to `daemon`, mining a block every 100 ms until `open` returns, and
     /// returns its JSON.
     pub fn open(&self, node: &Node, daemon: &Daemon, capacity: u64, extra: &[&str]) -> Value {
-        let mut child = self.spawn_open(daemon, capacity, extra);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while child.try_wait().expect("wait").is_none() {
-            assert!(Instant::now() < deadline, "open did not return within 60 s");
-            std::thread::sleep(Duration::from_millis(100));
-            node.mine(1);
-        }
-        let out = child.wait_with_output().expect("open output");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "open failed: {stderr}");
-        one_json_object(&String::from_utf8_lossy(&out.stdout))
+        mining_until_done(node, self.spawn_open(daemon, capacity, extra), "open")
     }
 
     /// Starts `paychan --json open` to `daemon` in the background (it returns once the funding
@@ -295,6 +285,21 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Mines a block every 100 ms until `child` (a `paychan --json` command that waits for
+/// confirmations, such as `open` or `fund`) exits, checks it succeeded, and returns its JSON.
+pub fn mining_until_done(node: &Node, mut child: Child, what: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().expect("wait").is_none() {
+        assert!(Instant::now() < deadline, "{what} did not return within 60 s");
+        std::thread::sleep(Duration::from_millis(100));
+        node.mine(1);
+    }
+    let out = child.wait_with_output().expect("the command's output");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{what} failed: {stderr}");
+    one_json_object(&String::from_utf8_lossy(&out.stdout))
 }
 
 fn unique(path: PathBuf) -> PathBuf {
