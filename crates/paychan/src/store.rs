@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::channel::{ChannelTerms, FundedChannel, PayeeStage, PayeeState, PayerStage, PayerState};
 use crate::closing::Closure;
+use crate::funding::FundingScript;
 use crate::watch::BlockId;
 use crate::wire::ChannelId;
 
@@ -245,6 +246,16 @@ struct VersionedRef<'a, T> {
 }
 
 impl ChannelState {
+    /// Returns the funding output's script, once both keys are known (the payee has
+    /// accepted): its descriptor, `wsh(multi(2,payer,payee))`, lets any wallet watch it.
+    pub fn funding_script(&self) -> Option<FundingScript> {
+        let (payer_key, payee_key) = match self {
+            ChannelState::Payer(s) => (s.terms.payer_key, s.payee_key()?),
+            ChannelState::Payee(s) => (s.terms.payer_key, s.payee_key),
+        };
+        FundingScript::new(payer_key, payee_key).ok()
+    }
+
     /// Returns `"payer"` or `"payee"`.
     pub fn role(&self) -> &'static str {
         match self {

@@ -12,7 +12,6 @@ use super::{connect_node, open_datadir, CliError, Output};
 use paychan::chain::{Chain, TxStatus};
 use paychan::channel::{ChannelParams, CheckpointPolicy, PayeeConfig};
 use paychan::closing::{split, ClosingKind, Closure};
-use paychan::funding::FundingScript;
 use paychan::store::{ChannelRecord, ChannelState, Store};
 use paychan::wire::ChannelId;
 use paychan_bitcoind::RpcChain;
@@ -274,7 +273,10 @@ pub(super) fn show(g: &Global, id: ChannelId) -> Result<Output, CliError> {
     let mut json = summary(&record, &view);
     json["tip"] = view.tip.into();
     json["peer"] = record.peer.clone().into();
-    json["funding_descriptor"] = funding_descriptor(&record.state).into();
+    // `wsh(multi(2,payer,payee))#checksum`, once both keys are known: any wallet can watch
+    // the output with it.
+    let descriptor = record.state.funding_script().map(|f| f.descriptor().to_string());
+    json["funding_descriptor"] = descriptor.into();
     view.warn(&mut json);
     let field = |name: &str| match &json[name] {
         Value::String(s) => s.clone(),
@@ -310,18 +312,6 @@ pub(super) fn show(g: &Global, id: ChannelId) -> Result<Output, CliError> {
         view.note(),
     );
     Ok(Output { json, text })
-}
-
-/// The funding output's descriptor, `wsh(multi(2,payer,payee))#checksum`, once both keys are
-/// known: any wallet can watch the output with it.
-fn funding_descriptor(state: &ChannelState) -> Option<String> {
-    match state {
-        ChannelState::Payer(state) => paychan_node::client::funding_descriptor(state),
-        ChannelState::Payee(state) => {
-            let script = FundingScript::new(state.terms.payer_key, state.payee_key).ok()?;
-            Some(script.descriptor().to_string())
-        }
-    }
 }
 
 /// What `list` and `show` learn from the node, if it answers: they read local state and still

@@ -28,7 +28,6 @@ use paychan::chain::{Chain, Rejection};
 use paychan::channel::{
     CheckpointPolicy, Payer, PayerAction, PayerConfig, PayerStage, PayerState, Payment,
 };
-use paychan::funding::FundingScript;
 use paychan::store::{ChannelRecord, ChannelState, Store};
 use paychan::watch::BlockSource;
 use paychan::wire::{self, ChannelId, Extension, Message};
@@ -670,7 +669,10 @@ impl<'a, C: Chain + BlockSource, S: Store> PayerClient<'a, C, S> {
                 }
                 PayerAction::FundChannel { address, amount } if self.external.is_some() => {
                     let channel_id = self.channel_id();
-                    let descriptor = funding_descriptor(self.payer.state())
+                    let state = ChannelState::Payer(self.payer.state().clone());
+                    let descriptor = state
+                        .funding_script()
+                        .map(|f| f.descriptor().to_string())
                         .ok_or(ClientError::UnknownAction("funding before accept".into()))?;
                     let request = ExternalFunding { channel_id, address, amount, descriptor };
                     self.external = Some(Some(request));
@@ -774,19 +776,6 @@ fn payer_record(
     };
     let peer = record.peer.as_deref().and_then(|p| p.parse().ok());
     Ok((state, record.key_index, peer.ok_or(ClientError::CorruptPeer(id))?))
-}
-
-/// Returns the descriptor of a payer channel's funding output, `wsh(multi(2,payer,payee))`
-/// with its checksum, once the payee's key is known.
-pub fn funding_descriptor(state: &PayerState) -> Option<String> {
-    let payee_key = match &state.stage {
-        PayerStage::AwaitingAccept => return None,
-        PayerStage::AwaitingFunding { payee_key, .. } => *payee_key,
-        PayerStage::AwaitingRefund { channel, .. } => channel.params().payee_key,
-        PayerStage::Funded(f) => f.funded.channel.params().payee_key,
-    };
-    let script = FundingScript::new(state.terms.payer_key, payee_key).ok()?;
-    Some(script.descriptor().to_string())
 }
 
 fn in_flight(p: &Payment, e: ClientError) -> ClientError {

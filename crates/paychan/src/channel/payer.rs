@@ -112,6 +112,18 @@ pub struct PayerState {
     pub stage: PayerStage,
 }
 
+impl PayerState {
+    /// Returns the payee's channel key, once it has accepted.
+    pub fn payee_key(&self) -> Option<PublicKey> {
+        match &self.stage {
+            PayerStage::AwaitingAccept => None,
+            PayerStage::AwaitingFunding { payee_key, .. } => Some(*payee_key),
+            PayerStage::AwaitingRefund { channel, .. } => Some(channel.params().payee_key),
+            PayerStage::Funded(f) => Some(f.funded.channel.params().payee_key),
+        }
+    }
+}
+
 /// The payer's state machine.
 #[derive(Debug, Clone)]
 pub struct Payer {
