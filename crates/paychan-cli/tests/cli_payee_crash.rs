@@ -125,11 +125,14 @@ fn payee_killed_during_opens_strands_no_funding() {
     node.mine_to_address(110, &address.assume_checked());
     let mut daemon = Daemon::start(&payee, None, &[]);
     let listen = daemon.listen.clone();
-    let terms = ["--timeout", "2", "--lifetime", "60", "--step", "2", "--feerate", "2"];
+    // The lifetime outlasts the blocks mined meanwhile: a block every 50 ms while six opens
+    // run, each up to its 2 s timeout when the kill lands mid-handshake (60 blocks were too few
+    // when two rounds timed out).
+    let terms = ["--timeout", "2", "--lifetime", "300", "--step", "2", "--feerate", "2"];
     for round in 0..6u64 {
         let mut open = payer.spawn_open(&daemon, 100_000, &terms);
         // Kill the payee 0 to 125 ms into the open, at a different point each round: `open`
-        // connects after 20 to 60 ms here (the wallet's scan comes first), so some kills land
+        // connects after a few tens of ms here (the wallet's sync comes first), so some kills land
         // before it connects, some while the payee accepts or signs the refund, some after.
         let jitter =
             SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().subsec_nanos();
