@@ -20,9 +20,14 @@ fn payer_killed_at_random_moments_agrees_with_the_payee_after() {
     let OpenChannel { node: _node, daemon: _daemon, payee, payer, channel, .. } =
         OpenChannel::new(1_000_000, &terms, &[]);
 
-    // Kill each `pay` after 0 to 19.5 ms, spread over the whole life of the process (a `pay`
-    // takes a few ms here): before it connects, while it signs and persists, while it waits for
-    // the acknowledgement, after.
+    // Kill each `pay` at a moment spread over the whole life of the process: before it
+    // connects, while it signs and persists, while it waits for the acknowledgement, after. The
+    // span is three times a `show` of the channel (a process that opens the data directory and
+    // asks the node, as `pay` does before it connects), at least 20 ms: a loaded machine
+    // stretches both alike.
+    let started = std::time::Instant::now();
+    payer.channel(&channel);
+    let span = (started.elapsed() * 3).max(Duration::from_millis(20));
     for k in 0..KILLS {
         let mut child = payer
             .command()
@@ -31,7 +36,9 @@ fn payer_killed_at_random_moments_agrees_with_the_payee_after() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("run pay");
-        std::thread::sleep(Duration::from_micros(k * 500));
+        std::thread::sleep(
+            span * u32::try_from(k).expect("few") / u32::try_from(KILLS).expect("few"),
+        );
         let _ = child.kill();
         child.wait().expect("wait");
     }
