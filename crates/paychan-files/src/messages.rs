@@ -135,7 +135,7 @@ mod tests {
             data: vec![0xab; size],
         });
         let encoded = Message::Extension(chunk.to_extension()).encode();
-        assert!(encoded.len() <= paychan_node::net::frame::MAX_FRAME);
+        assert!(encoded.len() <= paychan_node::net::MAX_MESSAGE);
         for m in [request, offer, chunk] {
             let Message::Extension(e) =
                 Message::decode(&Message::Extension(m.to_extension()).encode()).unwrap()

@@ -2,7 +2,7 @@
 //!
 //! A length above [`MAX_FRAME`] is refused before any of the payload is read, so a peer cannot
 //! make us allocate more than that. [`decode_frame`] decodes from bytes already in hand (for a
-//! caller that buffers them itself); [`read_frame`] and [`write_frame`] read and write frames on
+//! caller that buffers them itself); [`read_frame`] and [`write_frames`] read and write frames on
 //! a tokio stream, with the same limit.
 
 use std::time::Duration;
@@ -10,9 +10,10 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::timeout;
 
-/// The largest payload accepted, in bytes. The largest message, `funding_created`, carries one
-/// funding transaction in hex: 64 KiB leaves room for a few hundred inputs.
-pub const MAX_FRAME: usize = 64 * 1024;
+/// The largest payload accepted, in bytes: a Noise message, sealed (see
+/// [`super::session::MAX_MESSAGE`] for the largest message inside). The largest messages, a
+/// `funding_created` with its funding transaction in hex and a file chunk, fit with room.
+pub const MAX_FRAME: usize = 65_535;
 
 /// The length prefix's size.
 const PREFIX: usize = 4;
@@ -41,6 +42,12 @@ pub enum FrameError {
         /// The timeout.
         secs: f64,
     },
+    /// A frame could not be written within the frame timeout: the peer does not read.
+    #[error("the peer took no data for {secs} s")]
+    WriteStalled {
+        /// The timeout.
+        secs: f64,
+    },
     /// The connection ended in the middle of a frame.
     #[error("connection closed in the middle of a frame")]
     Truncated,
@@ -54,10 +61,8 @@ pub enum FrameError {
 /// # Errors
 /// [`FrameError::TooLarge`] if the payload is above [`MAX_FRAME`].
 pub fn encode_frame(payload: &[u8]) -> Result<Vec<u8>, FrameError> {
-    let len = checked_len(payload.len())?;
     let mut frame = Vec::with_capacity(PREFIX + payload.len());
-    frame.extend_from_slice(&len.to_be_bytes());
-    frame.extend_from_slice(payload);
+    push_frame(&mut frame, payload)?;
     Ok(frame)
 }
 
@@ -116,16 +121,33 @@ fn truncated(e: std::io::Error) -> FrameError {
     }
 }
 
-/// Writes one frame and flushes it.
+/// Writes `bytes` (whole frames) and flushes them, within `within`: a peer that does not read
+/// cannot hold the writer (and what it has queued) forever.
 ///
 /// # Errors
-/// [`FrameError::TooLarge`] or [`FrameError::Io`].
-pub async fn write_frame<W: AsyncWrite + Unpin>(
+/// [`FrameError::WriteStalled`] or [`FrameError::Io`].
+pub async fn write_frames<W: AsyncWrite + Unpin>(
     w: &mut W,
-    payload: &[u8],
+    bytes: &[u8],
+    within: Duration,
 ) -> Result<(), FrameError> {
-    w.write_all(&encode_frame(payload)?).await?;
-    w.flush().await?;
+    let write = async {
+        w.write_all(bytes).await?;
+        w.flush().await
+    };
+    timeout(within, write)
+        .await
+        .map_err(|_| FrameError::WriteStalled { secs: within.as_secs_f64() })??;
+    Ok(())
+}
+
+/// Appends `payload` with its length prefix to `out`.
+///
+/// # Errors
+/// [`FrameError::TooLarge`] if the payload is above [`MAX_FRAME`].
+pub fn push_frame(out: &mut Vec<u8>, payload: &[u8]) -> Result<(), FrameError> {
+    out.extend_from_slice(&checked_len(payload.len())?.to_be_bytes());
+    out.extend_from_slice(payload);
     Ok(())
 }
 

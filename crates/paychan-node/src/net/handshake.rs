@@ -1,58 +1,71 @@
-//! The handshake: the first frame each way, before any channel message.
+//! The handshake: Noise `NX` (X25519, ChaCha20-Poly1305, SHA-256, by the `snow` crate), two
+//! messages, before any channel message. It does no I/O: the caller moves the bytes.
 //!
-//! The payer knows the payee by its node key (printed by `paychan init`). It opens with a
-//! [`Hello`] carrying the protocol version and a fresh random nonce; the payee answers with a
-//! [`Welcome`] carrying its node key and an ECDSA signature over
-//! `SHA256("paychan handshake v1" || nonce || node key)`. A payee that cannot sign for the
-//! expected key, or an answer to another nonce, is refused. A payee that speaks another
-//! version answers [`HelloReply::Refused`] and closes.
+//! ```text
+//! payer (initiator)                                        payee (responder)
+//!   -> e, payload: TRANSPORT_VERSION (2 bytes, in clear)
+//!                          <- e, ee, s, es, payload: HelloReply (encrypted)
+//! ```
 //!
-//! The connection is not encrypted, and past the handshake not authenticated: channel messages
-//! carry signatures worthless to anyone but the two parties, each checked by the state machines,
-//! so no forged message moves money; but a message's other fields (a `pay`'s checkpoint flag,
-//! an `error`) can be forged or dropped on the path, which can stop a channel (see
-//! docs/protocol.md, Transport).
+//! The payee's Noise static key `s` is made when its daemon starts, and its node key (the
+//! secp256k1 key `paychan init` prints, which the payer names in `NODE_ID@HOST:PORT`) signs it:
+//! the [`Welcome`] carries that certificate. The payer accepts the session only if the
+//! certificate is the expected node's signature over the very static key the handshake
+//! authenticated (`es`: only its holder could have sent the second message). So the session's
+//! keys are shared with that node and nobody else, and every frame after it is encrypted and
+//! authenticated ([`crate::net::session`]).
+//!
+//! `snow` offers no secp256k1 Diffie-Hellman, so the node key cannot be the Noise static key
+//! itself as in Lightning's BOLT 8; it certifies it instead.
+//!
+//! The payer has no static key: it proves each channel's payer key separately, by signing this
+//! session's handshake hash ([`paychan::auth`]).
 
 use bitcoin::hashes::{sha256, Hash, HashEngine};
 use bitcoin::hex::{DisplayHex, FromHex};
 use bitcoin::secp256k1::{ecdsa, Message, Secp256k1, SecretKey};
 use bitcoin::PublicKey;
 use serde::{Deserialize, Serialize};
+use snow::{HandshakeState, StatelessTransportState};
 
-use paychan::wire::PROTOCOL_VERSION;
+use super::session::Session;
 
-/// Domain separation for the signed digest.
-const TAG: &[u8] = b"paychan handshake v1";
+/// The Noise protocol.
+pub const NOISE_PARAMS: &str = "Noise_NX_25519_ChaChaPoly_SHA256";
 
-/// Payer -> payee: the first frame.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Hello {
-    /// The protocol version the payer speaks.
-    pub protocol_version: u16,
-    /// 32 random bytes, in hex, for the payee to sign.
-    pub nonce: String,
-}
+/// The version of this transport, sent in the first message. The plaintext transport of
+/// earlier releases had none; its first byte is a `{`.
+pub const TRANSPORT_VERSION: u16 = 1;
 
-/// Payee -> payer: proof of the node key.
+/// Bound into the handshake hash: a session of another protocol cannot pass for one of ours.
+const PROLOGUE: &[u8] = b"paychan transport";
+
+/// Domain separation for the node key's certificate of the static key.
+const CERTIFICATE_TAG: &[u8] = b"paychan noise static key";
+
+/// The largest handshake message: the second, with its encrypted [`HelloReply`].
+const MAX_HANDSHAKE: usize = 1024;
+
+/// Payee -> payer, in the second handshake message: the node key and its certificate of the
+/// static key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Welcome {
-    /// The protocol version the payee speaks.
-    pub protocol_version: u16,
+    /// The transport version the payee speaks.
+    pub transport_version: u16,
     /// The payee's node key.
     pub node_id: PublicKey,
-    /// DER signature over the handshake digest, in hex.
-    pub signature: String,
+    /// The node key's DER signature over the certificate digest of the static key, in hex.
+    pub certificate: String,
 }
 
-/// Payee -> payer: the answer to a [`Hello`].
+/// Payee -> payer: the encrypted payload of the second handshake message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum HelloReply {
-    /// The payee proves its key; channel messages may follow.
+    /// The payee proves its node key; channel messages may follow.
     Welcome(Welcome),
-    /// The payee refuses (another protocol version, a malformed or late hello), and closes.
+    /// The payee refuses (another transport version), and closes.
     Refused {
         /// Why, in words.
         reason: String,
@@ -63,11 +76,14 @@ pub enum HelloReply {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum HandshakeError {
-    /// The first frame is not a handshake message.
+    /// A handshake message is malformed, or fails its authentication.
     #[error("malformed handshake: {0}")]
     Malformed(String),
-    /// The peer speaks another protocol version.
-    #[error("peer speaks protocol version {got}, this build speaks {supported}")]
+    /// The peer speaks the plaintext transport of releases before the encrypted one.
+    #[error("the peer speaks the old plaintext transport; both sides need this release")]
+    Plaintext,
+    /// The peer speaks another transport version.
+    #[error("peer speaks transport version {got}, this build speaks {supported}")]
     UnsupportedVersion {
         /// The peer's version.
         got: u16,
@@ -85,7 +101,7 @@ pub enum HandshakeError {
         /// The node key it presented, in hex.
         got: String,
     },
-    /// The signature does not prove the node key.
+    /// The certificate does not prove the node key.
     #[error("peer failed to prove node key {node_id}")]
     BadProof {
         /// The key it claimed, in hex.
@@ -93,96 +109,188 @@ pub enum HandshakeError {
     },
 }
 
-/// Returns a [`Hello`] with a fresh nonce, and the nonce.
-pub fn hello() -> (Hello, [u8; 32]) {
-    use bitcoin::secp256k1::rand::RngCore;
-    let mut nonce = [0u8; 32];
-    bitcoin::secp256k1::rand::thread_rng().fill_bytes(&mut nonce);
-    (Hello { protocol_version: PROTOCOL_VERSION, nonce: nonce.as_hex().to_string() }, nonce)
+fn malformed(e: impl std::fmt::Display) -> HandshakeError {
+    HandshakeError::Malformed(e.to_string())
 }
 
-/// The payee's answer to a payer's first frame.
-#[derive(Debug, Clone, PartialEq, Eq)]
+fn builder() -> snow::Builder<'static> {
+    snow::Builder::new(NOISE_PARAMS.parse().expect("a valid Noise pattern"))
+}
+
+/// The payee's side of every handshake: its node key, its static key for this run, and the
+/// certificate binding the two. Made once per daemon.
+#[derive(Clone)]
+pub struct NodeIdentity {
+    node_id: PublicKey,
+    static_secret: Vec<u8>,
+    certificate: String,
+}
+
+impl NodeIdentity {
+    /// Makes a fresh static key and has `node_secret` certify it.
+    pub fn new(node_secret: &SecretKey) -> NodeIdentity {
+        let keypair = builder().generate_keypair().expect("the system's random source works");
+        let secp = Secp256k1::signing_only();
+        let node_id = PublicKey::new(node_secret.public_key(&secp));
+        let sig = secp.sign_ecdsa(&certificate_digest(&node_id, &keypair.public), node_secret);
+        let certificate = sig.serialize_der().as_hex().to_string();
+        NodeIdentity { node_id, static_secret: keypair.private, certificate }
+    }
+
+    /// Returns the node key.
+    pub fn node_id(&self) -> PublicKey {
+        self.node_id
+    }
+}
+
+impl std::fmt::Debug for NodeIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the static secret.
+        f.debug_struct("NodeIdentity").field("node_id", &self.node_id).finish_non_exhaustive()
+    }
+}
+
+/// The payer's side, between its first message and the payee's answer.
+pub struct Initiator {
+    state: HandshakeState,
+    expected: PublicKey,
+}
+
+impl Initiator {
+    /// Starts a handshake with the payee whose node key is `expected`: returns the state and the
+    /// first message to send.
+    pub fn start(expected: PublicKey) -> (Initiator, Vec<u8>) {
+        let mut state = builder()
+            .prologue(PROLOGUE)
+            .and_then(snow::Builder::build_initiator)
+            .expect("an initiator builds from a valid pattern");
+        let mut first = vec![0u8; MAX_HANDSHAKE];
+        let len = state
+            .write_message(&TRANSPORT_VERSION.to_be_bytes(), &mut first)
+            .expect("the first message fits");
+        first.truncate(len);
+        (Initiator { state, expected }, first)
+    }
+
+    /// Takes the payee's answer: returns the session if it proves the expected node key.
+    ///
+    /// # Errors
+    /// Any [`HandshakeError`].
+    pub fn finish(mut self, answer: &[u8]) -> Result<Session, HandshakeError> {
+        if answer.first() == Some(&b'{') {
+            return Err(HandshakeError::Plaintext);
+        }
+        let mut payload = vec![0u8; MAX_HANDSHAKE];
+        let len = self.state.read_message(answer, &mut payload).map_err(malformed)?;
+        let reply: HelloReply = serde_json::from_slice(&payload[..len]).map_err(malformed)?;
+        let welcome = match reply {
+            HelloReply::Welcome(w) => w,
+            HelloReply::Refused { reason } => return Err(HandshakeError::Refused(reason)),
+        };
+        if welcome.transport_version != TRANSPORT_VERSION {
+            return Err(HandshakeError::UnsupportedVersion {
+                got: welcome.transport_version,
+                supported: TRANSPORT_VERSION,
+            });
+        }
+        if welcome.node_id != self.expected {
+            let (expected, got) = (self.expected.to_string(), welcome.node_id.to_string());
+            return Err(HandshakeError::WrongNode { expected, got });
+        }
+        let bad = || HandshakeError::BadProof { node_id: welcome.node_id.to_string() };
+        let remote_static = self.state.get_remote_static().ok_or_else(bad)?.to_vec();
+        let der = Vec::<u8>::from_hex(&welcome.certificate).map_err(|_| bad())?;
+        let sig = ecdsa::Signature::from_der(&der).map_err(|_| bad())?;
+        let digest = certificate_digest(&welcome.node_id, &remote_static);
+        Secp256k1::verification_only()
+            .verify_ecdsa(&digest, &sig, &welcome.node_id.inner)
+            .map_err(|_| bad())?;
+        into_session(self.state)
+    }
+}
+
+/// The payee's answer to a payer's first message.
 pub enum Answer {
-    /// Send this proof; channel messages may follow.
-    Welcome(HelloReply),
+    /// Send `reply`; the session is open.
+    Welcome {
+        /// The second handshake message.
+        reply: Vec<u8>,
+        /// The session.
+        session: Session,
+    },
     /// Close the connection, after sending `reply` if there is one.
     Refuse {
         /// Why.
         error: HandshakeError,
-        /// What to tell the payer first, if anything.
-        reply: Option<HelloReply>,
+        /// What to send first, if anything.
+        reply: Option<Vec<u8>>,
     },
 }
 
-/// The payee's side: answers the first frame `bytes`.
-pub fn answer(bytes: &[u8], node_secret: &SecretKey) -> Answer {
-    let malformed =
-        |reason: String| Answer::Refuse { error: HandshakeError::Malformed(reason), reply: None };
-    let hello: Hello = match serde_json::from_slice(bytes) {
-        Ok(hello) => hello,
-        Err(e) => return malformed(e.to_string()),
-    };
-    if hello.protocol_version != PROTOCOL_VERSION {
-        let error = HandshakeError::UnsupportedVersion {
-            got: hello.protocol_version,
-            supported: PROTOCOL_VERSION,
-        };
-        let reply = Some(HelloReply::Refused { reason: error.to_string() });
+/// The payee's side: answers the payer's first message `first`.
+pub fn answer(first: &[u8], identity: &NodeIdentity) -> Answer {
+    let refuse = |error| Answer::Refuse { error, reply: None };
+    if first.first() == Some(&b'{') {
+        // A payer of an earlier release: told so in its own plaintext.
+        let error = HandshakeError::Plaintext;
+        let reply = serde_json::json!({ "refused": { "reason": error.to_string() } });
+        let reply = Some(serde_json::to_vec(&reply).expect("JSON serializes"));
         return Answer::Refuse { error, reply };
     }
-    let nonce = match <[u8; 32]>::from_hex(&hello.nonce) {
-        Ok(nonce) => nonce,
-        Err(e) => return malformed(format!("nonce: {e}")),
+    let mut state = match builder()
+        .local_private_key(&identity.static_secret)
+        .and_then(|b| b.prologue(PROLOGUE))
+        .and_then(snow::Builder::build_responder)
+    {
+        Ok(state) => state,
+        Err(e) => return refuse(malformed(e)),
     };
-    let secp = Secp256k1::signing_only();
-    let node_id = PublicKey::new(node_secret.public_key(&secp));
-    let signature = secp.sign_ecdsa(&digest(&nonce, &node_id), node_secret);
-    Answer::Welcome(HelloReply::Welcome(Welcome {
-        protocol_version: PROTOCOL_VERSION,
-        node_id,
-        signature: signature.serialize_der().as_hex().to_string(),
-    }))
+    let mut payload = [0u8; MAX_HANDSHAKE];
+    let version = match state.read_message(first, &mut payload) {
+        Ok(2) => u16::from_be_bytes([payload[0], payload[1]]),
+        Ok(n) => return refuse(malformed(format!("a first message with {n} bytes of payload"))),
+        Err(e) => return refuse(malformed(e)),
+    };
+    let (reply, error) = if version == TRANSPORT_VERSION {
+        let welcome = Welcome {
+            transport_version: TRANSPORT_VERSION,
+            node_id: identity.node_id,
+            certificate: identity.certificate.clone(),
+        };
+        (HelloReply::Welcome(welcome), None)
+    } else {
+        let error =
+            HandshakeError::UnsupportedVersion { got: version, supported: TRANSPORT_VERSION };
+        (HelloReply::Refused { reason: error.to_string() }, Some(error))
+    };
+    let mut second = vec![0u8; MAX_HANDSHAKE];
+    let payload = serde_json::to_vec(&reply).expect("JSON serializes");
+    let len = match state.write_message(&payload, &mut second) {
+        Ok(len) => len,
+        Err(e) => return refuse(malformed(e)),
+    };
+    second.truncate(len);
+    match error {
+        Some(error) => Answer::Refuse { error, reply: Some(second) },
+        None => match into_session(state) {
+            Ok(session) => Answer::Welcome { reply: second, session },
+            Err(error) => refuse(error),
+        },
+    }
 }
 
-/// The payer's side: checks the payee's reply `bytes` to our `nonce` against `expected`.
-///
-/// # Errors
-/// Any [`HandshakeError`].
-pub fn check_reply(
-    bytes: &[u8],
-    nonce: &[u8; 32],
-    expected: &PublicKey,
-) -> Result<(), HandshakeError> {
-    let reply: HelloReply =
-        serde_json::from_slice(bytes).map_err(|e| HandshakeError::Malformed(e.to_string()))?;
-    let welcome = match reply {
-        HelloReply::Welcome(w) => w,
-        HelloReply::Refused { reason } => return Err(HandshakeError::Refused(reason)),
-    };
-    if welcome.protocol_version != PROTOCOL_VERSION {
-        return Err(HandshakeError::UnsupportedVersion {
-            got: welcome.protocol_version,
-            supported: PROTOCOL_VERSION,
-        });
-    }
-    if welcome.node_id != *expected {
-        let (expected, got) = (expected.to_string(), welcome.node_id.to_string());
-        return Err(HandshakeError::WrongNode { expected, got });
-    }
-    let bad = || HandshakeError::BadProof { node_id: welcome.node_id.to_string() };
-    let der = Vec::<u8>::from_hex(&welcome.signature).map_err(|_| bad())?;
-    let sig = ecdsa::Signature::from_der(&der).map_err(|_| bad())?;
-    Secp256k1::verification_only()
-        .verify_ecdsa(&digest(nonce, &welcome.node_id), &sig, &welcome.node_id.inner)
-        .map_err(|_| bad())
+fn into_session(state: HandshakeState) -> Result<Session, HandshakeError> {
+    let hash: [u8; 32] = state.get_handshake_hash().try_into().map_err(malformed)?;
+    let transport: StatelessTransportState =
+        state.into_stateless_transport_mode().map_err(malformed)?;
+    Ok(Session::new(transport, hash))
 }
 
-fn digest(nonce: &[u8; 32], node_id: &PublicKey) -> Message {
+fn certificate_digest(node_id: &PublicKey, static_key: &[u8]) -> Message {
     let mut engine = sha256::Hash::engine();
-    engine.input(TAG);
-    engine.input(nonce);
+    engine.input(CERTIFICATE_TAG);
     engine.input(&node_id.inner.serialize());
+    engine.input(static_key);
     Message::from_digest(sha256::Hash::from_engine(engine).to_byte_array())
 }
 
@@ -190,52 +298,77 @@ fn digest(nonce: &[u8; 32], node_id: &PublicKey) -> Message {
 mod tests {
     use super::*;
 
-    fn key(byte: u8) -> (SecretKey, PublicKey) {
-        let secret = SecretKey::from_slice(&[byte; 32]).unwrap();
-        (secret, PublicKey::new(secret.public_key(&Secp256k1::new())))
+    fn identity(byte: u8) -> NodeIdentity {
+        NodeIdentity::new(&SecretKey::from_slice(&[byte; 32]).unwrap())
     }
 
-    fn reply_bytes(hello: &Hello, secret: &SecretKey) -> Vec<u8> {
-        let Answer::Welcome(reply) = answer(&serde_json::to_vec(hello).unwrap(), secret) else {
-            panic!("refused a good hello");
+    fn handshake(payee: &NodeIdentity, expected: PublicKey) -> Result<(Session, Session), String> {
+        let (initiator, first) = Initiator::start(expected);
+        let Answer::Welcome { reply, session } = answer(&first, payee) else {
+            return Err("refused".into());
         };
-        serde_json::to_vec(&reply).unwrap()
+        let ours = initiator.finish(&reply).map_err(|e| e.to_string())?;
+        Ok((ours, session))
     }
 
     #[test]
-    fn the_payee_proves_its_key() {
-        let (secret, public) = key(1);
-        let (hello, nonce) = hello();
-        check_reply(&reply_bytes(&hello, &secret), &nonce, &public).unwrap();
+    fn both_sides_share_a_session_with_the_expected_node() {
+        let payee = identity(1);
+        let (mut payer_side, mut payee_side) = handshake(&payee, payee.node_id()).unwrap();
+        assert_eq!(payer_side.hash(), payee_side.hash());
+        let sealed = payer_side.sealer.seal(b"pay").unwrap();
+        assert_eq!(payee_side.opener.open(&sealed).unwrap(), b"pay");
+        let sealed = payee_side.sealer.seal(b"ack").unwrap();
+        assert_eq!(payer_side.opener.open(&sealed).unwrap(), b"ack");
     }
 
     #[test]
-    fn another_key_or_a_replayed_proof_is_refused() {
-        let (secret, _) = key(1);
-        let (_, other) = key(2);
-        let (hello, nonce) = hello();
-        let bytes = reply_bytes(&hello, &secret);
-        let err = check_reply(&bytes, &nonce, &other).unwrap_err();
-        assert!(matches!(err, HandshakeError::WrongNode { .. }), "{err}");
-        // A proof recorded for one nonce does not pass for another.
-        let (_, fresh) = super::hello();
-        let (_, public) = key(1);
-        let err = check_reply(&bytes, &fresh, &public).unwrap_err();
-        assert!(matches!(err, HandshakeError::BadProof { .. }), "{err}");
+    fn another_node_is_refused() {
+        let (payee, other) = (identity(1), identity(2));
+        let err = handshake(&payee, other.node_id()).unwrap_err();
+        assert!(err.contains("not"), "{err}");
+    }
+
+    #[test]
+    fn a_certificate_of_another_static_key_is_refused() {
+        // The node's certificate, replayed by an impostor with its own static key.
+        let payee = identity(1);
+        let mut impostor = identity(3);
+        impostor.node_id = payee.node_id;
+        impostor.certificate = payee.certificate.clone();
+        let err = handshake(&impostor, payee.node_id()).unwrap_err();
+        assert!(err.contains("failed to prove"), "{err}");
+    }
+
+    #[test]
+    fn a_tampered_answer_and_garbage_are_refused() {
+        let payee = identity(1);
+        let (initiator, first) = Initiator::start(payee.node_id());
+        let Answer::Welcome { mut reply, .. } = answer(&first, &payee) else { panic!() };
+        let last = reply.len() - 1;
+        reply[last] ^= 1;
+        assert!(matches!(initiator.finish(&reply), Err(HandshakeError::Malformed(_))));
+        for garbage in [&b""[..], b"\x00\x01", &[7u8; 40]] {
+            assert!(matches!(answer(garbage, &payee), Answer::Refuse { reply: None, .. }));
+        }
+        let Answer::Refuse { error, reply: Some(_) } = answer(br#"{"protocol_version":2}"#, &payee)
+        else {
+            panic!("a plaintext hello is not told why");
+        };
+        assert_eq!(error, HandshakeError::Plaintext);
     }
 
     #[test]
     fn another_version_is_refused_with_a_reason() {
-        let (secret, _) = key(1);
-        let (mut hello, _) = hello();
-        hello.protocol_version = PROTOCOL_VERSION + 1;
-        let Answer::Refuse { error, reply } = answer(&serde_json::to_vec(&hello).unwrap(), &secret)
-        else {
+        let payee = identity(1);
+        let mut state = builder().prologue(PROLOGUE).unwrap().build_initiator().unwrap();
+        let mut first = vec![0u8; MAX_HANDSHAKE];
+        let len = state.write_message(&(TRANSPORT_VERSION + 1).to_be_bytes(), &mut first).unwrap();
+        let Answer::Refuse { error, reply: Some(reply) } = answer(&first[..len], &payee) else {
             panic!("took another version");
         };
         assert!(matches!(error, HandshakeError::UnsupportedVersion { .. }));
-        assert!(matches!(reply, Some(HelloReply::Refused { .. })));
-        let garbage = answer(b"\xff garbage", &secret);
-        assert!(matches!(garbage, Answer::Refuse { reply: None, .. }), "{garbage:?}");
+        let initiator = Initiator { state, expected: payee.node_id() };
+        assert!(matches!(initiator.finish(&reply), Err(HandshakeError::Refused(_))));
     }
 }

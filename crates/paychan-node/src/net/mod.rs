@@ -1,27 +1,30 @@
-//! The transport: wire messages over TCP, in length-prefixed frames, after a handshake in which
-//! the payee proves its node key.
+//! The transport: wire messages over TCP, encrypted and authenticated by Noise, in
+//! length-prefixed frames.
 //!
 //! - [`frame`]: the framing, with its size limit and timeouts;
-//! - [`handshake`]: the first frame each way;
+//! - [`handshake`]: the Noise handshake, in which the payee proves its node key;
+//! - [`session`]: the sealing and opening of every frame after it;
 //! - [`Connection`]: a TCP connection past the handshake, sending and receiving
 //!   [`Message`]s.
 
 pub mod frame;
 pub mod handshake;
+pub mod session;
 
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use bitcoin::secp256k1::SecretKey;
 use bitcoin::PublicKey;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
 pub use frame::{FrameError, MAX_FRAME};
-pub use handshake::HandshakeError;
+pub use handshake::{HandshakeError, NodeIdentity};
 use paychan::wire::{Message, WireError};
+use session::{Opener, Sealer};
+pub use session::{SessionError, MAX_MESSAGE};
 
 /// Errors of the transport.
 #[derive(Debug, thiserror::Error)]
@@ -48,12 +51,18 @@ pub enum NetError {
     /// Framing failed (size, truncation, timeouts, I/O).
     #[error(transparent)]
     Frame(#[from] FrameError),
+    /// A frame failed its authentication, or a message is too large to seal.
+    #[error(transparent)]
+    Session(#[from] SessionError),
     /// A frame is not a message.
     #[error(transparent)]
     Wire(#[from] WireError),
     /// The peer closed the connection.
     #[error("the peer closed the connection")]
     Closed,
+    /// The peer closed the connection, saying why (an `error` about the connection).
+    #[error("the peer closed the connection: {0}")]
+    ClosedBecause(String),
 }
 
 /// A payee's address: `PUBKEY@HOST:PORT`, its node key and where it listens.
@@ -124,6 +133,7 @@ pub struct Connection {
     pub reader: MessageReader,
     /// Sends messages.
     pub writer: MessageWriter,
+    session_hash: [u8; 32],
 }
 
 /// The receiving half of a [`Connection`].
@@ -131,65 +141,75 @@ pub struct MessageReader {
     // Buffered: a message is three reads (prefix byte, rest of prefix, payload), and a peer that
     // pipelines sends many at once.
     read: BufReader<OwnedReadHalf>,
+    opener: Opener,
     timeouts: Timeouts,
 }
 
 /// The sending half of a [`Connection`].
 pub struct MessageWriter {
     write: OwnedWriteHalf,
+    sealer: Sealer,
+    /// How long a write may wait for the peer to take it.
+    within: Duration,
 }
 
 impl Connection {
-    /// Connects to the payee `peer` and checks that it proves its node key, all within the
-    /// handshake timeout.
+    /// Connects to the payee `peer` and runs the handshake, which proves that the session's
+    /// keys are shared with the node `peer` names, all within the handshake timeout.
     ///
     /// # Errors
     /// [`NetError::Connect`], [`NetError::HandshakeTimeout`], [`NetError::Handshake`],
     /// [`NetError::Frame`], [`NetError::Closed`].
     pub async fn connect(peer: &PeerAddr, timeouts: Timeouts) -> Result<Connection, NetError> {
+        let limit = timeouts.handshake;
         let work = async {
             let stream = TcpStream::connect(&peer.addr)
                 .await
                 .map_err(|source| NetError::Connect { addr: peer.addr.clone(), source })?;
-            let mut conn = Connection::new(stream, timeouts);
-            let (hello, nonce) = handshake::hello();
-            conn.writer.send_json(&hello).await?;
+            let (read, mut write) = split(stream);
+            let (initiator, first) = handshake::Initiator::start(peer.node_id);
+            frame::write_frames(&mut write, &frame::encode_frame(&first)?, limit).await?;
+            let mut read = read;
             let reply =
-                conn.reader.recv_frame(timeouts.handshake).await?.ok_or(NetError::Closed)?;
-            handshake::check_reply(&reply, &nonce, &peer.node_id)?;
-            Ok(conn)
+                frame::read_frame(&mut read, limit, limit).await?.ok_or(NetError::Closed)?;
+            let session = initiator.finish(&reply)?;
+            Ok(Connection::new(read, write, session, timeouts))
         };
-        tokio::time::timeout(timeouts.handshake, work)
+        tokio::time::timeout(limit, work)
             .await
-            .map_err(|_| NetError::HandshakeTimeout { secs: timeouts.handshake.as_secs_f64() })?
+            .map_err(|_| NetError::HandshakeTimeout { secs: limit.as_secs_f64() })?
     }
 
-    /// Takes an incoming connection: answers the payer's hello with proof of `node_secret`. A
-    /// connection that fails the handshake is told why (a `refused` answer, best effort) before
-    /// it is dropped.
+    /// Takes an incoming connection: answers the payer's first handshake message as `identity`.
+    /// A connection that fails the handshake is told why where it can be (another transport
+    /// version, the plaintext transport of earlier releases), best effort, before it is dropped.
     ///
-    /// The hello must arrive, and the answer leave, within the handshake timeout.
+    /// The first message must arrive, and the answer leave, within the handshake timeout.
     ///
     /// # Errors
     /// [`NetError::HandshakeTimeout`], [`NetError::Handshake`], [`NetError::Frame`],
     /// [`NetError::Closed`].
     pub async fn accept(
         stream: TcpStream,
-        node_secret: &SecretKey,
+        identity: &NodeIdentity,
         timeouts: Timeouts,
     ) -> Result<Connection, NetError> {
-        let mut conn = Connection::new(stream, timeouts);
+        let (mut read, mut write) = split(stream);
         let limit = timeouts.handshake;
         let timed_out = || NetError::HandshakeTimeout { secs: limit.as_secs_f64() };
         // One deadline for the whole handshake, however the peer spreads its bytes.
         let deadline = tokio::time::Instant::now() + limit;
-        let read = frame::read_frame(&mut conn.reader.read, limit, limit);
-        let (error, reply) = match tokio::time::timeout_at(deadline, read).await {
-            Ok(Ok(Some(hello))) => match handshake::answer(&hello, node_secret) {
-                handshake::Answer::Welcome(reply) => {
-                    let sent = conn.writer.send_json(&reply);
-                    tokio::time::timeout_at(deadline, sent).await.map_err(|_| timed_out())??;
-                    return Ok(conn);
+        let first = frame::read_frame(&mut read, limit, limit);
+        let (error, reply) = match tokio::time::timeout_at(deadline, first).await {
+            Ok(Ok(Some(first))) => match handshake::answer(&first, identity) {
+                handshake::Answer::Welcome { reply, session } => {
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    let bytes = frame::encode_frame(&reply)?;
+                    frame::write_frames(&mut write, &bytes, left).await.map_err(|e| match e {
+                        FrameError::WriteStalled { .. } => timed_out(),
+                        e => e.into(),
+                    })?;
+                    return Ok(Connection::new(read, write, session, timeouts));
                 }
                 handshake::Answer::Refuse { error, reply } => (error.into(), reply),
             },
@@ -199,24 +219,40 @@ impl Connection {
             }
             Ok(Err(e)) => (e.into(), None),
         };
-        let reply = reply.unwrap_or(handshake::HelloReply::Refused { reason: error.to_string() });
-        // Best effort, and briefly: the peer may not be reading.
-        let _ = tokio::time::timeout(timeouts.frame, conn.writer.send_json(&reply)).await;
+        if let Some(reply) = reply {
+            // Best effort, and briefly: the peer may not be reading.
+            if let Ok(bytes) = frame::encode_frame(&reply) {
+                let _ = frame::write_frames(&mut write, &bytes, timeouts.frame).await;
+            }
+        }
         Err(error)
     }
 
-    fn new(stream: TcpStream, timeouts: Timeouts) -> Connection {
-        // Messages are small and each waits for an answer: send them at once.
-        let _ = stream.set_nodelay(true);
-        let (read, write) = stream.into_split();
+    fn new(
+        read: OwnedReadHalf,
+        write: OwnedWriteHalf,
+        session: session::Session,
+        timeouts: Timeouts,
+    ) -> Connection {
+        let session_hash = session.hash();
         let read = BufReader::with_capacity(frame::MAX_FRAME + 4, read);
-        Connection { reader: MessageReader { read, timeouts }, writer: MessageWriter { write } }
+        Connection {
+            reader: MessageReader { read, opener: session.opener, timeouts },
+            writer: MessageWriter { write, sealer: session.sealer, within: timeouts.frame },
+            session_hash,
+        }
+    }
+
+    /// Returns the session's handshake hash, which the payer signs to prove a channel's payer
+    /// key on this connection ([`paychan::auth`]).
+    pub fn session_hash(&self) -> [u8; 32] {
+        self.session_hash
     }
 
     /// Sends `msg`.
     ///
     /// # Errors
-    /// [`NetError::Frame`].
+    /// [`NetError::Frame`], [`NetError::Session`].
     pub async fn send(&mut self, msg: &Message) -> Result<(), NetError> {
         self.writer.send(msg).await
     }
@@ -224,7 +260,7 @@ impl Connection {
     /// Receives the next message, waiting at most `wait` for it to start.
     ///
     /// # Errors
-    /// [`NetError::Closed`], [`NetError::Frame`], [`NetError::Wire`].
+    /// [`NetError::Closed`], [`NetError::Frame`], [`NetError::Session`], [`NetError::Wire`].
     pub async fn recv(&mut self, wait: Duration) -> Result<Message, NetError> {
         self.reader.recv(wait).await
     }
@@ -238,14 +274,21 @@ impl Connection {
     }
 }
 
+fn split(stream: TcpStream) -> (OwnedReadHalf, OwnedWriteHalf) {
+    // Messages are small and each waits for an answer: send them at once.
+    let _ = stream.set_nodelay(true);
+    stream.into_split()
+}
+
 impl MessageReader {
     /// Receives the next message, waiting at most `wait` for it to start.
     ///
     /// # Errors
-    /// [`NetError::Closed`], [`NetError::Frame`], [`NetError::Wire`].
+    /// [`NetError::Closed`], [`NetError::Frame`], [`NetError::Session`], [`NetError::Wire`].
     pub async fn recv(&mut self, wait: Duration) -> Result<Message, NetError> {
-        let frame = self.recv_frame(wait).await?.ok_or(NetError::Closed)?;
-        Ok(Message::decode(&frame)?)
+        let frame = frame::read_frame(&mut self.read, wait, self.timeouts.frame).await?;
+        let sealed = frame.ok_or(NetError::Closed)?;
+        Ok(Message::decode(&self.opener.open(&sealed)?)?)
     }
 
     /// Receives the next message, waiting at most the idle timeout for it to start.
@@ -264,15 +307,14 @@ impl MessageReader {
     pub fn try_recv_buffered(&mut self) -> Option<Result<Message, NetError>> {
         let (msg, used) = match frame::decode_frame(self.read.buffer()) {
             Ok(None) => return None,
-            Ok(Some((payload, used))) => (Message::decode(payload).map_err(NetError::from), used),
+            Ok(Some((sealed, used))) => {
+                let msg = self.opener.open(sealed).map_err(NetError::from);
+                (msg.and_then(|plain| Ok(Message::decode(&plain)?)), used)
+            }
             Err(e) => return Some(Err(e.into())),
         };
         self.read.consume(used);
         Some(msg)
-    }
-
-    async fn recv_frame(&mut self, wait: Duration) -> Result<Option<Vec<u8>>, NetError> {
-        Ok(frame::read_frame(&mut self.read, wait, self.timeouts.frame).await?)
     }
 }
 
@@ -280,27 +322,34 @@ impl MessageWriter {
     /// Sends `msg`.
     ///
     /// # Errors
-    /// [`NetError::Frame`].
+    /// [`NetError::Frame`], [`NetError::Session`].
     pub async fn send(&mut self, msg: &Message) -> Result<(), NetError> {
-        Ok(frame::write_frame(&mut self.write, &msg.encode()).await?)
+        self.send_all(std::slice::from_ref(msg)).await
     }
 
     /// Sends `msgs` in one write.
     ///
     /// # Errors
-    /// [`NetError::Frame`] if one is too large or the write fails.
+    /// [`NetError::Session`] if one is too large, [`NetError::Frame`] if the write fails or
+    /// the peer takes nothing within the frame timeout.
     pub async fn send_all(&mut self, msgs: &[Message]) -> Result<(), NetError> {
-        let mut bytes = Vec::new();
-        for msg in msgs {
-            bytes.extend(frame::encode_frame(&msg.encode())?);
-        }
-        self.write.write_all(&bytes).await.map_err(FrameError::Io)?;
-        Ok(())
+        let encoded: Vec<Vec<u8>> = msgs.iter().map(Message::encode).collect();
+        self.send_encoded(&encoded).await
     }
 
-    async fn send_json(&mut self, value: &impl serde::Serialize) -> Result<(), NetError> {
-        let bytes = serde_json::to_vec(value).expect("handshake messages serialize");
-        Ok(frame::write_frame(&mut self.write, &bytes).await?)
+    /// Sends messages already encoded ([`Message::encode`]), sealed, in one write.
+    ///
+    /// # Errors
+    /// As [`MessageWriter::send_all`].
+    pub async fn send_encoded(&mut self, msgs: &[Vec<u8>]) -> Result<(), NetError> {
+        let mut bytes = Vec::with_capacity(msgs.iter().map(|m| m.len() + 20).sum());
+        let mut sealed = Vec::new();
+        for msg in msgs {
+            sealed.clear();
+            self.sealer.seal_into(msg, &mut sealed)?;
+            frame::push_frame(&mut bytes, &sealed)?;
+        }
+        Ok(frame::write_frames(&mut self.write, &bytes, self.within).await?)
     }
 }
 
