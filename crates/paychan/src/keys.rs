@@ -91,6 +91,12 @@ impl ChannelSigner {
         ecdsa::Signature::sighash_all(self.secp.sign_ecdsa(&msg, &self.secret))
     }
 
+    /// Signs `digest`, a hash of our own making that is no transaction's (the proof of a
+    /// channel key on a connection, [`crate::auth`]).
+    pub fn sign_digest(&self, digest: [u8; 32]) -> secp256k1::ecdsa::Signature {
+        self.secp.sign_ecdsa(&Message::from_digest(digest), &self.secret)
+    }
+
     /// Checks that `sig` is a `SIGHASH_ALL` signature by `key` over `sighash`.
     ///
     /// # Errors

@@ -29,6 +29,7 @@
 #![warn(missing_docs)]
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod auth;
 pub mod chain;
 pub mod channel;
 pub mod closing;

@@ -300,6 +300,56 @@ pub struct Reestablish {
     pub channel_id: ChannelId,
 }
 
+/// Payer -> payee, first on a connection for each channel it speaks for: proof of the channel's
+/// payer key, bound to this connection. The payee takes a channel's messages only from a
+/// connection that sent it ([`crate::auth`]); for a channel not yet opened, the
+/// `open_channel` must name the same key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Authenticate {
+    /// The channel.
+    pub channel_id: ChannelId,
+    /// The channel's payer key.
+    pub payer_key: PublicKey,
+    /// The payer key's signature over the session's handshake hash and the channel
+    /// ([`crate::auth::digest`]).
+    pub signature: RawSignature,
+}
+
+/// Payee -> payer, in answer to `reestablish`: the newest payment the payee has stored, with
+/// the payer's own signature on it, and its newest checkpoint with the payee's signature. The
+/// payer checks the signatures against its own copies of the commitments and takes them as
+/// acknowledged: whatever went missing on the way, both sides then stand on what the payee
+/// holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reconcile {
+    /// The channel.
+    pub channel_id: ChannelId,
+    /// The payment number; 0 if the payee holds none.
+    pub update: u64,
+    /// The total paid, in satoshis.
+    pub paid_total_sat: u64,
+    /// The commitment's `nLockTime`.
+    pub locktime: u32,
+    /// Whether it is a checkpoint.
+    pub checkpoint: bool,
+    /// Payments since the checkpoint before it, it included.
+    pub since_checkpoint: u64,
+    /// Paid since the checkpoint before it, it included, in satoshis.
+    pub paid_since_checkpoint_sat: u64,
+    /// The payer's signature on the commitment; `null` with no payment.
+    pub payer_signature: Option<RawSignature>,
+    /// The newest checkpoint the payee holds (it or one before it); 0 if none.
+    pub checkpoint_update: u64,
+    /// Its total paid, in satoshis.
+    pub checkpoint_paid_sat: u64,
+    /// Its `nLockTime`.
+    pub checkpoint_locktime: u32,
+    /// The payee's signature on it; `null` without one.
+    pub payee_signature: Option<RawSignature>,
+}
+
 /// Either way: the peer refused the last message about this channel, and why. The state of the
 /// side that sends it is unchanged. With the all-zero channel id it is about the connection (a
 /// malformed or oversized frame, a timeout), which the sender then closes.
@@ -313,7 +363,7 @@ pub struct ErrorMessage {
 }
 
 /// The wire names of the core's messages; any other name is an [`Extension`].
-const CORE_MESSAGES: [&str; 12] = [
+const CORE_MESSAGES: [&str; 14] = [
     "open_channel",
     "accept_channel",
     "funding_created",
@@ -326,6 +376,8 @@ const CORE_MESSAGES: [&str; 12] = [
     "closing_ack",
     "reestablish",
     "error",
+    "authenticate",
+    "reconcile",
 ];
 
 /// A message of a service built on the channel protocol, such as the paid file service's
@@ -399,6 +451,8 @@ pub enum Message {
     ClosingAck(ClosingAck),
     Reestablish(Reestablish),
     Error(ErrorMessage),
+    Authenticate(Authenticate),
+    Reconcile(Reconcile),
     /// A message of a service built on the channel protocol; see [`Extension`].
     #[serde(skip)]
     Extension(Extension),
@@ -420,6 +474,8 @@ impl Message {
             Message::ClosingAck(m) => m.channel_id,
             Message::Reestablish(m) => m.channel_id,
             Message::Error(m) => m.channel_id,
+            Message::Authenticate(m) => m.channel_id,
+            Message::Reconcile(m) => m.channel_id,
             Message::Extension(m) => m.channel_id,
         }
     }
@@ -440,6 +496,8 @@ impl Message {
             Message::ClosingAck(_) => "closing_ack",
             Message::Reestablish(_) => "reestablish",
             Message::Error(_) => "error",
+            Message::Authenticate(_) => "authenticate",
+            Message::Reconcile(_) => "reconcile",
             Message::Extension(_) => "extension",
         }
     }

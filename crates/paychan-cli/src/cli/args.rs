@@ -157,7 +157,8 @@ pub struct ServeArgs {
     /// Seconds a connection may stay silent between messages.
     #[arg(long, default_value_t = 300)]
     pub idle_timeout: u64,
-    /// Seconds a message may take to arrive whole once its first byte came.
+    /// Seconds a message may take to arrive whole once its first byte came, and to be taken
+    /// by the payer once sent.
     #[arg(long, default_value_t = 10)]
     pub frame_timeout: u64,
     /// Connections served at once (keep it below the process's open-file limit).
@@ -166,9 +167,15 @@ pub struct ServeArgs {
     /// Milliseconds between polls of the node for new blocks and confirmations.
     #[arg(long, default_value_t = 1000)]
     pub poll_ms: u64,
-    /// Connections served at once from one IP address.
+    /// Connections served at once from one IPv4 address or one IPv6 /64 (a single IPv6 host
+    /// usually holds a whole /64).
     #[arg(long, default_value_t = 100)]
     pub max_connections_per_ip: usize,
+    /// Bytes queued for one connection: a payer that reads less than this far behind is cut
+    /// off (it reconnects, and nothing it paid is lost). Writes also give up after
+    /// --frame-timeout seconds.
+    #[arg(long, default_value_t = 1024 * 1024)]
+    pub max_outbox_bytes: usize,
     /// Channels accepted and waiting for their funding or its confirmation at once; more opens
     /// are refused.
     #[arg(long, default_value_t = 100)]

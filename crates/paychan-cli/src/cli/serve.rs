@@ -58,6 +58,7 @@ pub(super) async fn serve(
     config.max_connections = a.max_connections;
     config.poll_interval = Duration::from_millis(a.poll_ms.max(10));
     config.max_connections_per_ip = a.max_connections_per_ip;
+    config.max_outbox_bytes = a.max_outbox_bytes.max(paychan_node::net::MAX_MESSAGE);
     config.max_unfunded = a.max_unfunded;
     config.unfunded_expiry = Duration::from_secs(a.unfunded_expiry);
     config.funding_expiry = a.funding_expiry;

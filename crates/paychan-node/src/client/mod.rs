@@ -121,6 +121,8 @@ pub struct PayerClient<'a, C, S> {
     /// Whether another wallet pays the funding ([`PayerClient::open_external`]): then what it
     /// must pay is kept here once the payee has accepted, instead of funding from our wallet.
     external: Option<Option<ExternalFunding>>,
+    /// Whether the payee's `reconcile` was taken on this connection.
+    reconciled: bool,
     /// The tip as last read, and when: a payment checks its locktime against a tip at most
     /// [`TIP_FRESHNESS`] old (a block takes minutes; a stream of payments need not ask the node
     /// for each).
@@ -222,6 +224,7 @@ impl<'a, C: Chain + BlockSource, S: Store> PayerClient<'a, C, S> {
             Connection::connect(&peer, timeouts.net).await.map_err(ClientError::Unreachable)?;
         let mut client =
             PayerClient::new((wallet, store), chain, conn, payer, key_index, peer, timeouts);
+        client.authenticate().await?;
         client.apply(actions).await?;
         let reply = client.timeouts.reply;
         client.until(Awaited::RefundSignature, reply).await?;
@@ -257,6 +260,7 @@ impl<'a, C: Chain + BlockSource, S: Store> PayerClient<'a, C, S> {
         let (payer, actions) = Payer::open(config, signer, ChannelId::random(), tip)?;
         let mut client =
             PayerClient::new((wallet, store), chain, conn, payer, key_index, peer, timeouts);
+        client.authenticate().await?;
         client.pending_open = actions;
         Ok(client)
     }
@@ -325,8 +329,21 @@ impl<'a, C: Chain + BlockSource, S: Store> PayerClient<'a, C, S> {
         };
         let mut client =
             PayerClient::new((wallet, store), chain, conn, payer, key_index, peer, timeouts);
+        if let Err(e) = client.authenticate().await {
+            return Err(match client.payer.funded().and_then(|f| f.pending.back()) {
+                Some(p) => in_flight(p, e),
+                None => e,
+            });
+        }
         client.reestablish().await?;
         Ok(client)
+    }
+
+    /// Proves the channel's payer key on this connection: the payee takes nothing about the
+    /// channel from a connection that has not.
+    async fn authenticate(&mut self) -> Result<(), ClientError> {
+        let msg = self.payer.authenticate(&self.conn.session_hash());
+        self.conn.send(&msg).await.map_err(ClientError::Connection)
     }
 
     async fn reestablish(&mut self) -> Result<(), ClientError> {
@@ -341,6 +358,16 @@ impl<'a, C: Chain + BlockSource, S: Store> PayerClient<'a, C, S> {
         let reply = self.timeouts.reply;
         if matches!(self.payer.state().stage, PayerStage::AwaitingRefund { .. }) {
             self.until(Awaited::RefundSignature, reply).await?;
+        }
+        // The payee answers `reestablish` with the newest payment it holds; taking it resends
+        // what is still in flight after it.
+        while self.payer.funded().is_some() && !self.reconciled {
+            if let Err(e) = self.receive("reconcile", reply).await {
+                return Err(match pending {
+                    Some(p) if !matches!(e, ClientError::Refused(_)) => in_flight(&p, e),
+                    _ => e,
+                });
+            }
         }
         if !Awaited::Ready.arrived(&self.payer) {
             // The payee answers `reestablish` with `channel_ready` at once if it is.
@@ -543,6 +570,7 @@ impl<'a, C: Chain + BlockSource, S: Store> PayerClient<'a, C, S> {
             defer_persist: false,
             pending_open: Vec::new(),
             external: None,
+            reconciled: false,
             tip: None,
         }
     }
@@ -636,7 +664,16 @@ impl<'a, C: Chain + BlockSource, S: Store> PayerClient<'a, C, S> {
     /// Handles one message received.
     async fn take(&mut self, msg: Message) -> Result<(), ClientError> {
         match msg {
+            // About the connection, which the payee closes: not a refusal of what is in flight.
+            Message::Error(e) if e.channel_id == ChannelId([0; 32]) => {
+                return Err(ClientError::Connection(NetError::ClosedBecause(e.message)))
+            }
             Message::Error(e) => return Err(ClientError::Refused(e.message)),
+            msg @ Message::Reconcile(_) => {
+                let actions = self.payer.handle_message(&msg)?;
+                self.apply(actions).await?;
+                self.reconciled = true;
+            }
             // Answered by the close command (or a service); a payment in progress goes on.
             msg @ Message::Shutdown(_) => {
                 self.shutdown_requested = true;

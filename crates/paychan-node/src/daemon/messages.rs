@@ -1,26 +1,32 @@
 //! What the daemon does with a payer's connection: the handshake, then its messages, in order:
 //! opens, channel messages one by one, and payments that arrive together on a channel as one
 //! burst with one save. Each refusal goes back to the payer as an `error` message saying why.
+//!
+//! A connection speaks for a channel only once it has proven the channel's payer key on this
+//! session (`authenticate`, [`paychan::auth`]): until then every message about the channel is
+//! refused the same way, whether the channel exists or not, and nothing is sent to it.
 
 use std::collections::hash_map::Entry;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use bitcoin::secp256k1::{Secp256k1, VerifyOnly};
+use bitcoin::PublicKey;
 use paychan::chain::Chain;
 use paychan::channel::{needed_acks, ChannelError, Payee, PayeeAction, PayeeConfig};
 use paychan::keys::{ChannelSigner, SignatureCheck};
 use paychan::store::StoreError;
 use paychan::watch::BlockSource;
-use paychan::wire::{ChannelId, ErrorMessage, Extension, Message, OpenChannel};
+use paychan::wire::{Authenticate, ChannelId, ErrorMessage, Extension, Message, OpenChannel};
 use paychan_wallet::WalletError;
 
+use super::outbox::{self, Outbox};
 use super::{ServiceError, Shared, Slot, MIN_FEERATE_TARGET};
 use crate::net::{Connection, NetError};
 
@@ -29,6 +35,12 @@ use crate::net::{Connection, NetError};
 pub(super) enum Refusal {
     #[error("unknown channel")]
     UnknownChannel,
+    #[error("this connection has not proven the channel's payer key (authenticate first)")]
+    NotAuthenticated,
+    #[error("authentication refused: {0}")]
+    BadAuthentication(paychan::auth::AuthError),
+    #[error("this connection speaks for too many channels")]
+    TooManyChannels,
     #[error("the payee's node gives no fee estimate yet; try again later")]
     NoFeeEstimate,
     #[error("this channel id is already in use here; open with another")]
@@ -54,16 +66,36 @@ pub(super) enum Refusal {
     Wallet(#[from] WalletError),
 }
 
-/// Messages queued for one connection. A payer that stops reading loses its messages beyond
-/// this (it asks again when it reconnects); a pipelining payer must keep fewer in flight.
-const OUTBOX: usize = 1024;
+/// The most messages written together.
+const WRITE_BATCH: usize = 1024;
+
+/// The most channels one connection may speak for.
+const MAX_CHANNELS_PER_CONNECTION: usize = 4096;
+
+/// A connection's session: its handshake hash and the channels it has proven the payer key of.
+pub(super) struct Peer {
+    outbox: Outbox,
+    session_hash: [u8; 32],
+    channels: HashMap<ChannelId, PublicKey>,
+}
+
+impl Peer {
+    /// Whether this connection may speak for channel `msg` is about: it proved the payer key,
+    /// and an `open_channel` names that key.
+    fn speaks_for(&self, msg: &Message) -> bool {
+        self.channels.get(&msg.channel_id()).is_some_and(|key| match msg {
+            Message::OpenChannel(open) => open.payer_key == *key,
+            _ => true,
+        })
+    }
+}
 
 /// The most messages taken together from one connection.
 const MAX_BATCH: usize = 256;
 
 impl<C: Chain + BlockSource + Send + Sync + 'static> Shared<C> {
     pub(super) async fn connection(self: Arc<Self>, stream: TcpStream, addr: SocketAddr) {
-        let conn = match Connection::accept(stream, &self.node_secret, self.config.timeouts).await {
+        let conn = match Connection::accept(stream, &self.identity, self.config.timeouts).await {
             Ok(conn) => conn,
             Err(e) => {
                 info!(%addr, "handshake failed: {e}");
@@ -71,21 +103,35 @@ impl<C: Chain + BlockSource + Send + Sync + 'static> Shared<C> {
             }
         };
         debug!(%addr, "payer connected");
-        let Connection { mut reader, mut writer } = conn;
-        let (outbox, mut outgoing) = mpsc::channel::<Message>(OUTBOX);
-        let writing = tokio::spawn(async move {
+        let session_hash = conn.session_hash();
+        let Connection { mut reader, mut writer, .. } = conn;
+        let (outbox, mut queue) = outbox::outbox(self.config.max_outbox_bytes);
+        let mut writing = tokio::spawn(async move {
             let mut msgs = Vec::new();
-            // Whatever is queued goes out in one write.
-            while outgoing.recv_many(&mut msgs, OUTBOX).await > 0 {
-                if let Err(e) = writer.send_all(&msgs).await {
+            // Whatever is queued goes out in one write, within the frame timeout.
+            while queue.recv_many(&mut msgs, WRITE_BATCH).await > 0 {
+                if let Err(e) = writer.send_encoded(&msgs).await {
                     debug!(%addr, "send failed: {e}");
-                    break;
+                    return;
                 }
+                queue.written(&msgs);
                 msgs.clear();
             }
         });
+        let mut peer = Peer { outbox, session_hash, channels: HashMap::new() };
         loop {
-            let first = reader.recv_idle().await;
+            let first = tokio::select! {
+                first = reader.recv_idle() => first,
+                () = peer.outbox.cut() => {
+                    info!(%addr, "the payer reads too little of what it is sent; closing");
+                    writing.abort();
+                    return;
+                }
+                _ = &mut writing => {
+                    info!(%addr, "the payer takes nothing it is sent; closing");
+                    return;
+                }
+            };
             let mut batch = Vec::new();
             let mut end = first.map(|msg| batch.push(msg)).err();
             // A pipelining payer's messages come in bursts: take what has arrived together.
@@ -96,7 +142,7 @@ impl<C: Chain + BlockSource + Send + Sync + 'static> Shared<C> {
                     None => break,
                 }
             }
-            self.on_messages(&batch, &outbox).await;
+            self.on_messages(&batch, &mut peer).await;
             match end {
                 None => {}
                 Some(NetError::Closed) => break,
@@ -105,15 +151,14 @@ impl<C: Chain + BlockSource + Send + Sync + 'static> Shared<C> {
                     // The all-zero channel id: about the connection, not a channel.
                     let message = e.to_string();
                     let error = ErrorMessage { channel_id: ChannelId([0; 32]), message };
-                    let _ = outbox.try_send(Message::Error(error));
+                    let _ = peer.outbox.send(&Message::Error(error));
                     break;
                 }
             }
         }
-        drop(outbox);
+        drop(peer);
         // Let queued answers go out (the writer ends once they are), but do not wait on a peer
         // that does not read.
-        let mut writing = writing;
         if tokio::time::timeout(self.config.timeouts.frame, &mut writing).await.is_err() {
             writing.abort();
         }
@@ -122,7 +167,7 @@ impl<C: Chain + BlockSource + Send + Sync + 'static> Shared<C> {
 
     /// Handles messages received together, in order: a run of payments on one channel at
     /// once (one save for the run), anything else one by one.
-    async fn on_messages(&self, batch: &[Message], peer: &mpsc::Sender<Message>) {
+    async fn on_messages(&self, batch: &[Message], peer: &mut Peer) {
         let mut rest = batch;
         while let Some(first) = rest.first() {
             let id = first.channel_id();
@@ -136,23 +181,55 @@ impl<C: Chain + BlockSource + Send + Sync + 'static> Shared<C> {
             let (now, later) = rest.split_at(run);
             rest = later;
             let refused = match first {
-                Message::Pay(_) => self.payments(now, peer).await,
-                Message::OpenChannel(open) if self.slot(id).is_none() => {
-                    self.open_channel(open, peer).await.err().map(|e| vec![(first, e)])
+                Message::Authenticate(auth) => {
+                    self.authenticate(auth, peer).await.err().map(|e| vec![(first, e)])
                 }
-                _ => self.channel_message(first, peer).await.err().map(|e| vec![(first, e)]),
+                // About the connection (the payer closes it), or from a connection that does
+                // not speak for the channel: nothing to answer.
+                Message::Error(e)
+                    if e.channel_id == ChannelId([0; 32]) || !peer.speaks_for(first) =>
+                {
+                    None
+                }
+                _ if !peer.speaks_for(first) => {
+                    Some(now.iter().map(|m| (m, Refusal::NotAuthenticated)).collect())
+                }
+                Message::Pay(_) => self.payments(now, &peer.outbox).await,
+                Message::OpenChannel(open) if self.slot(id).is_none() => {
+                    self.open_channel(open, &peer.outbox).await.err().map(|e| vec![(first, e)])
+                }
+                _ => {
+                    self.channel_message(first, &peer.outbox).await.err().map(|e| vec![(first, e)])
+                }
             };
             for (msg, e) in refused.into_iter().flatten() {
-                refuse(peer, msg, &e);
+                refuse(&peer.outbox, msg, &e);
             }
         }
     }
 
-    async fn open_channel(
-        &self,
-        open: &OpenChannel,
-        peer: &mpsc::Sender<Message>,
-    ) -> Result<(), Refusal> {
+    /// Takes a payer's proof of a channel's payer key on this connection: for a channel that
+    /// exists, the key must be its payer's; for one that does not, the `open_channel` must name
+    /// it.
+    async fn authenticate(&self, auth: &Authenticate, peer: &mut Peer) -> Result<(), Refusal> {
+        paychan::auth::verify(&self.verifier, auth, &peer.session_hash)
+            .map_err(Refusal::BadAuthentication)?;
+        if let Some(slot) = self.slot(auth.channel_id) {
+            if slot.lock().await.payee.state().terms.payer_key != auth.payer_key {
+                // Told as if nothing were proven: whether the channel exists stays unsaid.
+                return Err(Refusal::NotAuthenticated);
+            }
+        }
+        if peer.channels.len() >= MAX_CHANNELS_PER_CONNECTION
+            && !peer.channels.contains_key(&auth.channel_id)
+        {
+            return Err(Refusal::TooManyChannels);
+        }
+        peer.channels.insert(auth.channel_id, auth.payer_key);
+        Ok(())
+    }
+
+    async fn open_channel(&self, open: &OpenChannel, peer: &Outbox) -> Result<(), Refusal> {
         if self.taken.contains(&open.channel_id) {
             return Err(Refusal::IdInUse);
         }
@@ -214,11 +291,7 @@ impl<C: Chain + BlockSource + Send + Sync + 'static> Shared<C> {
         Ok(())
     }
 
-    async fn channel_message(
-        &self,
-        msg: &Message,
-        peer: &mpsc::Sender<Message>,
-    ) -> Result<(), Refusal> {
+    async fn channel_message(&self, msg: &Message, peer: &Outbox) -> Result<(), Refusal> {
         if matches!(msg, Message::Error(_)) {
             // The payer refused something we sent; it has said why, and our state stands.
             return Ok(());
@@ -264,7 +337,7 @@ impl<C: Chain + BlockSource + Send + Sync + 'static> Shared<C> {
     async fn payments<'m>(
         &self,
         pays: &'m [Message],
-        peer: &mpsc::Sender<Message>,
+        peer: &Outbox,
     ) -> Option<Vec<(&'m Message, Refusal)>> {
         let id = pays.first()?.channel_id();
         let all = |e: &dyn Fn() -> Refusal| Some(pays.iter().map(|m| (m, e())).collect());
@@ -398,11 +471,11 @@ impl<C: Chain + BlockSource + Send + Sync + 'static> Shared<C> {
 }
 
 /// Tells the payer why `msg` was refused.
-fn refuse(peer: &mpsc::Sender<Message>, msg: &Message, e: &Refusal) {
+fn refuse(peer: &Outbox, msg: &Message, e: &Refusal) {
     let channel_id = msg.channel_id();
     info!(%channel_id, "refused {}: {e}", msg.name());
     let message = e.to_string();
-    let _ = peer.try_send(Message::Error(ErrorMessage { channel_id, message }));
+    let _ = peer.send(&Message::Error(ErrorMessage { channel_id, message }));
 }
 
 /// Why the channel refused `msg`.
@@ -425,5 +498,6 @@ fn is_payee_message(msg: &Message) -> bool {
             | Message::PayAck(_)
             | Message::Shutdown(_)
             | Message::ClosingAck(_)
+            | Message::Reconcile(_)
     )
 }

@@ -14,9 +14,11 @@
 mod chain_events;
 mod chain_watch;
 mod messages;
+mod outbox;
 mod service;
 
 use messages::Refusal;
+use outbox::{Outbox, WeakOutbox};
 pub use service::{Service, ServiceError, Session};
 
 use std::collections::{HashMap, HashSet};
@@ -29,7 +31,7 @@ use bitcoin::secp256k1::{Secp256k1, SecretKey, VerifyOnly};
 use bitcoin::{Network, PublicKey};
 use rayon::iter::{IntoParallelIterator, ParallelIterator};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
 use paychan::chain::{Chain, ChainError};
@@ -42,7 +44,7 @@ use paychan_wallet::{Branch, ChannelKeys, Wallet, WalletError};
 
 use crate::fee_bump::{self, Close, Outcome};
 
-use crate::net::Timeouts;
+use crate::net::{NodeIdentity, Timeouts};
 use crate::StoreWriter;
 
 /// What the daemon accepts and how patient it is.
@@ -68,8 +70,10 @@ pub struct DaemonConfig {
     pub poll_interval: Duration,
     /// Connections served at once; more are closed at once.
     pub max_connections: usize,
-    /// Connections served at once from one IP address.
+    /// Connections served at once from one IPv4 address or IPv6 /64.
     pub max_connections_per_ip: usize,
+    /// Bytes queued for one connection: a payer that reads less than this behind is cut off.
+    pub max_outbox_bytes: usize,
     /// Channels accepted but not yet funded (`funding_created` not received) at once; more
     /// opens are refused until some are funded or expire.
     pub max_unfunded: usize,
@@ -89,7 +93,8 @@ impl DaemonConfig {
     /// Returns the defaults for `network`: [`PayeeConfig::default_min_conf`], a margin of 2
     /// blocks, [`PayeeConfig::default_min_step`], [`PayeeConfig::default_max_lifetime`], the
     /// node's fee estimate as the least fee rate, the default [`Timeouts`], a poll each second,
-    /// 512 connections (below the usual limit of 1024 open files) and 100 per IP address, 100
+    /// 512 connections (below the usual limit of 1024 open files) and 100 per IPv4 address or
+    /// IPv6 /64, 1 MiB queued for each (sixteen of the largest messages), 100
     /// channels awaiting their funding, forgotten after 10 minutes without one or 144 blocks
     /// without its confirmation, no service.
     pub fn new(network: Network) -> DaemonConfig {
@@ -104,6 +109,7 @@ impl DaemonConfig {
             poll_interval: Duration::from_secs(1),
             max_connections: 512,
             max_connections_per_ip: 100,
+            max_outbox_bytes: 1024 * 1024,
             max_unfunded: 100,
             unfunded_expiry: Duration::from_secs(600),
             funding_expiry: 144,
@@ -159,9 +165,10 @@ pub enum DaemonError {
 struct Slot {
     payee: Payee,
     key_index: u32,
-    /// The connection the payer last spoke on, for what the daemon sends unasked. Weak, so
-    /// that the connection closes when its task ends, whatever the channel still points at.
-    peer: Option<mpsc::WeakSender<Message>>,
+    /// The connection the payer last spoke on (authenticated for this channel), for what the
+    /// daemon sends unasked. Weak, so that the connection closes when its task ends, whatever
+    /// the channel still points at.
+    peer: Option<WeakOutbox>,
     /// The confirmed transaction that spent the funding: nothing more to watch.
     closed: Option<Closure>,
     /// When this process accepted or loaded it.
@@ -177,9 +184,9 @@ impl Slot {
     /// Makes `peer` the connection the payer speaks on. A new connection stops what the
     /// service was sending on the old one (the file service's chunks go to the connection that
     /// asked for them, and a payer that reconnects asks again).
-    fn attach(&mut self, peer: &mpsc::Sender<Message>) {
-        let current = self.peer.as_ref().and_then(mpsc::WeakSender::upgrade);
-        if !current.is_some_and(|c| c.same_channel(peer)) {
+    fn attach(&mut self, peer: &Outbox) {
+        let current = self.peer.as_ref().and_then(WeakOutbox::upgrade);
+        if !current.is_some_and(|c| c.same(peer)) {
             if let Some(session) = &mut self.session {
                 session.reconnected();
             }
@@ -193,6 +200,8 @@ type Slots = HashMap<ChannelId, Arc<tokio::sync::Mutex<Slot>>>;
 struct Shared<C> {
     config: DaemonConfig,
     node_secret: SecretKey,
+    /// The node key with this run's Noise static key, for every handshake.
+    identity: NodeIdentity,
     /// The address an `open_channel`'s terms are checked with, before a fresh one is handed
     /// out: derived once, so that no check waits for the wallet (a bump may hold it).
     stand_in_payout: bitcoin::Address,
@@ -291,6 +300,7 @@ impl<C: Chain + BlockSource + Send + Sync + 'static> Daemon<C> {
         info!(channels = channels.len(), ms, "channels loaded");
         let shared = Shared {
             config,
+            identity: NodeIdentity::new(&wallet.node_secret()?),
             node_secret: wallet.node_secret()?,
             stand_in_payout: wallet.address(Branch::Receive, 0)?,
             wallet: Arc::new(Mutex::new(wallet)),
@@ -372,7 +382,8 @@ impl<C: Chain + BlockSource + Send + Sync + 'static> Daemon<C> {
                         continue;
                     };
                     let limit = shared.config.max_connections_per_ip;
-                    let Some(per_ip) = PerIp::take(&per_ip, addr.ip(), limit) else {
+                    let group = outbox::ip_group(addr.ip());
+                    let Some(per_ip) = PerIp::take(&per_ip, group, limit) else {
                         warn!(%addr, "too many connections from this address; closing this one");
                         continue;
                     };
@@ -463,9 +474,9 @@ impl<C: Chain + BlockSource + Send + Sync + 'static> Shared<C> {
 
     /// Sends `msg` on the payer's connection, if it is there and reading.
     fn send(&self, slot: &mut Slot, msg: Message) {
-        let peer = slot.peer.as_ref().and_then(mpsc::WeakSender::upgrade);
-        if peer.is_none_or(|p| p.try_send(msg).is_err()) {
-            // Gone, or not reading: the payer asks again when it reconnects.
+        let peer = slot.peer.as_ref().and_then(WeakOutbox::upgrade);
+        if peer.is_none_or(|p| p.send(&msg).is_err()) {
+            // Gone, or not reading (and being cut off): the payer asks again when it reconnects.
             slot.peer = None;
         }
     }
@@ -583,7 +594,8 @@ fn restore(keys: &ChannelKeys, record: ChannelRecord) -> Result<Option<Restored>
     Ok(Some(Restored { payee, key_index, closed, funding_height, service }))
 }
 
-/// A connection counted against its IP address's limit, for as long as it lives.
+/// A connection counted against its address group's limit ([`outbox::ip_group`]), for as long
+/// as it lives.
 struct PerIp {
     counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
     ip: IpAddr,

@@ -194,6 +194,21 @@ pub enum ChannelError {
         /// The payment.
         update: u64,
     },
+    /// The payee holds fewer payments than the payer has seen acknowledged: it lost some (a
+    /// restored backup, say). The payer keeps what it has, and the payee's acknowledgements.
+    #[error("the payee holds payment {theirs}, but acknowledged payment {ours}")]
+    PeerBehind {
+        /// The newest payment acknowledged to us.
+        ours: u64,
+        /// The newest the payee holds.
+        theirs: u64,
+    },
+    /// The payee holds a payment of the same number as our newest acknowledged one, but another.
+    #[error("the payee holds another payment {update} than the one it acknowledged")]
+    ReconcileMismatch {
+        /// The payment.
+        update: u64,
+    },
     /// A signature from the peer is bad.
     #[error("bad signature on the {tx}: {source}")]
     Signature {

@@ -23,6 +23,10 @@
 //!   closing_signed       ------------->   (rebuild, check, sign, persist, broadcast)
 //!                        <-------------   closing_ack
 //! ```
+//!
+//! After a reconnect the payer sends `reestablish`; the payee answers `reconcile` with the
+//! newest payment it holds, and the payer, having checked its own signature on it, stands where
+//! the payee stands before it resends what is still in flight (see `reconcile.rs`).
 
 mod error;
 mod funded;
@@ -30,6 +34,7 @@ mod payee;
 mod payer;
 mod payment;
 mod payment_run;
+mod reconcile;
 
 pub use error::{ChannelError, TxKind};
 pub use funded::{

@@ -278,15 +278,17 @@ impl Payee {
     }
 
     /// Returns what the payee repeats to a payer that reconnected: `channel_ready` if the channel
-    /// is ready and not settled (the first one may have been lost), nothing otherwise.
+    /// is ready and not settled (the first one may have been lost), then, once funded,
+    /// `reconcile` with the newest payment it holds.
     pub fn reestablish(&self) -> Vec<PayeeAction> {
-        match self.funded() {
-            Some(f) if f.ready && f.settlement.is_none() => {
-                let channel_id = self.state.terms.channel_id;
-                vec![PayeeAction::Send(Message::ChannelReady(wire::ChannelReady { channel_id }))]
-            }
-            _ => Vec::new(),
+        let mut actions = Vec::new();
+        if self.funded().is_some_and(|f| f.ready && f.settlement.is_none()) {
+            let channel_id = self.state.terms.channel_id;
+            actions
+                .push(PayeeAction::Send(Message::ChannelReady(wire::ChannelReady { channel_id })));
         }
+        actions.extend(self.reconcile());
+        actions
     }
 
     /// Returns the funding outpoint to watch on chain, once known.

@@ -127,7 +127,7 @@ impl PayerState {
 /// The payer's state machine.
 #[derive(Debug, Clone)]
 pub struct Payer {
-    signer: ChannelSigner,
+    pub(super) signer: ChannelSigner,
     state: PayerState,
 }
 
@@ -237,6 +237,7 @@ impl Payer {
             Message::PayAck(m) => self.on_pay_ack(m.update, m.signature.as_ref()),
             Message::Shutdown(_) => self.close(),
             Message::ClosingAck(m) => self.on_closing_ack(&m.signature),
+            Message::Reconcile(m) => self.on_reconcile(m),
             other => Err(self.unexpected(other.name())),
         }
     }
@@ -417,13 +418,22 @@ impl Payer {
         }
     }
 
+    /// Returns the proof of this channel's payer key on the connection whose session has the
+    /// handshake hash `session`: the first message on every connection ([`crate::auth`]).
+    pub fn authenticate(&self, session: &[u8; 32]) -> Message {
+        let channel_id = self.state.terms.channel_id;
+        Message::Authenticate(crate::auth::authenticate(&self.signer, session, channel_id))
+    }
+
     /// Returns what to do after (re)connecting to the payee, to pick up where the channel was:
     ///
     /// - waiting for the refund signature: send `funding_created` again;
     /// - funded but not ready: broadcast the funding again (the first broadcast may not have
     ///   happened before a crash; a repeat is harmless) and send `reestablish`, which the payee
     ///   answers with `channel_ready` once the funding has its confirmations;
-    /// - open: [`Payer::resend_pending`].
+    /// - open: send `reestablish`, which the payee answers with `reconcile`, the newest payment
+    ///   it holds; taking it ([`Payer::handle_message`]) resends what is still in flight
+    ///   ([`Payer::resend_pending`]). Nothing may be paid before it came.
     ///
     /// Returns no action before the payee accepted (nothing is committed yet) or once settled.
     ///
@@ -440,7 +450,10 @@ impl Payer {
                 PayerAction::Broadcast(f.funding_tx.clone()),
                 PayerAction::Send(Message::Reestablish(wire::Reestablish { channel_id })),
             ]),
-            _ => self.resend_pending(),
+            PayerStage::Funded(_) => {
+                Ok(vec![PayerAction::Send(Message::Reestablish(wire::Reestablish { channel_id }))])
+            }
+            _ => Ok(Vec::new()),
         }
     }
 
@@ -545,7 +558,7 @@ impl Payer {
     /// checkpoint. Acknowledgements normally come in order; after a reconnect the payee may
     /// acknowledge its newest checkpoint and its newest payment directly. An acknowledgement of
     /// a payment already acknowledged is a repeat and changes nothing.
-    fn on_pay_ack(
+    pub(super) fn on_pay_ack(
         &mut self,
         update: u64,
         sig: Option<&RawSignature>,
@@ -608,7 +621,7 @@ impl Payer {
         }
     }
 
-    fn funded_mut(&mut self) -> &mut PayerFunded {
+    pub(super) fn funded_mut(&mut self) -> &mut PayerFunded {
         match &mut self.state.stage {
             PayerStage::Funded(f) => f,
             // Only called after a check that the stage is `Funded`.
@@ -616,7 +629,7 @@ impl Payer {
         }
     }
 
-    fn unexpected(&self, what: &'static str) -> ChannelError {
+    pub(super) fn unexpected(&self, what: &'static str) -> ChannelError {
         ChannelError::Unexpected { what, state: self.state.stage.name() }
     }
 }
