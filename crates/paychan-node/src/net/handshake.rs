@@ -177,7 +177,7 @@ impl Initiator {
     /// # Errors
     /// Any [`HandshakeError`].
     pub fn finish(mut self, answer: &[u8]) -> Result<Session, HandshakeError> {
-        if answer.first() == Some(&b'{') {
+        if is_plaintext(answer) {
             return Err(HandshakeError::Plaintext);
         }
         let mut payload = vec![0u8; MAX_HANDSHAKE];
@@ -230,7 +230,7 @@ pub enum Answer {
 /// The payee's side: answers the payer's first message `first`.
 pub fn answer(first: &[u8], identity: &NodeIdentity) -> Answer {
     let refuse = |error| Answer::Refuse { error, reply: None };
-    if first.first() == Some(&b'{') {
+    if is_plaintext(first) {
         // A payer of an earlier release: told so in its own plaintext.
         let error = HandshakeError::Plaintext;
         let reply = serde_json::json!({ "refused": { "reason": error.to_string() } });
@@ -277,6 +277,13 @@ pub fn answer(first: &[u8], identity: &NodeIdentity) -> Answer {
             Err(error) => refuse(error),
         },
     }
+}
+
+/// Whether `frame` is a JSON message of the plaintext transport. A Noise message starts with a
+/// random public key, which begins with a `{` one time in 256: only a whole JSON object counts.
+fn is_plaintext(frame: &[u8]) -> bool {
+    frame.first() == Some(&b'{')
+        && serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(frame).is_ok()
 }
 
 fn into_session(state: HandshakeState) -> Result<Session, HandshakeError> {
@@ -356,6 +363,10 @@ mod tests {
             panic!("a plaintext hello is not told why");
         };
         assert_eq!(error, HandshakeError::Plaintext);
+        // A first message whose ephemeral key happens to start with a brace is no plaintext.
+        let mut braced = first.clone();
+        braced[0] = b'{';
+        assert!(!is_plaintext(&braced));
     }
 
     #[test]
