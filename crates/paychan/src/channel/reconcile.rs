@@ -60,7 +60,7 @@ impl Payer {
         let mut after = self.clone();
         let mut actions = Vec::new();
         if m.update == ours {
-            let same = f.funded.newest.as_ref().is_none_or(|p| {
+            let same = f.funded.newest.as_ref().map_or(true, |p| {
                 (p.paid, p.locktime, p.checkpoint) == (paid, m.locktime, m.checkpoint)
             });
             if !same {
@@ -99,7 +99,8 @@ impl Payer {
         let f = self.funded().ok_or_else(|| self.unexpected("reconcile"))?;
         let channel = &f.funded.channel;
         let kind = TxKind::Commitment(m.update);
-        if channel.ladder().rung(m.locktime).is_none_or(|r| r == 0) {
+        // A commitment's locktime is on a rung below the refund's (rung 0).
+        if !channel.ladder().rung(m.locktime).is_some_and(|r| r > 0) {
             return Err(ChannelError::ReconcileMismatch { update: m.update });
         }
         let tx = channel.builder().commitment(paid, m.locktime)?;
@@ -146,7 +147,7 @@ impl Payer {
         if update > newest.number
             || paid > newest.paid
             || locktime < newest.locktime
-            || ladder.rung(locktime).is_none_or(|r| r == 0)
+            || !ladder.rung(locktime).is_some_and(|r| r > 0)
         {
             return Err(mismatch);
         }
