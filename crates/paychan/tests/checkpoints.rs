@@ -193,36 +193,52 @@ fn a_signature_on_a_payment_that_is_no_checkpoint_is_refused() {
 
 #[test]
 fn lost_acks_across_a_checkpoint_are_repeated_with_its_signature() {
-    let mut pair = open(every(3));
-    // Five payments in flight, the third a checkpoint; the payee takes all five and every ack
-    // is lost.
-    let pays: Vec<Message> = (0..5)
-        .map(|_| route(pair.payer.pay(sat(1000), TIP).unwrap(), &mut pair.out).remove(0))
-        .collect();
-    for pay in &pays {
-        route(pair.payee.handle_message(pay, TIP).unwrap(), &mut pair.out);
+    // Five payments in flight, the third a checkpoint; the payee takes the first three, or all
+    // five, and every ack is lost.
+    for taken in [3, 5] {
+        let mut pair = open(every(3));
+        let pays: Vec<Message> = (0..5)
+            .map(|_| route(pair.payer.pay(sat(1000), TIP).unwrap(), &mut pair.out).remove(0))
+            .collect();
+        for pay in &pays[..taken] {
+            route(pair.payee.handle_message(pay, TIP).unwrap(), &mut pair.out);
+        }
+        let held = pair.payee.state().clone();
+        // Reconnected, the payer only asks; the payee answers with its newest payment and its
+        // newest checkpoint, signature and all.
+        let asked = route(pair.payer.reestablish().unwrap(), &mut pair.out);
+        let [Message::Reestablish(_)] = &asked[..] else { panic!("{asked:?}") };
+        let answers = route(pair.payee.handle_message(&asked[0], TIP).unwrap(), &mut pair.out);
+        assert_eq!(pair.payee.state(), &held);
+        let [Message::ChannelReady(_), Message::Reconcile(reconcile)] = &answers[..] else {
+            panic!("{answers:?}")
+        };
+        assert_eq!(reconcile.update, taken as u64);
+        assert_eq!((reconcile.checkpoint_update, reconcile.checkpoint_paid_sat), (3, 3000));
+        assert!(reconcile.payee_signature.is_some());
+        let mut resent = Vec::new();
+        for msg in &answers {
+            resent.extend(route(pair.payer.handle_message(msg).unwrap(), &mut pair.out));
+        }
+        // It acknowledges what the payee took, the checkpoint with the payee's signature; what
+        // it did not take is resent, signed again, the same bytes.
+        let f = &pair.payer.funded().unwrap().funded;
+        assert_eq!(f.paid(), sat(1000 * taken as u64));
+        assert_eq!(f.checkpoint, pair.payee.funded().unwrap().checkpoint);
+        assert_eq!(f.checkpoint.as_ref().unwrap().number, 3);
+        let checkpoint = f.checkpoint_tx().unwrap().unwrap();
+        pair.verify_spend(&checkpoint).unwrap();
+        assert_eq!(resent, pays[taken..]);
+        for pay in &resent {
+            let answers = route(pair.payee.handle_message(pay, TIP).unwrap(), &mut pair.out);
+            assert_eq!(ack_signature(&answers), None);
+            route(pair.payer.handle_message(&answers[0]).unwrap(), &mut pair.out);
+        }
+        let f = &pair.payer.funded().unwrap().funded;
+        assert!(pair.payer.funded().unwrap().pending.is_empty());
+        assert_eq!((f.paid(), f.checkpoint.as_ref().unwrap().number), (sat(5000), 3));
+        assert_eq!(pair.payee.paid(), sat(5000));
     }
-    let resent = route(pair.payer.reestablish().unwrap(), &mut pair.out);
-    assert_eq!(resent, pays, "signed again, the same bytes");
-    let taken = pair.payee.state().clone();
-    // The first repeat is answered with the checkpoint's ack, signature and all, then the
-    // newest's.
-    let answers = route(pair.payee.handle_message(&resent[0], TIP).unwrap(), &mut pair.out);
-    assert_eq!(pair.payee.state(), &taken);
-    let acks: Vec<(u64, bool)> = answers
-        .iter()
-        .map(|m| match m {
-            Message::PayAck(a) => (a.update, a.signature.is_some()),
-            other => panic!("{other:?}"),
-        })
-        .collect();
-    assert_eq!(acks, vec![(3, true), (5, false)]);
-    for msg in &answers {
-        route(pair.payer.handle_message(msg).unwrap(), &mut pair.out);
-    }
-    let f = &pair.payer.funded().unwrap().funded;
-    assert!(pair.payer.funded().unwrap().pending.is_empty());
-    assert_eq!((f.paid(), f.checkpoint.as_ref().unwrap().number), (sat(5000), 3));
 }
 
 #[test]
@@ -289,8 +305,19 @@ fn a_payer_state_from_before_checkpoints_loads_and_goes_on() {
     let state = serde_json::from_value(v1).unwrap();
     pair.payer = paychan::channel::Payer::restore(signer(1), state).unwrap();
     assert_eq!(pair.payer.state().terms.checkpoints, CheckpointPolicy::every_payment());
-    // The payment in flight is resent as it was, a checkpoint, and completes.
-    let resent = route(pair.payer.reestablish().unwrap(), &mut pair.out);
+    // Reconnected, the payee holds payment 1, as the payer does; the payment in flight is
+    // resent as it was, a checkpoint, and completes.
+    let asked = route(pair.payer.reestablish().unwrap(), &mut pair.out);
+    let [Message::Reestablish(_)] = &asked[..] else { panic!("{asked:?}") };
+    let answers = route(pair.payee.handle_message(&asked[0], TIP).unwrap(), &mut pair.out);
+    let [Message::ChannelReady(_), Message::Reconcile(reconcile)] = &answers[..] else {
+        panic!("{answers:?}")
+    };
+    assert_eq!((reconcile.update, reconcile.paid_total_sat), (1, 1000));
+    let mut resent = Vec::new();
+    for msg in &answers {
+        resent.extend(route(pair.payer.handle_message(msg).unwrap(), &mut pair.out));
+    }
     assert_eq!(resent, vec![in_flight.clone()]);
     let answers = pair.payee.handle_message(&in_flight, TIP).unwrap();
     let PayeeAction::Send(ack) = &answers[1] else { panic!() };

@@ -12,7 +12,9 @@ use std::num::NonZeroU64;
 
 use bitcoin::{Amount, FeeRate, Transaction};
 use common::*;
-use paychan::channel::{ChannelError, CheckpointPolicy, Payee, PayeeState, Payer, PayerState};
+use paychan::channel::{
+    ChannelError, CheckpointPolicy, Payee, PayeeState, Payer, PayerState, Payment,
+};
 use paychan::tx::TxError;
 use paychan::wire::{self, ChannelId, Message, RawSignature};
 use proptest::prelude::*;
@@ -72,7 +74,8 @@ enum Op {
     /// The next messages on their way arrive: the payee takes `to_payee`, then the payer
     /// `to_payer`.
     Deliver { to_payee: usize, to_payer: usize },
-    /// The connection breaks: what is on its way is lost; the payer reconnects and resends.
+    /// The connection breaks: what is on its way is lost; the payer reconnects, and resends
+    /// what is in flight once it has the payee's `reconcile`.
     Reconnect,
     /// The payer dies and restarts from what it stored, then reconnects.
     CrashPayer,
@@ -107,6 +110,9 @@ struct Run {
     to_payer: VecDeque<Message>,
     /// The total of every payment the payer has signed.
     signed: Amount,
+    /// Whether the payer reconnected and has not yet taken the payee's `reconcile`: it pays
+    /// nothing until then.
+    reconciling: bool,
 }
 
 impl Run {
@@ -121,7 +127,18 @@ impl Run {
         for _ in 0..to_payer {
             let Some(msg) = self.to_payer.pop_front() else { break };
             let actions = self.pair.payer.handle_message(&msg).unwrap();
-            assert!(route(actions, &mut self.pair.out).is_empty());
+            let sent = route(actions, &mut self.pair.out);
+            if matches!(msg, Message::Reconcile(_)) {
+                // Taking the payee's newest, the payer resends what is still in flight, and
+                // may pay again.
+                let pending = self.pair.payer.funded().unwrap().pending.len();
+                assert_eq!(sent.len(), pending);
+                assert!(sent.iter().all(|m| matches!(m, Message::Pay(_))), "{sent:?}");
+                self.to_payee.extend(sent);
+                self.reconciling = false;
+            } else {
+                assert!(sent.is_empty(), "{sent:?}");
+            }
         }
     }
 
@@ -129,7 +146,10 @@ impl Run {
         self.to_payee.clear();
         self.to_payer.clear();
         let actions = self.pair.payer.reestablish().unwrap();
-        self.to_payee.extend(route(actions, &mut self.pair.out));
+        let sent = route(actions, &mut self.pair.out);
+        assert!(matches!(sent[..], [Message::Reestablish(_)]), "{sent:?}");
+        self.to_payee.extend(sent);
+        self.reconciling = true;
     }
 
     /// Delivers everything until nothing is on its way.
@@ -200,9 +220,12 @@ proptest! {
             to_payee: VecDeque::new(),
             to_payer: VecDeque::new(),
             signed: Amount::ZERO,
+            reconciling: false,
         };
         for op in ops {
             match op {
+                // Reconnected, the payer waits for the payee's reconcile before it pays.
+                Op::Pay { .. } if run.reconciling => {}
                 Op::Pay { sat, force } => {
                     let (amount, tip) = (Amount::from_sat(sat), run.pair.tip);
                     let before = run.pair.payer.state().clone();
@@ -243,7 +266,13 @@ proptest! {
         run.reconnect();
         run.settle_down();
         run.check(feerate);
-        prop_assert!(run.pair.payer.funded().unwrap().pending.is_empty());
+        prop_assert!(!run.reconciling);
+        let (payer_f, payee_f) = (run.pair.payer.funded().unwrap(), run.pair.payee.funded().unwrap());
+        prop_assert!(payer_f.pending.is_empty());
+        // The same newest payment and the same newest checkpoint on both sides.
+        let payee_newest = payee_f.newest.map(|p| Payment { payer_sig: None, ..p });
+        prop_assert_eq!(payer_f.funded.newest, payee_newest);
+        prop_assert_eq!(&payer_f.funded.checkpoint, &payee_f.checkpoint);
         prop_assert_eq!(run.pair.payer.paid(), run.signed);
         prop_assert_eq!(run.pair.payee.paid(), run.signed);
         let settlement = run.pair.close();
@@ -384,5 +413,32 @@ fn any_message() -> impl Strategy<Value = Message> {
         (id(), sig()).prop_map(|(channel_id, signature)| {
             Message::ClosingAck(wire::ClosingAck { channel_id, signature })
         }),
+        (
+            (id(), num(), num(), height(), any::<bool>()),
+            (num(), num(), prop::option::of(sig())),
+            (num(), num(), height(), prop::option::of(sig())),
+        )
+            .prop_map(
+                |(
+                    (channel_id, update, paid_total_sat, locktime, checkpoint),
+                    (since_checkpoint, paid_since_checkpoint_sat, payer_signature),
+                    (checkpoint_update, checkpoint_paid_sat, checkpoint_locktime, payee_signature),
+                )| {
+                    Message::Reconcile(wire::Reconcile {
+                        channel_id,
+                        update,
+                        paid_total_sat,
+                        locktime,
+                        checkpoint,
+                        since_checkpoint,
+                        paid_since_checkpoint_sat,
+                        payer_signature,
+                        checkpoint_update,
+                        checkpoint_paid_sat,
+                        checkpoint_locktime,
+                        payee_signature,
+                    })
+                }
+            ),
     ]
 }

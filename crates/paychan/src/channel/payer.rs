@@ -435,7 +435,8 @@ impl Payer {
     ///   it holds; taking it ([`Payer::handle_message`]) resends what is still in flight
     ///   ([`Payer::resend_pending`]). Nothing may be paid before it came.
     ///
-    /// Returns no action before the payee accepted (nothing is committed yet) or once settled.
+    /// Returns no action before the payee accepted (nothing is committed yet). A settled channel
+    /// sends `reestablish` too: the payee's `reconcile` then changes nothing.
     ///
     /// # Errors
     /// As [`Payer::resend_pending`].

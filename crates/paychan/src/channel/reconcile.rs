@@ -56,6 +56,7 @@ impl Payer {
         if m.update < ours {
             return Err(ChannelError::PeerBehind { ours, theirs: m.update });
         }
+        check_consistent(m)?;
         // Every change is made on a copy: an error leaves the state as it was.
         let mut after = self.clone();
         let mut actions = Vec::new();
@@ -160,4 +161,25 @@ impl Payer {
         self.funded_mut().funded.checkpoint = Some(checkpoint);
         Ok(true)
     }
+}
+
+/// Fails unless `m` agrees with itself: its newest payment is a checkpoint exactly when it is
+/// the checkpoint it names, that checkpoint is not after it, and the counts since the checkpoint
+/// before fit inside it. (The next payment's rung, and when the next checkpoint is due, follow
+/// from these.)
+fn check_consistent(m: &wire::Reconcile) -> Result<(), ChannelError> {
+    let mismatch = Err(ChannelError::ReconcileMismatch { update: m.update });
+    if m.update == 0 {
+        return match m.checkpoint || m.checkpoint_update != 0 {
+            true => mismatch,
+            false => Ok(()),
+        };
+    }
+    let flag_agrees = m.checkpoint == (m.checkpoint_update == m.update);
+    let counts_fit = (1..=m.update).contains(&m.since_checkpoint)
+        && m.paid_since_checkpoint_sat <= m.paid_total_sat;
+    if !flag_agrees || m.checkpoint_update > m.update || !counts_fit {
+        return mismatch;
+    }
+    Ok(())
 }
