@@ -1,15 +1,18 @@
 //! A hand-driven peer of the payee daemon over a blocking `TcpStream`: raw bytes, raw frames, the
-//! handshake and wire messages, every read bounded by a deadline. A test sends through it what
-//! the real payer never would, and sees exactly what comes back, or that the daemon hung up.
+//! Noise handshake and wire messages sealed in its session, every read bounded by a deadline. A
+//! test sends through it what the real payer never would, and sees exactly what comes back, or
+//! that the daemon hung up.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use bitcoin::PublicKey;
-use paychan::wire::Message;
+use paychan::keys::ChannelSigner;
+use paychan::wire::{ChannelId, Message};
 use paychan_node::net::frame::encode_frame;
-use paychan_node::net::handshake::{check_reply, hello};
+use paychan_node::net::handshake::Initiator;
+use paychan_node::net::session::Session;
 
 /// What came of waiting for a frame.
 #[derive(Debug)]
@@ -34,6 +37,8 @@ pub struct Closed {
 /// One TCP connection to the daemon.
 pub struct RawPeer {
     stream: TcpStream,
+    /// The session, once the handshake is done.
+    session: Option<Session>,
 }
 
 impl RawPeer {
@@ -42,23 +47,27 @@ impl RawPeer {
         let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
         // Frames are small and each part should leave when the test says so, not later.
         stream.set_nodelay(true).expect("nodelay");
-        RawPeer { stream }
+        RawPeer { stream, session: None }
     }
 
     /// Connects and runs the payer's side of the handshake, checking the daemon proves
     /// `node_id`.
     pub fn handshake(addr: &str, node_id: &PublicKey) -> RawPeer {
         let mut peer = RawPeer::connect(addr);
-        let (hello, nonce) = hello();
-        peer.send_json(&hello).expect("send hello");
+        let (initiator, first) = Initiator::start(*node_id);
+        peer.send_frame(&first).expect("send the first handshake message");
         let reply = match peer.read_frame(Duration::from_secs(5)) {
             FrameRead::Frame(reply) => reply,
-            other => panic!("no answer to a good hello: {other:?}"),
+            other => panic!("no answer to a good first message: {other:?}"),
         };
-        check_reply(&reply, &nonce, node_id).unwrap_or_else(|e| {
-            panic!("handshake answer {}: {e}", String::from_utf8_lossy(&reply))
-        });
+        let session = initiator.finish(&reply).unwrap_or_else(|e| panic!("handshake: {e}"));
+        peer.session = Some(session);
         peer
+    }
+
+    /// The session's handshake hash, for proving a channel key on it.
+    pub fn session_hash(&self) -> [u8; 32] {
+        self.session.as_ref().expect("handshake done").hash()
     }
 
     /// Our end's address, as the daemon logs it (`addr=...`).
@@ -82,24 +91,48 @@ impl RawPeer {
         self.send_raw(&encode_frame(payload).expect("a payload within the frame limit"))
     }
 
-    /// Sends `value` as one JSON frame (the handshake's encoding).
-    pub fn send_json(&mut self, value: &impl serde::Serialize) -> std::io::Result<()> {
-        self.send_frame(&serde_json::to_vec(value).expect("serializes"))
+    /// Seals `plaintext` as the session's next frame and returns it, unsent: to send it changed,
+    /// or more than once.
+    pub fn seal(&mut self, plaintext: &[u8]) -> Vec<u8> {
+        let session = self.session.as_mut().expect("handshake done");
+        session.sealer.seal(plaintext).expect("a message within the limit")
     }
 
-    /// Sends a wire message.
+    /// Seals `plaintext` in the session and sends it in one frame.
+    pub fn send_sealed(&mut self, plaintext: &[u8]) -> std::io::Result<()> {
+        let sealed = self.seal(plaintext);
+        self.send_frame(&sealed)
+    }
+
+    /// Sends a wire message, sealed.
     pub fn send(&mut self, msg: &Message) {
-        self.send_frame(&msg.encode()).unwrap_or_else(|e| panic!("send {}: {e}", msg.name()));
+        self.send_sealed(&msg.encode()).unwrap_or_else(|e| panic!("send {}: {e}", msg.name()));
+    }
+
+    /// Proves `signer`'s key for channel `channel_id` on this connection, as the payer does
+    /// first for each channel it speaks for. The daemon answers nothing unless it refuses it.
+    pub fn authenticate(&mut self, signer: &ChannelSigner, channel_id: ChannelId) {
+        let auth = paychan::auth::authenticate(signer, &self.session_hash(), channel_id);
+        self.send(&Message::Authenticate(auth));
     }
 
     /// Receives the next wire message within `wait`, panicking on anything else.
     pub fn recv(&mut self, wait: Duration) -> Message {
         match self.read_frame(wait) {
-            FrameRead::Frame(bytes) => Message::decode(&bytes).unwrap_or_else(|e| {
-                panic!("not a message: {e}: {}", String::from_utf8_lossy(&bytes))
-            }),
+            FrameRead::Frame(sealed) => {
+                let bytes = self.open(&sealed);
+                Message::decode(&bytes).unwrap_or_else(|e| {
+                    panic!("not a message: {e}: {}", String::from_utf8_lossy(&bytes))
+                })
+            }
             other => panic!("expected a message within {wait:?}, got {other:?}"),
         }
+    }
+
+    /// Opens a frame received raw (from [`RawPeer::read_frame`] or [`RawPeer::wait_closed`]).
+    pub fn open(&mut self, sealed: &[u8]) -> Vec<u8> {
+        let session = self.session.as_mut().expect("handshake done");
+        session.opener.open(sealed).expect("a frame sealed by the daemon")
     }
 
     /// Reads one frame within `wait`.
