@@ -40,6 +40,11 @@ pub const NETWORK: Network = Network::Regtest;
 pub const TIP: u32 = 500;
 pub const LIFETIME: u32 = 1000;
 pub const STEP: u32 = 2;
+
+/// The locktime of rung `k` of the kit's ladder (rung 0 is the refund's).
+pub fn rung(k: u32) -> u32 {
+    TIP + LIFETIME - k * STEP
+}
 pub const MARGIN: u32 = 6;
 pub const FEERATE: u64 = 2;
 
@@ -191,6 +196,13 @@ impl Pair {
     /// Runs the open up to the funding broadcast, before any confirmation.
     pub fn funded(capacity: Amount) -> Pair {
         Pair::funded_with(payer_config(capacity))
+    }
+
+    /// A channel of 100,000 sat, open, whose payer checkpoints as `policy` says.
+    pub fn open_with_policy(policy: CheckpointPolicy) -> Pair {
+        let mut config = payer_config(Amount::from_sat(100_000));
+        config.checkpoints = policy;
+        Pair::open_with(config)
     }
 
     /// Runs the whole open with the payer's `config`.

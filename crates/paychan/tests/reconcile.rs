@@ -19,14 +19,8 @@ fn sat(n: u64) -> Amount {
     Amount::from_sat(n)
 }
 
-fn rung(k: u32) -> u32 {
-    TIP + LIFETIME - k * STEP
-}
-
 fn open(policy: CheckpointPolicy) -> Pair {
-    let mut config = payer_config(sat(100_000));
-    config.checkpoints = policy;
-    Pair::open_with(config)
+    Pair::open_with_policy(policy)
 }
 
 fn to_payee(tx: &Transaction) -> Amount {
