@@ -4,6 +4,13 @@
 //! raw cryptography of a payment (one ECDSA signature, the payer's, and one verification, the
 //! payee's), and the ratios against the targets.
 //!
+//! Also in the same run, the encrypted transport's own cost on one core, in process: per
+//! payment, the sealing and opening (ChaCha20-Poly1305, `net::session`) of one `pay` and one
+//! `pay_ack` as `Message::encode` encodes them, with a real-size signature in the `pay` (an upper
+//! bound: the daemon acknowledges a run of payments with one `pay_ack`), as a share of the raw
+//! crypto; and per connection, one Noise handshake (`Initiator::start`, `answer`, `finish`,
+//! with the payee's `NodeIdentity` made once).
+//!
 //! The channels have the command line's default terms: lifetime 1008 blocks, step 6, the
 //! payer's margin 6, and a checkpoint for every 1% of the capacity paid (at most 100, each
 //! countersigned by the payee); every other payment is the payer's signature only.
@@ -40,10 +47,12 @@ use paychan::chain::{Chain, ChainError, OutputStatus, Tip, TxStatus, Utxo};
 use paychan::miniscript::descriptor::{Descriptor, DescriptorPublicKey};
 use paychan::store::{ChannelRecord, ChannelState, Store};
 use paychan::watch::BlockSource;
-use paychan::wire::ChannelId;
+use paychan::wire::{ChannelId, Message, Pay, PayAck, RawSignature};
 use paychan_node::client::{ClientTimeouts, PayerClient, Pipelined};
 use paychan_node::daemon::{Daemon, DaemonConfig};
 use paychan_node::datadir::DataDir;
+use paychan_node::net::handshake::{answer, Answer, Initiator, NodeIdentity};
+use paychan_node::net::session::Session;
 use paychan_sqlite::{SqliteStore, STORE_FILE};
 use paychan_testkit::open_channel;
 use paychan_wallet::Branch;
@@ -84,6 +93,8 @@ fn main() {
         .expect("temp dir");
     let fsync = fsync_floor(dir.path(), 300);
     let crypto_before = crypto_cost(3_000);
+    let transport_before = transport_cost(30_000);
+    let handshake_before = handshake_cost(300);
 
     let one = run(
         dir.path().join("one"),
@@ -110,8 +121,12 @@ fn main() {
         })
         .collect();
     rounds.sort_by(|a, b| (a.1.rate() / a.0).total_cmp(&(b.1.rate() / b.0)));
+    let handshake_after = handshake_cost(300);
+    let transport_after = transport_cost(30_000);
     let crypto_after = crypto_cost(3_000);
     let crypto = (crypto_before + crypto_after) / 2;
+    let transport = (transport_before + transport_after) / 2;
+    let handshake = (handshake_before + handshake_after) / 2;
     let extrapolated = cores as f64 / crypto.as_secs_f64();
 
     println!();
@@ -128,6 +143,24 @@ fn main() {
         us(crypto_after),
         1.0 / crypto.as_secs_f64(),
         extrapolated
+    );
+    let (pay, ack) = transport_messages();
+    println!(
+        "transport per payment (seal + open of a {} B `pay` and a {} B `pay_ack`, \
+         ChaCha20-Poly1305) on one core: {:.2} us before, {:.2} us after the runs = {:.2}% of \
+         the raw crypto",
+        pay.len(),
+        ack.len(),
+        us(transport_before),
+        us(transport_after),
+        100.0 * transport.as_secs_f64() / crypto.as_secs_f64()
+    );
+    println!(
+        "handshake per connection (Noise NX: start + answer + finish) on one core: {:.1} us \
+         before, {:.1} us after the runs = {:.2}x the raw crypto of a payment",
+        us(handshake_before),
+        us(handshake_after),
+        handshake.as_secs_f64() / crypto.as_secs_f64()
     );
     let line = |name: &str, r: &Report| {
         println!(
@@ -176,6 +209,9 @@ fn main() {
             "cores": cores,
             "fsync_ms": ms(fsync),
             "crypto_us": us(crypto),
+            "transport_us": us(transport),
+            "transport_vs_crypto": transport.as_secs_f64() / crypto.as_secs_f64(),
+            "handshake_us": us(handshake),
             "crypto_bound_per_s": bound.round(),
             "crypto_one_core_x_cores_per_s": extrapolated.round(),
             "one_channel": one.json(),
@@ -226,6 +262,89 @@ fn crypto_cost(n: usize) -> Duration {
                 );
                 let sig = secp.sign_ecdsa(&msg, &key);
                 secp.verify_ecdsa(&msg, &sig, &public).unwrap();
+            }
+            t.elapsed() / (n / 10) as u32
+        })
+        .collect();
+    rounds.sort();
+    rounds[rounds.len() / 2]
+}
+
+/// A `pay` and a `pay_ack` as they go on the wire ([`Message::encode`]): a payment between
+/// checkpoints, with a real DER signature (and its sighash byte) in the `pay`, and no signature
+/// in the `pay_ack`, as for every payment but the checkpoints.
+fn transport_messages() -> (Vec<u8>, Vec<u8>) {
+    let secp = Secp256k1::new();
+    let key = SecretKey::from_slice(&[1; 32]).unwrap();
+    let digest = bitcoin::hashes::sha256::Hash::hash(b"a commitment's sighash");
+    let sig = secp.sign_ecdsa(&SecpMessage::from_digest(digest.to_byte_array()), &key);
+    let channel_id = ChannelId([7; 32]);
+    let pay = Message::Pay(Pay {
+        channel_id,
+        update: 123_456,
+        paid_total_sat: 123_456,
+        locktime: TIP + 1008 - 6,
+        checkpoint: false,
+        signature: RawSignature::from(bitcoin::ecdsa::Signature::sighash_all(sig)),
+    });
+    let ack = Message::PayAck(PayAck { channel_id, update: 123_456, signature: None });
+    (pay.encode(), ack.encode())
+}
+
+/// Both ends of a session, from a handshake with a payee identity made here.
+fn session_pair() -> (Session, Session) {
+    let identity = NodeIdentity::new(&SecretKey::from_slice(&[2; 32]).unwrap());
+    let (initiator, first) = Initiator::start(identity.node_id());
+    let Answer::Welcome { reply, session } = answer(&first, &identity) else {
+        panic!("the handshake refused")
+    };
+    (initiator.finish(&reply).expect("the handshake finishes"), session)
+}
+
+/// The median over rounds of the transport's cost of one payment on one core: the payer seals a
+/// `pay`, the payee opens it, seals a `pay_ack`, the payer opens it (each frame in a buffer
+/// reused, as `MessageWriter::send_encoded` does; `Opener::open` allocates its plaintext).
+fn transport_cost(n: usize) -> Duration {
+    use std::hint::black_box;
+    let (pay, ack) = transport_messages();
+    let (mut payer, mut payee) = session_pair();
+    let (mut sealed_pay, mut sealed_ack) = (Vec::new(), Vec::new());
+    let mut rounds: Vec<Duration> = (0..10)
+        .map(|_| {
+            let t = Instant::now();
+            for _ in 0..n / 10 {
+                sealed_pay.clear();
+                payer.sealer.seal_into(black_box(&pay), &mut sealed_pay).unwrap();
+                let opened = payee.opener.open(black_box(&sealed_pay)).unwrap();
+                black_box(opened);
+                sealed_ack.clear();
+                payee.sealer.seal_into(black_box(&ack), &mut sealed_ack).unwrap();
+                let opened = payer.opener.open(black_box(&sealed_ack)).unwrap();
+                black_box(opened);
+            }
+            t.elapsed() / (n / 10) as u32
+        })
+        .collect();
+    rounds.sort();
+    rounds[rounds.len() / 2]
+}
+
+/// The median over rounds of one whole handshake on one core, both sides: the payer's first
+/// message, the payee's answer (with its `NodeIdentity`, made once, as the daemon does), and the
+/// payer's check of it (the node key's certificate of the static key included).
+fn handshake_cost(n: usize) -> Duration {
+    let identity = NodeIdentity::new(&SecretKey::from_slice(&[2; 32]).unwrap());
+    let node_id = identity.node_id();
+    let mut rounds: Vec<Duration> = (0..10)
+        .map(|_| {
+            let t = Instant::now();
+            for _ in 0..n / 10 {
+                let (initiator, first) = Initiator::start(node_id);
+                let Answer::Welcome { reply, session } = answer(&first, &identity) else {
+                    panic!("the handshake refused")
+                };
+                let ours = initiator.finish(&reply).expect("the handshake finishes");
+                assert_eq!(ours.hash(), session.hash());
             }
             t.elapsed() / (n / 10) as u32
         })
