@@ -1,6 +1,7 @@
 //! Writes the seed inputs under `seeds/` (emptied first): every message of the protocol for the
-//! fuzz channel, framed (for `frame_decode`), and short operation sequences (for
-//! `payee_messages`, whose input format is described at the top of its target).
+//! fuzz channel, framed (for `frame_decode`), short operation sequences (for `payee_messages`),
+//! and handshake messages and session scripts (for `noise_transport`); the input formats are
+//! described at the top of each target.
 //!
 //! Run from `fuzz/`: `cargo run --example make_seeds`.
 
@@ -9,10 +10,11 @@ use std::path::Path;
 
 use paychan::bitcoin::hashes::Hash;
 use paychan::bitcoin::Amount;
-use paychan::channel::Payee;
+use paychan::channel::{Payee, Payer};
 use paychan::wire::{self, Extension, Message, PROTOCOL_VERSION};
 use paychan_fuzz::{payee_config, sent, signer, Opened, CHANNEL_ID, TIP};
 use paychan_node::net::frame::encode_frame;
+use paychan_node::net::session::MAX_MESSAGE;
 use serde_json::json;
 
 /// `payee_messages`' first byte: the channel open, under checkpoint policy `policy` (0 the
@@ -192,6 +194,42 @@ fn main() -> std::io::Result<()> {
             .concat(),
         ),
         (
+            // A checkpoint and a payment after it go as one burst; the connection drops once
+            // the payee took the payment, so both acks are lost. The reconcile names the
+            // payment (not the checkpoint before it); the payer resends the payment held back.
+            "lost_acks_across_checkpoint".into(),
+            [
+                vec![open(2)],
+                pay(20),
+                held(30, 0x2000),
+                dropped(40, 0),
+                held(50, 0),
+                vec![RECONNECT],
+                pay(60),
+                vec![CLOSE],
+            ]
+            .concat(),
+        ),
+        (
+            // Two reconnects in a row with nothing in flight, then with a checkpoint in
+            // flight whose ack was lost: the reconcile carries the payee's signature.
+            "reconnect_twice".into(),
+            [
+                vec![open(0), RECONNECT, RECONNECT],
+                dropped(1500, 0),
+                vec![RECONNECT, RECONNECT],
+                pay(10),
+                vec![CLOSE],
+            ]
+            .concat(),
+        ),
+        (
+            // From funded but unconfirmed: a reconnect (the payee has no channel_ready to
+            // repeat, and reconciles on no payment), one confirmation, a reconnect, a payment.
+            "reconnect_before_ready".into(),
+            [vec![1, RECONNECT, 5, 1, RECONNECT], pay(100), vec![CLOSE]].concat(),
+        ),
+        (
             // A pay with its total changed and re-signed by the payer, then one with its update
             // number changed, not re-signed.
             "resigned_mutations".into(),
@@ -247,7 +285,130 @@ fn main() -> std::io::Result<()> {
     for (name, program) in programs {
         fs::write(ops.join(name), program)?;
     }
+
+    let noise = Path::new("seeds/noise_transport");
+    let _ = fs::remove_dir_all(noise);
+    fs::create_dir_all(noise)?;
+    for (name, program) in noise_programs(&msgs) {
+        fs::write(noise.join(name), program)?;
+    }
     Ok(())
+}
+
+/// `noise_transport`'s inputs (its format is described at the top of its target): first
+/// messages for `answer`, tampered handshakes, and session scripts.
+fn noise_programs(msgs: &[(String, Message)]) -> Vec<(String, Vec<u8>)> {
+    const ANSWER: u8 = 0;
+    const TAMPER: u8 = 1;
+    const SESSION: u8 = 2;
+    // A first message: an ephemeral key (any 32 bytes are one) and the version.
+    let first = |key: u8, version: u16| [vec![key; 32], version.to_be_bytes().to_vec()].concat();
+    let plaintext = msgs[0].1.encode();
+    // Session operations; `d` is the direction, 0 payer to payee, 1 back.
+    let seal = |d: u8, bytes: &[u8]| {
+        let len = u16::try_from(bytes.len()).expect("small").to_le_bytes();
+        [vec![d << 3], len.to_vec(), bytes.to_vec()].concat()
+    };
+    // A message of `len` bytes of `fill` (`fill` < 16: the fuzzer's fill byte).
+    let filled =
+        |d: u8, len: u16, fill: u8| [vec![fill << 4 | d << 3], len.to_le_bytes().to_vec()].concat();
+    let deliver = |d: u8| vec![1 | d << 3];
+    let off = |d: u8, delta: i8| vec![2 | d << 3, delta as u8];
+    // Edits: flip bit `bit` of byte `pos`; truncate to `len`; extend by `n + 1` bytes.
+    let flip = |pos: u16, bit: u8| [vec![0], pos.to_le_bytes().to_vec(), vec![bit]].concat();
+    let truncate = |len: u16| [vec![1], len.to_le_bytes().to_vec()].concat();
+    let extend = |n: u16| [vec![2], n.to_le_bytes().to_vec(), vec![0]].concat();
+    let edited =
+        |d: u8, edits: &[Vec<u8>]| [vec![3 | d << 3, edits.len() as u8], edits.concat()].concat();
+    let reflect = |d: u8| vec![4 | d << 3];
+    let stream = |d: u8, corrupt: bool, at: u16, chunk: u8| {
+        [vec![5 | d << 3 | u8::from(corrupt) << 4], at.to_le_bytes().to_vec(), vec![chunk]].concat()
+    };
+    let authenticate = vec![6];
+    let raw = |d: u8, bytes: &[u8]| [vec![7 | d << 3, bytes.len() as u8], bytes.to_vec()].concat();
+
+    let mut every_message = vec![SESSION];
+    for (i, (_, msg)) in msgs.iter().enumerate() {
+        let d = u8::from(i % 2 == 1);
+        every_message.extend(seal(d, &msg.encode()));
+        every_message.extend(deliver(d));
+    }
+    let mut streamed = vec![SESSION];
+    for (_, msg) in msgs {
+        streamed.extend(seal(0, &msg.encode()));
+    }
+    streamed.extend(stream(0, false, 0, 37));
+
+    vec![
+        ("answer_first".into(), [vec![ANSWER], first(9, 1)].concat()),
+        ("answer_brace_key".into(), [vec![ANSWER], first(b'{', 1)].concat()),
+        ("answer_version_2".into(), [vec![ANSWER], first(9, 2)].concat()),
+        ("answer_short".into(), [vec![ANSWER], vec![9; 33]].concat()),
+        ("answer_plaintext".into(), [vec![ANSWER], plaintext].concat()),
+        ("tamper_none".into(), vec![TAMPER, 0, 0, 0]),
+        ("tamper_impostor".into(), vec![TAMPER, 1, 0, 0]),
+        ("tamper_made_up".into(), [vec![TAMPER, 2, 0, 0], vec![7; 96]].concat()),
+        ("tamper_first_flip".into(), [vec![TAMPER, 0, 1], flip(3, 0), vec![0]].concat()),
+        ("tamper_first_version".into(), [vec![TAMPER, 0, 1], flip(33, 1), vec![0]].concat()),
+        ("tamper_first_truncate".into(), [vec![TAMPER, 0, 1], truncate(33), vec![0]].concat()),
+        ("tamper_answer_flip".into(), [vec![TAMPER, 0, 0, 1], flip(40, 7)].concat()),
+        ("tamper_answer_truncate".into(), [vec![TAMPER, 0, 0, 1], truncate(80)].concat()),
+        ("tamper_answer_extend".into(), [vec![TAMPER, 0, 0, 1], extend(2000)].concat()),
+        ("session_every_message".into(), every_message),
+        ("session_stream".into(), streamed),
+        (
+            "session_mutations".into(),
+            [
+                vec![SESSION],
+                seal(0, b"first"),
+                seal(0, b"second"),
+                seal(0, b"third"),
+                off(0, 1),
+                edited(0, &[flip(0, 0)]),
+                edited(0, &[truncate(5)]),
+                edited(0, &[extend(0)]),
+                reflect(0),
+                raw(0, &[0; 21]),
+                deliver(0),
+                off(0, -1),
+                deliver(0),
+                deliver(0),
+                seal(1, b"back"),
+                off(1, 0),
+                deliver(1),
+            ]
+            .concat(),
+        ),
+        (
+            "session_authenticate".into(),
+            [vec![SESSION], authenticate.clone(), deliver(0), authenticate, off(0, -1), deliver(0)]
+                .concat(),
+        ),
+        (
+            // The largest message, then one byte more (refused, using no nonce).
+            "session_largest".into(),
+            [
+                vec![SESSION],
+                filled(0, u16::try_from(MAX_MESSAGE).expect("fits"), 7),
+                filled(0, u16::try_from(MAX_MESSAGE + 1).expect("fits"), 7),
+                seal(0, b"after"),
+                stream(0, false, 0, 255),
+            ]
+            .concat(),
+        ),
+        (
+            "session_stream_corrupt".into(),
+            [
+                vec![SESSION],
+                seal(0, b"one"),
+                seal(0, b"two"),
+                seal(1, b"three"),
+                stream(0, true, 25 | 3 << 13, 5),
+                stream(1, true, 1, 0),
+            ]
+            .concat(),
+        ),
+    ]
 }
 
 /// Returns one message of each kind for the fuzz channel (two of `pay` and `pay_ack`: a
@@ -263,16 +424,30 @@ fn every_message(opened: &Opened) -> Vec<(String, Message)> {
         sent(payee.handle_message(&opened.funding_created, TIP).expect("honest")).remove(0);
 
     let (mut payer, mut payee) = (opened.open.payer.clone(), opened.open.payee.clone());
-    let channel_ready = sent(payee.reestablish()).pop();
+    // The open payee answers a reestablish with channel_ready and a reconcile (no payment yet).
+    let reestablish_answer = |payee: &Payee, name: &str| {
+        sent(payee.reestablish())
+            .into_iter()
+            .find(|m| m.name() == name)
+            .unwrap_or_else(|| panic!("an open payee answers a reestablish with {name}"))
+    };
+    let channel_ready = reestablish_answer(&payee, "channel_ready");
+    let reconcile_none = reestablish_answer(&payee, "reconcile");
+    // The payer's proof of its key on a session (any handshake hash will do for a seed).
+    let authenticate = payer.authenticate(&[0x5a; 32]);
     // Under the default policy (every 1000 sat), 400 is a payment and 700 more a checkpoint.
-    let mut round = |amount| {
+    let round = |payer: &mut Payer, payee: &mut Payee, amount| {
         let pay = sent(payer.pay(Amount::from_sat(amount), TIP).expect("open")).remove(0);
         let ack = sent(payee.handle_message(&pay, TIP).expect("honest")).remove(0);
         payer.handle_message(&ack).expect("honest");
         (pay, ack)
     };
-    let (pay, pay_ack) = round(400);
-    let (pay_checkpoint, pay_ack_checkpoint) = round(700);
+    let (pay, pay_ack) = round(&mut payer, &mut payee, 400);
+    let reconcile = reestablish_answer(&payee, "reconcile");
+    let (pay_checkpoint, pay_ack_checkpoint) = round(&mut payer, &mut payee, 700);
+    let reconcile_checkpoint = reestablish_answer(&payee, "reconcile");
+    let Message::Reconcile(r) = &reconcile_checkpoint else { unreachable!() };
+    assert!(r.checkpoint && r.payee_signature.is_some(), "{r:?}");
     let Message::Pay(p) = &pay_checkpoint else { unreachable!() };
     assert!(p.checkpoint, "700 sat more crosses 1000 sat");
     let shutdown = sent(payee.request_close().expect("open")).remove(0);
@@ -306,7 +481,7 @@ fn every_message(opened: &Opened) -> Vec<(String, Message)> {
         named(accept_channel),
         named(opened.funding_created.clone()),
         named(refund_signed),
-        named(channel_ready.expect("an open payee repeats channel_ready")),
+        named(channel_ready),
         named(pay),
         ("pay_checkpoint".into(), pay_checkpoint),
         named(pay_ack),
@@ -316,6 +491,10 @@ fn every_message(opened: &Opened) -> Vec<(String, Message)> {
         named(closing_ack),
         named(Message::Reestablish(wire::Reestablish { channel_id })),
         named(Message::Error(wire::ErrorMessage { channel_id, message: "refused".to_owned() })),
+        named(authenticate),
+        ("reconcile_none".into(), reconcile_none),
+        named(reconcile),
+        ("reconcile_checkpoint".into(), reconcile_checkpoint),
         (
             "file_request".into(),
             extension(

@@ -25,8 +25,11 @@
 //!   - 4: the payer closes; its `closing_signed` goes to the payee and the `closing_ack` back;
 //!   - 5 `conf: u8`: the funding has `conf % 4` confirmations (at another outpoint if `conf`'s
 //!     top bit is set);
-//!   - 6: the payer reconnects: the `pay`s held back are lost with the old connection, and the
-//!     payer repeats what it is waiting on (its `pay`s in flight as one burst);
+//!   - 6: the payer reconnects: the `pay`s held back are lost with the old connection. The payer
+//!     sends `funding_created` again or, once funded, only `reestablish`; the payee answers
+//!     `channel_ready` (once ready) and `reconcile` (the newest payment it holds), and the
+//!     payer, on taking the `reconcile`, resends what it still has in flight after it (its
+//!     `pay`s as one burst, or its `closing_signed`);
 //!   - 7 `index: u8`: a message the payer sent before (`index` counted back from the newest) is
 //!     delivered again, as it was.
 //!
@@ -51,9 +54,13 @@
 //!   below every other fully signed state the payer holds (its newest checkpoint, unless it is
 //!   that same payment, and the refund at `R`), and so once the payer's way out is final the
 //!   payee's newest state has been for `step` blocks;
-//! - the payer signs what its policy says, on the rung the ladder says.
+//! - the payer signs what its policy says, on the rung the ladder says;
+//! - a `reconcile` carries the payee's newest payment as stored, with the payer's valid
+//!   signature over its commitment, and its newest checkpoint with the payee's valid signature;
+//!   in sync, the payer takes it and both then stand on the same payment, total and checkpoint.
 #![no_main]
 
+use std::collections::VecDeque;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
@@ -65,7 +72,7 @@ use paychan::channel::{
     PayerAction, PayerStage, PayerState, Payment,
 };
 use paychan::keys::{parse_signature, ChannelSigner};
-use paychan::wire::{Message, OpenChannel, PayAck, RawSignature};
+use paychan::wire::{Message, OpenChannel, PayAck, RawSignature, Reconcile};
 use paychan_fuzz::{
     payee_config, policies, sent, signer, Opened, CAPACITY, CHANNEL_ID, MARGIN, REFUND, STEP, TIP,
 };
@@ -666,24 +673,66 @@ impl Run<'_> {
         }
     }
 
-    /// The payer reconnects: the payments held back are lost with the old connection, and what
-    /// the payer repeats goes to the payee (its payments in flight as one burst), and the
-    /// answers back.
+    /// The payer reconnects: the payments held back are lost with the old connection. The payer
+    /// sends what picks the channel up where it was (`funding_created` again, or `reestablish`);
+    /// the payee answers (`refund_signed`, or `channel_ready` once ready and `reconcile`, the
+    /// newest payment it holds), and what the payer sends on taking those answers (the
+    /// payments still in flight after the payee's newest, as one burst, or its
+    /// `closing_signed`) goes to the payee, and the answers back.
     fn reestablish(&mut self) {
         self.held.clear();
         self.connected = true;
+        let mut queue: VecDeque<Message> =
+            sent(self.payer.reestablish().expect("the payer's state rebuilds")).into();
         let mut pays = Vec::new();
-        for msg in sent(self.payer.reestablish().expect("the payer's state rebuilds")) {
+        // Each message of the payer is answered by at most two of the payee's, each of those
+        // by at most one burst: a few rounds at most.
+        let mut rounds = 0;
+        while let Some(msg) = queue.pop_front() {
+            rounds += 1;
+            assert!(rounds < 64, "a reconnect that does not settle: {msg:?}");
             self.remember(&msg);
             if let Message::Pay(_) = &msg {
                 pays.push(Held { pay: msg, drop_after: false });
                 continue;
             }
+            if let Message::Reestablish(_) = &msg {
+                assert!(
+                    queue.is_empty() && pays.is_empty(),
+                    "an open payer sends only reestablish and waits for reconcile: {queue:?}"
+                );
+            }
             match self.deliver(&msg) {
                 Ok(actions) => {
                     for reply in sent(actions) {
-                        let taken = self.answer_payer(&reply);
-                        assert!(!self.in_sync || taken.is_ok(), "{reply:?}: {taken:?}");
+                        if let Message::Reconcile(r) = &reply {
+                            self.check_reconcile(r);
+                        }
+                        match self.answer_payer(&reply) {
+                            Ok(actions) => queue.extend(sent(actions)),
+                            Err(e) => {
+                                assert!(
+                                    !self.in_sync,
+                                    "the payer refused the payee's {reply:?}: {e}"
+                                )
+                            }
+                        }
+                        if let (Message::Reconcile(_), true) = (&reply, self.in_sync) {
+                            // Both stand on the payee's newest payment.
+                            let payer = self.payer.funded().map_or(0, |f| f.funded.payments());
+                            assert_eq!(payer, self.payee_payments(), "after {reply:?}");
+                            assert_eq!(self.payer.paid(), self.payee.paid(), "after {reply:?}");
+                            // And on its newest checkpoint.
+                            let number = |c: Option<&paychan::channel::SignedUpdate>| {
+                                c.map_or(0, |c| c.number)
+                            };
+                            let payer_cp = number(
+                                self.payer.funded().and_then(|f| f.funded.checkpoint.as_ref()),
+                            );
+                            let payee_cp =
+                                number(self.payee.funded().and_then(|f| f.checkpoint.as_ref()));
+                            assert_eq!(payer_cp, payee_cp, "checkpoints after {reply:?}");
+                        }
                     }
                 }
                 Err(e) => assert!(!self.in_sync, "an honest {msg:?} refused: {e}"),
@@ -692,6 +741,53 @@ impl Run<'_> {
         if !pays.is_empty() {
             self.burst(pays);
         }
+    }
+
+    /// Checks the payee's `reconcile`: its newest payment as stored, with the payer's valid
+    /// signature over its commitment, and its newest checkpoint as stored, with the payee's
+    /// valid signature.
+    fn check_reconcile(&self, r: &Reconcile) {
+        assert_eq!(r.channel_id, CHANNEL_ID);
+        let f = self.payee.funded().expect("a reconcile comes from a funded channel");
+        let builder = f.channel.builder();
+        let sighash = |paid: Amount, locktime: u32| {
+            let tx = builder.commitment(paid, locktime).expect("a stored payment");
+            builder.sighash(&tx).expect("a channel transaction")
+        };
+        let checkpoint = f.checkpoint.as_ref();
+        assert_eq!(
+            (r.checkpoint_update, r.checkpoint_paid_sat, r.checkpoint_locktime),
+            checkpoint.map_or((0, 0, 0), |c| (c.number, c.paid.to_sat(), c.locktime)),
+            "{r:?}: the newest checkpoint is {checkpoint:?}"
+        );
+        assert_eq!(r.payee_signature, checkpoint.map(|c| RawSignature::from(c.payee_sig)));
+        if let (Some(c), Some(raw)) = (checkpoint, &r.payee_signature) {
+            let sig = parse_signature(&raw.0).expect("the payee's own signature parses");
+            self.verify(sighash(c.paid, c.locktime), &sig, &self.fixture.payee_signer.public_key())
+                .expect("the reconcile's payee signature verifies");
+        }
+        let Some(p) = f.newest.as_ref() else {
+            assert_eq!(
+                (r.update, r.paid_total_sat, &r.payer_signature),
+                (0, 0, &None),
+                "a reconcile without a payment"
+            );
+            return;
+        };
+        assert_eq!(
+            (r.update, r.paid_total_sat, r.locktime, r.checkpoint),
+            (p.number, p.paid.to_sat(), p.locktime, p.checkpoint),
+            "{r:?} / {p:?}"
+        );
+        assert_eq!(
+            (r.since_checkpoint, r.paid_since_checkpoint_sat),
+            (p.since_checkpoint, p.paid_since_checkpoint.to_sat()),
+            "{r:?} / {p:?}"
+        );
+        let raw = r.payer_signature.as_ref().expect("the payer's signature on the newest");
+        let sig = parse_signature(&raw.0).expect("a stored signature parses");
+        self.verify(sighash(p.paid, p.locktime), &sig, &self.fixture.payer_signer.public_key())
+            .expect("the reconcile's payer signature verifies");
     }
 
     /// Moves the tip: `mode % 4` 0 to anywhere from 100 below the open to past the refund, 1 one
@@ -1040,6 +1136,8 @@ fn signature_mut(msg: &mut Message) -> Option<&mut RawSignature> {
         Message::RefundSigned(m) => Some(&mut m.signature),
         Message::PayAck(m) => m.signature.as_mut(),
         Message::ClosingAck(m) => Some(&mut m.signature),
+        Message::Authenticate(m) => Some(&mut m.signature),
+        Message::Reconcile(m) => m.payer_signature.as_mut(),
         _ => None,
     }
 }
@@ -1058,6 +1156,8 @@ fn set_channel_id(msg: &mut Message, id: paychan::wire::ChannelId) {
         Message::ClosingAck(m) => m.channel_id = id,
         Message::Reestablish(m) => m.channel_id = id,
         Message::Error(m) => m.channel_id = id,
+        Message::Authenticate(m) => m.channel_id = id,
+        Message::Reconcile(m) => m.channel_id = id,
         Message::Extension(m) => m.channel_id = id,
     }
 }
