@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use bitcoin::hashes::{sha256, Hash, HashEngine};
 
-/// The largest chunk: its hex encoding must fit a frame ([`paychan_node::net::frame::MAX_FRAME`],
-/// 64 KiB) with room for the rest of the message.
+/// The largest chunk: its hex encoding must fit a sealed message
+/// ([`paychan_node::net::MAX_MESSAGE`], 65,519 bytes) with room for the rest of the message.
 pub const MAX_CHUNK_SIZE: u32 = 31 * 1024;
 
 /// Errors of the catalogue.
