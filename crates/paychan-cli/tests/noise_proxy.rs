@@ -16,10 +16,10 @@
 //!   a later command reaches the payee, one that failed before it was sent is not; after the
 //!   tampering, clean payments and a cooperative close pay the payee exactly that sum on chain,
 //!   and both sides agree on it (nothing paid twice, nothing lost);
-//! - nothing travels in the clear: the first handshake message is 32 bytes of ephemeral key
-//!   and the 2-byte transport version, and no frame either way (the channel's opening
-//!   included) holds the channel id (hex or raw), the payee's node id, a binary `pay` or
-//!   `pay_ack`, or JSON.
+//! - nothing travels in the clear: the first handshake message is 33 bytes of ephemeral key
+//!   and the transport version sealed to the payee's node key, and no frame either way (the
+//!   channel's opening included) holds the channel id (hex or raw), the payee's node id, a
+//!   binary `pay` or `pay_ack`, or JSON.
 //!
 //! The seed is printed; `PAYCHAN_PROXY_SEED=N` runs the same plans again. Its first run found a
 //! connection left alone failing at random: a handshake message whose ephemeral key began with
@@ -42,7 +42,6 @@ use bitcoin::Txid;
 use common::cli::{mining_until_done, Daemon, Party};
 use common::node::Node;
 use paychan::wire::{binary, PROTOCOL_VERSION};
-use paychan_node::net::handshake::TRANSPORT_VERSION;
 use paychan_node::net::MAX_FRAME;
 use serde_json::Value;
 
@@ -754,9 +753,9 @@ impl Pump<'_> {
     /// Checks a frame an endpoint sent for anything in the clear, and keeps it.
     fn inspect(&self, index: usize, payload: &[u8]) {
         if self.dir == Dir::ToPayee && index == 0 {
-            // Noise NX's first message: the ephemeral key, and the version as its payload.
-            let version = TRANSPORT_VERSION.to_be_bytes();
-            if payload.len() != 32 + 2 || payload[32..] != version {
+            // Noise NK's first message: the ephemeral key (a compressed point), and the version
+            // sealed to the payee's node key; nothing of it in the clear.
+            if payload.len() != 33 + 2 + 16 || !matches!(payload[0], 2 | 3) {
                 self.violation(format!("a first handshake message of {}", payload.as_hex()));
             }
         }

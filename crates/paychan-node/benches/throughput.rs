@@ -156,7 +156,7 @@ fn main() {
         100.0 * transport.as_secs_f64() / crypto.as_secs_f64()
     );
     println!(
-        "handshake per connection (Noise NX: start + answer + finish) on one core: {:.1} us \
+        "handshake per connection (Noise NK: start + answer + finish) on one core: {:.1} us \
          before, {:.1} us after the runs = {:.2}x the raw crypto of a payment",
         us(handshake_before),
         us(handshake_after),
@@ -331,7 +331,7 @@ fn transport_cost(n: usize) -> Duration {
 
 /// The median over rounds of one whole handshake on one core, both sides: the payer's first
 /// message, the payee's answer (with its `NodeIdentity`, made once, as the daemon does), and the
-/// payer's check of it (the node key's certificate of the static key included).
+/// payer's reading of it (secp256k1 ECDH with the node key included).
 fn handshake_cost(n: usize) -> Duration {
     let identity = NodeIdentity::new(&SecretKey::from_slice(&[2; 32]).unwrap());
     let node_id = identity.node_id();

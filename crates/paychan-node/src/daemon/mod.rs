@@ -200,7 +200,7 @@ type Slots = HashMap<ChannelId, Arc<tokio::sync::Mutex<Slot>>>;
 struct Shared<C> {
     config: DaemonConfig,
     node_secret: SecretKey,
-    /// The node key with this run's Noise static key, for every handshake.
+    /// The node key, which is the Noise static key of every handshake.
     identity: NodeIdentity,
     /// The address an `open_channel`'s terms are checked with, before a fresh one is handed
     /// out: derived once, so that no check waits for the wallet (a bump may hold it).

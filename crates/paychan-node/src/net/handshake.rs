@@ -1,70 +1,53 @@
-//! The handshake: Noise `NX` (X25519, ChaCha20-Poly1305, SHA-256, by the `snow` crate), two
-//! messages, before any channel message. It does no I/O: the caller moves the bytes.
+//! The handshake: Noise `NK` with secp256k1, ChaCha20-Poly1305 and SHA-256 (by the `snow`
+//! crate, with libsecp256k1's ECDH: [`super::secp_dh`]), two messages, before any channel
+//! message. It does no I/O: the caller moves the bytes.
 //!
 //! ```text
-//! payer (initiator)                                        payee (responder)
-//!   -> e, payload: TRANSPORT_VERSION (2 bytes, in clear)
-//!                          <- e, ee, s, es, payload: HelloReply (encrypted)
+//! <- s                      the payee's node key, which the payer knows (NODE_ID@HOST:PORT)
+//! payer -> e, es            payload (encrypted): TRANSPORT_VERSION, 2 bytes
+//! payee <- e, ee            payload (encrypted): HelloReply
 //! ```
 //!
-//! The payee's Noise static key `s` is made when its daemon starts, and its node key (the
-//! secp256k1 key `paychan init` prints, which the payer names in `NODE_ID@HOST:PORT`) signs it:
-//! the [`Welcome`] carries that certificate. The payer accepts the session only if the
-//! certificate is the expected node's signature over the very static key the handshake
-//! authenticated (`es`: only its holder could have sent the second message). So the session's
-//! keys are shared with that node and nobody else, and every frame after it is encrypted and
-//! authenticated ([`crate::net::session`]).
-//!
-//! `snow` offers no secp256k1 Diffie-Hellman, so the node key cannot be the Noise static key
-//! itself as in Lightning's BOLT 8; it certifies it instead.
+//! The payee's static key is its node key (the secp256k1 key `paychan init` prints), as in
+//! Lightning's BOLT 8. Only its holder can read the first message (`es`) and write a second
+//! that the payer can open, so the session's keys are shared with that node and nobody else,
+//! and every frame after it is encrypted and authenticated ([`crate::net::session`]). A node
+//! with another key cannot read the first message and closes; the payer reports that the node
+//! did not prove its key.
 //!
 //! The payer has no static key: it proves each channel's payer key separately, by signing this
 //! session's handshake hash ([`paychan::auth`]).
 
-use bitcoin::hashes::{sha256, Hash, HashEngine};
-use bitcoin::hex::{DisplayHex, FromHex};
-use bitcoin::secp256k1::{ecdsa, Message, Secp256k1, SecretKey};
+use bitcoin::secp256k1::{Secp256k1, SecretKey};
 use bitcoin::PublicKey;
 use serde::{Deserialize, Serialize};
 use snow::{HandshakeState, StatelessTransportState};
 
+use super::secp_dh::{Secp256k1Resolver, DH_NAME};
 use super::session::Session;
 
-/// The Noise protocol.
-pub const NOISE_PARAMS: &str = "Noise_NX_25519_ChaChaPoly_SHA256";
+/// The Noise protocol's name, hashed into every session.
+pub const NOISE_PROTOCOL: &str = "Noise_NK_secp256k1_ChaChaPoly_SHA256";
 
 /// The version of this transport, sent in the first message. The plaintext transport of
-/// earlier releases had none; its first byte is a `{`.
+/// earlier releases had none; its first frame is a JSON object.
 pub const TRANSPORT_VERSION: u16 = 1;
 
 /// Bound into the handshake hash: a session of another protocol cannot pass for one of ours.
 const PROLOGUE: &[u8] = b"paychan transport";
 
-/// Domain separation for the node key's certificate of the static key.
-const CERTIFICATE_TAG: &[u8] = b"paychan noise static key";
-
 /// The largest handshake message: the second, with its encrypted [`HelloReply`].
 const MAX_HANDSHAKE: usize = 1024;
-
-/// Payee -> payer, in the second handshake message: the node key and its certificate of the
-/// static key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Welcome {
-    /// The transport version the payee speaks.
-    pub transport_version: u16,
-    /// The payee's node key.
-    pub node_id: PublicKey,
-    /// The node key's DER signature over the certificate digest of the static key, in hex.
-    pub certificate: String,
-}
 
 /// Payee -> payer: the encrypted payload of the second handshake message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum HelloReply {
-    /// The payee proves its node key; channel messages may follow.
-    Welcome(Welcome),
+    /// The payee takes the session; channel messages may follow.
+    Welcome {
+        /// The transport version the payee speaks.
+        transport_version: u16,
+    },
     /// The payee refuses (another transport version), and closes.
     Refused {
         /// Why, in words.
@@ -93,18 +76,11 @@ pub enum HandshakeError {
     /// The payee refused the connection.
     #[error("payee refused the connection: {0}")]
     Refused(String),
-    /// The payee is not the node asked for.
-    #[error("peer is node {got}, not {expected}")]
-    WrongNode {
+    /// The peer closed the connection without answering the first message: it could not read
+    /// it, so it does not hold the node key asked for.
+    #[error("the peer did not prove node key {node_id} (it closed the handshake): is NODE_ID the one its `paychan init` printed?")]
+    NotProven {
         /// The node key asked for, in hex.
-        expected: String,
-        /// The node key it presented, in hex.
-        got: String,
-    },
-    /// The certificate does not prove the node key.
-    #[error("peer failed to prove node key {node_id}")]
-    BadProof {
-        /// The key it claimed, in hex.
         node_id: String,
     },
 }
@@ -114,27 +90,28 @@ fn malformed(e: impl std::fmt::Display) -> HandshakeError {
 }
 
 fn builder() -> snow::Builder<'static> {
-    snow::Builder::new(NOISE_PARAMS.parse().expect("a valid Noise pattern"))
+    // `snow` names its curves by an enum without secp256k1: the pattern is parsed with one of
+    // them and renamed, and the resolver gives secp256k1 for any. The name, which every
+    // session's hash starts from, is the true one.
+    let mut params: snow::params::NoiseParams =
+        "Noise_NK_25519_ChaChaPoly_SHA256".parse().expect("a valid Noise pattern");
+    params.name = NOISE_PROTOCOL.to_owned();
+    debug_assert!(params.name.contains(DH_NAME));
+    snow::Builder::with_resolver(params, Box::new(Secp256k1Resolver))
 }
 
-/// The payee's side of every handshake: its node key, its static key for this run, and the
-/// certificate binding the two. Made once per daemon.
+/// The payee's side of every handshake: its node key, which is its Noise static key.
 #[derive(Clone)]
 pub struct NodeIdentity {
     node_id: PublicKey,
-    static_secret: Vec<u8>,
-    certificate: String,
+    secret: [u8; 32],
 }
 
 impl NodeIdentity {
-    /// Makes a fresh static key and has `node_secret` certify it.
+    /// The identity of the node whose key is `node_secret`.
     pub fn new(node_secret: &SecretKey) -> NodeIdentity {
-        let keypair = builder().generate_keypair().expect("the system's random source works");
-        let secp = Secp256k1::signing_only();
-        let node_id = PublicKey::new(node_secret.public_key(&secp));
-        let sig = secp.sign_ecdsa(&certificate_digest(&node_id, &keypair.public), node_secret);
-        let certificate = sig.serialize_der().as_hex().to_string();
-        NodeIdentity { node_id, static_secret: keypair.private, certificate }
+        let node_id = PublicKey::new(node_secret.public_key(&Secp256k1::signing_only()));
+        NodeIdentity { node_id, secret: node_secret.secret_bytes() }
     }
 
     /// Returns the node key.
@@ -145,7 +122,7 @@ impl NodeIdentity {
 
 impl std::fmt::Debug for NodeIdentity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never print the static secret.
+        // Never print the secret.
         f.debug_struct("NodeIdentity").field("node_id", &self.node_id).finish_non_exhaustive()
     }
 }
@@ -158,21 +135,36 @@ pub struct Initiator {
 
 impl Initiator {
     /// Starts a handshake with the payee whose node key is `expected`: returns the state and the
-    /// first message to send.
+    /// first message to send, which only that node can read.
     pub fn start(expected: PublicKey) -> (Initiator, Vec<u8>) {
+        Initiator::start_speaking(expected, TRANSPORT_VERSION)
+    }
+
+    /// As [`Initiator::start`], claiming transport version `version`: for tests of the
+    /// payee's refusal of other versions (the version travels encrypted).
+    pub fn start_speaking(expected: PublicKey, version: u16) -> (Initiator, Vec<u8>) {
+        let remote = expected.inner.serialize();
         let mut state = builder()
             .prologue(PROLOGUE)
+            .and_then(|b| b.remote_public_key(&remote))
             .and_then(snow::Builder::build_initiator)
-            .expect("an initiator builds from a valid pattern");
+            .expect("an initiator builds from a valid pattern and key");
         let mut first = vec![0u8; MAX_HANDSHAKE];
         let len = state
-            .write_message(&TRANSPORT_VERSION.to_be_bytes(), &mut first)
+            .write_message(&version.to_be_bytes(), &mut first)
             .expect("the first message fits");
         first.truncate(len);
         (Initiator { state, expected }, first)
     }
 
-    /// Takes the payee's answer: returns the session if it proves the expected node key.
+    /// The error for a payee that closed without answering: it could not read the first
+    /// message.
+    pub fn not_proven(&self) -> HandshakeError {
+        HandshakeError::NotProven { node_id: self.expected.to_string() }
+    }
+
+    /// Takes the payee's answer: returns the session. Only the expected node could have
+    /// written an answer that opens.
     ///
     /// # Errors
     /// Any [`HandshakeError`].
@@ -183,29 +175,16 @@ impl Initiator {
         let mut payload = vec![0u8; MAX_HANDSHAKE];
         let len = self.state.read_message(answer, &mut payload).map_err(malformed)?;
         let reply: HelloReply = serde_json::from_slice(&payload[..len]).map_err(malformed)?;
-        let welcome = match reply {
-            HelloReply::Welcome(w) => w,
-            HelloReply::Refused { reason } => return Err(HandshakeError::Refused(reason)),
-        };
-        if welcome.transport_version != TRANSPORT_VERSION {
-            return Err(HandshakeError::UnsupportedVersion {
-                got: welcome.transport_version,
+        match reply {
+            HelloReply::Welcome { transport_version: TRANSPORT_VERSION } => {
+                into_session(self.state)
+            }
+            HelloReply::Welcome { transport_version } => Err(HandshakeError::UnsupportedVersion {
+                got: transport_version,
                 supported: TRANSPORT_VERSION,
-            });
+            }),
+            HelloReply::Refused { reason } => Err(HandshakeError::Refused(reason)),
         }
-        if welcome.node_id != self.expected {
-            let (expected, got) = (self.expected.to_string(), welcome.node_id.to_string());
-            return Err(HandshakeError::WrongNode { expected, got });
-        }
-        let bad = || HandshakeError::BadProof { node_id: welcome.node_id.to_string() };
-        let remote_static = self.state.get_remote_static().ok_or_else(bad)?.to_vec();
-        let der = Vec::<u8>::from_hex(&welcome.certificate).map_err(|_| bad())?;
-        let sig = ecdsa::Signature::from_der(&der).map_err(|_| bad())?;
-        let digest = certificate_digest(&welcome.node_id, &remote_static);
-        Secp256k1::verification_only()
-            .verify_ecdsa(&digest, &sig, &welcome.node_id.inner)
-            .map_err(|_| bad())?;
-        into_session(self.state)
     }
 }
 
@@ -227,7 +206,8 @@ pub enum Answer {
     },
 }
 
-/// The payee's side: answers the payer's first message `first`.
+/// The payee's side: answers the payer's first message `first`. One it cannot read (garbage,
+/// or meant for another node) gets no answer.
 pub fn answer(first: &[u8], identity: &NodeIdentity) -> Answer {
     let refuse = |error| Answer::Refuse { error, reply: None };
     if is_plaintext(first) {
@@ -238,7 +218,7 @@ pub fn answer(first: &[u8], identity: &NodeIdentity) -> Answer {
         return Answer::Refuse { error, reply };
     }
     let mut state = match builder()
-        .local_private_key(&identity.static_secret)
+        .local_private_key(&identity.secret)
         .and_then(|b| b.prologue(PROLOGUE))
         .and_then(snow::Builder::build_responder)
     {
@@ -252,12 +232,7 @@ pub fn answer(first: &[u8], identity: &NodeIdentity) -> Answer {
         Err(e) => return refuse(malformed(e)),
     };
     let (reply, error) = if version == TRANSPORT_VERSION {
-        let welcome = Welcome {
-            transport_version: TRANSPORT_VERSION,
-            node_id: identity.node_id,
-            certificate: identity.certificate.clone(),
-        };
-        (HelloReply::Welcome(welcome), None)
+        (HelloReply::Welcome { transport_version: TRANSPORT_VERSION }, None)
     } else {
         let error =
             HandshakeError::UnsupportedVersion { got: version, supported: TRANSPORT_VERSION };
@@ -293,14 +268,6 @@ fn into_session(state: HandshakeState) -> Result<Session, HandshakeError> {
     Ok(Session::new(transport, hash))
 }
 
-fn certificate_digest(node_id: &PublicKey, static_key: &[u8]) -> Message {
-    let mut engine = sha256::Hash::engine();
-    engine.input(CERTIFICATE_TAG);
-    engine.input(&node_id.inner.serialize());
-    engine.input(static_key);
-    Message::from_digest(sha256::Hash::from_engine(engine).to_byte_array())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,11 +278,16 @@ mod tests {
 
     fn handshake(payee: &NodeIdentity, expected: PublicKey) -> Result<(Session, Session), String> {
         let (initiator, first) = Initiator::start(expected);
-        let Answer::Welcome { reply, session } = answer(&first, payee) else {
-            return Err("refused".into());
-        };
-        let ours = initiator.finish(&reply).map_err(|e| e.to_string())?;
-        Ok((ours, session))
+        match answer(&first, payee) {
+            Answer::Welcome { reply, session } => {
+                let ours = initiator.finish(&reply).map_err(|e| e.to_string())?;
+                Ok((ours, session))
+            }
+            Answer::Refuse { error, reply: None } => {
+                Err(format!("{} / {error}", initiator.not_proven()))
+            }
+            Answer::Refuse { error, .. } => Err(error.to_string()),
+        }
     }
 
     #[test]
@@ -330,21 +302,23 @@ mod tests {
     }
 
     #[test]
-    fn another_node_is_refused() {
+    fn another_node_cannot_read_the_first_message() {
         let (payee, other) = (identity(1), identity(2));
         let err = handshake(&payee, other.node_id()).unwrap_err();
-        assert!(err.contains("not"), "{err}");
+        assert!(err.contains("did not prove node key"), "{err}");
     }
 
     #[test]
-    fn a_certificate_of_another_static_key_is_refused() {
-        // The node's certificate, replayed by an impostor with its own static key.
-        let payee = identity(1);
-        let mut impostor = identity(3);
-        impostor.node_id = payee.node_id;
-        impostor.certificate = payee.certificate.clone();
-        let err = handshake(&impostor, payee.node_id()).unwrap_err();
-        assert!(err.contains("failed to prove"), "{err}");
+    fn an_answer_from_another_node_does_not_open() {
+        // An impostor that saw the first message answers with its own keys.
+        let (payee, impostor) = (identity(1), identity(3));
+        let (initiator, first) = Initiator::start(payee.node_id());
+        let (_, first_for_impostor) = Initiator::start(impostor.node_id());
+        let Answer::Welcome { reply, .. } = answer(&first_for_impostor, &impostor) else {
+            panic!()
+        };
+        assert!(matches!(answer(&first, &impostor), Answer::Refuse { reply: None, .. }));
+        assert!(matches!(initiator.finish(&reply), Err(HandshakeError::Malformed(_))));
     }
 
     #[test]
@@ -355,6 +329,9 @@ mod tests {
         let last = reply.len() - 1;
         reply[last] ^= 1;
         assert!(matches!(initiator.finish(&reply), Err(HandshakeError::Malformed(_))));
+        let mut flipped = first.clone();
+        flipped[40] ^= 1;
+        assert!(matches!(answer(&flipped, &payee), Answer::Refuse { reply: None, .. }));
         for garbage in [&b""[..], b"\x00\x01", &[7u8; 40]] {
             assert!(matches!(answer(garbage, &payee), Answer::Refuse { reply: None, .. }));
         }
@@ -372,14 +349,20 @@ mod tests {
     #[test]
     fn another_version_is_refused_with_a_reason() {
         let payee = identity(1);
-        let mut state = builder().prologue(PROLOGUE).unwrap().build_initiator().unwrap();
-        let mut first = vec![0u8; MAX_HANDSHAKE];
-        let len = state.write_message(&(TRANSPORT_VERSION + 1).to_be_bytes(), &mut first).unwrap();
-        let Answer::Refuse { error, reply: Some(reply) } = answer(&first[..len], &payee) else {
+        let (initiator, first) = Initiator::start_speaking(payee.node_id(), TRANSPORT_VERSION + 1);
+        let Answer::Refuse { error, reply: Some(reply) } = answer(&first, &payee) else {
             panic!("took another version");
         };
         assert!(matches!(error, HandshakeError::UnsupportedVersion { .. }));
-        let initiator = Initiator { state, expected: payee.node_id() };
         assert!(matches!(initiator.finish(&reply), Err(HandshakeError::Refused(_))));
+    }
+
+    #[test]
+    fn nothing_in_the_first_message_is_in_the_clear_but_a_point() {
+        let payee = identity(1);
+        let (_, first) = Initiator::start(payee.node_id());
+        // e (33 bytes), then the version, sealed (2 + 16).
+        assert_eq!(first.len(), 33 + 2 + 16);
+        assert!(matches!(first[0], 2 | 3), "a compressed point");
     }
 }

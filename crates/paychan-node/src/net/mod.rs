@@ -9,6 +9,7 @@
 
 pub mod frame;
 pub mod handshake;
+mod secp_dh;
 pub mod session;
 
 use std::fmt;
@@ -158,8 +159,8 @@ impl Connection {
     /// keys are shared with the node `peer` names, all within the handshake timeout.
     ///
     /// # Errors
-    /// [`NetError::Connect`], [`NetError::HandshakeTimeout`], [`NetError::Handshake`],
-    /// [`NetError::Frame`], [`NetError::Closed`].
+    /// [`NetError::Connect`], [`NetError::HandshakeTimeout`], [`NetError::Handshake`]
+    /// ([`HandshakeError::NotProven`] if the peer closes without answering), [`NetError::Frame`].
     pub async fn connect(peer: &PeerAddr, timeouts: Timeouts) -> Result<Connection, NetError> {
         let limit = timeouts.handshake;
         let work = async {
@@ -170,8 +171,16 @@ impl Connection {
             let (initiator, first) = handshake::Initiator::start(peer.node_id);
             frame::write_frames(&mut write, &frame::encode_frame(&first)?, limit).await?;
             let mut read = read;
-            let reply =
-                frame::read_frame(&mut read, limit, limit).await?.ok_or(NetError::Closed)?;
+            let reply = match frame::read_frame(&mut read, limit, limit).await {
+                Ok(Some(reply)) => reply,
+                // Closed without a word: it could not read our first message, meant for the
+                // node key asked for.
+                Ok(None) | Err(FrameError::Truncated) => return Err(initiator.not_proven().into()),
+                Err(FrameError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                    return Err(initiator.not_proven().into())
+                }
+                Err(e) => return Err(e.into()),
+            };
             let session = initiator.finish(&reply)?;
             Ok(Connection::new(read, write, session, timeouts))
         };
