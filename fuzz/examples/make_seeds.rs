@@ -9,11 +9,17 @@ use std::fs;
 use std::path::Path;
 
 use paychan::bitcoin::hashes::Hash;
+use paychan::bitcoin::secp256k1::{PublicKey, Secp256k1, SecretKey};
 use paychan::bitcoin::Amount;
 use paychan::channel::{Payee, Payer};
 use paychan::wire::{self, Extension, Message, PROTOCOL_VERSION};
-use paychan_fuzz::{payee_config, sent, signer, Opened, CHANNEL_ID, TIP};
+use paychan_fuzz::{
+    payee_config, sent, signer, Opened, CHANNEL_ID, NODE_SECRET, OTHER_NODE_SECRET, TIP,
+};
 use paychan_node::net::frame::encode_frame;
+use paychan_node::net::handshake::{
+    answer, Answer, HandshakeError, Initiator, NodeIdentity, TRANSPORT_VERSION,
+};
 use paychan_node::net::session::MAX_MESSAGE;
 use serde_json::json;
 
@@ -301,8 +307,25 @@ fn noise_programs(msgs: &[(String, Message)]) -> Vec<(String, Vec<u8>)> {
     const ANSWER: u8 = 0;
     const TAMPER: u8 = 1;
     const SESSION: u8 = 2;
-    // A first message: an ephemeral key (any 32 bytes are one) and the version.
-    let first = |key: u8, version: u16| [vec![key; 32], version.to_be_bytes().to_vec()].concat();
+    // A first message to the fuzz node, from the ephemeral key `[key; 32]`, of `version`.
+    let node = SecretKey::from_slice(&NODE_SECRET).expect("a valid key");
+    let node_id = node.public_key(&Secp256k1::signing_only());
+    let first = |key: u8, version: u16| first_message(&node_id, key, version);
+    // Check them: version 1 is welcomed by the fuzz node (not another), version 2 refused.
+    let identity = NodeIdentity::new(&node);
+    let other = NodeIdentity::new(&SecretKey::from_slice(&OTHER_NODE_SECRET).expect("valid"));
+    assert!(matches!(answer(&first(9, TRANSPORT_VERSION), &identity), Answer::Welcome { .. }));
+    assert!(matches!(
+        answer(&first(9, TRANSPORT_VERSION), &other),
+        Answer::Refuse { error: HandshakeError::Malformed(_), reply: None }
+    ));
+    assert!(matches!(
+        answer(&first(9, 2), &identity),
+        Answer::Refuse { error: HandshakeError::UnsupportedVersion { got: 2, .. }, reply: Some(_) }
+    ));
+    // A real first message with its key's first byte made a brace: no key, and no plaintext.
+    let mut braced = first(9, TRANSPORT_VERSION);
+    braced[0] = b'{';
     let plaintext = msgs[0].1.encode();
     // Session operations; `d` is the direction, 0 payer to payee, 1 back.
     let seal = |d: u8, bytes: &[u8]| {
@@ -341,15 +364,20 @@ fn noise_programs(msgs: &[(String, Message)]) -> Vec<(String, Vec<u8>)> {
 
     vec![
         ("answer_first".into(), [vec![ANSWER], first(9, 1)].concat()),
-        ("answer_brace_key".into(), [vec![ANSWER], first(b'{', 1)].concat()),
+        ("answer_first_other_key".into(), [vec![ANSWER], first(10, 1)].concat()),
+        ("answer_brace_key".into(), [vec![ANSWER], braced].concat()),
         ("answer_version_2".into(), [vec![ANSWER], first(9, 2)].concat()),
+        ("answer_version_0".into(), [vec![ANSWER], first(11, 0)].concat()),
+        ("answer_random_51".into(), [vec![ANSWER], vec![9; 51]].concat()),
         ("answer_short".into(), [vec![ANSWER], vec![9; 33]].concat()),
         ("answer_plaintext".into(), [vec![ANSWER], plaintext].concat()),
         ("tamper_none".into(), vec![TAMPER, 0, 0, 0]),
         ("tamper_impostor".into(), vec![TAMPER, 1, 0, 0]),
         ("tamper_made_up".into(), [vec![TAMPER, 2, 0, 0], vec![7; 96]].concat()),
         ("tamper_first_flip".into(), [vec![TAMPER, 0, 1], flip(3, 0), vec![0]].concat()),
-        ("tamper_first_version".into(), [vec![TAMPER, 0, 1], flip(33, 1), vec![0]].concat()),
+        // Byte 34 is the encrypted version's second byte.
+        ("tamper_first_version".into(), [vec![TAMPER, 0, 1], flip(34, 1), vec![0]].concat()),
+        ("tamper_first_prefix".into(), [vec![TAMPER, 0, 1], flip(0, 0), vec![0]].concat()),
         ("tamper_first_truncate".into(), [vec![TAMPER, 0, 1], truncate(33), vec![0]].concat()),
         ("tamper_answer_flip".into(), [vec![TAMPER, 0, 0, 1], flip(40, 7)].concat()),
         ("tamper_answer_truncate".into(), [vec![TAMPER, 0, 0, 1], truncate(80)].concat()),
@@ -409,6 +437,15 @@ fn noise_programs(msgs: &[(String, Message)]) -> Vec<(String, Vec<u8>)> {
             .concat(),
         ),
     ]
+}
+
+/// A payer's first handshake message (Noise `NK`: `e, es`, the version sealed) to the node
+/// `node_id`, as the real initiator writes it. Its ephemeral key is fresh at each run (`snow`
+/// takes it from the system's random source), so the seed's bytes change when they are made
+/// again; what it exercises does not. (`_key` only tells the seeds apart.)
+fn first_message(node_id: &PublicKey, _key: u8, version: u16) -> Vec<u8> {
+    let node_id = paychan::bitcoin::PublicKey::new(*node_id);
+    Initiator::start_speaking(node_id, version).1
 }
 
 /// Returns one message of each kind for the fuzz channel (two of `pay` and `pay_ack`: a

@@ -4,24 +4,27 @@
 //! The input, byte by byte (reads past the end give zeros); byte 0 `% 3` picks the mode:
 //!
 //! - 0, **answer**: the rest of the input is a payer's first handshake message, given to the
-//!   payee's `answer` (with the node identity made once per process). Nothing panics, and what
-//!   comes back follows from the message alone: a first message is the initiator's ephemeral
-//!   key (32 bytes, any value being a key) and its transport version (2 bytes, in clear), so
-//!   every 34-byte message of version 1 is welcomed, with a session; another version is refused
-//!   with a reply the payer can read; a message of another length is refused as malformed, with
-//!   no reply, except a JSON object, which is the plaintext transport of earlier releases and is
-//!   told so in JSON (a key may start with `{`: a 34-byte message is never taken for one).
-//!   The payer's `finish` likewise refuses only a JSON object as plaintext: in the tamper and
-//!   session modes every real handshake succeeds, whatever its random keys.
+//!   payee's `answer` (the node's key is fixed: [`paychan_fuzz::NODE_SECRET`]). Nothing panics.
+//!   A first message (Noise `NK`, `e, es`) is the initiator's ephemeral key (33 bytes, a
+//!   compressed secp256k1 point) and its transport version (2 bytes) encrypted to the node's
+//!   key (16 more bytes of tag): 51 bytes. Only a message written to the node's key opens, so
+//!   arbitrary bytes are refused as malformed, with no reply, except a JSON object, which is
+//!   the plaintext transport of earlier releases and is told so in JSON. A message that opens
+//!   (the seeds have some, written with the node's key by `make_seeds`) has 51 bytes; version 1
+//!   is welcomed, with a session, and the same bytes do not open at another node; another
+//!   version is refused with a reply for the payer (a Noise message, which fits a frame).
 //! - 1, **tamper**: a real handshake between `Initiator::start` and `answer` in which the
 //!   input changes the messages on the way. Byte 1: bit 0 the answering node is another node
 //!   than the one the payer names; bit 1 the payer's `finish` gets the input's own bytes
 //!   instead of the answer. Then an edit list for the first message, then one for the answer
 //!   (each: a count `% 4`, then that many edits: flip a bit, truncate, extend, set a byte,
-//!   delete one, insert one; see [`edit`]). `finish` takes the answer only if neither message
-//!   changed and the node is the one named; then both ends hold the same handshake hash and
-//!   open each other's frames. A changed first message that is welcomed gives an answer the
-//!   payer refuses.
+//!   delete one, insert one; see [`edit`]). The node refuses a changed first message as
+//!   malformed, with no reply; another node refuses the payer's first message, changed or not,
+//!   likewise (it cannot read it: the payer then reports `NotProven`), and the answer that
+//!   other node gives to a first message meant for itself, edited as the input says, is what
+//!   the payer's `finish` gets (refused, as malformed when unchanged). `finish` takes the
+//!   answer only if neither message changed and the node is the one named; then both ends hold
+//!   the same handshake hash and open each other's frames.
 //! - 2, **session**: a real handshake, then a script of operations on the session, each an
 //!   opcode byte (`% 8`; bit 3 the direction: payer to payee or back; bits 4 to 7 a small
 //!   parameter) and its operands:
@@ -53,9 +56,8 @@
 //!   re-encodes to an equal one, and an `authenticate` verifies against the payee's handshake
 //!   hash exactly when the real payer made it on this session.
 //!
-//! The handshake's keys are fresh at each run (the node identity's static key is made once per
-//! process, the ephemeral keys at each handshake, all by the system's random source), so the
-//! checks hold for any keys.
+//! The nodes' static keys are fixed; the payer's ephemeral keys are fresh at each handshake
+//! (from the system's random source), so the checks hold for any of them.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -63,7 +65,7 @@ use std::sync::OnceLock;
 use libfuzzer_sys::fuzz_target;
 use paychan::bitcoin::secp256k1::{Secp256k1, SecretKey, VerifyOnly};
 use paychan::wire::Message;
-use paychan_fuzz::{signer, CHANNEL_ID};
+use paychan_fuzz::{signer, CHANNEL_ID, NODE_SECRET, OTHER_NODE_SECRET};
 use paychan_node::net::frame::{decode_frame, encode_frame, push_frame, FrameError, MAX_FRAME};
 use paychan_node::net::handshake::{
     answer, Answer, HandshakeError, Initiator, NodeIdentity, TRANSPORT_VERSION,
@@ -84,10 +86,10 @@ static FIXTURE: OnceLock<Fixture> = OnceLock::new();
 
 fn fixture() -> &'static Fixture {
     FIXTURE.get_or_init(|| {
-        let key = |b| SecretKey::from_slice(&[b; 32]).expect("a valid key");
+        let key = |b: [u8; 32]| SecretKey::from_slice(&b).expect("a valid key");
         Fixture {
-            node: NodeIdentity::new(&key(0x11)),
-            other: NodeIdentity::new(&key(0x22)),
+            node: NodeIdentity::new(&key(NODE_SECRET)),
+            other: NodeIdentity::new(&key(OTHER_NODE_SECRET)),
             secp: Secp256k1::verification_only(),
             payer_signer: signer(1),
         }
@@ -101,8 +103,9 @@ fn is_json_object(bytes: &[u8]) -> bool {
         && serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(bytes).is_ok()
 }
 
-/// The size of a first handshake message: the ephemeral key and the version.
-const FIRST_LEN: usize = 32 + 2;
+/// The size of a first handshake message: the ephemeral key (a compressed secp256k1 point), the
+/// version (2 bytes) and its tag.
+const FIRST_LEN: usize = 33 + 2 + TAG;
 
 /// How many bytes one input may seal in all, to keep each run short.
 const SEAL_BUDGET: usize = 1 << 20;
@@ -145,17 +148,22 @@ impl Input<'_> {
 
 /// Mode 0: `first` as a payer's first handshake message.
 fn answer_bytes(fixture: &Fixture, first: &[u8]) {
-    let version = (first.len() == FIRST_LEN).then(|| u16::from_be_bytes([first[32], first[33]]));
     let plaintext = is_json_object(first);
     match answer(first, &fixture.node) {
         Answer::Welcome { reply, session } => {
-            assert_eq!(version, Some(TRANSPORT_VERSION), "welcomed {first:?}");
+            assert_eq!(first.len(), FIRST_LEN, "welcomed {first:?}");
             assert!(!plaintext, "welcomed a plaintext message {first:?}");
             check_reply_frames(&reply);
             // The payee's half of a session: its sealer works (only the payer could open it).
             let mut session = session;
             let sealed = session.sealer.seal(b"x").expect("a small message seals");
             assert_eq!(sealed.len(), 1 + TAG);
+            // Written to this node's key, the message does not open at another node.
+            match answer(first, &fixture.other) {
+                Answer::Refuse { error: HandshakeError::Malformed(_), reply: None } => {}
+                Answer::Welcome { .. } => panic!("another node welcomed {first:?} too"),
+                Answer::Refuse { error, .. } => panic!("another node refused {first:?}: {error}"),
+            }
         }
         Answer::Refuse { error: HandshakeError::Plaintext, reply } => {
             assert!(plaintext, "{first:?} refused as plaintext");
@@ -166,15 +174,16 @@ fn answer_bytes(fixture: &Fixture, first: &[u8]) {
         }
         Answer::Refuse { error: HandshakeError::UnsupportedVersion { got, supported }, reply } => {
             assert!(!plaintext);
+            assert_eq!(first.len(), FIRST_LEN, "{first:?} opened to version {got}");
             assert_eq!(supported, TRANSPORT_VERSION);
-            assert_eq!(version, Some(got), "{first:?}");
             assert_ne!(got, TRANSPORT_VERSION);
-            check_reply_frames(&reply.expect("another version is told which this one speaks"));
+            let reply = reply.expect("another version is told which this one speaks");
+            assert!(!is_json_object(&reply), "a Noise reply taken for plaintext");
+            check_reply_frames(&reply);
         }
         Answer::Refuse { error: HandshakeError::Malformed(why), reply } => {
             assert!(!plaintext, "{first:?}: {why}");
             assert_eq!(reply, None, "{first:?}: {why}");
-            assert_ne!(first.len(), FIRST_LEN, "a well-sized first message refused: {why}");
         }
         Answer::Refuse { error, .. } => panic!("{first:?} refused: {error}"),
     }
@@ -193,21 +202,46 @@ fn tamper(fixture: &Fixture, input: &mut Input) {
     let expected = fixture.node.node_id();
     let (initiator, first) = Initiator::start(expected);
     assert_eq!(first.len(), FIRST_LEN);
-    assert_eq!(&first[32..], TRANSPORT_VERSION.to_be_bytes());
+    assert!(matches!(first[0], 2 | 3), "the ephemeral key is a compressed point: {first:?}");
+    assert!(!is_json_object(&first));
     check_reply_frames(&first);
     let mut sent = first.clone();
     edit(input, &mut sent);
     let first_changed = sent != first;
-    let responder = if impostor { &fixture.other } else { &fixture.node };
-    let (reply, payee) = match answer(&sent, responder) {
-        Answer::Welcome { reply, session } => (Some(reply), Some(session)),
-        Answer::Refuse { error, reply } => {
-            assert!(first_changed, "the real first message refused: {error}");
-            (reply, None)
+    let (reply, payee) = if impostor {
+        // Another node cannot read a first message meant for ours, changed or not.
+        match answer(&sent, &fixture.other) {
+            Answer::Refuse { error: HandshakeError::Malformed(_), reply: None } => {}
+            Answer::Welcome { .. } => panic!("node {} read {sent:?}", fixture.other.node_id()),
+            Answer::Refuse { error, .. } => panic!("another node refused {sent:?}: {error}"),
+        }
+        let HandshakeError::NotProven { node_id } = initiator.not_proven() else {
+            panic!("not_proven gave another error");
+        };
+        assert_eq!(node_id, expected.to_string());
+        // What it could answer instead: its answer to a first message meant for itself.
+        let (_, its_first) = Initiator::start(fixture.other.node_id());
+        let Answer::Welcome { reply, .. } = answer(&its_first, &fixture.other) else {
+            panic!("another node refused a first message meant for itself");
+        };
+        (reply, None)
+    } else {
+        match answer(&sent, &fixture.node) {
+            Answer::Welcome { reply, session } => {
+                assert!(!first_changed, "welcomed a changed first message {sent:?}");
+                (reply, Some(session))
+            }
+            Answer::Refuse { error: HandshakeError::Malformed(why), reply: None } => {
+                assert!(first_changed, "the real first message refused: {why}");
+                return;
+            }
+            Answer::Refuse { error, reply } => {
+                panic!("{sent:?} (changed: {first_changed}) refused: {error}, reply {reply:?}")
+            }
         }
     };
-    let Some(reply) = reply else { return };
     check_reply_frames(&reply);
+    assert!(matches!(reply[0], 2 | 3), "the payee's ephemeral key is a compressed point");
     let mut got = if made_up { input.0.to_vec() } else { reply.clone() };
     edit(input, &mut got);
     let unchanged = !first_changed && got == reply;
@@ -224,7 +258,7 @@ fn tamper(fixture: &Fixture, input: &mut Input) {
             assert_eq!(payer.opener.open(&sealed).expect("opens"), b"ack");
         }
         Err(e) if unchanged && impostor => {
-            assert!(matches!(e, HandshakeError::WrongNode { .. }), "{e}")
+            assert!(matches!(e, HandshakeError::Malformed(_)), "{e}")
         }
         Err(e) => assert!(!unchanged, "the real answer refused: {e}"),
     }

@@ -127,3 +127,9 @@ impl Default for Opened {
         Opened::new()
     }
 }
+
+/// The secret key of the payee's node in `noise_transport` (its Noise static key), which
+/// `make_seeds` also uses to write first handshake messages that node can read.
+pub const NODE_SECRET: [u8; 32] = [0x11; 32];
+/// The secret key of another node in `noise_transport`.
+pub const OTHER_NODE_SECRET: [u8; 32] = [0x22; 32];
