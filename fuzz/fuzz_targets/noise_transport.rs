@@ -65,7 +65,7 @@ use std::sync::OnceLock;
 use libfuzzer_sys::fuzz_target;
 use paychan::bitcoin::secp256k1::{Secp256k1, SecretKey, VerifyOnly};
 use paychan::wire::Message;
-use paychan_fuzz::{signer, CHANNEL_ID, NODE_SECRET, OTHER_NODE_SECRET};
+use paychan_fuzz::{signer, Input, CHANNEL_ID, NODE_SECRET, OTHER_NODE_SECRET};
 use paychan_node::net::frame::{decode_frame, encode_frame, push_frame, FrameError, MAX_FRAME};
 use paychan_node::net::handshake::{
     answer, Answer, HandshakeError, Initiator, NodeIdentity, TRANSPORT_VERSION,
@@ -119,32 +119,6 @@ fuzz_target!(|data: &[u8]| {
         _ => session(fixture, &mut input),
     }
 });
-
-/// The rest of the input.
-struct Input<'a>(&'a [u8]);
-
-impl Input<'_> {
-    fn bytes(&mut self, n: usize) -> &[u8] {
-        let (head, tail) = self.0.split_at(n.min(self.0.len()));
-        self.0 = tail;
-        head
-    }
-
-    fn array<const N: usize>(&mut self) -> [u8; N] {
-        let mut out = [0; N];
-        let head = self.bytes(N);
-        out[..head.len()].copy_from_slice(head);
-        out
-    }
-
-    fn u8(&mut self) -> u8 {
-        self.array::<1>()[0]
-    }
-
-    fn u16(&mut self) -> u16 {
-        u16::from_le_bytes(self.array())
-    }
-}
 
 /// Mode 0: `first` as a payer's first handshake message.
 fn answer_bytes(fixture: &Fixture, first: &[u8]) {

@@ -74,7 +74,8 @@ use paychan::channel::{
 use paychan::keys::{parse_signature, ChannelSigner};
 use paychan::wire::{Message, OpenChannel, PayAck, RawSignature, Reconcile};
 use paychan_fuzz::{
-    payee_config, policies, sent, signer, Opened, CAPACITY, CHANNEL_ID, MARGIN, REFUND, STEP, TIP,
+    payee_config, policies, sent, signer, Input, Opened, CAPACITY, CHANNEL_ID, MARGIN, REFUND,
+    STEP, TIP,
 };
 
 /// What every input starts from, built once.
@@ -152,36 +153,6 @@ fuzz_target!(|data: &[u8]| {
 
 fn opened_policy(opened: &Opened) -> CheckpointPolicy {
     opened.open.payer.state().terms.checkpoints
-}
-
-/// The rest of the input.
-struct Input<'a>(&'a [u8]);
-
-impl Input<'_> {
-    fn bytes(&mut self, n: usize) -> &[u8] {
-        let (head, tail) = self.0.split_at(n.min(self.0.len()));
-        self.0 = tail;
-        head
-    }
-
-    fn array<const N: usize>(&mut self) -> [u8; N] {
-        let mut out = [0; N];
-        let head = self.bytes(N);
-        out[..head.len()].copy_from_slice(head);
-        out
-    }
-
-    fn u8(&mut self) -> u8 {
-        self.array::<1>()[0]
-    }
-
-    fn u16(&mut self) -> u16 {
-        u16::from_le_bytes(self.array())
-    }
-
-    fn u64(&mut self) -> u64 {
-        u64::from_le_bytes(self.array())
-    }
 }
 
 /// A `pay` signed and not yet sent, and whether the connection drops once the payee took it.

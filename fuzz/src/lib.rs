@@ -133,3 +133,38 @@ impl Default for Opened {
 pub const NODE_SECRET: [u8; 32] = [0x11; 32];
 /// The secret key of another node in `noise_transport`.
 pub const OTHER_NODE_SECRET: [u8; 32] = [0x22; 32];
+
+/// A fuzz input, read from the front: what is asked for past its end reads as zeros.
+pub struct Input<'a>(pub &'a [u8]);
+
+impl Input<'_> {
+    /// The next `n` bytes, or fewer at the end.
+    pub fn bytes(&mut self, n: usize) -> &[u8] {
+        let (head, tail) = self.0.split_at(n.min(self.0.len()));
+        self.0 = tail;
+        head
+    }
+
+    /// The next `N` bytes, zeros past the end.
+    pub fn array<const N: usize>(&mut self) -> [u8; N] {
+        let mut out = [0; N];
+        let head = self.bytes(N);
+        out[..head.len()].copy_from_slice(head);
+        out
+    }
+
+    /// The next byte.
+    pub fn u8(&mut self) -> u8 {
+        self.array::<1>()[0]
+    }
+
+    /// The next two bytes, little-endian.
+    pub fn u16(&mut self) -> u16 {
+        u16::from_le_bytes(self.array())
+    }
+
+    /// The next eight bytes, little-endian.
+    pub fn u64(&mut self) -> u64 {
+        u64::from_le_bytes(self.array())
+    }
+}
