@@ -57,7 +57,7 @@ fn bad_commands_fail_clearly_and_change_nothing() {
     // A payee that is not who we asked for: nothing is created.
     let impostor = format!("{}@{}", payer.node_id, daemon.listen);
     let err = payer.fails(&["open", &impostor, "--capacity", "1000"]);
-    assert!(err.contains(&format!("not {}", payer.node_id)), "{err}");
+    assert!(err.contains(&format!("did not prove node key {}", payer.node_id)), "{err}");
     // A payee that refuses the terms (a step below its minimum): nothing is created.
     let err = payer.fails(&["open", &daemon.peer(), "--capacity", "1000", "--step", "1"]);
     assert!(err.contains("the payee refused") && err.contains("step"), "{err}");
