@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bitcoin::secp256k1::{Secp256k1, SecretKey, VerifyOnly};
+use bitcoin::secp256k1::{Secp256k1, VerifyOnly};
 use bitcoin::{Network, PublicKey};
 use rayon::iter::{IntoParallelIterator, ParallelIterator};
 use tokio::net::TcpListener;
@@ -199,7 +199,6 @@ type Slots = HashMap<ChannelId, Arc<tokio::sync::Mutex<Slot>>>;
 
 struct Shared<C> {
     config: DaemonConfig,
-    node_secret: SecretKey,
     /// The node key, which is the Noise static key of every handshake.
     identity: NodeIdentity,
     /// The address an `open_channel`'s terms are checked with, before a fresh one is handed
@@ -301,7 +300,6 @@ impl<C: Chain + BlockSource + Send + Sync + 'static> Daemon<C> {
         let shared = Shared {
             config,
             identity: NodeIdentity::new(&wallet.node_secret()?),
-            node_secret: wallet.node_secret()?,
             stand_in_payout: wallet.address(Branch::Receive, 0)?,
             wallet: Arc::new(Mutex::new(wallet)),
             store: StoreWriter::spawn(store),
@@ -326,7 +324,7 @@ impl<C: Chain + BlockSource + Send + Sync + 'static> Daemon<C> {
 
     /// Returns the node key payers connect to.
     pub fn node_id(&self) -> PublicKey {
-        PublicKey::new(self.shared.node_secret.public_key(&Secp256k1::signing_only()))
+        self.shared.identity.node_id()
     }
 
     /// Returns how many channels the daemon serves.
