@@ -71,7 +71,11 @@ fn main() -> ExitCode {
             }
         }
     };
-    let ui = cli::Ui { announce: &announce, progress: &progress, transfer: &transfer };
+    let body = |bytes: &[u8]| {
+        use std::io::Write;
+        std::io::stdout().lock().write_all(bytes)
+    };
+    let ui = cli::Ui { announce: &announce, progress: &progress, transfer: &transfer, body: &body };
     match runtime.block_on(cli::run(cli, &ui)) {
         Ok(out) => {
             print(&out, json);

@@ -102,6 +102,12 @@ pub enum Command {
     /// first chunk not paid for, never paying for a chunk twice. Shows a progress bar when
     /// stderr is a terminal.
     Fetch(FetchArgs),
+    /// (Payer) Send an HTTP request to a 402 gateway (`serve --http-listen`), paying for it on a
+    /// channel to the gateway's payee: the open one, or a new one of --capacity (on regtest,
+    /// someone must mine). Prints the body like curl (--output: to a file); with --json, one
+    /// object with status, channel_id, paid_sat and paid_total_sat. A response priced per KiB
+    /// is paid as it streams, never more than --max-price for the request.
+    Http(HttpArgs),
     /// Settle a channel cooperatively: both sign the final split, which is broadcast at once.
     Close(ChannelArg),
     /// Broadcast the newest fully signed commitment if the node accepts it now, else say from
@@ -199,6 +205,80 @@ pub struct ServeArgs {
     /// The size of a chunk in bytes, at most 31744 (with --serve-dir).
     #[arg(long, value_name = "BYTES", default_value_t = 16384, requires = "serve_dir")]
     pub chunk_size: u32,
+    /// The HTTP gateway's options.
+    #[command(flatten)]
+    pub http: GatewayArgs,
+}
+
+/// `serve`'s HTTP gateway.
+#[derive(Debug, Args)]
+pub struct GatewayArgs {
+    /// Also serve HTTP at HOST:PORT: a 402 gateway in front of --upstream that forwards a
+    /// priced request only once its payment, on a channel with this payee, is taken and saved.
+    #[arg(long, value_name = "HOST:PORT", requires = "upstream")]
+    pub http_listen: Option<String>,
+    /// The HTTP service behind the gateway, http://HOST:PORT (with a path prefix if any).
+    #[arg(long, value_name = "URL", requires = "http_listen")]
+    pub upstream: Option<String>,
+    /// The price of a request that no route of --prices matches, in sat (0: free).
+    #[arg(long, value_name = "SAT", requires = "http_listen")]
+    pub price_per_request: Option<u64>,
+    /// Prices per route (method and path), per request and per KiB of response body, as TOML
+    /// (see docs/http.md). A request no route matches costs --price-per-request, or without
+    /// it is refused (404).
+    #[arg(long, value_name = "FILE", requires = "http_listen")]
+    pub prices: Option<PathBuf>,
+    /// Where payers open channels with this payee, HOST:PORT as they reach it [default: the
+    /// address --listen is bound to].
+    #[arg(long, value_name = "HOST:PORT", requires = "http_listen")]
+    pub advertise: Option<String>,
+    /// The largest request body forwarded, in bytes; a larger one is refused (413) before
+    /// anything is charged.
+    #[arg(long, value_name = "BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// The most KiB of a response priced per KiB that a payer pays ahead at once.
+    #[arg(long, value_name = "KIB", default_value_t = 64)]
+    pub window_kib: u64,
+    /// Seconds a response priced per KiB waits for its next payment before it is cut off.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    pub stall_timeout: u64,
+}
+
+/// `http`.
+#[derive(Debug, Args)]
+pub struct HttpArgs {
+    /// The URL, http://HOST:PORT/PATH.
+    pub url: String,
+    /// The method [default: GET, or POST with --data].
+    #[arg(short = 'X', long = "request", value_name = "METHOD")]
+    pub method: Option<String>,
+    /// A header to send, "NAME: VALUE" (repeatable).
+    #[arg(short = 'H', long = "header", value_name = "HEADER")]
+    pub headers: Vec<String>,
+    /// The request body (the method becomes POST unless -X says otherwise); @FILE reads it
+    /// from FILE.
+    #[arg(short = 'd', long = "data", value_name = "DATA")]
+    pub data: Option<String>,
+    /// Write the body to FILE instead of stdout.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Open a channel of this capacity in sat if there is no open one to the payee.
+    #[arg(long, value_name = "SAT", conflicts_with = "channel")]
+    pub capacity: Option<u64>,
+    /// Pay on this channel only.
+    #[arg(long, value_parser = parse_channel_id)]
+    pub channel: Option<ChannelId>,
+    /// Refuse to pay more than this for the request, in sat (a response priced per KiB
+    /// included: it is cut off there).
+    #[arg(long, value_name = "SAT")]
+    pub max_price: Option<u64>,
+    /// Seconds to keep sending a payment whose answer does not come (the gateway restarting)
+    /// before giving up on it for now; it stays in flight and goes with the next request.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub retry_for: u64,
+    /// The terms of the channel, if one is opened.
+    #[command(flatten)]
+    pub terms: TermsArgs,
 }
 
 /// `open`.

@@ -8,6 +8,7 @@ pub mod args;
 mod channels;
 mod external;
 mod fetch;
+mod http;
 mod recovery;
 mod serve;
 mod wallet;
@@ -102,6 +103,12 @@ pub enum CliError {
     /// A file download.
     #[error(transparent)]
     Fetch(Box<fetch::FetchError>),
+    /// An HTTP request paid through a gateway.
+    #[error(transparent)]
+    Http(Box<paychan_http::client::HttpError>),
+    /// The HTTP gateway's settings.
+    #[error("{0}")]
+    Gateway(String),
     /// No such channel.
     #[error("no channel {0} in this data directory (see: paychan list)")]
     UnknownChannel(ChannelId),
@@ -125,6 +132,8 @@ pub struct Ui<'a> {
     pub progress: &'a (dyn Fn(&str) + Sync),
     /// How far a transfer (`fetch`) has come, after each chunk.
     pub transfer: &'a (dyn Fn(Transfer) + Sync),
+    /// A response body, as it arrives, to stdout as it is (`http` without --output or --json).
+    pub body: &'a (dyn Fn(&[u8]) -> std::io::Result<()> + Sync),
 }
 
 impl Ui<'_> {
@@ -163,6 +172,7 @@ pub async fn run(cli: Cli, ui: &Ui<'_>) -> Result<Output, CliError> {
         Command::Fund(a) => external::fund(g, &a).await,
         Command::Pay(a) => channels::pay(g, &a).await,
         Command::Fetch(a) => fetch::fetch(g, &a, ui).await,
+        Command::Http(a) => http::http(g, &a, ui).await,
         Command::Close(a) => channels::close(g, a.channel).await,
         Command::ForceClose(a) => recovery::force_close(g, a.channel),
         Command::Refund(a) => recovery::refund(g, a.channel),

@@ -1,5 +1,6 @@
 //! `serve`: the payee daemon.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,12 +9,16 @@ use bitcoin::{Amount, Network};
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use super::args::{Global, ServeArgs};
+use super::args::{GatewayArgs, Global, ServeArgs};
 use super::{connect_node, open_datadir, CliError, Output};
 use paychan::chain::Chain;
+use paychan_bitcoind::RpcChain;
 use paychan_files::{Catalog, FileService};
+use paychan_http::gateway::{Gateway, GatewayConfig};
+use paychan_http::prices::{Price, PriceTable};
 use paychan_node::blocking;
 use paychan_node::daemon::{Daemon, DaemonConfig, DaemonError};
+use paychan_node::net::PeerAddr;
 
 pub(super) async fn serve(
     g: &Global,
@@ -35,6 +40,10 @@ pub(super) async fn serve(
     let files = catalog.as_ref().map_or(0, |c| c.len());
     // Without files too: it tells a payer that asks for one that it serves none.
     let service = FileService { catalog, price_per_chunk: Amount::from_sat(a.price_per_chunk) };
+    let prices = match &a.http.http_listen {
+        Some(_) => Some(price_table(&a.http)?),
+        None => None,
+    };
     let mut datadir = blocking(|| open_datadir(g))?;
     datadir.lock()?;
     let chain = blocking(|| connect_node(g))?;
@@ -70,18 +79,75 @@ pub(super) async fn serve(
     let listen = listener.local_addr().map_err(DaemonError::Listen)?;
     let node_id = daemon.node_id();
     let channels = daemon.channel_count();
+    let gateway = match prices {
+        Some(prices) => Some(gateway(&a.http, &daemon, prices, listen).await?),
+        None => None,
+    };
+    let http = gateway.as_ref().map(|(_, listener)| listener.local_addr()).transpose();
+    let http = http.map_err(DaemonError::Listen)?;
+    let http_note = http.map(|h| format!(", HTTP gateway at {h}")).unwrap_or_default();
     announce(&Output {
         json: json!({
             "node_id": node_id.to_string(),
             "listen": listen.to_string(),
             "files": files,
+            "http": http.map(|h| h.to_string()),
         }),
         text: format!(
-            "serving {channels} channel(s) and {files} file(s) at {node_id}@{listen} (min_conf \
-             {min_conf}); Ctrl-C stops\n"
+            "serving {channels} channel(s) and {files} file(s) at {node_id}@{listen}{http_note} \
+             (min_conf {min_conf}); Ctrl-C stops\n"
         ),
     });
-    daemon.run(listener, super::stop_signal()).await?;
+    match gateway {
+        Some((gateway, http)) => {
+            // Both stop together: the gateway takes payments through the daemon.
+            tokio::select! {
+                r = daemon.run(listener, super::stop_signal()) => r?,
+                () = gateway.serve(http, std::future::pending()) => {}
+            }
+        }
+        None => daemon.run(listener, super::stop_signal()).await?,
+    }
     // Everything was said when it started: exactly one JSON object per command.
     Ok(Output { json: serde_json::Value::Null, text: String::new() })
+}
+
+/// The gateway's prices: the file's routes, and `--price-per-request` for the rest.
+fn price_table(a: &GatewayArgs) -> Result<PriceTable, CliError> {
+    let default = a
+        .price_per_request
+        .map(|sat| Price { per_request: Amount::from_sat(sat), per_kib: Amount::ZERO });
+    match &a.prices {
+        Some(file) => PriceTable::read(file, default).map_err(|e| CliError::Gateway(e.to_string())),
+        None => default.map(PriceTable::flat).ok_or_else(|| {
+            CliError::Gateway("--http-listen needs --price-per-request, --prices, or both".into())
+        }),
+    }
+}
+
+/// The gateway in front of `--upstream`, taking payments through `daemon`, and its listener.
+async fn gateway(
+    a: &GatewayArgs,
+    daemon: &Daemon<RpcChain>,
+    prices: PriceTable,
+    listen: SocketAddr,
+) -> Result<(Arc<Gateway<RpcChain>>, TcpListener), CliError> {
+    let bad = |what: String| CliError::Gateway(what);
+    let upstream = a.upstream.as_deref().unwrap_or_default();
+    let upstream: paychan_http::gateway::Uri =
+        upstream.parse().map_err(|e| bad(format!("--upstream {upstream:?}: {e}")))?;
+    if upstream.scheme_str() != Some("http") || upstream.authority().is_none() {
+        return Err(bad(format!("--upstream {upstream}: give http://HOST:PORT")));
+    }
+    let advertise = a.advertise.clone().unwrap_or_else(|| listen.to_string());
+    let peer: PeerAddr = format!("{}@{advertise}", daemon.node_id())
+        .parse()
+        .map_err(|e| bad(format!("--advertise: {e}")))?;
+    let mut config = GatewayConfig::new(upstream, prices, peer);
+    config.max_body = a.max_body_bytes;
+    config.window_kib = a.window_kib.max(1);
+    config.stall = Duration::from_secs(a.stall_timeout.max(1));
+    let http_listen = a.http_listen.as_deref().unwrap_or_default();
+    let listener = TcpListener::bind(http_listen).await.map_err(DaemonError::Listen)?;
+    Ok((Gateway::new(daemon.desk(), config), listener))
 }

@@ -224,6 +224,8 @@ pub struct Daemon {
     pub node_id: String,
     /// Its stderr log, a file.
     pub log: PathBuf,
+    /// What it announced.
+    pub announced: Value,
 }
 
 impl Daemon {
@@ -260,6 +262,7 @@ impl Daemon {
             listen: announced["listen"].as_str().expect("listen").to_owned(),
             node_id: announced["node_id"].as_str().expect("node_id").to_owned(),
             log,
+            announced,
         }
     }
 

@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod fixture;
 pub mod raw_peer;
+pub mod upstream;
 
 pub use paychan_testkit::*;
 pub use paychan_testkit::{bitcoind as node, regtest};

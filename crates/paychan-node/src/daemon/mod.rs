@@ -13,10 +13,12 @@
 
 mod chain_events;
 mod chain_watch;
+mod desk;
 mod messages;
 mod outbox;
 mod service;
 
+pub use desk::{PaymentDesk, PaymentRefused, Taken};
 use messages::Refusal;
 use outbox::{Outbox, WeakOutbox};
 pub use service::{Service, ServiceError, Session};
@@ -325,6 +327,12 @@ impl<C: Chain + BlockSource + Send + Sync + 'static> Daemon<C> {
     /// Returns the node key payers connect to.
     pub fn node_id(&self) -> PublicKey {
         self.shared.identity.node_id()
+    }
+
+    /// Returns a handle that takes payments on the daemon's channels from elsewhere than its
+    /// connections (the HTTP gateway), for as long as the daemon runs.
+    pub fn desk(&self) -> PaymentDesk<C> {
+        PaymentDesk::new(Arc::clone(&self.shared))
     }
 
     /// Returns how many channels the daemon serves.

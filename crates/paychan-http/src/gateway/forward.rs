@@ -1,0 +1,76 @@
+//! Forwarding to the upstream service over pooled keep-alive connections.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderMap, HeaderName, HOST};
+use hyper::{Request, Response, Uri};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+/// The upstream could not be reached, or did not answer.
+#[derive(Debug, thiserror::Error)]
+#[error("the upstream service failed: {0}")]
+pub(super) struct UpstreamError(String);
+
+/// The service behind the gateway.
+pub(super) struct Upstream {
+    base: Uri,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+/// Headers that describe one connection, not the message (RFC 9110 section 7.6.1), and
+/// the payment's own: none is passed on.
+const NOT_FORWARDED: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+impl Upstream {
+    pub(super) fn new(base: Uri) -> Upstream {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new()).build(connector);
+        Upstream { base, client }
+    }
+
+    /// Sends `req` to the upstream, at the same path below its base.
+    pub(super) async fn forward(
+        &self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let (mut parts, body) = req.into_parts();
+        let base = self.base.to_string();
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        parts.uri = format!("{}{path}", base.trim_end_matches('/'))
+            .parse()
+            .map_err(|e| UpstreamError(format!("bad path: {e}")))?;
+        strip(&mut parts.headers);
+        parts.headers.remove(HOST);
+        let mut response = self
+            .client
+            .request(Request::from_parts(parts, body))
+            .await
+            .map_err(|e| UpstreamError(e.to_string()))?;
+        strip(response.headers_mut());
+        Ok(response)
+    }
+}
+
+fn strip(headers: &mut HeaderMap) {
+    for name in NOT_FORWARDED {
+        headers.remove(name);
+    }
+    let ours: Vec<HeaderName> =
+        headers.keys().filter(|k| k.as_str().starts_with("paychan-")).cloned().collect();
+    for name in ours {
+        headers.remove(name);
+    }
+}
