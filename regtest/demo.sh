@@ -11,6 +11,9 @@
 #   act three  Bob vanishes after a checkpoint and a payment after it: Alice's `paychan watch`
 #              broadcasts her newest checkpoint as soon as it is final, a step before the
 #              refund at R.
+#   act four   pay per request over HTTP: Bob's serve comes back as a 402 gateway in front of a
+#              web API (python3's http.server), 25 sat a call; Alice's `paychan http` opens a
+#              channel on the first 402 and pays each call with one signature; then they settle.
 #
 # Usage: regtest/demo.sh   (see docs/demo.md)
 #
@@ -35,7 +38,7 @@ CHUNK_SIZE=1024
 PRICE=10
 CAPACITY=100000
 
-work="" node_pid="" serve_pid="" watch_pid="" job_pid=""
+work="" node_pid="" serve_pid="" watch_pid="" job_pid="" api_pid=""
 started=$SECONDS
 
 now_ms() { local t=${EPOCHREALTIME/[.,]/}; echo $((t / 1000)); }
@@ -73,6 +76,7 @@ cleanup() {
     stop_pid "$job_pid"
     stop_pid "$watch_pid"
     stop_pid "$serve_pid"
+    stop_pid "$api_pid"
     if [[ -n $node_pid ]]; then
         btc stop >/dev/null 2>&1
         for _ in $(seq 1 300); do
@@ -455,20 +459,86 @@ say "  would have been the refund at R. Bob gets exactly the checkpoint's 3000 s
 say "  after it were his only if he broadcast their commitment himself, and he was not there"
 
 # ---------------------------------------------------------------------------------------------
+act "Act four: pay per request over HTTP; Bob's serve is a 402 gateway in front of a web API"
+API_PRICE=25
+CALLS=20
+mkdir -p "$work/api/v1"
+printf '{"quote":"the newest state becomes final first"}\n' >"$work/api/v1/quote.json"
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+api_port=$(free_port)
+python3 -m http.server --bind 127.0.0.1 --directory "$work/api" "$api_port" >"$work/api.log" 2>&1 &
+api_pid=$!
+api_up() { python3 -c 'import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1)' "$api_port" 2>/dev/null; }
+wait_for 10 "the web API" api_up
+say "  the web API: python3 -m http.server on 127.0.0.1:$api_port, serving /v1/quote.json for free"
+"$PAYCHAN" --json --datadir "$work/bob" serve --listen 127.0.0.1:0 --poll-ms 100 \
+    --http-listen 127.0.0.1:0 --upstream "http://127.0.0.1:$api_port" --price-per-request "$API_PRICE" \
+    >"$work/serve4.out" 2>>"$work/serve.log" &
+serve_pid=$!
+wait_for 30 "serve's announcement" test -s "$work/serve4.out"
+announced=$(head -n 1 "$work/serve4.out")
+bob_peer="$bob_id@$(field listen <<<"$announced")"
+gateway=$(field http <<<"$announced")
+say "  Bob's serve is back: channels at $bob_peer, and an HTTP gateway at $gateway"
+say "  in front of the API, at $API_PRICE sat a request (serve --http-listen --upstream --price-per-request)"
+url="http://$gateway/v1/quote.json"
+head402=$(curl -s -o /dev/null -D - "$url" | tr -d '\r')
+[[ $(sed -n '1p' <<<"$head402") == "HTTP/1.1 402 Payment Required" ]] || fail "an unpaid call got: $head402"
+[[ $(grep -i '^paychan-price:' <<<"$head402") == "paychan-price: $API_PRICE" &&
+    $(grep -i '^paychan-peer:' <<<"$head402") == "paychan-peer: $bob_peer" ]] || fail "the 402 said: $head402"
+grep -q '"GET /v1/quote.json' "$work/api.log" && fail "an unpaid call reached the API"
+say "  curl $url (no payment):"
+grep -i -e '^HTTP/' -e '^paychan-' <<<"$head402" | sed 's/^/    /'
+say "  the API never saw that call"
+say "  paychan http $url --capacity 20000: the first call opens a channel to the peer the 402 named"
+mine_while http1 "" alice http "$url" --capacity 20000
+first=$(cat "$work/http1.out")
+f4_channel=$(field channel_id <<<"$first")
+f4_funding=$(alice show "$f4_channel" | field funding_outpoint)
+check_funding "$f4_funding" 20000
+[[ $(field status <<<"$first") == 200 && $(field paid_sat <<<"$first") == "$API_PRICE" &&
+    $(field body <<<"$first") == '{"quote":"the newest state becomes final first"}' ]] || fail "the first call: $first"
+say "  channel $f4_channel opened ($mined blocks mined); the call was paid and answered:"
+say "    $(field body <<<"$first")"
+t0=$(now_ms)
+for ((i = 2; i <= CALLS; i++)); do
+    out=$(alice http "$url")
+    [[ $(field status <<<"$out") == 200 && $(field channel_id <<<"$out") == "$f4_channel" &&
+        $(field paid_total_sat <<<"$out") == $((i * API_PRICE)) ]] || fail "call $i: $out"
+done
+calls_ms=$(($(now_ms) - t0))
+served=$(grep -c '"GET /v1/quote.json' "$work/api.log")
+((served == CALLS)) || fail "the API served $served calls, not $CALLS"
+say "  $((CALLS - 1)) more calls on the same channel (each a whole paychan process: $((calls_ms / (CALLS - 1))) ms a call);"
+say "  each carries one signature of Alice's in its Paychan-Payment header, which Bob's gateway checks"
+say "  and saves before it forwards the call. The API served exactly the $CALLS paid calls"
+f4_checkpoints=$(alice show "$f4_channel" | field checkpoints)
+((f4_checkpoints == CALLS * API_PRICE / (20000 / 100))) || fail "$f4_checkpoints checkpoints for $((CALLS * API_PRICE)) sat"
+out=$(alice close "$f4_channel")
+f4_settlement=$(field settlement_txid <<<"$out")
+f4_payer=$(field payer_sat <<<"$out")
+f4_payee=$(field payee_sat <<<"$out")
+((f4_payee == CALLS * API_PRICE)) || fail "the settlement pays Bob $f4_payee sat, not $((CALLS * API_PRICE))"
+mine 1
+confs=$(check_close "$f4_settlement" "$f4_funding" 0 "$f4_payer" "$f4_payee")
+say "  paychan close: the settlement is mined ($confs confirmation): Bob gets $f4_payee sat, $CALLS x $API_PRICE"
+
+# ---------------------------------------------------------------------------------------------
 act "Summary (tip $(tip)): every transaction since Alice's coins, as the node reports it"
-# Count the non-coinbase transactions in every block after Alice's 101: exactly the three
-# fundings and the three closes, or something else reached the chain.
+# Count the non-coinbase transactions in every block after Alice's 101: exactly the four
+# fundings and the four closes, or something else reached the chain.
 onchain=0
 for ((h = 102; h <= $(tip); h++)); do
     onchain=$((onchain + $(btc getblockstats "$h" '["txs"]' | field txs) - 1))
 done
-((onchain == 6)) || fail "$onchain transactions reached the chain, not 3 fundings and 3 closes"
+((onchain == 8)) || fail "$onchain transactions reached the chain, not 4 fundings and 4 closes"
 row() { printf '  %-6s %-40s %-15s %7s %7s %6s\n' "$@"; }
 row act "how the channel ended" "closing txid" Alice Bob confs
 close_row() { row "$1" "$2" "${3:0:12}..." "$4" "$5" "$(confirmations "$3")"; }
 close_row one "settled: $CHUNKS chunks, file checked" "$f1_settlement" "$f1_payer" "$f1_payee"
 close_row two "Alice gone: Bob's commitment, rung 5" "$f2_txid" "$f2_payer" "$f2_payee"
 close_row three "Bob gone: Alice's checkpoint, rung 1" "$f3_txid" "$f3_payer" "$f3_payee"
-say "  on chain: $onchain transactions (3 fundings, 3 closes); off chain: $((CHUNKS + 5 + 2)) payments,"
-say "  of which $((f1_checkpoints + 5 + 1)) checkpoints ($f1_checkpoints + 5 + 1)"
+close_row four "settled: $CALLS paid HTTP calls" "$f4_settlement" "$f4_payer" "$f4_payee"
+say "  on chain: $onchain transactions (4 fundings, 4 closes); off chain: $((CHUNKS + 5 + 2 + CALLS)) payments,"
+say "  of which $((f1_checkpoints + 5 + 1 + f4_checkpoints)) checkpoints ($f1_checkpoints + 5 + 1 + $f4_checkpoints)"
 say "  demo finished in $((SECONDS - started)) s; every check passed"

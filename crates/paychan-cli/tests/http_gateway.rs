@@ -7,7 +7,8 @@
 //! - each bad payment (a wrong amount, a replay, a stale one, an unknown channel, a body over
 //!   the limit) is refused with a 4xx and nothing charged;
 //! - the budget stops the client;
-//! - a 10 MiB response priced per KiB, streamed and paid as it goes, exactly;
+//! - a 10 MiB response priced per KiB, streamed and paid as it goes: exactly with its length
+//!   known, within a window without;
 //! - `kill -9` of the daemon in the middle of a stream of paid requests: nothing acknowledged
 //!   is lost, and no request is paid twice.
 
@@ -212,14 +213,8 @@ impl Hand {
     }
 
     fn save(mut self) {
-        let record = paychan::store::ChannelRecord {
-            key_index: self.key_index,
-            peer: self.peer.clone(),
-            state: ChannelState::Payer(self.payer.state().clone()),
-            closed: None,
-            funding_height: None,
-            service: None,
-        };
+        let (peer, state) = (self.peer.clone().expect("a peer"), self.payer.state().clone());
+        let record = paychan::store::ChannelRecord::payer(self.key_index, peer, state);
         self.store.save_channel(&record).unwrap();
     }
 }
@@ -302,6 +297,25 @@ fn paid_requests_through_the_gateway() {
     let mut paid_requests = 1 + 20 + library;
     assert_eq!(w.upstream.count("/api/"), paid_requests, "the service counts the paid ones");
 
+    // A new client learns the price of /api/ and pays it up front for the next URL it has not
+    // seen; a free one, paid so on a guess, is forwarded with the payment ignored and forgotten.
+    let (free, spent) = w.with_client(Settings::new(), async |client| {
+        for path in ["/api/learn", "/api/guessed", "/free/guessed", "/free/guessed"] {
+            let url = w.url(path);
+            let request = reqwest::Request::new(reqwest::Method::GET, url.parse().unwrap());
+            let mut paid = client.send(request).await.expect("a request");
+            assert_eq!(paid.response.status(), 200, "{path}");
+            while client.chunk(&mut paid).await.unwrap().is_some() {}
+            if path.starts_with("/free/") {
+                assert_eq!((paid.paid, paid.channel_id), (Amount::ZERO, None), "{path}");
+            }
+        }
+        (w.upstream.count("/free/"), client.spent())
+    });
+    assert_eq!((free, spent), (3, Amount::from_sat(2 * PRICE)));
+    paid_requests += 2;
+    assert_eq!(w.upstream.count("/api/"), paid_requests);
+
     // The budget stops the client before it pays.
     let e = w.payer.fails(&["http", &w.url("/api/dear"), "--max-price", "2"]);
     assert!(e.contains("over budget"), "{e}");
@@ -379,7 +393,14 @@ fn paid_requests_through_the_gateway() {
     assert_eq!(streamed["paid_sat"].as_u64(), Some(STREAM_PRICE + PER_KIB * kib));
     let data = std::fs::read(&file).unwrap();
     assert!(data.iter().enumerate().all(|(i, b)| *b == big_byte(i)), "the bytes as sent");
-    let stream_paid = STREAM_PRICE + PER_KIB * kib;
+    // Without a length the payer pays a window at a time: at most a window it does not get.
+    let chunked = w.http("/stream/unsized", &["--output", file.to_str().unwrap()]);
+    assert_eq!(chunked["bytes"].as_u64(), Some(BIG as u64), "{chunked}");
+    let unsized_paid = chunked["paid_sat"].as_u64().unwrap();
+    let exact = STREAM_PRICE + PER_KIB * kib;
+    assert!((exact..exact + PER_KIB * 64).contains(&unsized_paid), "{unsized_paid} sat");
+    assert_eq!(w.upstream.count("/stream/"), 2);
+    let stream_paid = exact + unsized_paid;
 
     // Settled and mined: the payee gets exactly the sum of the prices.
     let expected = total(paid_requests) + stream_paid;

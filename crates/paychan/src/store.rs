@@ -200,6 +200,22 @@ pub struct ChannelRecord {
     pub service: Option<serde_json::Value>,
 }
 
+impl ChannelRecord {
+    /// The record of a payer's channel with `peer` in state `state`, its key at `key_index`:
+    /// what a payer saves at each step (nothing closed or recorded by a watcher yet, which
+    /// saving never erases anyway).
+    pub fn payer(key_index: u32, peer: String, state: PayerState) -> ChannelRecord {
+        ChannelRecord {
+            key_index,
+            peer: Some(peer),
+            state: ChannelState::Payer(state),
+            closed: None,
+            funding_height: None,
+            service: None,
+        }
+    }
+}
+
 /// A channel's side and state machine state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[allow(clippy::large_enum_variant)] // one per channel

@@ -58,7 +58,12 @@ impl<C: Chain + BlockSource, S: Store> PaidClient<'_, C, S> {
             let unpaid = length.map(|l| l.saturating_sub(paid_bytes).div_ceil(1024));
             if ahead < window * 512 && unpaid != Some(0) {
                 let kib = unpaid.unwrap_or(window).clamp(1, window);
-                self.top_up(paid, kib).await?;
+                match self.top_up(paid, kib).await {
+                    // Its length unknown, the response may have ended: the gateway no longer
+                    // meters it, and refused the payment. The read below tells.
+                    Err(HttpError::Refused { status: 404, .. }) if length.is_none() => {}
+                    other => other?,
+                }
             }
         }
         let chunk = paid.response.chunk().await.map_err(HttpError::Http)?;

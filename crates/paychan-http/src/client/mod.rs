@@ -441,14 +441,8 @@ impl<'a, C: Chain + BlockSource, S: Store> PaidClient<'a, C, S> {
 
     fn persist(&mut self) -> Result<(), HttpError> {
         let active = self.active.as_ref().expect("a channel is active");
-        let record = ChannelRecord {
-            key_index: active.key_index,
-            peer: Some(active.peer.to_string()),
-            state: ChannelState::Payer(active.payer.state().clone()),
-            closed: None,
-            funding_height: None,
-            service: None,
-        };
+        let state = active.payer.state().clone();
+        let record = ChannelRecord::payer(active.key_index, active.peer.to_string(), state);
         Ok(blocking(|| self.store.save_channel(&record))?)
     }
 

@@ -4,7 +4,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{HeaderMap, HeaderName, HOST};
-use hyper::{Request, Response, Uri};
+use hyper::{Request, Response, Uri, Version};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -60,6 +60,8 @@ impl Upstream {
             .await
             .map_err(|e| UpstreamError(e.to_string()))?;
         strip(response.headers_mut());
+        // Ours to the payer is HTTP/1.1 with keep-alive, whatever the upstream spoke.
+        *response.version_mut() = Version::HTTP_11;
         Ok(response)
     }
 }

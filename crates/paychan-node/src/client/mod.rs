@@ -736,14 +736,8 @@ impl<'a, C: Chain + BlockSource, S: Store> PayerClient<'a, C, S> {
     }
 
     fn persist(&mut self) -> Result<(), ClientError> {
-        let record = ChannelRecord {
-            key_index: self.key_index,
-            peer: Some(self.peer.to_string()),
-            state: ChannelState::Payer(self.payer.state().clone()),
-            closed: None,
-            funding_height: None,
-            service: None,
-        };
+        let state = self.payer.state().clone();
+        let record = ChannelRecord::payer(self.key_index, self.peer.to_string(), state);
         // A commit waits for the disk: let the worker's other tasks move to another thread
         // meanwhile (many channels pay from one process in the benchmark).
         Ok(blocking(|| self.store.save_channel(&record))?)
