@@ -46,6 +46,45 @@ fn bad_commands_fail_clearly_and_change_nothing() {
         (vec!["serve", "--serve-dir", "/nonexistent/dir"], "cannot serve the files"),
         (vec!["serve", "--serve-dir", "/tmp", "--chunk-size", "0"], "chunk size 0 bytes"),
         (vec!["serve", "--serve-dir", "/tmp", "--chunk-size", "40000"], "from 1 to 31744"),
+        (vec!["serve", "--http-listen", "127.0.0.1:0"], "--upstream"),
+        (vec!["serve", "--upstream", "http://127.0.0.1:1"], "--http-listen"),
+        (
+            vec!["serve", "--http-listen", "127.0.0.1:0", "--upstream", "http://127.0.0.1:1"],
+            "needs --price-per-request",
+        ),
+        (
+            vec![
+                "serve",
+                "--http-listen",
+                ":0",
+                "--upstream",
+                "https://x:1",
+                "--price-per-request",
+                "1",
+            ],
+            "give http://HOST:PORT",
+        ),
+        (
+            vec![
+                "serve",
+                "--http-listen",
+                ":0",
+                "--upstream",
+                "http://x:1",
+                "--prices",
+                "/nonexistent",
+            ],
+            "cannot read the price file",
+        ),
+        (vec!["http", "ftp://127.0.0.1/x"], "only http://"),
+        (vec!["http", "not a url"], "URL \"not a url\""),
+        (vec!["http", "http://127.0.0.1:1/x", "-H", "no colon"], "no ':'"),
+        (vec!["http", "http://127.0.0.1:1/x", "--max-price", "lots"], "invalid value 'lots'"),
+        (vec!["http", "http://127.0.0.1:1/x", "--retry-for", "0"], "the gateway did not answer"),
+        (
+            vec!["http", "http://127.0.0.1:1/x", "--capacity", "1", "--channel", &channel],
+            "cannot be used with",
+        ),
     ] {
         let err = payer.fails(&args);
         assert!(err.to_lowercase().contains(&expected.to_lowercase()), "{args:?}: {err}");

@@ -14,7 +14,7 @@ use super::{connect_node, open_datadir, CliError, Output};
 use paychan::chain::Chain;
 use paychan_bitcoind::RpcChain;
 use paychan_files::{Catalog, FileService};
-use paychan_http::gateway::{Gateway, GatewayConfig};
+use paychan_http::gateway::{Gateway, GatewayConfig, Uri};
 use paychan_http::prices::{Price, PriceTable};
 use paychan_node::blocking;
 use paychan_node::daemon::{Daemon, DaemonConfig, DaemonError};
@@ -40,8 +40,9 @@ pub(super) async fn serve(
     let files = catalog.as_ref().map_or(0, |c| c.len());
     // Without files too: it tells a payer that asks for one that it serves none.
     let service = FileService { catalog, price_per_chunk: Amount::from_sat(a.price_per_chunk) };
+    // The gateway's settings too: checked before anything is opened.
     let prices = match &a.http.http_listen {
-        Some(_) => Some(price_table(&a.http)?),
+        Some(_) => Some((price_table(&a.http)?, upstream(&a.http)?)),
         None => None,
     };
     let mut datadir = blocking(|| open_datadir(g))?;
@@ -80,7 +81,9 @@ pub(super) async fn serve(
     let node_id = daemon.node_id();
     let channels = daemon.channel_count();
     let gateway = match prices {
-        Some(prices) => Some(gateway(&a.http, &daemon, prices, listen).await?),
+        Some((prices, upstream)) => {
+            Some(gateway(&a.http, &daemon, (prices, upstream), listen).await?)
+        }
         None => None,
     };
     let http = gateway.as_ref().map(|(_, listener)| listener.local_addr()).transpose();
@@ -125,24 +128,28 @@ fn price_table(a: &GatewayArgs) -> Result<PriceTable, CliError> {
     }
 }
 
-/// The gateway in front of `--upstream`, taking payments through `daemon`, and its listener.
+/// `--upstream`, checked: `http://HOST:PORT`, with a path prefix if any.
+fn upstream(a: &GatewayArgs) -> Result<Uri, CliError> {
+    let upstream = a.upstream.as_deref().unwrap_or_default();
+    let bad = |why: String| CliError::Gateway(format!("--upstream {upstream:?}: {why}"));
+    let uri: Uri = upstream.parse().map_err(|e| bad(format!("{e}")))?;
+    if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+        return Err(bad("give http://HOST:PORT (the gateway speaks plain HTTP to it)".into()));
+    }
+    Ok(uri)
+}
+
+/// The gateway in front of `upstream`, taking payments through `daemon`, and its listener.
 async fn gateway(
     a: &GatewayArgs,
     daemon: &Daemon<RpcChain>,
-    prices: PriceTable,
+    (prices, upstream): (PriceTable, Uri),
     listen: SocketAddr,
 ) -> Result<(Arc<Gateway<RpcChain>>, TcpListener), CliError> {
-    let bad = |what: String| CliError::Gateway(what);
-    let upstream = a.upstream.as_deref().unwrap_or_default();
-    let upstream: paychan_http::gateway::Uri =
-        upstream.parse().map_err(|e| bad(format!("--upstream {upstream:?}: {e}")))?;
-    if upstream.scheme_str() != Some("http") || upstream.authority().is_none() {
-        return Err(bad(format!("--upstream {upstream}: give http://HOST:PORT")));
-    }
     let advertise = a.advertise.clone().unwrap_or_else(|| listen.to_string());
     let peer: PeerAddr = format!("{}@{advertise}", daemon.node_id())
         .parse()
-        .map_err(|e| bad(format!("--advertise: {e}")))?;
+        .map_err(|e| CliError::Gateway(format!("--advertise: {e}")))?;
     let mut config = GatewayConfig::new(upstream, prices, peer);
     config.max_body = a.max_body_bytes;
     config.window_kib = a.window_kib.max(1);
