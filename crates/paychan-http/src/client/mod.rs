@@ -124,6 +124,10 @@ pub struct PaidClient<'a, C, S> {
     tip: Option<(u32, Instant)>,
 }
 
+/// The most times one request is sent with a payment (a price corrected, a payment that had
+/// bought its request already).
+const MAX_ATTEMPTS: usize = 4;
+
 /// How long a tip read from the node is used, as for payments over TCP.
 const TIP_FRESHNESS: Duration = Duration::from_secs(1);
 
@@ -167,8 +171,13 @@ impl<'a, C: Chain + BlockSource, S: Store> PaidClient<'a, C, S> {
     pub async fn send(&mut self, request: Request) -> Result<Paid, HttpError> {
         let key = format!("{} {}", request.method(), without_query(request.url()));
         let origin = request.url().origin().ascii_serialization();
-        let mut refusals = 0;
+        let (mut refusals, mut attempts) = (0, 0);
         loop {
+            attempts += 1;
+            if attempts > MAX_ATTEMPTS {
+                let reason = format!("no answer settled the payment in {MAX_ATTEMPTS} tries");
+                return Err(HttpError::Refused { status: 409, reason });
+            }
             let offer = match (self.offers.get(&key), self.guesses.get(&origin)) {
                 (Some(Some(offer)), _) => offer.clone(),
                 (Some(None), _) => return Ok(unpaid(self.deliver(None, &request).await?)),
@@ -407,12 +416,14 @@ impl<'a, C: Chain + BlockSource, S: Store> PaidClient<'a, C, S> {
         let Some(active) = self.active.as_mut() else { return Ok(true) };
         let mut save = false;
         for ack in acks {
-            let pending = active.payer.funded().is_some_and(|f| !f.pending.is_empty());
-            if !pending {
-                break;
-            }
-            // An ack of what the payer holds already (a checkpoint's, sent again) is no news.
-            if let Ok(actions) = active.payer.handle_message(&Message::PayAck(ack)) {
+            // An ack of what the payer holds already (a checkpoint's, sent again) is no news;
+            // one of a payment in flight must check out (a checkpoint's signature).
+            let pending = active
+                .payer
+                .funded()
+                .is_some_and(|f| f.pending.iter().any(|p| p.number == ack.update));
+            if pending {
+                let actions = active.payer.handle_message(&Message::PayAck(ack))?;
                 save |= actions.iter().any(|a| matches!(a, PayerAction::Persist));
             }
         }
