@@ -242,6 +242,10 @@ pub struct GatewayArgs {
     /// Seconds a response priced per KiB waits for its next payment before it is cut off.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     pub stall_timeout: u64,
+    /// Seconds an HTTP request's headers may take to arrive, and the upstream to answer (504
+    /// after that; a payment taken buys the retry).
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    pub http_timeout: u64,
 }
 
 /// `http`.

@@ -154,6 +154,7 @@ async fn gateway(
     config.max_body = a.max_body_bytes;
     config.window_kib = a.window_kib.max(1);
     config.stall = Duration::from_secs(a.stall_timeout.max(1));
+    config.timeout = Duration::from_secs(a.http_timeout.max(1));
     let http_listen = a.http_listen.as_deref().unwrap_or_default();
     let listener = TcpListener::bind(http_listen).await.map_err(DaemonError::Listen)?;
     Ok((Gateway::new(daemon.desk(), config), listener))

@@ -1,5 +1,7 @@
 //! Forwarding to the upstream service over pooled keep-alive connections.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -11,13 +13,18 @@ use hyper_util::rt::TokioExecutor;
 
 /// The upstream could not be reached, or did not answer.
 #[derive(Debug, thiserror::Error)]
-#[error("the upstream service failed: {0}")]
-pub(super) struct UpstreamError(String);
+pub(super) enum UpstreamError {
+    #[error("the upstream service failed: {0}")]
+    Failed(String),
+    #[error("the upstream service did not answer within {0:?}")]
+    Timeout(Duration),
+}
 
 /// The service behind the gateway.
 pub(super) struct Upstream {
     base: Uri,
     client: Client<HttpConnector, Full<Bytes>>,
+    timeout: Duration,
 }
 
 /// Headers that describe one connection, not the message (RFC 9110 section 7.6.1), and
@@ -34,11 +41,11 @@ const NOT_FORWARDED: [&str; 8] = [
 ];
 
 impl Upstream {
-    pub(super) fn new(base: Uri) -> Upstream {
+    pub(super) fn new(base: Uri, timeout: Duration) -> Upstream {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new()).build(connector);
-        Upstream { base, client }
+        Upstream { base, client, timeout }
     }
 
     /// Sends `req` to the upstream, at the same path below its base.
@@ -51,14 +58,14 @@ impl Upstream {
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         parts.uri = format!("{}{path}", base.trim_end_matches('/'))
             .parse()
-            .map_err(|e| UpstreamError(format!("bad path: {e}")))?;
+            .map_err(|e| UpstreamError::Failed(format!("bad path: {e}")))?;
         strip(&mut parts.headers);
         parts.headers.remove(HOST);
-        let mut response = self
-            .client
-            .request(Request::from_parts(parts, body))
+        let request = self.client.request(Request::from_parts(parts, body));
+        let mut response = tokio::time::timeout(self.timeout, request)
             .await
-            .map_err(|e| UpstreamError(e.to_string()))?;
+            .map_err(|_| UpstreamError::Timeout(self.timeout))?
+            .map_err(|e| UpstreamError::Failed(e.to_string()))?;
         strip(response.headers_mut());
         // Ours to the payer is HTTP/1.1 with keep-alive, whatever the upstream spoke.
         *response.version_mut() = Version::HTTP_11;

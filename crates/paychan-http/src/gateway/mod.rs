@@ -31,7 +31,7 @@ use hyper::header::CONTENT_LENGTH;
 use hyper::service::service_fn;
 pub use hyper::Uri;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
@@ -71,12 +71,17 @@ pub struct GatewayConfig {
     pub stall: Duration,
     /// Connections served at once; more wait to be accepted.
     pub max_connections: usize,
+    /// How long a request's headers may take to arrive (a slow client holds a connection no
+    /// longer), and how long the upstream may take to answer (504 after that: a payment taken
+    /// then buys the retry).
+    pub timeout: Duration,
 }
 
 impl GatewayConfig {
     /// Returns a configuration with `prices` in front of `upstream`, for payers opening
     /// channels at `peer`: request bodies up to 1 MiB, metered responses paid 64 KiB ahead and
-    /// cut off after 30 s without a payment, 1024 connections.
+    /// cut off after 30 s without a payment, 1024 connections, 30 s for a request's headers and
+    /// for the upstream's answer.
     pub fn new(upstream: Uri, prices: PriceTable, peer: PeerAddr) -> GatewayConfig {
         GatewayConfig {
             upstream,
@@ -86,6 +91,7 @@ impl GatewayConfig {
             window_kib: 64,
             stall: Duration::from_secs(30),
             max_connections: 1024,
+            timeout: Duration::from_secs(30),
         }
     }
 }
@@ -102,7 +108,7 @@ pub struct Gateway<C> {
 impl<C: Chain + BlockSource + Send + Sync + 'static> Gateway<C> {
     /// A gateway taking payments at `desk`.
     pub fn new(desk: PaymentDesk<C>, config: GatewayConfig) -> Arc<Gateway<C>> {
-        let upstream = forward::Upstream::new(config.upstream.clone());
+        let upstream = forward::Upstream::new(config.upstream.clone(), config.timeout);
         let (ledger, meters) = Default::default();
         Arc::new(Gateway { desk, config, upstream, ledger, meters })
     }
@@ -129,12 +135,15 @@ impl<C: Chain + BlockSource + Send + Sync + 'static> Gateway<C> {
             };
             let _ = stream.set_nodelay(true);
             let gateway = Arc::clone(&self);
+            let timeout = self.config.timeout;
             tokio::spawn(async move {
                 let service = service_fn(move |req| {
                     let gateway = Arc::clone(&gateway);
                     async move { Ok::<_, Infallible>(gateway.handle(req).await) }
                 });
                 let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(timeout)
                     .keep_alive(true)
                     .serve_connection(TokioIo::new(stream), service);
                 if let Err(e) = conn.await {

@@ -9,6 +9,7 @@ use tracing::info;
 
 use paychan_node::daemon::PaymentRefused;
 
+use super::forward::UpstreamError;
 use super::ledger::Spent;
 use super::GatewayBody;
 use crate::headers::{self, HeaderError, Offer};
@@ -75,8 +76,12 @@ pub(super) fn refused(e: PaymentRefused, offer: Offer) -> Reply {
     }
 }
 
-impl From<super::forward::UpstreamError> for Reply {
-    fn from(e: super::forward::UpstreamError) -> Reply {
-        Reply::new(StatusCode::BAD_GATEWAY, e.to_string())
+impl From<UpstreamError> for Reply {
+    fn from(e: UpstreamError) -> Reply {
+        let status = match e {
+            UpstreamError::Failed(_) => StatusCode::BAD_GATEWAY,
+            UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        };
+        Reply::new(status, e.to_string())
     }
 }
