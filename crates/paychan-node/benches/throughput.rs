@@ -34,19 +34,16 @@
 
 mod common;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bitcoin::hashes::Hash;
 use bitcoin::secp256k1::{Message as SecpMessage, Secp256k1, SecretKey};
-use bitcoin::{Amount, FeeRate, OutPoint, PublicKey, Transaction, TxOut, Txid};
-use common::{made_up_funding, ms, sides, NETWORK, PAYMENT, TIP};
-use paychan::chain::{Chain, ChainError, OutputStatus, Tip, TxStatus, Utxo};
-use paychan::miniscript::descriptor::{Descriptor, DescriptorPublicKey};
+use bitcoin::{Amount, OutPoint, PublicKey};
+use common::{made_up_funding, ms, sides, StandIn, NETWORK, PAYMENT, TIP};
 use paychan::store::{ChannelRecord, ChannelState, Store};
-use paychan::watch::BlockSource;
 use paychan::wire::{ChannelId, Message, Pay, PayAck, RawSignature};
 use paychan_node::client::{ClientTimeouts, PayerClient, Pipelined};
 use paychan_node::daemon::{Daemon, DaemonConfig};
@@ -588,71 +585,4 @@ fn open_in_memory(
         })
         .unwrap();
     channel_id
-}
-
-/// The chain as the payment path needs it: a fixed tip, every made-up funding confirmed and
-/// unspent. Nothing is ever broadcast in these runs.
-#[derive(Clone, Default)]
-struct StandIn {
-    fundings: Arc<Mutex<HashMap<OutPoint, TxOut>>>,
-}
-
-/// A chain that stays at its tip: no block ever comes.
-impl BlockSource for StandIn {
-    fn best_block_hash(&self) -> Result<bitcoin::BlockHash, ChainError> {
-        Ok(self.tip()?.hash)
-    }
-    fn block_hash(&self, height: u32) -> Result<Option<bitcoin::BlockHash>, ChainError> {
-        Ok((height == TIP).then(|| bitcoin::BlockHash::from_byte_array([1; 32])))
-    }
-    fn block(&self, hash: bitcoin::BlockHash) -> Result<bitcoin::Block, ChainError> {
-        Err(ChainError::UnexpectedAnswer { method: "getblock", detail: format!("no block {hash}") })
-    }
-}
-
-impl Chain for StandIn {
-    fn tip(&self) -> Result<Tip, ChainError> {
-        let hash = bitcoin::BlockHash::from_byte_array([1; 32]);
-        Ok(Tip { height: TIP, hash, median_time_past: 0 })
-    }
-    fn test_accept(&self, _: &Transaction) -> Result<(), ChainError> {
-        Ok(())
-    }
-    fn broadcast(&self, tx: &Transaction) -> Result<Txid, ChainError> {
-        Ok(tx.compute_txid())
-    }
-    fn tx_status(&self, _: Txid) -> Result<TxStatus, ChainError> {
-        Ok(TxStatus::Confirmed(6))
-    }
-    fn output_status(&self, outpoint: OutPoint) -> Result<OutputStatus, ChainError> {
-        Ok(match self.fundings.lock().unwrap().get(&outpoint) {
-            Some(txout) => OutputStatus::Unspent { txout: txout.clone(), confirmations: 6 },
-            None => OutputStatus::SpentOrMissing,
-        })
-    }
-    fn output_status_in_blocks(&self, outpoint: OutPoint) -> Result<OutputStatus, ChainError> {
-        self.output_status(outpoint)
-    }
-    fn find_spend(&self, _: OutPoint) -> Result<Option<(Transaction, u32)>, ChainError> {
-        Ok(None)
-    }
-    fn mempool_spends(&self, outpoints: &[OutPoint]) -> Result<Vec<Option<Txid>>, ChainError> {
-        Ok(vec![None; outpoints.len()])
-    }
-    fn submit_package(&self, _: &[Transaction]) -> Result<(), ChainError> {
-        Err(ChainError::UnexpectedAnswer { method: "submitpackage", detail: "not here".into() })
-    }
-    fn mempool_min_feerate(&self) -> Result<FeeRate, ChainError> {
-        Ok(FeeRate::from_sat_per_vb(1).unwrap())
-    }
-    fn fee_rate(&self, _: u16) -> Result<FeeRate, ChainError> {
-        Ok(FeeRate::from_sat_per_vb(1).unwrap())
-    }
-    fn scan_outputs(
-        &self,
-        _: &[Descriptor<DescriptorPublicKey>],
-        _: u32,
-    ) -> Result<Vec<Utxo>, ChainError> {
-        Ok(Vec::new())
-    }
 }

@@ -1,15 +1,21 @@
-//! What the benches share: the terms their channels open with, made-up fundings, and the unit
-//! they print times in.
+//! What the benches share: the terms their channels open with, made-up fundings and the
+//! stand-in chain that confirms them, and the unit they print times in.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bitcoin::hashes::Hash;
+use bitcoin::FeeRate;
 use bitcoin::{
     absolute, transaction, Address, Amount, Network, OutPoint, ScriptBuf, Sequence, Transaction,
     TxIn, TxOut, Txid, Witness,
 };
+use paychan::chain::{Chain, ChainError, OutputStatus, Tip, TxStatus, Utxo};
 use paychan::channel::{CheckpointPolicy, PayeeConfig, PayerConfig};
 use paychan::keys::ChannelSigner;
+use paychan::miniscript::descriptor::{Descriptor, DescriptorPublicKey};
+use paychan::watch::BlockSource;
 use paychan::wire::ChannelId;
 use paychan_testkit::Sides;
 
@@ -72,4 +78,73 @@ pub fn made_up_funding(script_pubkey: ScriptBuf, value: Amount) -> Transaction {
 
 pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
+}
+
+/// The chain as the payment path needs it: a fixed tip, every made-up funding confirmed and
+/// unspent. Nothing is ever broadcast in these runs.
+#[derive(Clone, Default)]
+#[allow(dead_code)] // the watcher's bench reads real blocks
+pub struct StandIn {
+    /// The made-up fundings, by outpoint.
+    pub fundings: Arc<Mutex<HashMap<OutPoint, TxOut>>>,
+}
+
+/// A chain that stays at its tip: no block ever comes.
+impl BlockSource for StandIn {
+    fn best_block_hash(&self) -> Result<bitcoin::BlockHash, ChainError> {
+        Ok(self.tip()?.hash)
+    }
+    fn block_hash(&self, height: u32) -> Result<Option<bitcoin::BlockHash>, ChainError> {
+        Ok((height == TIP).then(|| bitcoin::BlockHash::from_byte_array([1; 32])))
+    }
+    fn block(&self, hash: bitcoin::BlockHash) -> Result<bitcoin::Block, ChainError> {
+        Err(ChainError::UnexpectedAnswer { method: "getblock", detail: format!("no block {hash}") })
+    }
+}
+
+impl Chain for StandIn {
+    fn tip(&self) -> Result<Tip, ChainError> {
+        let hash = bitcoin::BlockHash::from_byte_array([1; 32]);
+        Ok(Tip { height: TIP, hash, median_time_past: 0 })
+    }
+    fn test_accept(&self, _: &Transaction) -> Result<(), ChainError> {
+        Ok(())
+    }
+    fn broadcast(&self, tx: &Transaction) -> Result<Txid, ChainError> {
+        Ok(tx.compute_txid())
+    }
+    fn tx_status(&self, _: Txid) -> Result<TxStatus, ChainError> {
+        Ok(TxStatus::Confirmed(6))
+    }
+    fn output_status(&self, outpoint: OutPoint) -> Result<OutputStatus, ChainError> {
+        Ok(match self.fundings.lock().expect("the fundings").get(&outpoint) {
+            Some(txout) => OutputStatus::Unspent { txout: txout.clone(), confirmations: 6 },
+            None => OutputStatus::SpentOrMissing,
+        })
+    }
+    fn output_status_in_blocks(&self, outpoint: OutPoint) -> Result<OutputStatus, ChainError> {
+        self.output_status(outpoint)
+    }
+    fn find_spend(&self, _: OutPoint) -> Result<Option<(Transaction, u32)>, ChainError> {
+        Ok(None)
+    }
+    fn mempool_spends(&self, outpoints: &[OutPoint]) -> Result<Vec<Option<Txid>>, ChainError> {
+        Ok(vec![None; outpoints.len()])
+    }
+    fn submit_package(&self, _: &[Transaction]) -> Result<(), ChainError> {
+        Err(ChainError::UnexpectedAnswer { method: "submitpackage", detail: "not here".into() })
+    }
+    fn mempool_min_feerate(&self) -> Result<FeeRate, ChainError> {
+        Ok(FeeRate::from_sat_per_vb(1).expect("a fee rate"))
+    }
+    fn fee_rate(&self, _: u16) -> Result<FeeRate, ChainError> {
+        Ok(FeeRate::from_sat_per_vb(1).expect("a fee rate"))
+    }
+    fn scan_outputs(
+        &self,
+        _: &[Descriptor<DescriptorPublicKey>],
+        _: u32,
+    ) -> Result<Vec<Utxo>, ChainError> {
+        Ok(Vec::new())
+    }
 }
