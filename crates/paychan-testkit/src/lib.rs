@@ -22,6 +22,8 @@
 
 #[cfg(feature = "regtest")]
 pub mod bitcoind;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 #[cfg(feature = "regtest")]
 pub mod regtest;
 pub mod store;

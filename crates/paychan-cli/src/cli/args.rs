@@ -205,6 +205,11 @@ pub struct ServeArgs {
     /// The size of a chunk in bytes, at most 31744 (with --serve-dir).
     #[arg(long, value_name = "BYTES", default_value_t = 16384, requires = "serve_dir")]
     pub chunk_size: u32,
+    /// Keep the channels in this PostgreSQL database, postgres://USER[:PASSWORD]@HOST[:PORT]/DB,
+    /// instead of the data directory's SQLite file (which still holds the wallet). See
+    /// docs/scale-out.md.
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
     /// The HTTP gateway's options.
     #[command(flatten)]
     pub http: GatewayArgs,

@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use super::args::{GatewayArgs, Global, ServeArgs};
 use super::{connect_node, open_datadir, CliError, Output};
 use paychan::chain::Chain;
+use paychan::store::Store;
 use paychan_bitcoind::RpcChain;
 use paychan_files::{Catalog, FileService};
 use paychan_http::gateway::{Gateway, GatewayConfig, Uri};
@@ -19,6 +20,7 @@ use paychan_http::prices::{Price, PriceTable};
 use paychan_node::blocking;
 use paychan_node::daemon::{Daemon, DaemonConfig, DaemonError};
 use paychan_node::net::PeerAddr;
+use paychan_postgres::PgStore;
 
 pub(super) async fn serve(
     g: &Global,
@@ -74,8 +76,19 @@ pub(super) async fn serve(
     config.funding_expiry = a.funding_expiry;
     config.service = Some(Arc::new(service));
     let min_conf = config.min_conf;
-    let (wallet, store, lock) = datadir.into_locked_parts()?;
-    let daemon = Daemon::new(store, wallet, chain, config)?.holding(lock);
+    let (wallet, sqlite, lock) = datadir.into_locked_parts()?;
+    // Loading the channels blocks (the PostgreSQL client must not run on a runtime's worker).
+    let daemon = match &a.store {
+        None => blocking(|| Daemon::new(sqlite, wallet, chain, config))?,
+        Some(url) => {
+            let mut store = postgres_store(url)?;
+            blocking(|| -> Result<_, CliError> {
+                store.check_network(g.network)?;
+                Ok(Daemon::new(store, wallet, chain, config)?)
+            })?
+        }
+    }
+    .holding(lock);
     let listener = TcpListener::bind(&a.listen).await.map_err(DaemonError::Listen)?;
     let listen = listener.local_addr().map_err(DaemonError::Listen)?;
     let node_id = daemon.node_id();
@@ -158,4 +171,13 @@ async fn gateway(
     let http_listen = a.http_listen.as_deref().unwrap_or_default();
     let listener = TcpListener::bind(http_listen).await.map_err(DaemonError::Listen)?;
     Ok((Gateway::new(daemon.desk(), config), listener))
+}
+
+/// `--store`: a PostgreSQL database shared by front ends, connected and migrated.
+fn postgres_store(url: &str) -> Result<PgStore, CliError> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        let why = format!("--store {url:?}: give postgres://USER@HOST[:PORT]/DB");
+        return Err(CliError::NotApplicable(why));
+    }
+    Ok(blocking(|| PgStore::connect(url, 8))?)
 }
