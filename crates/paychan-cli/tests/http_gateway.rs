@@ -22,17 +22,15 @@ use std::time::Duration;
 
 use bitcoin::{Amount, Network};
 use common::cli::{mining_until_done, Daemon, Party};
+use common::hand::Hand;
 use common::node::Node;
 use common::upstream::{big_byte, Upstream, BIG};
-use paychan::channel::{Payer, PayerAction};
-use paychan::store::{ChannelState, Store};
-use paychan::wire::{ChannelId, Message, Pay};
+use paychan::wire::{ChannelId, Pay};
 use paychan_bitcoind::RpcChain;
 use paychan_http::client::{Budget, HttpError, PaidClient, Settings};
 use paychan_http::headers;
 use paychan_node::datadir::DataDir;
-use paychan_sqlite::{SqliteStore, STORE_FILE};
-use paychan_wallet::Wallet;
+use paychan_sqlite::SqliteStore;
 use serde_json::Value;
 
 /// The price of an `/api/` request, in sat.
@@ -164,59 +162,6 @@ fn raw(
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
     (status, headers, response[split + 4..].to_vec())
-}
-
-/// The payer side of channel `id`, restored from its data directory: for payments the client
-/// would never make.
-struct Hand {
-    payer: Payer,
-    key_index: u32,
-    peer: Option<String>,
-    store: SqliteStore,
-}
-
-impl Hand {
-    fn load(party: &Party, id: ChannelId) -> Hand {
-        let dir = party.datadir();
-        let store = SqliteStore::open(&dir.join(STORE_FILE)).unwrap();
-        let record = store.channel(id).unwrap().expect("the channel");
-        let ChannelState::Payer(state) = record.state else { panic!("not a payer channel") };
-        let wallet = Wallet::open(dir, &dir.join(STORE_FILE), Network::Regtest).unwrap();
-        let signer = wallet.channel_signer(record.key_index).unwrap();
-        let payer = Payer::restore(signer, state).unwrap();
-        Hand { payer, key_index: record.key_index, peer: record.peer, store }
-    }
-
-    /// A new payment of `sat`, signed (kept in memory until [`Hand::save`]).
-    fn pay(&mut self, sat: u64, tip: u32) -> Pay {
-        let actions = self.payer.pay(Amount::from_sat(sat), tip).expect("a payment");
-        actions
-            .into_iter()
-            .find_map(|a| match a {
-                PayerAction::Send(Message::Pay(p)) => Some(p),
-                _ => None,
-            })
-            .expect("a pay message")
-    }
-
-    /// Takes the acknowledgements of a response.
-    fn acked(&mut self, headers: &HashMap<String, String>) {
-        let value = headers.get("paychan-ack").expect("an ack");
-        for ack in headers::decode_acks(&value.parse().unwrap()).unwrap() {
-            self.payer.handle_message(&Message::PayAck(ack)).expect("the ack");
-        }
-    }
-
-    /// Forgets a payment the gateway refused.
-    fn refused(&mut self) {
-        self.payer.abandon_pending().expect("a payment in flight");
-    }
-
-    fn save(mut self) {
-        let (peer, state) = (self.peer.clone().expect("a peer"), self.payer.state().clone());
-        let record = paychan::store::ChannelRecord::payer(self.key_index, peer, state);
-        self.store.save_channel(&record).unwrap();
-    }
 }
 
 fn payment_header(pay: &Pay) -> (&'static str, String) {

@@ -12,7 +12,7 @@
 //! blocking: call the store from a thread that may block (the daemon's store writer, or through
 //! `tokio::task::block_in_place`), as any [`Store`].
 //!
-//! Each channel row carries a `version`, bumped by every save: [`PgStore::save_channels_if`]
+//! Each channel row carries a `version`, bumped by every save: [`Store::save_channels_if`]
 //! saves only where the row is still at the version the caller read, so that a front end whose
 //! copy of a channel is stale never overwrites a newer state.
 #![warn(missing_docs)]
@@ -25,7 +25,7 @@ use r2d2_postgres::PostgresConnectionManager;
 use serde_json::Value;
 
 use paychan::closing::Closure;
-use paychan::store::{ChannelRecord, ChannelState, Store, StoreError};
+use paychan::store::{ChannelRecord, ChannelState, Lease, RowVersion, Store, StoreError};
 use paychan::watch::BlockId;
 use paychan::wire::ChannelId;
 
@@ -61,16 +61,8 @@ type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
+    config: postgres::Config,
     location: String,
-}
-
-/// A channel as stored, with the version of its row.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Versioned {
-    /// The record.
-    pub record: ChannelRecord,
-    /// Its row's version: 1 when first saved, one more at each save.
-    pub version: i64,
 }
 
 impl PgStore {
@@ -86,14 +78,14 @@ impl PgStore {
             source: e,
         };
         let config: postgres::Config = url.parse().map_err(|e| backend(Box::new(e)))?;
-        let manager = PostgresConnectionManager::new(config, NoTls);
+        let manager = PostgresConnectionManager::new(config.clone(), NoTls);
         let pool = r2d2::Pool::builder()
             .max_size(pool_size.max(1))
             .min_idle(Some(1))
             .connection_timeout(Duration::from_secs(10))
             .build(manager)
             .map_err(|e| backend(Box::new(e)))?;
-        let store = PgStore { pool, location };
+        let store = PgStore { pool, config, location };
         store.migrate()?;
         Ok(store)
     }
@@ -167,16 +159,10 @@ impl PgStore {
         Ok(result)
     }
 
-    /// Saves `records` in one transaction, each only if its row is still at the version given
-    /// (`None`: a channel not stored yet). Returns, for each, its new version, or `None` where
-    /// another front end saved it since (nothing of that one is written; the others are).
-    ///
-    /// # Errors
-    /// [`StoreError::IdInUse`], [`StoreError::Backend`]; then none is saved.
-    pub fn save_channels_if(
+    fn save_if(
         &self,
-        records: &[(ChannelRecord, Option<i64>)],
-    ) -> Result<Vec<Option<i64>>, StoreError> {
+        records: &[(ChannelRecord, Option<RowVersion>)],
+    ) -> Result<Vec<Option<RowVersion>>, StoreError> {
         let mut conn = self.conn()?;
         let mut tx = conn.transaction().map_err(|e| self.backend(e))?;
         let insert = tx
@@ -219,11 +205,7 @@ impl PgStore {
         Ok(versions)
     }
 
-    /// Returns channel `id` with its row's version, if stored.
-    ///
-    /// # Errors
-    /// [`StoreError::Backend`], [`StoreError::Corrupt`].
-    pub fn channel_versioned(&self, id: ChannelId) -> Result<Option<Versioned>, StoreError> {
+    fn read_one(&self, id: ChannelId) -> Result<Option<(ChannelRecord, RowVersion)>, StoreError> {
         let mut conn = self.conn()?;
         let row = conn
             .query_opt(&format!("{SELECT} WHERE id = $1"), &[&id.to_string()])
@@ -231,18 +213,14 @@ impl PgStore {
         row.map(|row| self.versioned(&row)).transpose()
     }
 
-    /// Returns every channel with its row's version, oldest first.
-    ///
-    /// # Errors
-    /// [`StoreError::Backend`], [`StoreError::Corrupt`].
-    pub fn channels_versioned(&self) -> Result<Vec<Versioned>, StoreError> {
+    fn read_all(&self) -> Result<Vec<(ChannelRecord, RowVersion)>, StoreError> {
         let mut conn = self.conn()?;
         let rows =
             conn.query(&format!("{SELECT} ORDER BY seq"), &[]).map_err(|e| self.backend(e))?;
         rows.iter().map(|row| self.versioned(row)).collect()
     }
 
-    fn versioned(&self, row: &Row) -> Result<Versioned, StoreError> {
+    fn versioned(&self, row: &Row) -> Result<(ChannelRecord, RowVersion), StoreError> {
         let (role, state): (String, String) = (row.get("role"), row.get("state"));
         let state = ChannelState::decode(&role, &state).map_err(|e| self.corrupt(e.to_string()))?;
         let key_index = u32::try_from(row.get::<_, i64>("key_index"))
@@ -260,7 +238,7 @@ impl PgStore {
             funding_height,
             service: self.column("service record", row.get("sale"))?,
         };
-        Ok(Versioned { record, version: row.get("version") })
+        Ok((record, row.get("version")))
     }
 
     fn column<T: serde::de::DeserializeOwned>(
@@ -351,7 +329,7 @@ impl Store for PgStore {
     }
 
     /// Saves several channels in one transaction (one commit for all), whatever their rows'
-    /// versions: [`PgStore::save_channels_if`] is the compare-and-swap.
+    /// versions: [`Store::save_channels_if`] is the compare-and-swap.
     fn save_channels(&mut self, records: &[ChannelRecord]) -> Result<(), StoreError> {
         let mut conn = self.conn()?;
         let mut tx = conn.transaction().map_err(|e| self.backend(e))?;
@@ -437,12 +415,71 @@ impl Store for PgStore {
     }
 
     fn channel(&self, id: ChannelId) -> Result<Option<ChannelRecord>, StoreError> {
-        Ok(self.channel_versioned(id)?.map(|v| v.record))
+        Ok(self.read_one(id)?.map(|(r, _)| r))
     }
 
     fn channels(&self) -> Result<Vec<ChannelRecord>, StoreError> {
-        Ok(self.channels_versioned()?.into_iter().map(|v| v.record).collect())
+        Ok(self.read_all()?.into_iter().map(|(r, _)| r).collect())
     }
+
+    /// Several front ends write it.
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn save_channels_if(
+        &mut self,
+        records: &[(ChannelRecord, Option<RowVersion>)],
+    ) -> Result<Vec<Option<RowVersion>>, StoreError> {
+        self.save_if(records)
+    }
+
+    fn channel_versioned(
+        &self,
+        id: ChannelId,
+    ) -> Result<Option<(ChannelRecord, RowVersion)>, StoreError> {
+        self.read_one(id)
+    }
+
+    fn channels_versioned(&self) -> Result<Vec<(ChannelRecord, RowVersion)>, StoreError> {
+        self.read_all()
+    }
+
+    /// A session-level advisory lock on a connection of its own, outside the pool, held by a
+    /// thread of its own until the lease is dropped. If the process dies, its connection closes
+    /// and the server releases the lock at once.
+    fn try_lead(&self, name: &str) -> Result<Option<Lease>, StoreError> {
+        let key = lease_key(name);
+        let config = self.config.clone();
+        let (granted, answer) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        std::thread::Builder::new()
+            .name(format!("lease-{name}"))
+            .spawn(move || {
+                let mut client = match config.connect(NoTls) {
+                    Ok(client) => client,
+                    Err(e) => return drop(granted.send(Err(e))),
+                };
+                let row = client.query_one("SELECT pg_try_advisory_lock($1)", &[&key]);
+                let held = row.map(|r| r.get::<_, bool>(0));
+                let holding = matches!(held, Ok(true));
+                let _ = granted.send(held);
+                if holding {
+                    // Until the lease is dropped (its sender with it).
+                    let _ = released.recv();
+                }
+            })
+            .map_err(|e| self.backend(e))?;
+        let held = answer.recv().map_err(|e| self.backend(e))?.map_err(|e| self.backend(e))?;
+        Ok(held.then(|| Box::new(release) as Lease))
+    }
+}
+
+/// The advisory lock key of lease `name`: its SHA-256's first 8 bytes, as a bigint.
+fn lease_key(name: &str) -> i64 {
+    use bitcoin::hashes::{sha256, Hash};
+    let hash = sha256::Hash::hash(format!("paychan lease {name}").as_bytes());
+    i64::from_be_bytes(hash.to_byte_array()[..8].try_into().expect("8 bytes"))
 }
 
 /// The setting that holds watcher `watcher`'s chain position.
@@ -480,20 +517,37 @@ mod tests {
         // Compare-and-swap: two front ends read version 1; the first save wins, the second
         // writes nothing, and reads the newer state back.
         let url = server.database("versions");
-        let (a, b) = (PgStore::connect(&url, 2).unwrap(), PgStore::connect(&url, 2).unwrap());
+        let mut a = PgStore::connect(&url, 2).unwrap();
+        let mut b = PgStore::connect(&url, 2).unwrap();
         let record = payer_record(7);
         assert_eq!(a.save_channels_if(&[(record.clone(), None)]).unwrap(), vec![Some(1)]);
         assert_eq!(b.save_channels_if(&[(record.clone(), None)]).unwrap(), vec![None], "exists");
         let read = b.channel_versioned(record.state.channel_id()).unwrap().unwrap();
-        assert_eq!((read.record, read.version), (record.clone(), 1));
+        assert_eq!(read, (record.clone(), 1));
         let mut newer = record.clone();
         newer.peer = Some("newer".into());
         assert_eq!(a.save_channels_if(&[(newer.clone(), Some(1))]).unwrap(), vec![Some(2)]);
         let mut stale = record.clone();
         stale.peer = Some("stale".into());
         assert_eq!(b.save_channels_if(&[(stale, Some(1))]).unwrap(), vec![None]);
-        let read = b.channel_versioned(record.state.channel_id()).unwrap().unwrap();
-        assert_eq!((read.record.peer.as_deref(), read.version), (Some("newer"), 2));
+        let (read, version) = b.channel_versioned(record.state.channel_id()).unwrap().unwrap();
+        assert_eq!((read.peer.as_deref(), version), (Some("newer"), 2));
+    }
+
+    #[test]
+    fn one_front_end_leads_at_a_time_and_another_takes_over_when_it_lets_go() {
+        let server = PgServer::start();
+        let url = server.database("leases");
+        let (a, b) = (PgStore::connect(&url, 1).unwrap(), PgStore::connect(&url, 1).unwrap());
+        let lease = a.try_lead("watcher").unwrap().expect("the first one leads");
+        assert!(b.try_lead("watcher").unwrap().is_none(), "not two at once");
+        assert!(b.try_lead("other").unwrap().is_some(), "leases are per name");
+        drop(lease);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while b.try_lead("watcher").unwrap().is_none() {
+            assert!(std::time::Instant::now() < deadline, "the lease was let go");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     #[test]

@@ -119,13 +119,22 @@ impl PgServer {
         let psql = pg_bin().join("psql");
         let exe = if psql.is_file() { psql } else { PathBuf::from("psql") };
         let sql = format!("CREATE DATABASE \"{name}\"");
-        let out = Command::new(exe)
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "paychan"])
-            .args(["-d", "postgres", "-v", "ON_ERROR_STOP=1", "-q", "-c", &sql])
-            .output()
-            .expect("run psql");
-        let exists = String::from_utf8_lossy(&out.stderr).contains("already exists");
-        assert!(out.status.success() || exists, "{}", String::from_utf8_lossy(&out.stderr));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = Command::new(&exe)
+                .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "paychan"])
+                .args(["-d", "postgres", "-v", "ON_ERROR_STOP=1", "-q", "-c", &sql])
+                .output()
+                .expect("run psql");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            if out.status.success() || stderr.contains("already exists") {
+                break;
+            }
+            // It listens before it takes connections: "the database system is starting up".
+            let starting = stderr.contains("starting up");
+            assert!(starting && Instant::now() < deadline, "{stderr}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
         format!("postgres://paychan@127.0.0.1:{}/{name}", self.port)
     }
 

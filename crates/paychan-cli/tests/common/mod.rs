@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod fixture;
+pub mod hand;
 pub mod raw_peer;
 pub mod upstream;
 

@@ -59,6 +59,42 @@ impl Watcher {
     }
 }
 
+/// In a store several front ends share: waits until this front end takes the watcher's lease
+/// (one front end at a time; another takes it over within a second or two of its holder's
+/// death), then follows the chain from the position the last leader stored, every channel
+/// brought up to date first.
+pub(super) async fn lead_then_run<C: Chain + BlockSource + Send + Sync + 'static>(
+    shared: Arc<Shared<C>>,
+) {
+    let mut waited = false;
+    let lease = loop {
+        match shared.store.try_lead(WATCHER).await {
+            Ok(Some(lease)) => break lease,
+            Ok(None) if !waited => {
+                info!("another front end watches the chain; taking over if it stops");
+                waited = true;
+            }
+            Ok(None) => {}
+            Err(e) => warn!("cannot ask for the watcher's lease: {e}"),
+        }
+        tokio::time::sleep(LEASE_RETRY).await;
+    };
+    shared.refresh_all().await;
+    let position = match shared.store.chain_position(WATCHER).await {
+        Ok(position) => position,
+        Err(e) => {
+            error!("cannot read the chain position; not watching: {e}");
+            return;
+        }
+    };
+    info!(blocks = position.len(), "leading the chain watcher");
+    run(shared, position).await;
+    drop(lease);
+}
+
+/// How often a front end that does not watch the chain asks for the watcher's lease.
+const LEASE_RETRY: Duration = Duration::from_secs(1);
+
 /// Follows the chain until aborted, from `position` (the blocks processed when the last run
 /// stopped; empty the first time).
 pub(super) async fn run<C: Chain + BlockSource + Send + Sync + 'static>(
@@ -147,6 +183,10 @@ async fn blocks<C: Chain + BlockSource + Send + Sync + 'static>(
     let Progress { events: block_events, at_best } = progress;
     let new_blocks = !block_events.is_empty();
     w.new_block = new_blocks;
+    // Other front ends take payments too: act on the channels' newest states.
+    if new_blocks && shared.store.shared() {
+        shared.refresh_all().await;
+    }
     let mut saved = true;
     for event in &block_events {
         let tip = match event {

@@ -17,7 +17,7 @@ use paychan::channel::{ChannelError, PayeeAction};
 use paychan::watch::BlockSource;
 use paychan::wire::{ChannelId, Message, Pay, PayAck};
 
-use super::Shared;
+use super::{Shared, Slot};
 
 /// A handle on the daemon's channels that takes payments one at a time ([`Daemon::desk`]).
 /// Cloning it is cheap.
@@ -103,10 +103,32 @@ impl<C: Chain + BlockSource + Send + Sync + 'static> PaymentDesk<C> {
     /// # Errors
     /// [`PaymentRefused`], with nothing taken.
     pub async fn take(&self, pay: &Pay, price: Amount) -> Result<Taken, PaymentRefused> {
+        let id = pay.channel_id;
+        let mut slot = self.shared.lock_slot(id).await.ok_or(PaymentRefused::UnknownChannel)?;
+        let tip = self.shared.fresh_tip().map_err(|_| PaymentRefused::StaleTip)?;
+        // With front ends sharing the store, this copy of the channel may be behind: a payment
+        // refused, or whose save finds a newer row, is taken again on the newest state.
+        match self.take_on(&mut slot, pay, price, tip).await {
+            Err(
+                PaymentRefused::Channel(_)
+                | PaymentRefused::Stale { .. }
+                | PaymentRefused::NotSaved,
+            ) if self.shared.refresh(&mut slot).await => {
+                self.take_on(&mut slot, pay, price, tip).await
+            }
+            outcome => outcome,
+        }
+    }
+
+    async fn take_on(
+        &self,
+        slot: &mut Slot,
+        pay: &Pay,
+        price: Amount,
+        tip: u32,
+    ) -> Result<Taken, PaymentRefused> {
         let shared = &self.shared;
         let id = pay.channel_id;
-        let mut slot = shared.lock_slot(id).await.ok_or(PaymentRefused::UnknownChannel)?;
-        let tip = shared.fresh_tip().map_err(|_| PaymentRefused::StaleTip)?;
         let newest = slot.payee.funded().and_then(|f| f.newest.as_ref()).map_or(0, |n| n.number);
         let before = slot.payee.clone();
         let msg = Message::Pay(pay.clone());
@@ -126,7 +148,7 @@ impl<C: Chain + BlockSource + Send + Sync + 'static> PaymentDesk<C> {
         for action in actions {
             match action {
                 PayeeAction::Persist => {
-                    if let Err(e) = shared.persist(&slot).await {
+                    if let Err(e) = shared.persist(slot).await {
                         warn!(channel_id = %id, "cannot save: {e}");
                         slot.payee = before;
                         return Err(PaymentRefused::NotSaved);

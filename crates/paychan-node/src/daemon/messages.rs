@@ -214,8 +214,10 @@ impl<C: Chain + BlockSource + Send + Sync + 'static> Shared<C> {
     async fn authenticate(&self, auth: &Authenticate, peer: &mut Peer) -> Result<(), Refusal> {
         paychan::auth::verify(&self.verifier, auth, &peer.session_hash)
             .map_err(Refusal::BadAuthentication)?;
-        if let Some(slot) = self.slot(auth.channel_id) {
-            if slot.lock().await.payee.state().terms.payer_key != auth.payer_key {
+        if let Some(mut slot) = self.lock_slot(auth.channel_id).await {
+            // A payer that moved here from another front end finds its newest state.
+            self.refresh(&mut slot).await;
+            if slot.payee.state().terms.payer_key != auth.payer_key {
                 // Told as if nothing were proven: whether the channel exists stays unsaid.
                 return Err(Refusal::NotAuthenticated);
             }
@@ -272,7 +274,8 @@ impl<C: Chain + BlockSource + Send + Sync + 'static> Shared<C> {
         let since = Instant::now();
         let session = self.config.service.as_ref().map(|s| s.session(open.channel_id, None));
         let funding_since = None;
-        let slot = Slot { payee, key_index, peer, closed: None, since, funding_since, session };
+        let (closed, version) = (None, None);
+        let slot = Slot { payee, key_index, peer, closed, since, funding_since, session, version };
         let slot = Arc::new(tokio::sync::Mutex::new(slot));
         let mut guard = Arc::clone(&slot).lock_owned().await;
         match self.slots().entry(open.channel_id) {
@@ -303,6 +306,25 @@ impl<C: Chain + BlockSource + Send + Sync + 'static> Shared<C> {
             slot.attach(peer);
             return self.extension(slot, extension).await;
         }
+        // With front ends sharing the store, a message refused, or whose save finds a newer
+        // row, is taken again on the channel's newest state.
+        match self.channel_step(slot, msg, peer).await {
+            Err(Refusal::Store(_) | Refusal::Channel(_)) if self.refresh(slot).await => {
+                self.channel_step(slot, msg, peer).await
+            }
+            outcome => outcome,
+        }
+    }
+
+    /// Hands `msg` to the locked channel `slot` and carries out what it asks; a save that fails
+    /// leaves the channel as it was.
+    async fn channel_step(
+        &self,
+        slot: &mut Slot,
+        msg: &Message,
+        peer: &Outbox,
+    ) -> Result<(), Refusal> {
+        let id = msg.channel_id();
         let tip = self.tip.load(Ordering::SeqCst);
         let before = slot.payee.clone();
         let actions = slot.payee.handle_message(msg, tip).map_err(|e| refusal(msg, e))?;
@@ -349,6 +371,36 @@ impl<C: Chain + BlockSource + Send + Sync + 'static> Shared<C> {
             Ok(tip) => tip,
             Err(_) => return all(&|| Refusal::StaleTip),
         };
+        // With front ends sharing the store, this copy of the channel may be behind: a run
+        // refused whole, or whose save finds a newer row, is taken again on the newest state.
+        let mut outcome = self.payment_run(slot, pays, peer, tip).await;
+        let stale = match &outcome {
+            Err(StoreError::Stale { .. }) => true,
+            Ok(refused) => refused.len() == pays.len(),
+            Err(_) => false,
+        };
+        if stale && self.refresh(slot).await {
+            outcome = self.payment_run(slot, pays, peer, tip).await;
+        }
+        match outcome {
+            Ok(refused) => Some(refused),
+            Err(e) => {
+                warn!(channel_id = %id, "cannot save: {e}");
+                all(&|| Refusal::NotSaved)
+            }
+        }
+    }
+
+    /// Takes a run of payments on the locked channel `slot` (see [`Shared::payments`]). Returns
+    /// the ones refused; if the save fails, the error, and the channel is as it was.
+    async fn payment_run<'m>(
+        &self,
+        slot: &mut Slot,
+        pays: &'m [Message],
+        peer: &Outbox,
+        tip: u32,
+    ) -> Result<Vec<(&'m Message, Refusal)>, StoreError> {
+        let id = slot.payee.state().terms.channel_id;
         let before = (slot.payee.clone(), service_record(slot));
         let mut refused = Vec::new();
         let mut actions = Vec::new();
@@ -380,10 +432,9 @@ impl<C: Chain + BlockSource + Send + Sync + 'static> Shared<C> {
             actions.insert(0, PayeeAction::Persist);
         }
         if let Err(e) = self.carry_out(slot, actions).await {
-            warn!(channel_id = %id, "cannot save: {e}");
             slot.payee = before.0;
             self.restore_session(slot, before.1);
-            return all(&|| Refusal::NotSaved);
+            return Err(e);
         }
         if near_end {
             info!(channel_id = %id, "ladder near its end: asking the payer to settle");
@@ -394,7 +445,7 @@ impl<C: Chain + BlockSource + Send + Sync + 'static> Shared<C> {
         } else if let Err(e) = self.service_outbox(slot) {
             refused.push((pays.last().expect("not empty"), e));
         }
-        Some(refused)
+        Ok(refused)
     }
 
     /// Hands an extension message to the channel's service session: its answers leave at once,
@@ -412,7 +463,7 @@ impl<C: Chain + BlockSource + Send + Sync + 'static> Shared<C> {
             self.send(slot, Message::Extension(answer));
         }
         if service_record(slot) != before {
-            if let Err(e) = self.persist(slot).await {
+            if let Err(e) = self.persist(&mut *slot).await {
                 self.restore_session(slot, before);
                 return Err(e.into());
             }

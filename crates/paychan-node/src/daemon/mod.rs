@@ -39,7 +39,7 @@ use tracing::{info, warn};
 use paychan::chain::{Chain, ChainError};
 use paychan::channel::{ChannelError, Payee, PayeeAction, PayeeConfig};
 use paychan::closing::Closure;
-use paychan::store::{ChannelRecord, ChannelState, Store, StoreError};
+use paychan::store::{ChannelRecord, ChannelState, RowVersion, Store, StoreError};
 use paychan::watch::{BlockId, BlockSource, FundingWatch};
 use paychan::wire::{ChannelId, Message};
 use paychan_wallet::{Branch, ChannelKeys, Wallet, WalletError};
@@ -180,6 +180,9 @@ struct Slot {
     funding_since: Option<u32>,
     /// The service's session on this channel, saved with the channel.
     session: Option<Box<dyn Session>>,
+    /// The version of the channel's row this state was read or last saved at (`None`: not
+    /// saved yet). In a store several front ends share, a save over another version is refused.
+    version: Option<RowVersion>,
 }
 
 impl Slot {
@@ -266,11 +269,13 @@ impl<C: Chain + BlockSource + Send + Sync + 'static> Daemon<C> {
         let started = Instant::now();
         let keys = wallet.channel_keys();
         let restored: Vec<_> = store
-            .channels()?
+            .channels_versioned()?
             .into_par_iter()
-            .map(|record| Ok((record.state.channel_id(), restore(keys, record)?)))
+            .map(|(record, version)| {
+                Ok((record.state.channel_id(), restore(keys, record)?, version))
+            })
             .collect::<Result<_, DaemonError>>()?;
-        for (channel_id, restored) in restored {
+        for (channel_id, restored, version) in restored {
             let Some(Restored { payee, key_index, closed, funding_height, service }) = restored
             else {
                 // The directory's payer channels: their ids are not for a payer of ours.
@@ -294,6 +299,7 @@ impl<C: Chain + BlockSource + Send + Sync + 'static> Daemon<C> {
                 since: Instant::now(),
                 funding_since: None,
                 session: config.service.as_ref().map(|s| s.session(channel_id, service)),
+                version: Some(version),
             };
             channels.insert(channel_id, Arc::new(tokio::sync::Mutex::new(slot)));
         }
@@ -355,7 +361,15 @@ impl<C: Chain + BlockSource + Send + Sync + 'static> Daemon<C> {
         // Reachable at start, or the daemon does not start. Payments wait for the watcher to
         // reach the node's best block.
         shared.blocking(|chain| chain.tip()).await?;
-        let mut watcher = tokio::spawn(chain_watch::run(Arc::clone(&shared), position));
+        let mut watcher = match shared.store.shared() {
+            false => tokio::spawn(chain_watch::run(Arc::clone(&shared), position)),
+            // Several front ends: one watches the chain, elected through the store; every one
+            // polls the tip, which payments are checked against.
+            true => {
+                tokio::spawn(poll_tip(Arc::clone(&shared)));
+                tokio::spawn(chain_watch::lead_then_run(Arc::clone(&shared)))
+            }
+        };
         tokio::pin!(shutdown);
         // No connection is taken before the watcher has caught up with the node: every message
         // is checked against the tip (they wait in the listener's backlog meanwhile).
@@ -462,11 +476,152 @@ impl<C: Chain + BlockSource + Send + Sync + 'static> Shared<C> {
     }
 
     /// Locks channel `id`, if it exists still once the lock is taken (an open that failed to
-    /// save removes its channel while others wait for it).
+    /// save removes its channel while others wait for it). In a store several front ends
+    /// share, a channel this process has not seen (opened through another front end) is read
+    /// from it.
     async fn lock_slot(&self, id: ChannelId) -> Option<tokio::sync::OwnedMutexGuard<Slot>> {
-        let slot = self.slot(id)?;
+        let slot = match self.slot(id) {
+            Some(slot) => slot,
+            None if self.store.shared() => self.load_slot(id).await?,
+            None => return None,
+        };
         let guard = Arc::clone(&slot).lock_owned().await;
         self.slot(id).is_some_and(|s| Arc::ptr_eq(&s, &slot)).then_some(guard)
+    }
+
+    /// Reads channel `id` from the store into a new slot, if it is a payee channel there.
+    async fn load_slot(&self, id: ChannelId) -> Option<Arc<tokio::sync::Mutex<Slot>>> {
+        let (record, version) = match self.store.load(id).await {
+            Ok(found) => found?,
+            Err(e) => {
+                warn!(channel_id = %id, "cannot read the channel: {e}");
+                return None;
+            }
+        };
+        let slot = Arc::new(tokio::sync::Mutex::new(self.slot_from(record, version)?));
+        // Another task may have loaded it meanwhile: one slot per channel.
+        Some(Arc::clone(self.slots().entry(id).or_insert(slot)))
+    }
+
+    /// A slot for a payee channel read from the store (`None` for a payer's, or one that does
+    /// not restore), its funding watched.
+    fn slot_from(&self, record: ChannelRecord, version: RowVersion) -> Option<Slot> {
+        let id = record.state.channel_id();
+        let keys = self.wallet().channel_keys().clone();
+        let restored = match restore(&keys, record) {
+            Ok(restored) => restored?,
+            Err(e) => {
+                warn!(channel_id = %id, "cannot restore the channel: {e}");
+                return None;
+            }
+        };
+        let Restored { payee, key_index, closed, funding_height, service } = restored;
+        if let Some(outpoint) = payee.funding_outpoint() {
+            let spent = closed.as_ref().map(|c| c.height);
+            self.funding_watch().watch(id, outpoint, funding_height, spent);
+        }
+        let session = self.config.service.as_ref().map(|s| s.session(id, service));
+        Some(Slot {
+            payee,
+            key_index,
+            peer: None,
+            closed,
+            since: Instant::now(),
+            funding_since: None,
+            session,
+            version: Some(version),
+        })
+    }
+
+    /// Brings `slot` up to the store's newest state of its channel, if another front end saved
+    /// a newer one. Returns whether it changed.
+    async fn refresh(&self, slot: &mut Slot) -> bool {
+        if !self.store.shared() {
+            return false;
+        }
+        let id = slot.payee.state().terms.channel_id;
+        match self.store.load(id).await {
+            Ok(Some((record, version))) => self.renew(slot, record, version),
+            Ok(None) => false,
+            Err(e) => {
+                warn!(channel_id = %id, "cannot read the channel: {e}");
+                false
+            }
+        }
+    }
+
+    /// Tells the payers of channels funded here but not ready whether the front end that
+    /// watches the chain has seen their funding confirmed since (it saved the channel ready).
+    async fn ready_elsewhere(&self) {
+        for (_, slot) in self.slot_list() {
+            let mut slot = slot.lock().await;
+            let waiting = slot.payee.funded().is_some_and(|f| !f.ready) && slot.closed.is_none();
+            if waiting && self.refresh(&mut slot).await {
+                let ready = slot.payee.reestablish().into_iter().filter_map(|a| match a {
+                    PayeeAction::Send(msg @ Message::ChannelReady(_)) => Some(msg),
+                    _ => None,
+                });
+                for msg in ready.collect::<Vec<_>>() {
+                    self.send(&mut slot, msg);
+                }
+            }
+        }
+    }
+
+    /// Brings every channel up to the store's newest state, and takes those opened through
+    /// other front ends: what the chain watcher does before each block it handles when it
+    /// leads in a store several front ends share.
+    async fn refresh_all(&self) {
+        let records = match self.store.load_all().await {
+            Ok(records) => records,
+            Err(e) => return warn!("cannot read the channels: {e}"),
+        };
+        for (record, version) in records {
+            let id = record.state.channel_id();
+            match self.slot(id) {
+                Some(slot) => {
+                    self.renew(&mut *slot.lock().await, record, version);
+                }
+                None => {
+                    if let Some(slot) = self.slot_from(record, version) {
+                        let slot = Arc::new(tokio::sync::Mutex::new(slot));
+                        self.slots().entry(id).or_insert(slot);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Makes `slot` the stored `record` at `version`, if that is another version than its own.
+    /// Returns whether it changed.
+    fn renew(&self, slot: &mut Slot, record: ChannelRecord, version: RowVersion) -> bool {
+        if slot.version == Some(version) {
+            return false;
+        }
+        let id = record.state.channel_id();
+        let keys = self.wallet().channel_keys().clone();
+        match restore(&keys, record) {
+            Ok(Some(Restored { payee, closed, service, .. })) => {
+                info!(channel_id = %id, version, "a newer state from another front end");
+                // Funded elsewhere since: its funding is watched from now on.
+                let funded = payee.funding_outpoint().filter(|_| slot.payee.funded().is_none());
+                if let Some(outpoint) = funded {
+                    self.watch_funding(id, outpoint);
+                }
+                slot.payee = payee;
+                slot.closed = closed.or(slot.closed.take());
+                slot.version = Some(version);
+                if let Some(s) = &self.config.service {
+                    slot.session = Some(s.session(id, service));
+                }
+                true
+            }
+            Ok(None) => false,
+            Err(e) => {
+                warn!(channel_id = %id, "cannot restore the channel: {e}");
+                false
+            }
+        }
     }
 
     /// Runs a node call on the blocking pool.
@@ -512,7 +667,9 @@ impl<C: Chain + BlockSource + Send + Sync + 'static> Shared<C> {
         Ok(())
     }
 
-    async fn persist(&self, slot: &Slot) -> Result<(), StoreError> {
+    /// Saves the channel over the row version it was read at; [`StoreError::Stale`] if another
+    /// front end saved it since (then nothing is written: [`Shared::refresh`] it and try again).
+    async fn persist(&self, slot: &mut Slot) -> Result<(), StoreError> {
         let state = ChannelState::Payee(slot.payee.state().clone());
         let closed = slot.closed.clone();
         let service = slot.session.as_ref().and_then(|s| s.record());
@@ -521,7 +678,8 @@ impl<C: Chain + BlockSource + Send + Sync + 'static> Shared<C> {
         let funding_height = None;
         let record =
             ChannelRecord { key_index, peer: None, state, closed, funding_height, service };
-        self.store.save(record).await
+        slot.version = Some(self.store.save(record, slot.version).await?);
+        Ok(())
     }
 
     /// Broadcasts `close` of channel `id` on a blocking thread, bumped by CPFP if the node
@@ -577,6 +735,19 @@ impl<C: Chain + BlockSource + Send + Sync + 'static> Shared<C> {
                 }
             }
         })
+    }
+}
+
+/// Reads the node's tip every poll, for a front end that does not lead the chain watcher.
+async fn poll_tip<C: Chain + BlockSource + Send + Sync + 'static>(shared: Arc<Shared<C>>) {
+    let mut interval = tokio::time::interval(shared.config.poll_interval);
+    loop {
+        interval.tick().await;
+        match shared.blocking(|chain| chain.tip()).await {
+            Ok(tip) => shared.set_tip(tip.height),
+            Err(e) => warn!("cannot read the tip: {e}"),
+        }
+        shared.ready_elsewhere().await;
     }
 }
 
