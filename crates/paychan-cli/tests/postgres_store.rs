@@ -5,8 +5,9 @@
 //!   is there, the channel goes on, and it settles with exactly the amounts paid;
 //! - two front ends at once: payers on either, a payer moving between them and finding its
 //!   newest state, two different payments of the same number raced to both (only one is
-//!   accepted each time), and one front end killed while the other goes on; every channel
-//!   settles with exactly the acknowledged amounts;
+//!   accepted each time), and one front end killed in the middle of a payer's stream of
+//!   payments while the payer goes on through the other; every channel settles with exactly the
+//!   acknowledged amounts;
 //! - the front end that leads the chain watcher killed: the other takes the lease and, its
 //!   payer gone, broadcasts the newest commitment as soon as it is final.
 
@@ -163,16 +164,34 @@ fn two_front_ends_share_the_channels_and_never_both_take_one_update() {
         assert_eq!(paid["paid_total_sat"].as_u64(), Some(bob_paid), "round {round}");
     }
 
-    // A front end killed while payers go on through the other.
-    a.kill9();
-    move_peer(alice.datadir(), &alice_channel, &b.peer());
-    for i in 12..=15u64 {
-        assert_eq!(
-            alice.json(&["pay", &alice_channel, "100"])["paid_total_sat"].as_u64(),
-            Some(100 * i)
-        );
+    // A front end killed in the middle of Alice's stream of payments: she goes on through the
+    // other, and her channel settles at exactly the total acknowledged last.
+    let progress = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let stream = {
+        let (cmd, channel) = (alice.command(), alice_channel.clone());
+        let progress = std::sync::Arc::clone(&progress);
+        std::thread::spawn(move || stream_payments(cmd, &channel, &progress))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while progress.load(std::sync::atomic::Ordering::SeqCst) < 5 {
+        assert!(std::time::Instant::now() < deadline, "the stream did not start");
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    for (payer, channel, paid) in [(&alice, &alice_channel, 1500), (&bob, &bob_channel, bob_paid)] {
+    a.kill9();
+    let before = stream.join().unwrap();
+    assert!(before >= 1100, "{before} sat acknowledged before the kill");
+    move_peer(alice.datadir(), &alice_channel, &b.peer());
+    let mut alice_paid = 0;
+    for _ in 0..4 {
+        alice_paid =
+            alice.json(&["pay", &alice_channel, "100"])["paid_total_sat"].as_u64().unwrap();
+    }
+    // The one cut off by the kill was taken or not; either way it is settled once, and the
+    // totals only grew by what was acknowledged.
+    assert!((before + 400..=before + 500).contains(&alice_paid), "{before} then {alice_paid}");
+    for (payer, channel, paid) in
+        [(&alice, &alice_channel, alice_paid), (&bob, &bob_channel, bob_paid)]
+    {
         move_peer(payer.datadir(), channel, &b.peer());
         let close = payer.json(&["close", channel]);
         let txid = close["settlement_txid"].as_str().unwrap().parse().unwrap();
@@ -181,6 +200,28 @@ fn two_front_ends_share_the_channels_and_never_both_take_one_update() {
         assert_eq!(close["payee_sat"].as_u64(), Some(paid), "{channel}");
     }
     drop(pg);
+}
+
+/// Pays 100 sat at a time with `paychan pay` (`cmd`, the payer's command) until a payment
+/// fails, counting them in `progress`; returns the total acknowledged last.
+fn stream_payments(
+    cmd: std::process::Command,
+    channel: &str,
+    progress: &std::sync::atomic::AtomicU64,
+) -> u64 {
+    let mut acknowledged = 0;
+    for _ in 0..200 {
+        let mut pay = std::process::Command::new(cmd.get_program());
+        pay.envs(cmd.get_envs().filter_map(|(k, v)| Some((k, v?))));
+        let out = pay.args(["--json", "--timeout", "5", "pay", channel, "100"]).output().unwrap();
+        if !out.status.success() {
+            return acknowledged;
+        }
+        let paid: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        acknowledged = paid["paid_total_sat"].as_u64().unwrap();
+        progress.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+    panic!("the front end was not killed");
 }
 
 fn http_of(d: &Daemon) -> String {
