@@ -288,7 +288,10 @@ fn the_watcher_leader_killed_the_other_front_end_broadcasts_the_newest_commitmen
     node.mine(1);
     // The leader dies; the payer vanishes too.
     leader.kill9();
+    let killed = std::time::Instant::now();
     log_says(&other, "leading the chain watcher");
+    let took = killed.elapsed();
+    assert!(took < std::time::Duration::from_secs(5), "took over in {took:?}");
     node.mine_to(newest - 1);
     std::thread::sleep(std::time::Duration::from_millis(500));
     assert!(node.mempool().is_empty(), "nothing broadcast before the newest commitment is final");

@@ -53,11 +53,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bitcoin::hashes::Hash;
-use bitcoin::secp256k1::{Message as SecpMessage, Secp256k1, SecretKey};
+use bitcoin::secp256k1::Secp256k1;
 use bitcoin::{Address, Amount, CompressedPublicKey, OutPoint, PublicKey};
 use bytes::Bytes;
-use common::{made_up_funding, ms, sides, StandIn, NETWORK, PAYMENT, TIP};
+use common::{
+    cpu_time, crypto_cost, fsync_floor, made_up_funding, ms, sides, us, StandIn, NETWORK, PAYMENT,
+    TIP,
+};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
@@ -351,10 +353,6 @@ fn main() {
 
 /// Paid requests per client before the rounds, to warm up.
 const WARM_UP: usize = 20;
-
-fn us(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e6
-}
 
 /// `total` requests shared out among `clients`.
 fn split(total: usize, clients: usize) -> Vec<usize> {
@@ -865,46 +863,6 @@ fn open_pair(
     (payer, payee)
 }
 
-/// The median time of writing 4 KiB and flushing it to disk, in `dir`.
-fn fsync_floor(dir: &Path, n: usize) -> Duration {
-    use std::io::Write;
-    let mut file = std::fs::File::create(dir.join("fsync")).expect("a file");
-    let mut times: Vec<Duration> = (0..n)
-        .map(|_| {
-            let t = Instant::now();
-            file.write_all(&[7; 4096]).expect("write");
-            file.sync_data().expect("fdatasync");
-            t.elapsed()
-        })
-        .collect();
-    times.sort();
-    times[n / 2]
-}
-
-/// The median over rounds of the time of one ECDSA signature and one verification with
-/// libsecp256k1 (the `secp256k1` crate that `bitcoin` re-exports), on one core.
-fn crypto_cost(n: usize) -> Duration {
-    let secp = Secp256k1::new();
-    let key = SecretKey::from_slice(&[1; 32]).expect("a valid key");
-    let public = key.public_key(&secp);
-    let mut rounds: Vec<Duration> = (0..10)
-        .map(|round| {
-            let t = Instant::now();
-            for i in 0..n / 10 {
-                let msg = SecpMessage::from_digest(
-                    bitcoin::hashes::sha256::Hash::hash(&((round * n + i) as u64).to_le_bytes())
-                        .to_byte_array(),
-                );
-                let sig = secp.sign_ecdsa(&msg, &key);
-                secp.verify_ecdsa(&msg, &sig, &public).expect("a valid signature");
-            }
-            t.elapsed() / (n / 10) as u32
-        })
-        .collect();
-    rounds.sort();
-    rounds[rounds.len() / 2]
-}
-
 /// The median over rounds of a paid request's protocol work, in memory on one core: the payer's
 /// state machine signs the payment, it is encoded into its header and decoded, the payee's
 /// state machine checks it, and the acknowledgement goes back through its header to the payer.
@@ -939,15 +897,4 @@ fn protocol_cost(n: usize) -> Duration {
         .collect();
     rounds.sort();
     rounds[rounds.len() / 2]
-}
-
-/// The CPU time this process has used so far, all threads (from `/proc/self/stat`, whose times
-/// are in USER_HZ = 100 ticks per second on Linux).
-fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (which is in parentheses and may hold spaces).
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }

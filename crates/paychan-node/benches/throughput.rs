@@ -35,14 +35,16 @@
 mod common;
 
 use std::collections::VecDeque;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bitcoin::hashes::Hash;
 use bitcoin::secp256k1::{Message as SecpMessage, Secp256k1, SecretKey};
 use bitcoin::{Amount, OutPoint, PublicKey};
-use common::{made_up_funding, ms, sides, StandIn, NETWORK, PAYMENT, TIP};
+use common::{
+    cpu_time, crypto_cost, fsync_floor, made_up_funding, ms, sides, us, StandIn, NETWORK, PAYMENT,
+    TIP,
+};
 use paychan::store::{ChannelRecord, ChannelState, Store};
 use paychan::wire::{ChannelId, Message, Pay, PayAck, RawSignature};
 use paychan_node::client::{ClientTimeouts, PayerClient, Pipelined};
@@ -223,50 +225,6 @@ fn main() {
     );
 }
 
-fn us(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e6
-}
-
-/// The median time of writing 4 KiB and flushing it to disk, in `dir`.
-fn fsync_floor(dir: &Path, n: usize) -> Duration {
-    use std::io::Write;
-    let mut file = std::fs::File::create(dir.join("fsync")).expect("file");
-    let mut times: Vec<Duration> = (0..n)
-        .map(|_| {
-            let t = Instant::now();
-            file.write_all(&[7; 4096]).expect("write");
-            file.sync_data().expect("fdatasync");
-            t.elapsed()
-        })
-        .collect();
-    times.sort();
-    times[n / 2]
-}
-
-/// The median over rounds of the time of one ECDSA signature and one verification with
-/// libsecp256k1 (the `secp256k1` crate that `bitcoin` re-exports).
-fn crypto_cost(n: usize) -> Duration {
-    let secp = Secp256k1::new();
-    let key = SecretKey::from_slice(&[1; 32]).unwrap();
-    let public = key.public_key(&secp);
-    let mut rounds: Vec<Duration> = (0..10)
-        .map(|round| {
-            let t = Instant::now();
-            for i in 0..n / 10 {
-                let msg = SecpMessage::from_digest(
-                    bitcoin::hashes::sha256::Hash::hash(&((round * n + i) as u64).to_le_bytes())
-                        .to_byte_array(),
-                );
-                let sig = secp.sign_ecdsa(&msg, &key);
-                secp.verify_ecdsa(&msg, &sig, &public).unwrap();
-            }
-            t.elapsed() / (n / 10) as u32
-        })
-        .collect();
-    rounds.sort();
-    rounds[rounds.len() / 2]
-}
-
 /// A `pay` and a `pay_ack` as they go on the wire ([`Message::encode`]): a payment between
 /// checkpoints, with a real DER signature (and its sighash byte) in the `pay`, and no signature
 /// in the `pay_ack`, as for every payment but the checkpoints.
@@ -373,17 +331,6 @@ fn crypto_rate_parallel(threads: usize, run: Duration) -> f64 {
         .collect();
     let total: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
     total as f64 / start.elapsed().as_secs_f64()
-}
-
-/// The CPU time this process has used so far, all threads (from `/proc/self/stat`, whose times
-/// are in USER_HZ = 100 ticks per second on Linux).
-fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (which is in parentheses and may hold spaces).
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 
 struct Report {

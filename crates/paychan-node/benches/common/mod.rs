@@ -1,11 +1,15 @@
 //! What the benches share: the terms their channels open with, made-up fundings and the
-//! stand-in chain that confirms them, and the unit they print times in.
+//! stand-in chain that confirms them, the units they print times in, and what bounds their
+//! figures: the disk's fsync floor, the raw crypto of a payment, the process's CPU time.
+#![allow(dead_code)] // each bench uses a part
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bitcoin::hashes::Hash;
+use bitcoin::secp256k1::{Message as SecpMessage, Secp256k1, SecretKey};
 use bitcoin::FeeRate;
 use bitcoin::{
     absolute, transaction, Address, Amount, Network, OutPoint, ScriptBuf, Sequence, Transaction,
@@ -83,7 +87,6 @@ pub fn ms(d: Duration) -> f64 {
 /// The chain as the payment path needs it: a fixed tip, every made-up funding confirmed and
 /// unspent. Nothing is ever broadcast in these runs.
 #[derive(Clone, Default)]
-#[allow(dead_code)] // the watcher's bench reads real blocks
 pub struct StandIn {
     /// The made-up fundings, by outpoint.
     pub fundings: Arc<Mutex<HashMap<OutPoint, TxOut>>>,
@@ -147,4 +150,64 @@ impl Chain for StandIn {
     ) -> Result<Vec<Utxo>, ChainError> {
         Ok(Vec::new())
     }
+}
+
+// What bounds the figures, measured in the same run as them.
+
+pub fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+/// The median time of writing 4 KiB and flushing it to disk, in `dir`.
+pub fn fsync_floor(dir: &Path, n: usize) -> Duration {
+    use std::io::Write;
+    let path = dir.join("fsync");
+    let mut file = std::fs::File::create(&path).expect("file");
+    let mut times: Vec<Duration> = (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            file.write_all(&[7; 4096]).expect("write");
+            file.sync_data().expect("fdatasync");
+            t.elapsed()
+        })
+        .collect();
+    drop(file);
+    let _ = std::fs::remove_file(path);
+    times.sort();
+    times[n / 2]
+}
+
+/// The median over rounds of the time of one ECDSA signature and one verification with
+/// libsecp256k1 (the `secp256k1` crate that `bitcoin` re-exports), on one core.
+pub fn crypto_cost(n: usize) -> Duration {
+    let secp = Secp256k1::new();
+    let key = SecretKey::from_slice(&[1; 32]).expect("a valid key");
+    let public = key.public_key(&secp);
+    let mut rounds: Vec<Duration> = (0..10)
+        .map(|round| {
+            let t = Instant::now();
+            for i in 0..n / 10 {
+                let msg = SecpMessage::from_digest(
+                    bitcoin::hashes::sha256::Hash::hash(&((round * n + i) as u64).to_le_bytes())
+                        .to_byte_array(),
+                );
+                let sig = secp.sign_ecdsa(&msg, &key);
+                secp.verify_ecdsa(&msg, &sig, &public).expect("a valid signature");
+            }
+            t.elapsed() / (n / 10) as u32
+        })
+        .collect();
+    rounds.sort();
+    rounds[rounds.len() / 2]
+}
+
+/// The CPU time this process has used so far, all threads (from `/proc/self/stat`, whose times
+/// are in USER_HZ = 100 ticks per second on Linux).
+pub fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
