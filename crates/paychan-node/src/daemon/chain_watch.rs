@@ -298,6 +298,12 @@ async fn expire<C: Chain + BlockSource + Send + Sync + 'static>(shared: &Shared<
         if slot.closed.is_some() {
             continue;
         }
+        // Another front end may have taken its funding since this copy was read.
+        let waiting_here = slot.payee.funded().is_none_or(|f| !f.ready);
+        if waiting_here && shared.refresh(&mut slot).await {
+            waiting += 1;
+            continue;
+        }
         let Some(f) = slot.payee.funded() else {
             if slot.since.elapsed() > shared.config.unfunded_expiry {
                 forget(shared, id, "no funding came").await;

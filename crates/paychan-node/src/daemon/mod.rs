@@ -568,6 +568,32 @@ impl<C: Chain + BlockSource + Send + Sync + 'static> Shared<C> {
         }
     }
 
+    /// On a front end that does not watch the chain: counts the channels waiting for their
+    /// funding here (against [`DaemonConfig::max_unfunded`]), and forgets, in memory only, those
+    /// that never got one in time (the watching front end deletes them from the store).
+    fn count_unfunded_here(&self) {
+        let expiry = self.config.unfunded_expiry;
+        let mut waiting = 0;
+        let mut expired = Vec::new();
+        for (id, slot) in self.slot_list() {
+            // Busy: it is being used, not forgotten; counted at the next poll.
+            let Ok(slot) = slot.try_lock() else { continue };
+            let f = slot.payee.funded();
+            if slot.closed.is_some() || f.is_some_and(|f| f.ready || f.newest.is_some()) {
+                continue;
+            }
+            match f.is_none() && slot.since.elapsed() > expiry {
+                true => expired.push(id),
+                false => waiting += 1,
+            }
+        }
+        let mut slots = self.slots();
+        for id in expired {
+            slots.remove(&id);
+        }
+        self.unfunded.store(waiting, Ordering::SeqCst);
+    }
+
     /// Brings every channel up to the store's newest state, and takes those opened through
     /// other front ends: what the chain watcher does before each block it handles when it
     /// leads in a store several front ends share.
@@ -748,6 +774,7 @@ async fn poll_tip<C: Chain + BlockSource + Send + Sync + 'static>(shared: Arc<Sh
             Err(e) => warn!("cannot read the tip: {e}"),
         }
         shared.ready_elsewhere().await;
+        shared.count_unfunded_here();
     }
 }
 
