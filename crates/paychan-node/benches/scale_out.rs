@@ -49,7 +49,7 @@
 
 mod common;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -57,12 +57,12 @@ use std::time::{Duration, Instant};
 use bitcoin::secp256k1::Secp256k1;
 use bitcoin::{Amount, OutPoint, PublicKey};
 use common::{
-    cpu_time, crypto_cost, fsync_floor, made_up_funding, ms, sides, us, StandIn, NETWORK, PAYMENT,
-    TIP,
+    cpu_time, crypto_cost, fsync_floor, made_up_funding, ms, pay_timed, sides, us, StandIn,
+    NETWORK, PAYMENT, TIP,
 };
 use paychan::store::{ChannelRecord, ChannelState, Store};
 use paychan::wire::ChannelId;
-use paychan_node::client::{ClientTimeouts, PayerClient, Pipelined};
+use paychan_node::client::{ClientTimeouts, PayerClient};
 use paychan_node::daemon::{Daemon, DaemonConfig};
 use paychan_node::datadir::DataDir;
 use paychan_postgres::PgStore;
@@ -559,32 +559,11 @@ fn run(dir: &Path, backend: Backend, url: Option<&str>, size: Size, postmaster: 
                 let mut client = PayerClient::resume(payer_dir.parts(), &chain, id, timeouts)
                     .await
                     .expect("resume");
-                let amounts = vec![PAYMENT; per_channel];
-                // The batches sent and not yet wholly acknowledged, oldest first.
-                let mut sent: VecDeque<(u64, Instant)> = VecDeque::new();
-                let mut lat = Vec::with_capacity(per_channel);
-                let mut next_acked = 1u64;
-                start.wait().await;
-                client
-                    .pay_pipelined(&amounts, window, batch, |e| match e {
-                        Pipelined::Sent { up_to } => sent.push_back((up_to, Instant::now())),
-                        Pipelined::Acknowledged { up_to } => {
-                            let now = Instant::now();
-                            while next_acked <= up_to {
-                                while sent.front().is_some_and(|(u, _)| *u < next_acked) {
-                                    sent.pop_front();
-                                }
-                                let at = sent.front().expect("sent before acked").1;
-                                lat.push(now - at);
-                                next_acked += 1;
-                            }
-                        }
-                    })
-                    .await
-                    .expect("payments");
+                let lat = pay_timed(&mut client, per_channel, (window, batch), &start).await;
                 latencies.lock().unwrap().extend(lat);
                 // What the payee acknowledged: every payment, by the payer's own account.
-                (id, next_acked - 1, client.payer().paid())
+                let acked = client.payer().funded().and_then(|f| f.funded.newest.as_ref());
+                (id, acked.map_or(0, |n| n.number), client.payer().paid())
             })
         })
         .collect();

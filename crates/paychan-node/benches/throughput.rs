@@ -34,7 +34,6 @@
 
 mod common;
 
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -42,12 +41,12 @@ use bitcoin::hashes::Hash;
 use bitcoin::secp256k1::{Message as SecpMessage, Secp256k1, SecretKey};
 use bitcoin::{Amount, OutPoint, PublicKey};
 use common::{
-    cpu_time, crypto_cost, fsync_floor, made_up_funding, ms, sides, us, StandIn, NETWORK, PAYMENT,
-    TIP,
+    cpu_time, crypto_cost, fsync_floor, made_up_funding, ms, pay_timed, sides, us, StandIn,
+    NETWORK, PAYMENT, TIP,
 };
 use paychan::store::{ChannelRecord, ChannelState, Store};
 use paychan::wire::{ChannelId, Message, Pay, PayAck, RawSignature};
-use paychan_node::client::{ClientTimeouts, PayerClient, Pipelined};
+use paychan_node::client::{ClientTimeouts, PayerClient};
 use paychan_node::daemon::{Daemon, DaemonConfig};
 use paychan_node::datadir::DataDir;
 use paychan_node::net::handshake::{answer, Answer, Initiator, NodeIdentity};
@@ -421,29 +420,7 @@ fn run(
                 let mut client = PayerClient::resume(payer_dir.parts(), &chain, id, timeouts)
                     .await
                     .expect("resume");
-                let amounts = vec![PAYMENT; per_channel];
-                // The batches sent and not yet wholly acknowledged, oldest first.
-                let mut sent: VecDeque<(u64, Instant)> = VecDeque::new();
-                let mut lat = Vec::with_capacity(per_channel);
-                let mut next_acked = 1u64;
-                start.wait().await;
-                client
-                    .pay_pipelined(&amounts, window, batch, |e| match e {
-                        Pipelined::Sent { up_to } => sent.push_back((up_to, Instant::now())),
-                        Pipelined::Acknowledged { up_to } => {
-                            let now = Instant::now();
-                            while next_acked <= up_to {
-                                while sent.front().is_some_and(|(u, _)| *u < next_acked) {
-                                    sent.pop_front();
-                                }
-                                let at = sent.front().expect("sent before acked").1;
-                                lat.push(now - at);
-                                next_acked += 1;
-                            }
-                        }
-                    })
-                    .await
-                    .expect("payments");
+                let lat = pay_timed(&mut client, per_channel, (window, batch), &start).await;
                 assert_eq!(client.payer().paid(), PAYMENT * per_channel as u64);
                 latencies.lock().unwrap().extend(lat);
             })

@@ -3,7 +3,7 @@
 //! figures: the disk's fsync floor, the raw crypto of a payment, the process's CPU time.
 #![allow(dead_code)] // each bench uses a part
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,8 +19,10 @@ use paychan::chain::{Chain, ChainError, OutputStatus, Tip, TxStatus, Utxo};
 use paychan::channel::{CheckpointPolicy, PayeeConfig, PayerConfig};
 use paychan::keys::ChannelSigner;
 use paychan::miniscript::descriptor::{Descriptor, DescriptorPublicKey};
+use paychan::store::Store;
 use paychan::watch::BlockSource;
 use paychan::wire::ChannelId;
+use paychan_node::client::{PayerClient, Pipelined};
 use paychan_testkit::Sides;
 
 /// The tip at which the channels open.
@@ -210,4 +212,39 @@ pub fn cpu_time() -> Duration {
     let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
     // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
     Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
+/// Pays `n` payments of [`PAYMENT`] pipelined (`window` in flight, `batch` signed and saved
+/// together), starting when `start` lets every payer go, and returns each payment's latency:
+/// from its batch's sending to its acknowledgement.
+pub async fn pay_timed<C: Chain + BlockSource, S: Store>(
+    client: &mut PayerClient<'_, C, S>,
+    n: usize,
+    (window, batch): (usize, usize),
+    start: &tokio::sync::Barrier,
+) -> Vec<Duration> {
+    let amounts = vec![PAYMENT; n];
+    // The batches sent and not yet wholly acknowledged, oldest first.
+    let mut sent: VecDeque<(u64, Instant)> = VecDeque::new();
+    let mut latencies = Vec::with_capacity(n);
+    let mut next_acked = 1u64;
+    start.wait().await;
+    client
+        .pay_pipelined(&amounts, window, batch, |e| match e {
+            Pipelined::Sent { up_to } => sent.push_back((up_to, Instant::now())),
+            Pipelined::Acknowledged { up_to } => {
+                let now = Instant::now();
+                while next_acked <= up_to {
+                    while sent.front().is_some_and(|(u, _)| *u < next_acked) {
+                        sent.pop_front();
+                    }
+                    let at = sent.front().expect("sent before acked").1;
+                    latencies.push(now - at);
+                    next_acked += 1;
+                }
+            }
+        })
+        .await
+        .expect("payments");
+    latencies
 }
