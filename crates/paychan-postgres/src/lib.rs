@@ -25,7 +25,10 @@ use r2d2_postgres::PostgresConnectionManager;
 use serde_json::Value;
 
 use paychan::closing::Closure;
-use paychan::store::{ChannelRecord, ChannelState, Lease, RowVersion, Store, StoreError};
+use paychan::store::{
+    network_setting, next_key_index, ChannelRecord, ChannelState, Lease, RowVersion, Store,
+    StoreError,
+};
 use paychan::watch::BlockId;
 use paychan::wire::ChannelId;
 
@@ -300,13 +303,7 @@ impl Fields {
 impl Store for PgStore {
     fn check_network(&mut self, network: Network) -> Result<(), StoreError> {
         self.update_setting("network", |stored| {
-            let Some(s) = stored else { return Ok((Some(network.to_core_arg().into()), ())) };
-            let stored = Network::from_core_arg(&s)
-                .map_err(|e| self.corrupt(format!("network {s:?}: {e}")))?;
-            if stored != network {
-                return Err(StoreError::WrongNetwork { stored, requested: network });
-            }
-            Ok((None, ()))
+            Ok((network_setting(stored.as_deref(), network, &self.location)?, ()))
         })
     }
 
@@ -314,17 +311,8 @@ impl Store for PgStore {
     /// counter's row is locked while it is bumped.
     fn reserve_key_index(&mut self) -> Result<u32, StoreError> {
         self.update_setting("next_key_index", |next| {
-            let index = match next {
-                None => 0,
-                Some(s) => s
-                    .parse::<u32>()
-                    .map_err(|e| self.corrupt(format!("next_key_index {s:?}: {e}")))?,
-            };
-            let bumped = index
-                .checked_add(1)
-                .filter(|i| *i < 1 << 31)
-                .ok_or_else(|| self.corrupt("channel key indexes exhausted".into()))?;
-            Ok((Some(bumped.to_string()), index))
+            let (index, bumped) = next_key_index(next.as_deref()).map_err(|r| self.corrupt(r))?;
+            Ok((Some(bumped), index))
         })
     }
 

@@ -20,7 +20,9 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde_json::Value;
 
 use paychan::closing::Closure;
-use paychan::store::{ChannelRecord, ChannelState, Store, StoreError};
+use paychan::store::{
+    network_setting, next_key_index, ChannelRecord, ChannelState, Store, StoreError,
+};
 use paychan::watch::BlockId;
 use paychan::wire::ChannelId;
 
@@ -147,15 +149,7 @@ impl Store for SqliteStore {
     fn check_network(&mut self, network: Network) -> Result<(), StoreError> {
         let path = self.path.clone();
         self.update_setting("network", |stored| {
-            let Some(s) = stored else { return Ok((Some(network.to_core_arg().into()), ())) };
-            let stored = Network::from_core_arg(&s).map_err(|e| StoreError::Corrupt {
-                location: location(&path),
-                reason: format!("network {s:?}: {e}"),
-            })?;
-            if stored != network {
-                return Err(StoreError::WrongNetwork { stored, requested: network });
-            }
-            Ok((None, ()))
+            Ok((network_setting(stored.as_deref(), network, &location(&path))?, ()))
         })
     }
 
@@ -167,19 +161,9 @@ impl Store for SqliteStore {
     fn reserve_key_index(&mut self) -> Result<u32, StoreError> {
         let path = self.path.clone();
         self.update_setting("next_key_index", |next| {
-            let corrupt =
-                |reason: String| StoreError::Corrupt { location: location(&path), reason };
-            let index = match next {
-                None => 0,
-                Some(s) => {
-                    s.parse::<u32>().map_err(|e| corrupt(format!("next_key_index {s:?}: {e}")))?
-                }
-            };
-            let bumped = index
-                .checked_add(1)
-                .filter(|i| *i < 1 << 31)
-                .ok_or_else(|| corrupt("channel key indexes exhausted".into()))?;
-            Ok((Some(bumped.to_string()), index))
+            let (index, bumped) = next_key_index(next.as_deref())
+                .map_err(|reason| StoreError::Corrupt { location: location(&path), reason })?;
+            Ok((Some(bumped), index))
         })
     }
 

@@ -39,6 +39,45 @@ pub const STATE_VERSION: u32 = 1;
 /// ([`Store::save_channels_if`]): one more at each save.
 pub type RowVersion = i64;
 
+/// What a store writes for its `network` setting, given what it holds (`None`: nothing yet):
+/// the value to record on first use, or nothing. For backends that keep settings as text;
+/// `location` names the store in errors.
+///
+/// # Errors
+/// [`StoreError::WrongNetwork`], [`StoreError::Corrupt`].
+pub fn network_setting(
+    stored: Option<&str>,
+    network: Network,
+    location: &str,
+) -> Result<Option<String>, StoreError> {
+    let Some(s) = stored else { return Ok(Some(network.to_core_arg().into())) };
+    let stored = Network::from_core_arg(s).map_err(|e| StoreError::Corrupt {
+        location: location.to_owned(),
+        reason: format!("network {s:?}: {e}"),
+    })?;
+    if stored != network {
+        return Err(StoreError::WrongNetwork { stored, requested: network });
+    }
+    Ok(None)
+}
+
+/// The key index to hand out given the stored counter (`None`: none yet), and the counter to
+/// store after it. For backends that keep settings as text.
+///
+/// # Errors
+/// The reason the counter is corrupt or exhausted (the caller adds where).
+pub fn next_key_index(stored: Option<&str>) -> Result<(u32, String), String> {
+    let index = match stored {
+        None => 0,
+        Some(s) => s.parse::<u32>().map_err(|e| format!("next_key_index {s:?}: {e}"))?,
+    };
+    let bumped = index
+        .checked_add(1)
+        .filter(|i| *i < 1 << 31)
+        .ok_or_else(|| "channel key indexes exhausted".to_owned())?;
+    Ok((index, bumped.to_string()))
+}
+
 /// A lease taken with [`Store::try_lead`]: held until dropped.
 pub type Lease = Box<dyn Send>;
 
